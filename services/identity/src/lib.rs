@@ -1,0 +1,27 @@
+//! Identity: users, one-time passwords and the signing keys of access tokens.
+//!
+//! The component owns the PostgreSQL schema `identity` and plugs into the `pulse` binary through
+//! [`pulse_kit::component::Component`].
+
+use pulse_kit::component::Component;
+use sqlx::migrate::Migrator;
+
+static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The identity component.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Identity;
+
+impl Component for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn description(&self) -> &'static str {
+        "Identity: users, one-time passwords and the signing keys of access tokens."
+    }
+
+    fn migrations(&self) -> &'static Migrator {
+        &MIGRATIONS
+    }
+}

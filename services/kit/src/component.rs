@@ -1,0 +1,111 @@
+//! The one interface every component implements to plug into the `pulse` binary.
+//!
+//! A component contributes routes, gRPC services, Kafka consumers, background jobs and its
+//! migrations; the server wires them to shared listeners and to the component's own schema,
+//! outbox relay and idempotency store. Adding a component touches one list in `pulse`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use futures::future::BoxFuture;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnectOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::CountryConfig;
+use crate::consumer::{ConsumerConfig, EventHandler};
+use crate::kafka::KafkaHandle;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::redis::RedisHandle;
+
+/// What a component gets to build its parts with.
+#[derive(Clone)]
+pub struct ComponentContext {
+    /// The component's name (also its schema).
+    pub name: &'static str,
+    /// The country this deployment serves.
+    pub country: Arc<CountryConfig>,
+    /// Pool whose sessions see only the component's schema.
+    pub db: PgPool,
+    /// Connection options of that schema (for dedicated sessions).
+    pub db_options: PgConnectOptions,
+    /// Redis.
+    pub redis: RedisHandle,
+    /// Kafka.
+    pub kafka: KafkaHandle,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Token verification for this country.
+    pub auth: Arc<Authenticator>,
+    /// The component's outbox.
+    pub outbox: Outbox,
+}
+
+/// A Kafka consumer a component wants to run.
+pub struct ConsumerSpec {
+    /// Group, topic and tuning.
+    pub config: ConsumerConfig,
+    /// What to do with each event.
+    pub handler: Arc<dyn EventHandler>,
+}
+
+/// A long-running background job; it must return soon after its token is cancelled.
+pub struct Job {
+    /// Name, for logs.
+    pub name: String,
+    /// The job.
+    pub run: Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>,
+}
+
+impl Job {
+    /// A job called `name`.
+    pub fn new<F, Fut>(name: &str, run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            name: name.to_owned(),
+            run: Box::new(move |token| Box::pin(run(token))),
+        }
+    }
+}
+
+/// A Pulse component (identity, booking, marketing, ordering, notifier).
+pub trait Component: Send + Sync {
+    /// Name, `--target` value and PostgreSQL schema.
+    fn name(&self) -> &'static str;
+
+    /// One-line description, shown by `pulse --help`.
+    fn description(&self) -> &'static str;
+
+    /// The component's own migrations (versions above the kit's reserved range).
+    fn migrations(&self) -> &'static Migrator;
+
+    /// Public HTTP routes.
+    fn routes(&self, _ctx: &ComponentContext) -> Router {
+        Router::new()
+    }
+
+    /// gRPC services, with the names under which gRPC health reports them.
+    fn grpc(
+        &self,
+        _ctx: &ComponentContext,
+        _routes: &mut tonic::service::RoutesBuilder,
+    ) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Kafka consumers.
+    fn consumers(&self, _ctx: &ComponentContext) -> Vec<ConsumerSpec> {
+        Vec::new()
+    }
+
+    /// Background jobs.
+    fn jobs(&self, _ctx: &ComponentContext) -> Vec<Job> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,762 @@
+//! Kafka consumer runtime on rskafka, with its state in PostgreSQL.
+//!
+//! - **Effectively once**: a record's handler runs in a transaction that also advances the
+//!   stored offset and records the event id; a crash before commit leaves neither the effect nor
+//!   the offset, so the record is handled again; an event published twice (same id) is applied
+//!   once.
+//! - **Partitions shared among replicas**: every replica heartbeats into `consumer_members`;
+//!   each takes at most `ceil(partitions / live replicas)` partitions, each guarded by a
+//!   PostgreSQL advisory lock held on the connection that runs the partition's transactions.
+//!   When a replica stops or dies its session ends, its locks are freed, and the others take the
+//!   partitions within seconds.
+//! - **Retries and dead letters**: a failing handler is retried with exponential backoff; after
+//!   `max_attempts` failures the record goes to the dead-letter topic with the error, and the
+//!   partition moves on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rskafka::client::error::{Error as KafkaClientError, ProtocolError};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::record::{Record, RecordAndOffset};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::envelope::EventEnvelope;
+use crate::kafka::{KafkaHandle, dead_letter_topic};
+use crate::metrics::{ConsumerLabels, GroupLabels, Metrics};
+use crate::outbox::sleep_or_cancel;
+use crate::telemetry;
+
+/// The error a handler returns; it is retried, then dead-lettered with its message.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Applies one event inside the consumer's transaction.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies `event`. Every write must go through `tx`: it commits together with the offset.
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventEnvelope,
+    ) -> Result<(), HandlerError>;
+}
+
+/// Kafka record header: why the record was dead-lettered.
+pub const HEADER_DLQ_ERROR: &str = "dlq-error";
+/// Kafka record header: the topic the record came from.
+pub const HEADER_DLQ_TOPIC: &str = "dlq-original-topic";
+/// Kafka record header: the partition the record came from.
+pub const HEADER_DLQ_PARTITION: &str = "dlq-original-partition";
+/// Kafka record header: the offset of the record in its partition.
+pub const HEADER_DLQ_OFFSET: &str = "dlq-original-offset";
+/// Kafka record header: how many times the handler failed.
+pub const HEADER_DLQ_ATTEMPTS: &str = "dlq-attempts";
+
+/// Tuning of a consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Consumer group (one per component and purpose, e.g. `booking-cache`).
+    pub group: String,
+    /// Topic to read.
+    pub topic: String,
+    /// Handler attempts before a record is dead-lettered.
+    pub max_attempts: u32,
+    /// Backoff after the first failure; doubles each time.
+    pub retry_backoff: Duration,
+    /// Upper bound of the backoff.
+    pub max_backoff: Duration,
+    /// Heartbeat and rebalance interval.
+    pub heartbeat: Duration,
+    /// A replica that has not heartbeaten for this long is considered gone.
+    pub member_ttl: Duration,
+    /// Longest a fetch waits for new records.
+    pub fetch_max_wait: Duration,
+    /// Partitions to create the topic with when it does not exist yet.
+    pub partitions: i32,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `group` reading `topic`.
+    pub fn new(group: &str, topic: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            member_ttl: Duration::from_secs(5),
+            fetch_max_wait: Duration::from_millis(500),
+            partitions: 3,
+        }
+    }
+}
+
+/// Partitions a consumer currently owns (shared, for status and tests).
+#[derive(Debug, Clone, Default)]
+pub struct OwnedPartitions(Arc<Mutex<BTreeSet<i32>>>);
+
+impl OwnedPartitions {
+    /// A snapshot of the owned partitions.
+    pub fn get(&self) -> BTreeSet<i32> {
+        self.0.lock().map(|set| set.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, partitions: impl Iterator<Item = i32>) {
+        if let Ok(mut set) = self.0.lock() {
+            *set = partitions.collect();
+        }
+    }
+}
+
+/// One replica of a consumer group.
+pub struct Consumer {
+    pool: PgPool,
+    options: PgConnectOptions,
+    kafka: KafkaHandle,
+    handler: Arc<dyn EventHandler>,
+    metrics: Arc<Metrics>,
+    config: Arc<ConsumerConfig>,
+    member_id: Uuid,
+    owned: OwnedPartitions,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("handler failed: {0}")]
+    Handler(HandlerError),
+    #[error("the partition's offset moved: another replica owns it now")]
+    Fenced,
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WorkerStop {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the partition's offset moved: another replica owns it now")]
+    Fenced,
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+impl From<ApplyError> for WorkerStop {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::Fenced => Self::Fenced,
+            ApplyError::Sql(e) => Self::Sql(e),
+            ApplyError::Handler(e) => Self::Kafka(e.to_string()),
+        }
+    }
+}
+
+impl Consumer {
+    /// A replica of `config.group`. `options` must point at the component's schema: each owned
+    /// partition gets its own connection from them.
+    pub fn new(
+        pool: PgPool,
+        options: PgConnectOptions,
+        kafka: KafkaHandle,
+        handler: Arc<dyn EventHandler>,
+        metrics: Arc<Metrics>,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self {
+            pool,
+            options,
+            kafka,
+            handler,
+            metrics,
+            config: Arc::new(config),
+            member_id: Uuid::new_v4(),
+            owned: OwnedPartitions::default(),
+        }
+    }
+
+    /// The partitions this replica owns, updated as it runs.
+    pub fn owned_partitions(&self) -> OwnedPartitions {
+        self.owned.clone()
+    }
+
+    fn group_labels(&self) -> GroupLabels {
+        GroupLabels {
+            group: self.config.group.clone(),
+            topic: self.config.topic.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled. Dropping the future stops every partition at once
+    /// (uncommitted work is rolled back).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let partitions = loop {
+            match self
+                .kafka
+                .ensure_topic(&self.config.topic, self.config.partitions)
+                .await
+            {
+                Ok(partitions) => break partitions,
+                Err(err) => {
+                    tracing::warn!(topic = %self.config.topic, error = %err, "consumer waiting for its topic");
+                    sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                }
+            }
+        };
+        let mut tasks = JoinSet::new();
+        let mut workers: BTreeMap<i32, (CancellationToken, AbortHandle)> = BTreeMap::new();
+        let mut finished: HashMap<tokio::task::Id, i32> = HashMap::new();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Forget workers that stopped by themselves (lost lock, database error).
+            while let Some(done) = tasks.try_join_next_with_id() {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(err) => err.id(),
+                };
+                if let Some(partition) = finished.remove(&id) {
+                    workers.remove(&partition);
+                }
+            }
+            match self
+                .rebalance(&partitions, &mut workers, &mut tasks, &mut finished)
+                .await
+            {
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::warn!(group = %self.config.group, error = %err, "consumer rebalance failed")
+                }
+            }
+            self.owned.set(workers.keys().copied());
+            self.metrics
+                .consumer_partitions_owned
+                .get_or_create(&self.group_labels())
+                .set(workers.len() as i64);
+            sleep_or_cancel(self.config.heartbeat, &shutdown).await;
+        }
+        for (token, _) in workers.values() {
+            token.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+        self.owned.set(std::iter::empty());
+        let _ = sqlx::query(
+            "DELETE FROM consumer_members WHERE group_name = $1 AND topic = $2 AND member_id = $3",
+        )
+        .bind(&self.config.group)
+        .bind(&self.config.topic)
+        .bind(self.member_id)
+        .execute(&self.pool)
+        .await;
+    }
+
+    async fn rebalance(
+        &self,
+        partitions: &[i32],
+        workers: &mut BTreeMap<i32, (CancellationToken, AbortHandle)>,
+        tasks: &mut JoinSet<()>,
+        finished: &mut HashMap<tokio::task::Id, i32>,
+    ) -> Result<(), sqlx::Error> {
+        let ttl = self.config.member_ttl.as_secs_f64();
+        sqlx::query(
+            "INSERT INTO consumer_members (group_name, topic, member_id, heartbeat_at)
+             VALUES ($1, $2, $3, now())
+             ON CONFLICT (group_name, topic, member_id) DO UPDATE SET heartbeat_at = now()",
+        )
+        .bind(&self.config.group)
+        .bind(&self.config.topic)
+        .bind(self.member_id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "DELETE FROM consumer_members
+             WHERE group_name = $1 AND topic = $2 AND heartbeat_at < now() - make_interval(secs => $3)",
+        )
+        .bind(&self.config.group)
+        .bind(&self.config.topic)
+        .bind(ttl)
+        .execute(&self.pool)
+        .await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM consumer_members WHERE group_name = $1 AND topic = $2",
+        )
+        .bind(&self.config.group)
+        .bind(&self.config.topic)
+        .fetch_one(&self.pool)
+        .await?;
+        let live = usize::try_from(live.max(1)).unwrap_or(1);
+        let share = partitions.len().div_ceil(live);
+
+        // Give back what is above our share, highest partitions first.
+        while workers.len() > share {
+            let Some((&partition, _)) = workers.iter().next_back() else {
+                break;
+            };
+            if let Some((token, _)) = workers.remove(&partition) {
+                token.cancel();
+                tracing::info!(group = %self.config.group, partition, "releasing partition for another replica");
+            }
+        }
+        // Take free partitions up to our share.
+        for &partition in partitions {
+            if workers.len() >= share {
+                break;
+            }
+            if workers.contains_key(&partition) {
+                continue;
+            }
+            let mut conn = PgConnection::connect_with(&self.options).await?;
+            let key = crate::db::advisory_key(&format!(
+                "pulse-consumer:{}:{}:{partition}",
+                self.config.group, self.config.topic
+            ));
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
+            if !locked {
+                conn.close().await.ok();
+                continue;
+            }
+            tracing::info!(group = %self.config.group, topic = %self.config.topic, partition, "partition acquired");
+            let token = CancellationToken::new();
+            let worker = PartitionWorker {
+                consumer: self.shallow(),
+                partition,
+                token: token.clone(),
+            };
+            let handle = tasks.spawn(async move { worker.run(conn).await });
+            finished.insert(handle.id(), partition);
+            workers.insert(partition, (token, handle));
+        }
+        Ok(())
+    }
+
+    fn shallow(&self) -> Shared {
+        Shared {
+            kafka: self.kafka.clone(),
+            handler: Arc::clone(&self.handler),
+            metrics: Arc::clone(&self.metrics),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// What a partition worker needs from its consumer.
+struct Shared {
+    kafka: KafkaHandle,
+    handler: Arc<dyn EventHandler>,
+    metrics: Arc<Metrics>,
+    config: Arc<ConsumerConfig>,
+}
+
+struct PartitionWorker {
+    consumer: Shared,
+    partition: i32,
+    token: CancellationToken,
+}
+
+impl PartitionWorker {
+    fn config(&self) -> &ConsumerConfig {
+        &self.consumer.config
+    }
+
+    fn group_labels(&self) -> GroupLabels {
+        GroupLabels {
+            group: self.config().group.clone(),
+            topic: self.config().topic.clone(),
+        }
+    }
+
+    async fn run(self, mut conn: PgConnection) {
+        match self.consume(&mut conn).await {
+            Ok(()) | Err(WorkerStop::Cancelled) => {}
+            Err(err) => tracing::warn!(
+                group = %self.config().group, partition = self.partition, error = %err,
+                "partition worker stopped; the partition will be taken again"
+            ),
+        }
+        // Ending the session releases the partition's advisory lock.
+        conn.close().await.ok();
+    }
+
+    async fn consume(&self, conn: &mut PgConnection) -> Result<(), WorkerStop> {
+        let client = self
+            .consumer
+            .kafka
+            .client()
+            .await
+            .map_err(|e| WorkerStop::Kafka(e.to_string()))?;
+        let pc = client
+            .partition_client(
+                self.config().topic.clone(),
+                self.partition,
+                UnknownTopicHandling::Retry,
+            )
+            .await
+            .map_err(|e| WorkerStop::Kafka(e.to_string()))?;
+        let mut next = self.load_offset(conn, &pc).await?;
+        let lag_labels = ConsumerLabels {
+            group: self.config().group.clone(),
+            topic: self.config().topic.clone(),
+            partition: self.partition,
+        };
+        let max_wait = i32::try_from(self.config().fetch_max_wait.as_millis()).unwrap_or(500);
+        loop {
+            if self.token.is_cancelled() {
+                return Err(WorkerStop::Cancelled);
+            }
+            let fetched = tokio::select! {
+                () = self.token.cancelled() => return Err(WorkerStop::Cancelled),
+                fetched = pc.fetch_records(next, 1..8_000_000, max_wait) => fetched,
+            };
+            let (mut records, high_watermark) = match fetched {
+                Ok(ok) => ok,
+                Err(KafkaClientError::ServerError {
+                    protocol_error: ProtocolError::OffsetOutOfRange,
+                    ..
+                }) => {
+                    let earliest = pc
+                        .get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(|e| WorkerStop::Kafka(e.to_string()))?;
+                    if earliest > next {
+                        tracing::error!(
+                            partition = self.partition,
+                            from = next,
+                            to = earliest,
+                            "records were deleted by retention before they were consumed; skipping to the earliest"
+                        );
+                        next = self.store_offset(conn, next, earliest).await?;
+                    } else {
+                        sleep_or_cancel(Duration::from_millis(200), &self.token).await;
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(partition = self.partition, error = %err, "fetch failed; retrying");
+                    sleep_or_cancel(Duration::from_secs(1), &self.token).await;
+                    continue;
+                }
+            };
+            records.sort_by_key(|r| r.offset);
+            for record in records {
+                // A fetch may start at the beginning of the batch holding `next`.
+                if record.offset < next {
+                    continue;
+                }
+                if self.token.is_cancelled() {
+                    return Err(WorkerStop::Cancelled);
+                }
+                self.process(conn, &record).await?;
+                next = record.offset + 1;
+                self.consumer
+                    .metrics
+                    .consumer_lag
+                    .get_or_create(&lag_labels)
+                    .set((high_watermark - next).max(0));
+            }
+            self.consumer
+                .metrics
+                .consumer_lag
+                .get_or_create(&lag_labels)
+                .set((high_watermark - next).max(0));
+        }
+    }
+
+    async fn load_offset(
+        &self,
+        conn: &mut PgConnection,
+        pc: &PartitionClient,
+    ) -> Result<i64, WorkerStop> {
+        let stored: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets WHERE group_name = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(offset) = stored {
+            return Ok(offset);
+        }
+        // A new group starts at the earliest record still kept: nothing produced is missed.
+        let earliest = pc
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .map_err(|e| WorkerStop::Kafka(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO consumer_offsets (group_name, topic, partition, next_offset)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .bind(earliest)
+        .execute(&mut *conn)
+        .await?;
+        let offset: i64 = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets WHERE group_name = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(offset)
+    }
+
+    /// Moves the offset from `expected` to `to` (fenced).
+    async fn store_offset(
+        &self,
+        conn: &mut PgConnection,
+        expected: i64,
+        to: i64,
+    ) -> Result<i64, WorkerStop> {
+        let done = sqlx::query(
+            "UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+             WHERE group_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .bind(expected)
+        .bind(to)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(to)
+        } else {
+            Err(WorkerStop::Fenced)
+        }
+    }
+
+    async fn process(
+        &self,
+        conn: &mut PgConnection,
+        record: &RecordAndOffset,
+    ) -> Result<(), WorkerStop> {
+        let envelope: EventEnvelope = match record
+            .record
+            .value
+            .as_deref()
+            .ok_or_else(|| "the record has no value".to_owned())
+            .and_then(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+        {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                // Retrying cannot fix a record that is not an event.
+                self.dead_letter(record, &format!("malformed event envelope: {err}"), 0)
+                    .await?;
+                self.store_offset(conn, record.offset, record.offset + 1)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let span = tracing::info_span!(
+            "consume",
+            group = %self.config().group,
+            topic = %self.config().topic,
+            partition = self.partition,
+            offset = record.offset,
+            event_type = %envelope.event_type,
+            event_id = %envelope.id,
+        );
+        if let Some(parent) = record
+            .record
+            .headers
+            .get(telemetry::TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+        {
+            telemetry::set_remote_parent(&span, parent);
+        }
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self
+                .apply(conn, record.offset, &envelope)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => {
+                    self.consumer
+                        .metrics
+                        .consumer_handled
+                        .get_or_create(&self.group_labels())
+                        .inc();
+                    return Ok(());
+                }
+                Err(ApplyError::Handler(err)) => {
+                    self.consumer
+                        .metrics
+                        .consumer_failures
+                        .get_or_create(&self.group_labels())
+                        .inc();
+                    let _entered = span.enter();
+                    if attempt >= self.config().max_attempts {
+                        tracing::error!(attempt, error = %err, "handler keeps failing; sending the record to the dead-letter topic");
+                        drop(_entered);
+                        self.dead_letter(record, &err.to_string(), attempt).await?;
+                        self.store_offset(conn, record.offset, record.offset + 1)
+                            .await?;
+                        return Ok(());
+                    }
+                    tracing::warn!(attempt, error = %err, "handler failed; retrying");
+                    drop(_entered);
+                    let exponent = attempt.saturating_sub(1).min(16);
+                    let backoff = self
+                        .config()
+                        .retry_backoff
+                        .saturating_mul(1 << exponent)
+                        .min(self.config().max_backoff);
+                    sleep_or_cancel(backoff, &self.token).await;
+                    if self.token.is_cancelled() {
+                        return Err(WorkerStop::Cancelled);
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        offset: i64,
+        envelope: &EventEnvelope,
+    ) -> Result<(), ApplyError> {
+        let mut tx = conn.begin().await?;
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets
+             WHERE group_name = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(offset) {
+            return Err(ApplyError::Fenced);
+        }
+        let fresh = sqlx::query(
+            "INSERT INTO consumer_processed_events (group_name, event_id) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config().group)
+        .bind(envelope.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if fresh {
+            self.consumer
+                .handler
+                .handle(&mut tx, envelope)
+                .await
+                .map_err(ApplyError::Handler)?;
+        } else {
+            tracing::debug!(event_id = %envelope.id, "event already applied; skipping");
+        }
+        sqlx::query(
+            "UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+             WHERE group_name = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .bind(offset + 1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Publishes the record to the dead-letter topic; retries until it is there or the worker
+    /// is cancelled (the offset only moves on once it is).
+    async fn dead_letter(
+        &self,
+        record: &RecordAndOffset,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), WorkerStop> {
+        let topic = dead_letter_topic(&self.config().topic, &self.config().group);
+        let mut headers = record.record.headers.clone();
+        headers.insert(HEADER_DLQ_ERROR.into(), error.as_bytes().to_vec());
+        headers.insert(
+            HEADER_DLQ_TOPIC.into(),
+            self.config().topic.as_bytes().to_vec(),
+        );
+        headers.insert(
+            HEADER_DLQ_PARTITION.into(),
+            self.partition.to_string().into_bytes(),
+        );
+        headers.insert(
+            HEADER_DLQ_OFFSET.into(),
+            record.offset.to_string().into_bytes(),
+        );
+        headers.insert(
+            HEADER_DLQ_ATTEMPTS.into(),
+            attempts.to_string().into_bytes(),
+        );
+        let dead = Record {
+            key: record.record.key.clone(),
+            value: record.record.value.clone(),
+            headers,
+            timestamp: chrono::Utc::now(),
+        };
+        loop {
+            let sent = async {
+                let partitions = self
+                    .consumer
+                    .kafka
+                    .ensure_topic(&topic, 1)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let partition = partitions.first().copied().unwrap_or(0);
+                let client = self
+                    .consumer
+                    .kafka
+                    .client()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pc = client
+                    .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                pc.produce(vec![dead.clone()], Compression::NoCompression)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match sent {
+                Ok(_) => {
+                    self.consumer
+                        .metrics
+                        .consumer_dead_lettered
+                        .get_or_create(&self.group_labels())
+                        .inc();
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(%topic, error = %err, "cannot publish to the dead-letter topic; retrying");
+                    sleep_or_cancel(Duration::from_secs(1), &self.token).await;
+                    if self.token.is_cancelled() {
+                        return Err(WorkerStop::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Transactional outbox.
+//!
+//! [`Outbox::append`] writes an event in the caller's transaction, so the event exists exactly
+//! when the state change that produced it does. [`OutboxRelay`] publishes committed events to
+//! Kafka: one relay per component per country is leader at a time (a PostgreSQL advisory lock
+//! held on its own connection), it publishes rows in id order — the order in which they became
+//! visible — and marks them published afterwards. A crash between publishing and marking
+//! publishes a row again; consumers deduplicate on the event id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::envelope::EventEnvelope;
+use crate::kafka::{KafkaHandle, events_topic, partition_for};
+use crate::metrics::{ComponentLabels, Metrics};
+use crate::telemetry;
+
+/// Kafka record header carrying the event type.
+pub const HEADER_EVENT_TYPE: &str = "event-type";
+/// Kafka record header carrying the event id.
+pub const HEADER_EVENT_ID: &str = "event-id";
+/// Kafka record header carrying the country.
+pub const HEADER_COUNTRY: &str = "country";
+
+/// Writes events of one component into its outbox.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    country: String,
+    topic: String,
+}
+
+/// Why an event could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The payload could not be serialized.
+    #[error("cannot serialize the event payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// The insert failed.
+    #[error("cannot write the event into the outbox: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+impl Outbox {
+    /// The outbox of `component` in `country` (`FR`); events go to
+    /// [`events_topic`](crate::kafka::events_topic).
+    pub fn new(country: &str, component: &str) -> Self {
+        Self {
+            country: country.to_owned(),
+            topic: events_topic(&country.to_ascii_lowercase(), component),
+        }
+    }
+
+    /// The topic events are published to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Appends an event inside the caller's transaction. `key` orders events: those with the
+    /// same key (an aggregate id) reach the same partition in commit order.
+    pub async fn append(
+        &self,
+        tx: &mut PgConnection,
+        key: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+    ) -> Result<EventEnvelope, OutboxError> {
+        let envelope = EventEnvelope {
+            id: crate::new_id(),
+            event_type: event_type.to_owned(),
+            country: self.country.clone(),
+            occurred_at: Utc::now(),
+            traceparent: Some(telemetry::current_or_new_traceparent()),
+            payload: serde_json::to_value(payload)?,
+        };
+        sqlx::query(
+            "INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(envelope.id)
+        .bind(&self.topic)
+        .bind(key)
+        .bind(event_type)
+        .bind(sqlx::types::Json(&envelope))
+        .bind(&envelope.traceparent)
+        .bind(envelope.occurred_at)
+        .execute(&mut *tx)
+        .await?;
+        Ok(envelope)
+    }
+}
+
+/// Tuning of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows published per round.
+    pub batch_size: i64,
+    /// Sleep when the outbox is empty.
+    pub idle_poll: Duration,
+    /// Retry interval for a follower waiting for leadership.
+    pub follower_poll: Duration,
+    /// Published rows are deleted after this long.
+    pub retention: Duration,
+    /// Partitions of a topic the relay has to create.
+    pub partitions: i32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            idle_poll: Duration::from_millis(100),
+            follower_poll: Duration::from_secs(2),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            partitions: 3,
+        }
+    }
+}
+
+/// Publishes a component's committed outbox rows to Kafka.
+pub struct OutboxRelay {
+    component: String,
+    pool: PgPool,
+    lock_options: PgConnectOptions,
+    kafka: KafkaHandle,
+    metrics: Arc<Metrics>,
+    config: RelayConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaError),
+    #[error("kafka: {0}")]
+    Client(#[from] rskafka::client::error::Error),
+}
+
+struct PendingRow {
+    id: i64,
+    topic: String,
+    key: String,
+    event_type: String,
+    event_id: Uuid,
+    envelope: serde_json::Value,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    country: String,
+}
+
+impl OutboxRelay {
+    /// A relay for `component`; `lock_options` must point at the component's schema (it is used
+    /// for the leader's own connection).
+    pub fn new(
+        component: &str,
+        pool: PgPool,
+        lock_options: PgConnectOptions,
+        kafka: KafkaHandle,
+        metrics: Arc<Metrics>,
+        config: RelayConfig,
+    ) -> Self {
+        Self {
+            component: component.to_owned(),
+            pool,
+            lock_options,
+            kafka,
+            metrics,
+            config,
+        }
+    }
+
+    fn labels(&self) -> ComponentLabels {
+        ComponentLabels {
+            component: self.component.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled: waits for leadership, then publishes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let lock_key = crate::db::advisory_key(&format!("pulse-outbox-relay:{}", self.component));
+        while !shutdown.is_cancelled() {
+            match self.lead(lock_key, &shutdown).await {
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::warn!(component = %self.component, error = %err, "outbox relay interrupted; retrying");
+                }
+            }
+            sleep_or_cancel(self.config.follower_poll, &shutdown).await;
+        }
+    }
+
+    /// One leadership term: returns when not leader, on shutdown, or on a database error.
+    async fn lead(&self, lock_key: i64, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut conn = PgConnection::connect_with(&self.lock_options).await?;
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key)
+            .fetch_one(&mut conn)
+            .await?;
+        if !leader {
+            conn.close().await.ok();
+            return Ok(());
+        }
+        tracing::info!(component = %self.component, "outbox relay is leader");
+        let mut clients: HashMap<(String, i32), PartitionClient> = HashMap::new();
+        let mut partitions: HashMap<String, Vec<i32>> = HashMap::new();
+        let mut last_prune = std::time::Instant::now();
+        let result = loop {
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            match self
+                .publish_batch(&mut conn, &mut clients, &mut partitions)
+                .await
+            {
+                Ok(0) => {
+                    self.update_lag(&mut conn).await.ok();
+                    sleep_or_cancel(self.config.idle_poll, shutdown).await;
+                }
+                Ok(_) => {
+                    self.update_lag(&mut conn).await.ok();
+                }
+                Err(RelayError::Sql(err)) => break Err(RelayError::Sql(err)),
+                Err(err) => {
+                    tracing::warn!(component = %self.component, error = %err, "publishing outbox events failed; will retry");
+                    clients.clear();
+                    partitions.clear();
+                    self.kafka.reset().await;
+                    sleep_or_cancel(Duration::from_secs(1), shutdown).await;
+                }
+            }
+            if last_prune.elapsed() > Duration::from_secs(600) {
+                last_prune = std::time::Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "pruning the outbox failed");
+                }
+            }
+        };
+        // Closing the session releases the advisory lock.
+        conn.close().await.ok();
+        result
+    }
+
+    async fn publish_batch(
+        &self,
+        conn: &mut PgConnection,
+        clients: &mut HashMap<(String, i32), PartitionClient>,
+        partitions: &mut HashMap<String, Vec<i32>>,
+    ) -> Result<usize, RelayError> {
+        // Runs on the leader's own connection: if that session is gone, so is the leadership.
+        let rows = sqlx::query(
+            "SELECT id, topic, partition_key, event_type, event_id, envelope, traceparent, created_at,
+                    envelope->>'country' AS country
+             FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<PendingRow> = rows
+            .into_iter()
+            .map(|row| {
+                Ok(PendingRow {
+                    id: row.try_get("id")?,
+                    topic: row.try_get("topic")?,
+                    key: row.try_get("partition_key")?,
+                    event_type: row.try_get("event_type")?,
+                    event_id: row.try_get("event_id")?,
+                    envelope: row.try_get("envelope")?,
+                    traceparent: row.try_get("traceparent")?,
+                    created_at: row.try_get("created_at")?,
+                    country: row
+                        .try_get::<Option<String>, _>("country")?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+
+        // Group by (topic, partition), keeping id order inside each group.
+        let mut groups: BTreeMap<(String, i32), Vec<&PendingRow>> = BTreeMap::new();
+        for row in &rows {
+            if !partitions.contains_key(&row.topic) {
+                let found = self
+                    .kafka
+                    .ensure_topic(&row.topic, self.config.partitions)
+                    .await?;
+                partitions.insert(row.topic.clone(), found);
+            }
+            let partition = partition_for(&row.key, &partitions[&row.topic]);
+            groups
+                .entry((row.topic.clone(), partition))
+                .or_default()
+                .push(row);
+        }
+        let client = self.kafka.client().await?;
+        for ((topic, partition), group) in groups {
+            let key = (topic.clone(), partition);
+            if !clients.contains_key(&key) {
+                let pc = client
+                    .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                    .await?;
+                clients.insert(key.clone(), pc);
+            }
+            let Some(pc) = clients.get(&key) else {
+                continue;
+            };
+            let records = group.iter().map(|row| to_record(row)).collect();
+            pc.produce(records, Compression::NoCompression).await?;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        self.metrics
+            .outbox_published
+            .get_or_create(&self.labels())
+            .inc_by(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    async fn update_lag(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let lag: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        self.metrics
+            .outbox_lag_seconds
+            .get_or_create(&self.labels())
+            .set(lag.unwrap_or(0.0).max(0.0));
+        Ok(())
+    }
+
+    async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let seconds = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1::float8)",
+        )
+        .bind(seconds as f64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn to_record(row: &PendingRow) -> Record {
+    let mut headers = BTreeMap::new();
+    headers.insert(
+        HEADER_EVENT_TYPE.to_owned(),
+        row.event_type.as_bytes().to_vec(),
+    );
+    headers.insert(
+        HEADER_EVENT_ID.to_owned(),
+        row.event_id.to_string().into_bytes(),
+    );
+    headers.insert(HEADER_COUNTRY.to_owned(), row.country.as_bytes().to_vec());
+    if let Some(traceparent) = &row.traceparent {
+        headers.insert(
+            telemetry::TRACEPARENT.to_owned(),
+            traceparent.as_bytes().to_vec(),
+        );
+    }
+    Record {
+        key: Some(row.key.as_bytes().to_vec()),
+        value: Some(serde_json::to_vec(&row.envelope).unwrap_or_default()),
+        headers,
+        timestamp: row.created_at,
+    }
+}
+
+/// Sleeps for `duration` or until `token` is cancelled.
+pub async fn sleep_or_cancel(duration: Duration, token: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        () = token.cancelled() => {}
+    }
+}

@@ -1,0 +1,346 @@
+//! Runs a set of components in one process: one HTTP listener, one gRPC listener (with gRPC
+//! health), one admin listener (`/livez`, `/readyz`, `/metrics`), plus each component's outbox
+//! relay, consumers and jobs; drains gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::{Extension, Router};
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::auth::{AuthError, Authenticator};
+use crate::component::{Component, ComponentContext};
+use crate::config::CountryConfig;
+use crate::consumer::Consumer;
+use crate::health::{Check, Health};
+use crate::idempotency::{self, IdempotencyStore};
+use crate::kafka::KafkaHandle;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, OutboxRelay, RelayConfig};
+use crate::redis::RedisHandle;
+use crate::{db, http, problem};
+
+/// How tokens are verified.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// `HS256` (with `secret`) or `RS256`/`ES256`/`EdDSA` (with `public_key_pem`).
+    pub algorithm: String,
+    /// Shared secret for HS256.
+    pub secret: Option<String>,
+    /// Public key (PEM) for asymmetric algorithms.
+    pub public_key_pem: Option<String>,
+}
+
+impl JwtSettings {
+    /// The authenticator for `country`.
+    pub fn authenticator(&self, country: &str) -> Result<Authenticator, AuthError> {
+        match (self.algorithm.as_str(), &self.secret, &self.public_key_pem) {
+            ("HS256", Some(secret), _) => {
+                Authenticator::hs256(secret.as_bytes(), &self.issuer, country)
+            }
+            ("HS256", None, _) => Err(AuthError::Key("HS256 needs PULSE_JWT_SECRET".into())),
+            (algorithm, _, Some(pem)) => {
+                Authenticator::from_public_pem(algorithm, pem.as_bytes(), &self.issuer, country)
+            }
+            (algorithm, _, None) => Err(AuthError::Key(format!(
+                "{algorithm} needs a public key (PULSE_JWT_PUBLIC_KEY_FILE)"
+            ))),
+        }
+    }
+}
+
+/// Process-level settings (everything that is not country configuration).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The country's database (`postgres://…/pulse_fr`).
+    pub database_url: String,
+    /// Redis (`redis://127.0.0.1:6379`).
+    pub redis_url: String,
+    /// Kafka bootstrap brokers.
+    pub kafka_brokers: Vec<String>,
+    /// Public HTTP listener.
+    pub http_addr: SocketAddr,
+    /// gRPC listener.
+    pub grpc_addr: SocketAddr,
+    /// Admin listener (probes, metrics).
+    pub admin_addr: SocketAddr,
+    /// Token verification.
+    pub jwt: JwtSettings,
+    /// How long readiness fails before listeners close, so load balancers stop sending traffic.
+    pub drain_delay: Duration,
+    /// Connections per component pool.
+    pub db_max_connections: u32,
+    /// Partitions of topics the process creates.
+    pub kafka_partitions: i32,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad JWT settings.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Bad database settings.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// Bad Redis URL.
+    #[error("invalid Redis URL: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    /// Where gRPC is served.
+    pub grpc_addr: SocketAddr,
+    /// Where probes and metrics are served.
+    pub admin_addr: SocketAddr,
+    health: Arc<Health>,
+    grpc_health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    drain_delay: Duration,
+}
+
+impl RunningServer {
+    /// Readiness state.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Drains and stops: readiness fails at once, listeners close after the drain delay,
+    /// in-flight requests finish, background tasks stop (bounded by 30 s).
+    pub async fn shutdown(mut self) {
+        tracing::info!("draining");
+        self.health.start_draining();
+        self.grpc_health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tokio::time::sleep(self.drain_delay).await;
+        self.shutdown.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 30 s; aborting them");
+            self.tasks.abort_all();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Starts `components` for `country`.
+pub async fn start(
+    settings: &ServerSettings,
+    country: CountryConfig,
+    components: Vec<Arc<dyn Component>>,
+) -> Result<RunningServer, ServerError> {
+    let country = Arc::new(country);
+    let auth = Arc::new(settings.jwt.authenticator(&country.code)?);
+    let metrics = Arc::new(Metrics::new());
+    let redis = RedisHandle::new(&settings.redis_url)?;
+    let kafka = KafkaHandle::new(settings.kafka_brokers.clone());
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let (grpc_health, grpc_health_service) = tonic_health::server::health_reporter();
+    let mut grpc_routes = tonic::service::Routes::builder();
+    grpc_routes.add_service(grpc_health_service);
+    let mut public = Router::new();
+
+    for component in &components {
+        let name = component.name();
+        let db_options = db::schema_options(&settings.database_url, name)?;
+        let pool = db::schema_pool(&settings.database_url, name, settings.db_max_connections)?;
+        let ctx = ComponentContext {
+            name,
+            country: Arc::clone(&country),
+            db: pool.clone(),
+            db_options: db_options.clone(),
+            redis: redis.clone(),
+            kafka: kafka.clone(),
+            metrics: Arc::clone(&metrics),
+            auth: Arc::clone(&auth),
+            outbox: Outbox::new(&country.code, name),
+        };
+        public = public.merge(idempotency::layer(
+            component.routes(&ctx),
+            IdempotencyStore::new(pool.clone()),
+        ));
+        for service in component.grpc(&ctx, &mut grpc_routes) {
+            grpc_health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        let relay = OutboxRelay::new(
+            name,
+            pool.clone(),
+            db_options.clone(),
+            kafka.clone(),
+            Arc::clone(&metrics),
+            RelayConfig {
+                partitions: settings.kafka_partitions,
+                ..RelayConfig::default()
+            },
+        );
+        tasks.spawn(relay.run(shutdown.clone()));
+        for spec in component.consumers(&ctx) {
+            let mut config = spec.config;
+            config.partitions = settings.kafka_partitions;
+            let consumer = Consumer::new(
+                pool.clone(),
+                db_options.clone(),
+                kafka.clone(),
+                spec.handler,
+                Arc::clone(&metrics),
+                config,
+            );
+            tasks.spawn(consumer.run(shutdown.clone()));
+        }
+        for job in component.jobs(&ctx) {
+            tracing::info!(component = name, job = %job.name, "starting job");
+            tasks.spawn((job.run)(shutdown.clone()));
+        }
+        tasks.spawn(prune_idempotency_keys(pool, shutdown.clone()));
+    }
+    grpc_health
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    let health = Health::new(dependency_checks(settings, &redis, &kafka)?);
+    tasks.spawn({
+        let checker = health.spawn_checker(Duration::from_secs(1), shutdown.clone());
+        async move {
+            let _ = checker.await;
+        }
+    });
+
+    let public = http::with_observability(
+        public
+            .merge(health.router())
+            .fallback(problem::not_found_fallback)
+            .layer(Extension(Arc::clone(&auth))),
+        Arc::clone(&metrics),
+    );
+    let admin = http::admin_router(&health, Arc::clone(&metrics));
+
+    let http_listener = bind(settings.http_addr).await?;
+    let admin_listener = bind(settings.admin_addr).await?;
+    let grpc_listener = bind(settings.grpc_addr).await?;
+    let http_addr = local_addr(&http_listener, settings.http_addr);
+    let admin_addr = local_addr(&admin_listener, settings.admin_addr);
+    let grpc_addr = local_addr(&grpc_listener, settings.grpc_addr);
+
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(err) = http::serve(http_listener, public, token).await {
+            tracing::error!(error = %err, "HTTP server failed");
+        }
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(err) = http::serve(admin_listener, admin, token).await {
+            tracing::error!(error = %err, "admin server failed");
+        }
+    });
+    let token = shutdown.clone();
+    let routes = grpc_routes.routes();
+    tasks.spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener);
+        let served = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    });
+    tracing::info!(%http_addr, %grpc_addr, %admin_addr, country = %country.code,
+        components = ?components.iter().map(|c| c.name()).collect::<Vec<_>>(), "serving");
+
+    Ok(RunningServer {
+        http_addr,
+        grpc_addr,
+        admin_addr,
+        health,
+        grpc_health,
+        shutdown,
+        tasks,
+        drain_delay: settings.drain_delay,
+    })
+}
+
+fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(fallback)
+}
+
+fn dependency_checks(
+    settings: &ServerSettings,
+    redis: &RedisHandle,
+    kafka: &KafkaHandle,
+) -> Result<Vec<Check>, ServerError> {
+    let options = db::schema_options(&settings.database_url, "public")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy_with(options);
+    let redis = redis.clone();
+    let kafka = kafka.clone();
+    Ok(vec![
+        Check::new("postgres", move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }),
+        Check::new("redis", move || {
+            let redis = redis.clone();
+            async move { redis.ping().await.map_err(|e| e.to_string()) }
+        }),
+        Check::new("kafka", move || {
+            let kafka = kafka.clone();
+            async move { kafka.ping().await.map_err(|e| e.to_string()) }
+        }),
+    ])
+}
+
+async fn prune_idempotency_keys(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match idempotency::prune(&pool, Duration::from_secs(24 * 3600)).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned idempotency keys"),
+            Err(err) => tracing::warn!(error = %err, "pruning idempotency keys failed"),
+        }
+    }
+}

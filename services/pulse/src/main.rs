@@ -1,0 +1,27 @@
+//! `pulse`: see `pulse --help`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = pulse::Cli::parse();
+    // `token` prints only the token, so it can be captured by scripts.
+    let _telemetry = match &cli.command {
+        pulse::Command::Token(_) => None,
+        _ => match pulse_kit::telemetry::init("pulse") {
+            Ok(guard) => Some(guard),
+            Err(err) => {
+                eprintln!("pulse: {err}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    match pulse::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "pulse failed");
+            eprintln!("pulse: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
