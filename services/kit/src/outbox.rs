@@ -66,7 +66,9 @@ impl Outbox {
     }
 
     /// Appends an event inside the caller's transaction. `key` orders events: those with the
-    /// same key (an aggregate id) reach the same partition in commit order.
+    /// same key (an aggregate id) reach the same partition in commit order. Until the caller
+    /// commits, other transactions appending under the same key wait; append the events of one
+    /// transaction under one key, or always in the same key order.
     pub async fn append(
         &self,
         tx: &mut PgConnection,
@@ -82,6 +84,15 @@ impl Outbox {
             traceparent: Some(telemetry::current_or_new_traceparent()),
             payload: serde_json::to_value(payload)?,
         };
+        // Transactions appending under the same key queue here until the holder commits, so
+        // for one key the outbox id order is the commit order the relay publishes in.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::db::advisory_key(&format!(
+                "pulse-outbox-key:{}:{key}",
+                self.topic
+            )))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
