@@ -1,1 +1,1 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests of Pulse; they live in `tests/` and run with `./dev test`.

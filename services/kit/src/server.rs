@@ -240,6 +240,7 @@ pub async fn start(
 
     let public = http::with_observability(
         public
+            .route("/v1/me", axum::routing::get(whoami))
             .merge(health.router())
             .fallback(problem::not_found_fallback)
             .layer(Extension(Arc::clone(&auth))),
@@ -291,6 +292,17 @@ pub async fn start(
         tasks,
         drain_delay: settings.drain_delay,
     })
+}
+
+/// `GET /v1/me`: who the bearer token says the caller is (lets a client check its token).
+async fn whoami(principal: crate::auth::Principal) -> axum::Json<serde_json::Value> {
+    let claims = principal.claims;
+    axum::Json(serde_json::json!({
+        "subject": claims.sub,
+        "roles": claims.roles,
+        "country": claims.country,
+        "expiresAt": claims.exp,
+    }))
 }
 
 fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {

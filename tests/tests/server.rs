@@ -1,0 +1,323 @@
+//! The `pulse` server with every component, in-process, against real PostgreSQL, Redis and
+//! Kafka: probes, tenancy, errors, metrics, gRPC health, draining.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pulse_kit::auth::claims_for;
+use pulse_kit::config::CountryConfig;
+use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
+use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+
+const SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e";
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The example tenant's country configuration, loaded as `./dev up` loads it.
+fn country(code: &str) -> CountryConfig {
+    let file = format!(
+        "{}/../manifests/examples/{}.yaml",
+        env!("CARGO_MANIFEST_DIR"),
+        code.to_ascii_lowercase()
+    );
+    CountryConfig::load(Some(std::path::Path::new(&file))).expect("the example tenant is valid")
+}
+
+fn settings(db: &TestDatabase, redis: &str, drain: Duration) -> ServerSettings {
+    ServerSettings {
+        database_url: db.url.clone(),
+        redis_url: redis.to_owned(),
+        kafka_brokers: kafka_brokers(),
+        http_addr: any_port(),
+        grpc_addr: any_port(),
+        admin_addr: any_port(),
+        jwt: JwtSettings {
+            issuer: "pulse-e2e".into(),
+            algorithm: "HS256".into(),
+            secret: Some(SECRET.into()),
+            public_key_pem: None,
+        },
+        drain_delay: drain,
+        db_max_connections: 5,
+        kafka_partitions: 1,
+    }
+}
+
+async fn start_fr(db: &TestDatabase, redis: &str, drain: Duration) -> RunningServer {
+    for component in pulse::components() {
+        pulse_kit::db::migrate(&db.url, component.name(), component.migrations())
+            .await
+            .expect("migrate");
+    }
+    start(
+        &settings(db, redis, drain),
+        country("FR"),
+        pulse::components(),
+    )
+    .await
+    .expect("server starts")
+}
+
+fn token(country: &str) -> String {
+    let auth = pulse_kit::auth::Authenticator::hs256(SECRET.as_bytes(), "pulse-e2e", country)
+        .expect("key");
+    auth.mint(&claims_for(
+        "alice",
+        &["patient".into()],
+        country,
+        "pulse-e2e",
+        Duration::from_secs(300),
+    ))
+    .expect("mint")
+}
+
+async fn wait_status(url: &str, want: u16, within: Duration) -> Duration {
+    let client = reqwest::Client::new();
+    let started = tokio::time::Instant::now();
+    loop {
+        let status = client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{url} did not answer {want} within {within:?} (last: {status:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn probes_tenancy_errors_and_metrics() {
+    let db = TestDatabase::create().await;
+    let server = start_fr(&db, &redis_url(), Duration::ZERO).await;
+    let base = format!("http://{}", server.http_addr);
+    let admin = format!("http://{}", server.admin_addr);
+    let client = reqwest::Client::new();
+
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(15)).await;
+    wait_status(&format!("{admin}/readyz"), 200, Duration::from_secs(5)).await;
+    wait_status(&format!("{admin}/livez"), 200, Duration::from_secs(5)).await;
+
+    let me = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(token("FR"))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 200);
+    let body: serde_json::Value = me.json().await.expect("json");
+    assert_eq!(body["subject"], "alice");
+    assert_eq!(body["country"], "FR");
+
+    let foreign = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(token("DE"))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(
+        foreign.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = foreign.json().await.expect("json");
+    assert_eq!(problem["type"], "https://pulse.dev/problems/forbidden");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("DE"),
+        "{problem}"
+    );
+
+    let anonymous = client
+        .get(format!("{base}/v1/me"))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(anonymous.status(), 401);
+    let garbage = client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(garbage.status(), 401);
+
+    let missing = client
+        .get(format!("{base}/v1/nothing-here"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .contains(r#"pulse_http_requests_total{route="/v1/me",method="GET",status="403"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");
+    assert!(
+        metrics.contains("pulse_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // gRPC health reports the process as serving.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("grpc connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        answer.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_component_gets_its_schema_and_migrations_are_repeatable() {
+    let db = TestDatabase::create().await;
+    for _ in 0..2 {
+        for component in pulse::components() {
+            pulse_kit::db::migrate(&db.url, component.name(), component.migrations())
+                .await
+                .expect("migrate");
+        }
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables
+         WHERE table_name IN ('outbox', 'idempotency_keys', 'consumer_offsets') ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    for component in ["booking", "identity", "marketing", "notifier", "ordering"] {
+        for table in ["consumer_offsets", "idempotency_keys", "outbox"] {
+            assert!(
+                tables.contains(&(component.to_owned(), table.to_owned())),
+                "{component}.{table} missing: {tables:?}"
+            );
+        }
+    }
+    pool.close().await;
+}
+
+struct PrivateRedis {
+    port: u16,
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./dev test installs it)");
+        Self { port, child }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_and_draining() {
+    let db = TestDatabase::create().await;
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    let server = start_fr(
+        &db,
+        &format!("redis://127.0.0.1:{}", redis.port),
+        Duration::from_secs(2),
+    )
+    .await;
+    let readyz = format!("http://{}/readyz", server.http_addr);
+    wait_status(&readyz, 200, Duration::from_secs(15)).await;
+
+    drop(redis);
+    let took = wait_status(&readyz, 503, Duration::from_secs(5)).await;
+    let body: serde_json::Value = reqwest::get(&readyz)
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        body["checks"]["redis"].as_str().is_some_and(|s| s != "ok"),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(5));
+
+    let _redis = PrivateRedis::start(port);
+    wait_status(&readyz, 200, Duration::from_secs(10)).await;
+
+    // Draining: readiness fails at once, while requests are still served.
+    let http = server.http_addr;
+    let stopping = tokio::spawn(server.shutdown());
+    wait_status(&readyz, 503, Duration::from_secs(1)).await;
+    let live = reqwest::get(format!("http://{http}/livez"))
+        .await
+        .expect("still serving");
+    assert_eq!(live.status(), 200);
+    stopping.await.expect("stopped");
+    assert!(
+        reqwest::get(&readyz).await.is_err(),
+        "listeners are closed after the drain"
+    );
+}
