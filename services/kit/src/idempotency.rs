@@ -263,19 +263,22 @@ async fn claim(
     Ok(taken_over == 1)
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    fingerprint: Vec<u8>,
+    state: String,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
+}
+
 async fn lookup(
     store: &IdempotencyStore,
     scope: &str,
     key: &str,
     fingerprint: &[u8],
 ) -> Result<Existing, sqlx::Error> {
-    let row: Option<(
-        Vec<u8>,
-        String,
-        Option<i16>,
-        Option<serde_json::Value>,
-        Option<Vec<u8>>,
-    )> = sqlx::query_as(
+    let row: Option<StoredKey> = sqlx::query_as(
         "SELECT fingerprint, state, response_status, response_headers, response_body
          FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
     )
@@ -285,11 +288,17 @@ async fn lookup(
     .await?;
     Ok(match row {
         None => Existing::Vanished,
-        Some((stored, _, _, _, _)) if stored != fingerprint => Existing::Mismatch,
-        Some((_, state, Some(status), headers, body)) if state == "done" => Existing::Done {
+        Some(row) if row.fingerprint != fingerprint => Existing::Mismatch,
+        Some(StoredKey {
+            state,
+            response_status: Some(status),
+            response_headers,
+            response_body,
+            ..
+        }) if state == "done" => Existing::Done {
             status: u16::try_from(status).unwrap_or(500),
-            headers: headers.unwrap_or_default(),
-            body: body.unwrap_or_default(),
+            headers: response_headers.unwrap_or_default(),
+            body: response_body.unwrap_or_default(),
         },
         Some(_) => Existing::Running,
     })

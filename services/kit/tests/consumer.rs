@@ -43,12 +43,12 @@ impl EventHandler for Recorder {
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-        if Some(seq) == self.stall_on {
-            if let Some(signal) = self.stalled.lock().await.take() {
-                signal.send(()).await.ok();
-                // The effect is written but not committed: the process "dies" here.
-                std::future::pending::<()>().await;
-            }
+        if Some(seq) == self.stall_on
+            && let Some(signal) = self.stalled.lock().await.take()
+        {
+            signal.send(()).await.ok();
+            // The effect is written but not committed: the process "dies" here.
+            std::future::pending::<()>().await;
         }
         Ok(())
     }
