@@ -99,6 +99,12 @@ pub trait Component: Send + Sync {
         Vec::new()
     }
 
+    /// OpenAPI description of the routes; the server merges every component's into
+    /// `/openapi.json`.
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        None
+    }
+
     /// Kafka consumers.
     fn consumers(&self, _ctx: &ComponentContext) -> Vec<ConsumerSpec> {
         Vec::new()

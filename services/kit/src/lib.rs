@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod problem;
 pub mod redis;
 pub mod server;
+pub mod singleflight;
 pub mod telemetry;
 pub mod testing;
 

@@ -18,7 +18,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const PROBLEM_TYPE_BASE: &str = "https://pulse.dev/problems/";
 
 /// An RFC 9457 problem document, ready to be returned from an axum handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem.
     #[serde(rename = "type")]
@@ -32,6 +32,7 @@ pub struct Problem {
     pub detail: Option<String>,
     /// Extension members (for example the failing field).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub extensions: Map<String, Value>,
 }
 

@@ -170,6 +170,7 @@ pub async fn start(
     let mut grpc_routes = tonic::service::Routes::builder();
     grpc_routes.add_service(grpc_health_service);
     let mut public = Router::new();
+    let mut openapi = base_openapi();
 
     for component in &components {
         let name = component.name();
@@ -186,6 +187,9 @@ pub async fn start(
             auth: Arc::clone(&auth),
             outbox: Outbox::new(&country.code, name),
         };
+        if let Some(doc) = component.openapi() {
+            openapi.merge(doc);
+        }
         public = public.merge(idempotency::layer(
             component.routes(&ctx),
             IdempotencyStore::new(pool.clone()),
@@ -241,6 +245,13 @@ pub async fn start(
     let public = http::with_observability(
         public
             .route("/v1/me", axum::routing::get(whoami))
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let doc = openapi.clone();
+                    async move { axum::Json(doc) }
+                }),
+            )
             .merge(health.router())
             .fallback(problem::not_found_fallback)
             .layer(Extension(Arc::clone(&auth))),
@@ -292,6 +303,28 @@ pub async fn start(
         tasks,
         drain_delay: settings.drain_delay,
     })
+}
+
+/// The document every component's paths are merged into: info, the bearer scheme, `/v1/me`.
+fn base_openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("Pulse")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Appointment booking and ordering, one country per deployment. Errors are application/problem+json (RFC 9457).",
+                ))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+    );
+    doc
 }
 
 /// `GET /v1/me`: who the bearer token says the caller is (lets a client check its token).

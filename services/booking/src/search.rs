@@ -1,0 +1,438 @@
+//! Practitioner search: filters in PostgreSQL, "near" through a Redis GEO index, results cached
+//! in Redis (cache-aside, TTL with jitter) with single-flight on misses. Booking's consumer of
+//! its own appointment events bumps a generation number, which retires every cached result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use pulse_kit::config::CountryConfig;
+use pulse_kit::redis::RedisHandle;
+use pulse_kit::singleflight::SingleFlight;
+use prometheus_client::metrics::counter::Counter;
+use rand::Rng;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain;
+
+/// Slots shown per practitioner in search results.
+pub const SLOTS_PER_RESULT: i64 = 5;
+/// Practitioners the GEO index returns at most for one search.
+const GEO_LIMIT: usize = 1000;
+
+/// A validated search.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchQuery {
+    /// Specialty, lower case.
+    pub specialty: Option<String>,
+    /// City, compared case-insensitively.
+    pub city: Option<String>,
+    /// Centre and radius in km.
+    pub near: Option<(f64, f64, f64)>,
+    /// Only practitioners with a free slot on this local day.
+    pub available_on: Option<NaiveDate>,
+    /// Page number, from 1.
+    pub page: u32,
+    /// Results per page.
+    pub page_size: u32,
+}
+
+/// A free slot in a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotView {
+    /// Slot id, to book it.
+    pub id: Uuid,
+    /// Start, local time with offset.
+    pub start: String,
+    /// End, local time with offset.
+    pub end: String,
+}
+
+/// One practitioner in the results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Specialty.
+    pub specialty: String,
+    /// City.
+    pub city: String,
+    /// Address.
+    pub address: String,
+    /// Latitude.
+    pub latitude: f64,
+    /// Longitude.
+    pub longitude: f64,
+    /// Languages.
+    pub languages: Vec<String>,
+    /// Price in minor units.
+    pub consultation_price_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Distance from `near`, in km.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    /// The earliest free slots (on `available_on` when given).
+    pub available_slots: Vec<SlotView>,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPage {
+    /// The practitioners.
+    pub items: Vec<SearchHit>,
+    /// This page, from 1.
+    pub page: u32,
+    /// Page size.
+    pub page_size: u32,
+    /// Matches over all pages.
+    pub total: i64,
+}
+
+/// Search with its cache.
+pub struct Search {
+    pool: PgPool,
+    redis: RedisHandle,
+    country: Arc<CountryConfig>,
+    flights: SingleFlight<String>,
+    /// Database queries run by searches (cache misses).
+    pub db_queries: Counter,
+    /// Searches answered from the cache.
+    pub cache_hits: Counter,
+    ttl: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct HitRow {
+    id: Uuid,
+    name: String,
+    specialty: String,
+    city: String,
+    address: String,
+    latitude: f64,
+    longitude: f64,
+    languages: Vec<String>,
+    consultation_price_minor: i64,
+    currency: String,
+    total: i64,
+    slot_ids: Option<Vec<Uuid>>,
+    slot_starts: Option<Vec<DateTime<Utc>>>,
+    slot_ends: Option<Vec<DateTime<Utc>>>,
+}
+
+impl Search {
+    /// Search over booking's pool and Redis.
+    pub fn new(pool: PgPool, redis: RedisHandle, country: Arc<CountryConfig>) -> Self {
+        Self {
+            pool,
+            redis,
+            country,
+            flights: SingleFlight::default(),
+            db_queries: Counter::default(),
+            cache_hits: Counter::default(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn key_prefix(&self) -> String {
+        // One hash tag per country keeps the keys on one Redis Cluster slot.
+        format!("{{booking:{}}}", self.country.slug())
+    }
+
+    /// The Redis key of the search generation.
+    pub fn generation_key(&self) -> String {
+        format!("{}:search-generation", self.key_prefix())
+    }
+
+    fn geo_key(&self) -> String {
+        format!("{}:geo", self.key_prefix())
+    }
+
+    /// Retires every cached result (called by the appointment-event consumer).
+    pub async fn invalidate(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection().await?;
+        let _: i64 = conn.incr(self.generation_key(), 1).await?;
+        Ok(())
+    }
+
+    /// Adds or moves practitioners in the GEO index.
+    pub async fn index_positions(&self, positions: &[(Uuid, f64, f64)]) -> redis::RedisResult<()> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.redis.connection().await?;
+        for chunk in positions.chunks(500) {
+            let mut command = redis::cmd("GEOADD");
+            command.arg(self.geo_key());
+            for (id, lon, lat) in chunk {
+                command.arg(*lon).arg(*lat).arg(id.to_string());
+            }
+            let _: i64 = command.query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a search: cache, else one database query shared by concurrent identical searches.
+    pub async fn search(&self, query: &SearchQuery) -> Result<Arc<String>, Arc<str>> {
+        let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(query).unwrap_or_default()));
+        let generation = match self.redis.connection().await {
+            Ok(mut conn) => conn.get::<_, Option<i64>>(self.generation_key()).await.ok().flatten(),
+            Err(_) => None,
+        };
+        let cache_key = generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.key_prefix()));
+        if let Some(key) = &cache_key {
+            if let Ok(mut conn) = self.redis.connection().await {
+                if let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await {
+                    self.cache_hits.inc();
+                    return Ok(Arc::new(hit));
+                }
+            }
+        }
+        let flight_key = cache_key.clone().unwrap_or_else(|| format!("nocache:{fingerprint}"));
+        let this = self.snapshot();
+        let query = query.clone();
+        self.flights
+            .run(&flight_key, move || async move {
+                let page = this.query_database(&query).await?;
+                let json = serde_json::to_string(&page).map_err(|e| e.to_string())?;
+                if let Some(key) = cache_key {
+                    let jitter = rand::rng().random_range(0..=this.ttl.as_secs() / 4);
+                    if let Ok(mut conn) = this.redis.connection().await {
+                        let stored: redis::RedisResult<()> = conn.set_ex(&key, &json, this.ttl.as_secs() + jitter).await;
+                        if let Err(err) = stored {
+                            tracing::warn!(error = %err, "could not cache search results");
+                        }
+                    }
+                }
+                Ok::<_, String>(json)
+            })
+            .await
+    }
+
+    fn snapshot(&self) -> SearchWorker {
+        SearchWorker {
+            pool: self.pool.clone(),
+            redis: self.redis.clone(),
+            country: Arc::clone(&self.country),
+            db_queries: self.db_queries.clone(),
+            geo_key: self.geo_key(),
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// What a single-flight computation owns.
+struct SearchWorker {
+    pool: PgPool,
+    redis: RedisHandle,
+    country: Arc<CountryConfig>,
+    db_queries: Counter,
+    geo_key: String,
+    ttl: Duration,
+}
+
+impl SearchWorker {
+    /// Practitioner ids within the radius, nearest first, with distances (Redis GEO). `None`
+    /// when the index is unavailable; the database then computes distances itself.
+    async fn nearby(&self, lat: f64, lon: f64, radius_km: f64) -> Option<Vec<(Uuid, f64)>> {
+        let mut conn = self.redis.connection().await.ok()?;
+        let exists: bool = conn.exists(&self.geo_key).await.ok()?;
+        if !exists {
+            return None;
+        }
+        let found: Vec<(String, f64)> = redis::cmd("GEOSEARCH")
+            .arg(&self.geo_key)
+            .arg("FROMLONLAT")
+            .arg(lon)
+            .arg(lat)
+            .arg("BYRADIUS")
+            .arg(radius_km)
+            .arg("km")
+            .arg("ASC")
+            .arg("COUNT")
+            .arg(GEO_LIMIT)
+            .arg("WITHDIST")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(found.into_iter().filter_map(|(id, d)| id.parse().ok().map(|id| (id, d))).collect())
+    }
+
+    async fn query_database(&self, query: &SearchQuery) -> Result<SearchPage, String> {
+        let tz = self.country.tz();
+        let now = Utc::now();
+        let earliest = now + chrono::Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
+        let (from, to, require_slot) = match query.available_on {
+            Some(day) => {
+                let start = local_midnight(day, tz);
+                let end = local_midnight(day.succ_opt().unwrap_or(day), tz);
+                (start.max(earliest), end, true)
+            }
+            None => {
+                let until = now + chrono::Duration::days(i64::from(self.country.booking.horizon_days) + 1);
+                (earliest, until, false)
+            }
+        };
+        let nearby = match query.near {
+            Some((lat, lon, radius)) => self.nearby(lat, lon, radius).await.map(Some).unwrap_or(None),
+            None => None,
+        };
+        let (ids, distances): (Option<Vec<Uuid>>, Vec<(Uuid, f64)>) = match &nearby {
+            Some(found) => (Some(found.iter().map(|(id, _)| *id).collect()), found.clone()),
+            None => (None, Vec::new()),
+        };
+        // Without the GEO index, the database measures distances (haversine).
+        let (sql_near, lat, lon, radius) = match (query.near, &nearby) {
+            (Some((lat, lon, radius)), None) => (true, lat, lon, radius),
+            _ => (false, 0.0, 0.0, 0.0),
+        };
+        let limit = i64::from(query.page_size);
+        let offset = i64::from(query.page.saturating_sub(1)) * limit;
+        self.db_queries.inc();
+        let rows = sqlx::query_as::<_, HitRow>(
+            "WITH candidates AS (
+                SELECT p.*,
+                       CASE WHEN $9 THEN 2 * 6371 * asin(sqrt(
+                            power(sin(radians(p.latitude - $10) / 2), 2) +
+                            cos(radians($10)) * cos(radians(p.latitude)) * power(sin(radians(p.longitude - $11) / 2), 2)))
+                       END AS sql_distance
+                FROM practitioners p
+                WHERE ($1::text IS NULL OR p.specialty = $1)
+                  AND ($2::text IS NULL OR lower(p.city) = lower($2))
+                  AND ($3::uuid[] IS NULL OR p.id = ANY($3))
+             )
+             SELECT c.id, c.name, c.specialty, c.city, c.address, c.latitude, c.longitude, c.languages,
+                    c.consultation_price_minor, c.currency, count(*) OVER () AS total,
+                    s.slot_ids, s.slot_starts, s.slot_ends
+             FROM candidates c
+             LEFT JOIN LATERAL (
+                SELECT array_agg(f.id ORDER BY f.starts_at) AS slot_ids,
+                       array_agg(f.starts_at ORDER BY f.starts_at) AS slot_starts,
+                       array_agg(f.ends_at ORDER BY f.starts_at) AS slot_ends
+                FROM (SELECT id, starts_at, ends_at FROM slots
+                      WHERE practitioner_id = c.id AND status = 'free' AND starts_at >= $4 AND starts_at < $5
+                      ORDER BY starts_at LIMIT $6) f
+             ) s ON true
+             WHERE (NOT $7 OR s.slot_ids IS NOT NULL)
+               AND (NOT $9 OR c.sql_distance <= $12)
+             ORDER BY CASE WHEN $3::uuid[] IS NOT NULL THEN array_position($3, c.id) END,
+                      c.sql_distance, c.name, c.id
+             LIMIT $8 OFFSET $13",
+        )
+        .bind(query.specialty.as_deref())
+        .bind(query.city.as_deref())
+        .bind(ids.as_deref())
+        .bind(from)
+        .bind(to)
+        .bind(SLOTS_PER_RESULT)
+        .bind(require_slot)
+        .bind(limit)
+        .bind(sql_near)
+        .bind(lat)
+        .bind(lon)
+        .bind(radius)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        let total = rows.first().map_or(0, |r| r.total);
+        let items = rows
+            .into_iter()
+            .map(|row| {
+                let distance_km = match query.near {
+                    Some((lat, lon, _)) => Some(
+                        distances
+                            .iter()
+                            .find(|(id, _)| *id == row.id)
+                            .map(|(_, d)| *d)
+                            .unwrap_or_else(|| haversine_km(lat, lon, row.latitude, row.longitude)),
+                    )
+                    .map(|d| (d * 100.0).round() / 100.0),
+                    None => None,
+                };
+                let slots = match (row.slot_ids, row.slot_starts, row.slot_ends) {
+                    (Some(ids), Some(starts), Some(ends)) => ids
+                        .into_iter()
+                        .zip(starts)
+                        .zip(ends)
+                        .map(|((id, start), end)| SlotView {
+                            id,
+                            start: domain::local_rfc3339(start, tz),
+                            end: domain::local_rfc3339(end, tz),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                SearchHit {
+                    id: row.id,
+                    name: row.name,
+                    specialty: row.specialty,
+                    city: row.city,
+                    address: row.address,
+                    latitude: row.latitude,
+                    longitude: row.longitude,
+                    languages: row.languages,
+                    consultation_price_minor: row.consultation_price_minor,
+                    currency: row.currency,
+                    distance_km,
+                    available_slots: slots,
+                }
+            })
+            .collect();
+        Ok(SearchPage {
+            items,
+            page: query.page,
+            page_size: query.page_size,
+            total,
+        })
+    }
+}
+
+/// The instant a local day starts.
+pub fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let midnight = day.and_time(chrono::NaiveTime::MIN);
+    match tz.from_local_datetime(&midnight) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        // Midnight skipped by a DST change: the day starts an hour later.
+        chrono::LocalResult::None => tz
+            .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+            .earliest()
+            .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc)),
+    }
+}
+
+/// Great-circle distance in km.
+pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * a.sqrt().asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haversine_paris_lyon() {
+        let d = haversine_km(48.8566, 2.3522, 45.764, 4.8357);
+        assert!((d - 392.0).abs() < 5.0, "{d}");
+    }
+
+    #[test]
+    fn local_midnight_in_paris() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 29).expect("date");
+        assert_eq!(local_midnight(day, chrono_tz::Europe::Paris).to_rfc3339(), "2026-03-28T23:00:00+00:00");
+    }
+}

@@ -1,0 +1,95 @@
+//! Single-flight: concurrent callers asking for the same key share one computation, so a cold
+//! cache key costs one database query however many requests arrive at once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+type Flight<V> = Shared<BoxFuture<'static, Result<Arc<V>, Arc<str>>>>;
+
+/// Deduplicates in-flight computations by key.
+pub struct SingleFlight<V> {
+    flights: Mutex<HashMap<String, Flight<V>>>,
+}
+
+impl<V> Default for SingleFlight<V> {
+    fn default() -> Self {
+        Self {
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V: Send + Sync + 'static> SingleFlight<V> {
+    /// Runs `compute` for `key` unless a computation for it is already running, in which case
+    /// waits for that one. Errors are shared as text.
+    pub async fn run<F, Fut, E>(&self, key: &str, compute: F) -> Result<Arc<V>, Arc<str>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (flight, leader) = {
+            let mut flights = match self.flights.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match flights.get(key) {
+                Some(flight) => (flight.clone(), false),
+                None => {
+                    let future = compute();
+                    let flight = async move { future.await.map(Arc::new).map_err(|e| Arc::from(e.to_string())) }
+                        .boxed()
+                        .shared();
+                    flights.insert(key.to_owned(), flight.clone());
+                    (flight, true)
+                }
+            }
+        };
+        let result = flight.await;
+        if leader {
+            let mut flights = match self.flights.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            flights.remove(key);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_computation() {
+        let flights = Arc::new(SingleFlight::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let flights = Arc::clone(&flights);
+            let runs = Arc::clone(&runs);
+            tasks.push(tokio::spawn(async move {
+                flights
+                    .run("k", || async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, String>(runs.fetch_add(1, Ordering::SeqCst) + 1)
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(*task.await.expect("task").expect("value"), 1);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        // Once finished, the next call computes again.
+        let again = flights.run("k", || async { Ok::<_, String>(7) }).await.expect("value");
+        assert_eq!(*again, 7);
+    }
+}

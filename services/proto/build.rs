@@ -1,0 +1,12 @@
+//! Compiles the .proto files with a vendored `protoc`, so no system package is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/booking/v1/availability.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().compile_with_config(config, &protos, &["proto"])?;
+    Ok(())
+}
