@@ -695,3 +695,627 @@ pub async fn run(
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, Call, Recorded, Reply, deleting, finalized, finish, tenant};
+    use http::Method;
+    use serde_json::{Value, json};
+
+    const TENANT: &str = "/apis/pulse.dev/v1alpha1/countrytenants/fr";
+    const STATUS: &str = "/apis/pulse.dev/v1alpha1/countrytenants/fr/status";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+    fn deployment_path(name: &str) -> String {
+        format!("/apis/apps/v1/namespaces/pulse-fr/deployments/{name}")
+    }
+
+    /// The API server's answer to a Deployment apply: generation and rollout state.
+    fn deployment(generation: i64, observed: i64, available: i32) -> Reply {
+        Reply::EchoWith(Box::new(move |mut body| {
+            body["metadata"]["generation"] = json!(generation);
+            body["spec"]["replicas"] = json!(2);
+            body["status"] = json!({
+                "observedGeneration": observed,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": available,
+                "availableReplicas": available,
+            });
+            body
+        }))
+    }
+
+    /// A Deployment just created: no status yet.
+    fn fresh_deployment() -> Reply {
+        Reply::EchoWith(Box::new(|mut body| {
+            body["metadata"]["generation"] = json!(1);
+            body
+        }))
+    }
+
+    fn component_calls(component: Component, reply: Reply) -> Vec<Call> {
+        let name = component.name();
+        vec![
+            Call::apply(deployment_path(name)).reply(reply),
+            Call::apply(format!("/api/v1/namespaces/pulse-fr/services/{name}")),
+            Call::apply(format!(
+                "/apis/autoscaling/v2/namespaces/pulse-fr/horizontalpodautoscalers/{name}"
+            )),
+            Call::apply(format!(
+                "/apis/policy/v1/namespaces/pulse-fr/poddisruptionbudgets/{name}"
+            )),
+        ]
+    }
+
+    fn deployment_list(names: &[&str]) -> Reply {
+        let items: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"metadata": {"name": n, "namespace": "pulse-fr"}, "spec": {"selector": {}, "template": {}}}))
+            .collect();
+        Reply::Json(
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": items}),
+        )
+    }
+
+    /// Everything a successful apply pass does before writing the status.
+    fn apply_calls(
+        tenant: &CountryTenant,
+        mut reply: impl FnMut(Component) -> Reply,
+        listed: &[&str],
+    ) -> Vec<Call> {
+        let mut calls = vec![
+            Call::apply("/api/v1/namespaces/pulse-fr"),
+            Call::apply("/api/v1/namespaces/pulse-fr/configmaps/pulse-country"),
+        ];
+        for component in tenant.spec.components.enabled() {
+            calls.extend(component_calls(component, reply(component)));
+        }
+        calls.push(if tenant.spec.ingress.is_some() {
+            Call::apply("/apis/networking.k8s.io/v1/namespaces/pulse-fr/ingresses/pulse")
+        } else {
+            Call::new(
+                Method::DELETE,
+                "/apis/networking.k8s.io/v1/namespaces/pulse-fr/ingresses/pulse",
+            )
+            .reply(Reply::Error(404, "NotFound"))
+        });
+        calls.push(
+            Call::new(Method::GET, "/apis/apps/v1/namespaces/pulse-fr/deployments")
+                .reply(deployment_list(listed)),
+        );
+        calls
+    }
+
+    fn status_call(tenant: &CountryTenant) -> Call {
+        let base = serde_json::to_value(tenant).expect("tenant JSON");
+        Call::apply(STATUS).reply(Reply::EchoWith(Box::new(move |body| {
+            let mut object = base;
+            object["status"] = body["status"].clone();
+            object
+        })))
+    }
+
+    fn event_call() -> Call {
+        Call::new(Method::POST, EVENTS)
+    }
+
+    async fn reconcile_with(
+        tenant: CountryTenant,
+        calls: Vec<Call>,
+    ) -> (Result<Action, Error>, Vec<Recorded>, Arc<Context>) {
+        let (ctx, server) = fixtures::context();
+        let server = server.run(calls);
+        let result = tokio::time::timeout(
+            Duration::from_secs(20),
+            reconcile(Arc::new(tenant), ctx.clone()),
+        )
+        .await
+        .expect("reconcile finished");
+        let recorded = finish(server).await;
+        (result, recorded, ctx)
+    }
+
+    fn status_of(recorded: &[Recorded]) -> CountryTenantStatus {
+        let call = recorded
+            .iter()
+            .rev()
+            .find(|r| r.path == STATUS)
+            .expect("a status patch");
+        assert_eq!(call.body["apiVersion"], "pulse.dev/v1alpha1");
+        assert_eq!(call.body["kind"], "CountryTenant");
+        serde_json::from_value(call.body["status"].clone()).expect("status")
+    }
+
+    fn condition_of<'a>(status: &'a CountryTenantStatus, type_: &str) -> &'a Condition {
+        condition::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    fn events_of(recorded: &[Recorded]) -> Vec<(String, String)> {
+        recorded
+            .iter()
+            .filter(|r| r.path == EVENTS)
+            .map(|r| {
+                (
+                    r.body["type"].as_str().unwrap_or("").to_owned(),
+                    r.body["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_finalizer_comes_first() {
+        let t = tenant();
+        let reply = serde_json::to_value(finalized(t.clone())).expect("json");
+        let (result, recorded, _) = reconcile_with(
+            t,
+            vec![Call::new(Method::PATCH, TENANT).reply(Reply::Json(200, reply))],
+        )
+        .await;
+        assert_eq!(result.expect("ok"), Action::await_change());
+        let patch = recorded[0].body.as_array().cloned().expect("a JSON patch");
+        assert!(
+            patch.contains(
+                &json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+            ),
+            "{patch:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn creates_a_tenant_from_nothing() {
+        let t = finalized(tenant());
+        let mut calls = apply_calls(
+            &t,
+            |_| fresh_deployment(),
+            &["identity", "booking", "marketing", "ordering", "notifier"],
+        );
+        calls.push(status_call(&t));
+        calls.push(event_call());
+        let (result, recorded, ctx) = reconcile_with(t.clone(), calls).await;
+        assert_eq!(result.expect("ok"), Action::requeue(PROGRESS_RESYNC));
+
+        // What was applied is exactly the desired state, in order.
+        let expected = resources::desired(&t)
+            .expect("desired")
+            .objects()
+            .expect("json");
+        let applied: Vec<Value> = recorded
+            .iter()
+            .filter(|r| r.method == Method::PATCH && r.path != STATUS)
+            .map(|r| r.body.clone())
+            .collect();
+        assert_eq!(applied, expected);
+
+        let status = status_of(&recorded);
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.namespace.as_deref(), Some("pulse-fr"));
+        assert_eq!(status.url.as_deref(), Some("https://fr.pulse.example"));
+        assert_eq!(status.components.len(), 5);
+        assert!(status.components.iter().all(|c| !c.available));
+        let ready = condition_of(&status, READY);
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::False, "RollingOut")
+        );
+        assert_eq!(ready.observed_generation, Some(1));
+        assert_eq!(
+            condition_of(&status, PROGRESSING).status,
+            ConditionStatus::True
+        );
+        assert_eq!(
+            condition_of(&status, DEGRADED).status,
+            ConditionStatus::False
+        );
+        assert_eq!(
+            events_of(&recorded),
+            [("Normal".to_owned(), "RollingOut".to_owned())]
+        );
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "api_500"), 0);
+    }
+
+    #[tokio::test]
+    async fn ready_when_every_deployment_has_rolled_out_this_generation() {
+        let mut t = finalized(tenant());
+        t.metadata.generation = Some(4);
+        let mut calls = apply_calls(&t, |_| deployment(3, 3, 2), &[]);
+        calls.push(status_call(&t));
+        calls.push(event_call());
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::requeue(READY_RESYNC));
+        let status = status_of(&recorded);
+        assert_eq!(status.observed_generation, Some(4));
+        let ready = condition_of(&status, READY);
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::True, "Available")
+        );
+        assert_eq!(ready.observed_generation, Some(4));
+        assert!(
+            ready.message.contains("https://fr.pulse.example"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(
+            condition_of(&status, PROGRESSING).status,
+            ConditionStatus::False
+        );
+        assert!(
+            status
+                .components
+                .iter()
+                .all(|c| c.available && c.ready_replicas == 2)
+        );
+        assert_eq!(
+            events_of(&recorded),
+            [("Normal".to_owned(), "Available".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn not_ready_while_a_deployment_lags_its_generation() {
+        let t = finalized(tenant());
+        // marketing's pods are all available, but for the previous template.
+        let mut calls = apply_calls(
+            &t,
+            |c| {
+                if c == Component::Marketing {
+                    deployment(2, 1, 2)
+                } else {
+                    deployment(1, 1, 2)
+                }
+            },
+            &[],
+        );
+        calls.push(status_call(&t));
+        calls.push(event_call());
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::requeue(PROGRESS_RESYNC));
+        let status = status_of(&recorded);
+        let ready = condition_of(&status, READY);
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(ready.message.contains("marketing"), "{}", ready.message);
+        let marketing = status
+            .components
+            .iter()
+            .find(|c| c.name == "marketing")
+            .expect("marketing");
+        assert!(!marketing.available);
+        assert!(
+            status
+                .components
+                .iter()
+                .filter(|c| c.name != "marketing")
+                .all(|c| c.available)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_config_change_reapplies_every_deployment() {
+        let before = finalized(tenant());
+        let old_hash = resources::desired(&before).expect("desired").config_hash;
+        let mut t = before.clone();
+        t.metadata.generation = Some(2);
+        t.spec.country.booking.min_notice_minutes = 30;
+        // The tenant was Ready for generation 1.
+        t.status = Some(CountryTenantStatus {
+            observed_generation: Some(1),
+            conditions: vec![Condition::new(
+                READY,
+                ConditionStatus::True,
+                "Available",
+                "",
+                Some(1),
+                Utc::now(),
+            )],
+            ..CountryTenantStatus::default()
+        });
+        let mut calls = apply_calls(&t, |_| deployment(2, 1, 2), &[]);
+        calls.push(status_call(&t));
+        calls.push(event_call());
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::requeue(PROGRESS_RESYNC));
+
+        let config_map = recorded
+            .iter()
+            .find(|r| r.path.ends_with("/configmaps/pulse-country"))
+            .expect("ConfigMap applied");
+        assert_eq!(
+            config_map.body["data"]["PULSE_COUNTRY__BOOKING__MIN_NOTICE_MINUTES"],
+            "30"
+        );
+        let deployments: Vec<&Recorded> = recorded
+            .iter()
+            .filter(|r| r.path.contains("/deployments/"))
+            .collect();
+        assert_eq!(deployments.len(), 5);
+        for d in deployments {
+            let hash = d.body["spec"]["template"]["metadata"]["annotations"]
+                [resources::CONFIG_HASH_ANNOTATION]
+                .as_str()
+                .expect("hash annotation");
+            assert_ne!(hash, old_hash, "{} must roll", d.path);
+        }
+        let status = status_of(&recorded);
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(condition_of(&status, READY).status, ConditionStatus::False);
+        assert_eq!(
+            events_of(&recorded),
+            [("Normal".to_owned(), "RollingOut".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_with_retain_keeps_the_namespace() {
+        let t = deleting(finalized(tenant()));
+        let mut gone = t.clone();
+        gone.metadata.finalizers = None;
+        let calls = vec![
+            event_call(),
+            Call::new(Method::PATCH, TENANT)
+                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
+        ];
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::await_change());
+        assert_eq!(
+            events_of(&recorded),
+            [("Normal".to_owned(), "NamespaceRetained".to_owned())]
+        );
+        let patch = recorded[1].body.as_array().cloned().expect("JSON patch");
+        assert!(
+            patch.contains(&json!({"op": "remove", "path": "/metadata/finalizers/0"})),
+            "{patch:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_with_delete_removes_the_namespace() {
+        let mut t = deleting(finalized(tenant()));
+        t.spec.deletion_policy = DeletionPolicy::Delete;
+        let mut gone = t.clone();
+        gone.metadata.finalizers = None;
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pulse-fr"}, "status": {"phase": "Terminating"}});
+        let calls = vec![
+            Call::new(Method::DELETE, "/api/v1/namespaces/pulse-fr")
+                .reply(Reply::Json(200, namespace)),
+            event_call(),
+            Call::new(Method::PATCH, TENANT)
+                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
+        ];
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::await_change());
+        assert_eq!(
+            events_of(&recorded),
+            [("Normal".to_owned(), "NamespaceDeleted".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_namespace_delete_keeps_the_finalizer() {
+        let mut t = deleting(finalized(tenant()));
+        t.spec.deletion_policy = DeletionPolicy::Delete;
+        let calls = vec![
+            Call::new(Method::DELETE, "/api/v1/namespaces/pulse-fr")
+                .reply(Reply::Error(500, "InternalError")),
+        ];
+        let (result, _, ctx) = reconcile_with(t, calls).await;
+        let err = result.expect_err("cleanup failed");
+        assert_eq!(err.metric_label(), "api_500");
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "api_500"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_api_conflict_degrades_counts_and_backs_off() {
+        let t = finalized(tenant());
+        let calls = vec![
+            Call::apply("/api/v1/namespaces/pulse-fr"),
+            Call::apply("/api/v1/namespaces/pulse-fr/configmaps/pulse-country")
+                .reply(Reply::Error(409, "Conflict")),
+            status_call(&t),
+            event_call(),
+        ];
+        let (result, recorded, ctx) = reconcile_with(t.clone(), calls).await;
+        let err = result.expect_err("conflict");
+        assert_eq!(err.metric_label(), "api_409");
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "api_409"), 1);
+        assert!(ctx.metrics.encode().contains("error=\"api_409\""));
+
+        let status = status_of(&recorded);
+        let degraded = condition_of(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status, degraded.reason.as_str()),
+            (ConditionStatus::True, "ReconcileFailed")
+        );
+        assert!(
+            degraded
+                .message
+                .contains("apply ConfigMap pulse-fr/pulse-country"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(condition_of(&status, READY).status, ConditionStatus::False);
+        assert_eq!(
+            events_of(&recorded),
+            [("Warning".to_owned(), "ReconcileFailed".to_owned())]
+        );
+
+        // Exponential backoff per tenant.
+        let tenant = Arc::new(t);
+        assert_eq!(
+            error_policy(tenant.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        assert_eq!(
+            error_policy(tenant.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(10))
+        );
+        assert_eq!(
+            error_policy(tenant, &err, ctx),
+            Action::requeue(Duration::from_secs(20))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_on_a_deployment_degrades() {
+        let t = finalized(tenant());
+        let calls = vec![
+            Call::apply("/api/v1/namespaces/pulse-fr"),
+            Call::apply("/api/v1/namespaces/pulse-fr/configmaps/pulse-country"),
+            Call::apply(deployment_path("identity")).reply(Reply::Error(500, "InternalError")),
+            status_call(&t),
+            event_call(),
+        ];
+        let (result, recorded, ctx) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect_err("500").metric_label(), "api_500");
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "api_500"), 1);
+        let degraded = condition_of(&status_of(&recorded), DEGRADED).clone();
+        assert_eq!(degraded.status, ConditionStatus::True);
+        assert!(
+            degraded
+                .message
+                .contains("apply Deployment pulse-fr/identity"),
+            "{}",
+            degraded.message
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_spec_is_degraded_without_touching_anything() {
+        let mut t = finalized(tenant());
+        t.spec.country.timezone = "Mars/Olympus".into();
+        let calls = vec![status_call(&t), event_call()];
+        let (result, recorded, ctx) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect_err("invalid").metric_label(), "invalid_spec");
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "invalid_spec"), 1);
+        let degraded = condition_of(&status_of(&recorded), DEGRADED).clone();
+        assert_eq!(degraded.reason, "InvalidSpec");
+        assert!(
+            degraded.message.contains("timezone"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(
+            events_of(&recorded),
+            [("Warning".to_owned(), "InvalidSpec".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_components_are_removed() {
+        let mut t = finalized(tenant());
+        t.spec.components.get_mut(Component::Notifier).enabled = false;
+        t.spec.ingress = None;
+        let mut calls = apply_calls(
+            &t,
+            |_| deployment(1, 1, 2),
+            &["identity", "booking", "marketing", "ordering", "notifier"],
+        );
+        calls.extend([
+            Call::new(Method::DELETE, deployment_path("notifier")),
+            Call::new(
+                Method::DELETE,
+                "/api/v1/namespaces/pulse-fr/services/notifier",
+            ),
+            Call::new(
+                Method::DELETE,
+                "/apis/autoscaling/v2/namespaces/pulse-fr/horizontalpodautoscalers/notifier",
+            )
+            .reply(Reply::Error(404, "NotFound")),
+            Call::new(
+                Method::DELETE,
+                "/apis/policy/v1/namespaces/pulse-fr/poddisruptionbudgets/notifier",
+            ),
+            event_call(),
+            status_call(&t),
+            event_call(),
+        ]);
+        let (result, recorded, _) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect("ok"), Action::requeue(READY_RESYNC));
+        let list = recorded
+            .iter()
+            .find(|r| r.method == Method::GET)
+            .expect("list");
+        assert!(
+            list.query.contains("pulse.dev%2Ftenant%3Dfr")
+                || list.query.contains("pulse.dev/tenant=fr"),
+            "{}",
+            list.query
+        );
+        assert_eq!(
+            events_of(&recorded),
+            [
+                ("Normal".to_owned(), "ComponentRemoved".to_owned()),
+                ("Normal".to_owned(), "Available".to_owned())
+            ]
+        );
+        let status = status_of(&recorded);
+        assert_eq!(status.components.len(), 4);
+        assert_eq!(status.url, None);
+    }
+
+    #[test]
+    fn stalled_rollouts_are_degraded() {
+        let t = tenant();
+        let desired = resources::desired(&t).expect("desired");
+        let mut stuck: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "booking", "generation": 1},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}
+        }))
+        .expect("deployment");
+        assert!(matches!(rollout(&stuck), Rollout::Stalled(_)));
+        let status = tenant_status(
+            &t,
+            &desired,
+            &[(Component::Booking, stuck.clone())],
+            Utc::now(),
+        );
+        assert_eq!(
+            condition_of(&status, DEGRADED).status,
+            ConditionStatus::True
+        );
+        assert_eq!(condition_of(&status, READY).reason, "RolloutStalled");
+
+        stuck.status = serde_json::from_value(json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2})).expect("status");
+        assert!(matches!(rollout(&stuck), Rollout::Waiting(why) if why.contains("old replicas")));
+        stuck.status = serde_json::from_value(json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})).expect("status");
+        assert!(matches!(rollout(&stuck), Rollout::Waiting(why) if why.contains("1 of 2")));
+        stuck.status = serde_json::from_value(json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})).expect("status");
+        assert_eq!(rollout(&stuck), Rollout::Complete);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(5));
+        assert_eq!(backoff_delay(2), Duration::from_secs(10));
+        assert_eq!(backoff_delay(4), Duration::from_secs(40));
+        assert_eq!(backoff_delay(7), Duration::from_secs(300));
+        assert_eq!(backoff_delay(1000), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn children_map_to_their_cluster_scoped_tenant() {
+        let t = tenant();
+        let desired = resources::desired(&t).expect("desired");
+        let owner = controlling_tenant(&desired.components[0].deployment).expect("owned");
+        assert_eq!(owner.name, "fr");
+        assert_eq!(owner.namespace, None, "tenants are cluster-scoped");
+        assert!(controlling_tenant(&desired.namespace).is_none());
+        let mut foreign = desired.components[0].service.clone();
+        foreign.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "x".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        assert!(controlling_tenant(&foreign).is_none());
+    }
+}

@@ -19,4 +19,7 @@ pub mod resources;
 pub mod run;
 pub mod yaml;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use crd::{CountryTenant, SeckillCampaign};

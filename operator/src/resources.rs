@@ -740,3 +740,564 @@ fn ingress(
         ..Ingress::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{JwtAlgorithm, JwtSecretRefs, SecretKeyRef};
+    use crate::fixtures::{UID, tenant};
+
+    fn names<T: Resource>(objects: impl IntoIterator<Item = T>) -> Vec<String> {
+        objects.into_iter().map(|o| o.name_any()).collect()
+    }
+
+    fn container(deployment: &Deployment) -> &Container {
+        &deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+            .containers[0]
+    }
+
+    fn pod_spec(deployment: &Deployment) -> &PodSpec {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    fn config_hash_of(deployment: &Deployment) -> String {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+            .cloned()
+            .expect("config hash annotation")
+    }
+
+    #[test]
+    fn every_object_of_a_tenant() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        assert_eq!(desired.namespace.name_any(), "pulse-fr");
+        let ns_labels = desired.namespace.metadata.labels.clone().expect("labels");
+        assert_eq!(ns_labels[TENANT_LABEL], "fr");
+        assert_eq!(
+            ns_labels["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
+
+        assert_eq!(desired.config_map.name_any(), CONFIG_MAP);
+        assert_eq!(desired.config_map.namespace().as_deref(), Some("pulse-fr"));
+        let data = desired.config_map.data.clone().expect("data");
+        for (key, value) in tenant().spec.country.to_env() {
+            assert_eq!(data.get(&key), Some(&value), "{key}");
+        }
+        assert_eq!(data["PULSE_COUNTRY__TIMEZONE"], "Europe/Paris");
+        assert_eq!(data["PULSE_JWT_ALGORITHM"], "HS256");
+        assert_eq!(data["PULSE_JWT_ISSUER"], "pulse");
+
+        let all = ["identity", "booking", "marketing", "ordering", "notifier"];
+        assert_eq!(
+            names(desired.components.iter().map(|c| c.deployment.clone())),
+            all
+        );
+        assert_eq!(
+            names(desired.components.iter().map(|c| c.service.clone())),
+            all
+        );
+        assert_eq!(names(desired.components.iter().map(|c| c.hpa.clone())), all);
+        assert_eq!(names(desired.components.iter().map(|c| c.pdb.clone())), all);
+        assert_eq!(
+            desired.ingress.as_ref().map(|i| i.name_any()).as_deref(),
+            Some(INGRESS)
+        );
+        assert_eq!(desired.url.as_deref(), Some("https://fr.pulse.example"));
+        // 2 + 5 × 4 + 1 objects, in apply order, each with apiVersion and kind.
+        let objects = desired.objects().expect("json");
+        assert_eq!(objects.len(), 23);
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            &kinds[..6],
+            [
+                "Namespace",
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "HorizontalPodAutoscaler",
+                "PodDisruptionBudget"
+            ]
+        );
+        assert_eq!(kinds[22], "Ingress");
+        assert!(objects.iter().all(|o| o["apiVersion"].is_string()));
+    }
+
+    #[test]
+    fn deployments_run_their_target_and_migrate_first() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        for objects in &desired.components {
+            let target = objects.component.name();
+            let serve = container(&objects.deployment);
+            assert_eq!(serve.image.as_deref(), Some("pulse:1.2.3"));
+            assert_eq!(
+                serve.args.clone().unwrap_or_default(),
+                ["serve", "--target", target]
+            );
+            let init = &pod_spec(&objects.deployment)
+                .init_containers
+                .clone()
+                .unwrap_or_default()[0];
+            assert_eq!(
+                init.args.clone().unwrap_or_default(),
+                ["migrate", "--target", target]
+            );
+            // HPA owns the replica count.
+            assert_eq!(
+                objects.deployment.spec.as_ref().and_then(|s| s.replicas),
+                None
+            );
+            let selector = objects
+                .deployment
+                .spec
+                .as_ref()
+                .map(|s| s.selector.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                selector.match_labels,
+                Some(selector_labels("fr", objects.component))
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_referenced_never_inlined() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let serve = container(&desired.components[0].deployment);
+        let env = serve.env.clone().unwrap_or_default();
+        for (name, secret, key) in [
+            ("PULSE_DATABASE_URL", "pulse-fr-backends", "database-url"),
+            ("PULSE_REDIS_URL", "pulse-fr-backends", "redis-url"),
+            ("PULSE_KAFKA_BROKERS", "pulse-fr-backends", "kafka-brokers"),
+            ("PULSE_JWT_SECRET", "pulse-fr-jwt", "secret"),
+        ] {
+            let var = env
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(var.value, None, "{name} must not be inlined");
+            let selector = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .unwrap_or_else(|| panic!("{name} is not a secretKeyRef"));
+            assert_eq!(
+                (selector.name.as_str(), selector.key.as_str()),
+                (secret, key)
+            );
+        }
+        assert!(env.iter().all(|v| v.name != "PULSE_JWT_PUBLIC_KEY_FILE"));
+        let env_from = serve.env_from.clone().unwrap_or_default();
+        assert_eq!(
+            env_from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
+            Some(CONFIG_MAP)
+        );
+        assert_eq!(
+            env_from[1].secret_ref.as_ref().map(|s| s.name.as_str()),
+            Some("pulse-fr-providers")
+        );
+        // Nothing secret in the ConfigMap either.
+        let data = desired.config_map.data.clone().unwrap_or_default();
+        assert!(
+            data.keys()
+                .all(|k| !k.contains("SECRET") && !k.contains("DATABASE"))
+        );
+    }
+
+    #[test]
+    fn asymmetric_tokens_mount_the_public_key() {
+        let mut t = tenant();
+        t.spec.auth.algorithm = JwtAlgorithm::ES256;
+        t.spec.secrets.jwt = JwtSecretRefs {
+            secret: None,
+            public_key: Some(SecretKeyRef {
+                name: "pulse-fr-jwt".into(),
+                key: "public.pem".into(),
+            }),
+        };
+        let desired = desired(&t).expect("valid tenant");
+        let deployment = &desired.components[0].deployment;
+        let serve = container(deployment);
+        let env = serve.env.clone().unwrap_or_default();
+        let file = env
+            .iter()
+            .find(|v| v.name == "PULSE_JWT_PUBLIC_KEY_FILE")
+            .expect("key file var");
+        assert_eq!(file.value.as_deref(), Some("/etc/pulse/jwt/public-key.pem"));
+        assert!(env.iter().all(|v| v.name != "PULSE_JWT_SECRET"));
+        let volume = pod_spec(deployment)
+            .volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == "jwt-public-key")
+            .expect("volume");
+        let source = volume.secret.expect("secret volume");
+        assert_eq!(source.secret_name.as_deref(), Some("pulse-fr-jwt"));
+        assert_eq!(source.items.unwrap_or_default()[0].key, "public.pem");
+        assert!(
+            serve
+                .volume_mounts
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.mount_path == JWT_PUBLIC_KEY_DIR)
+        );
+        assert_eq!(
+            desired.config_map.data.clone().unwrap_or_default()["PULSE_JWT_ALGORITHM"],
+            "ES256"
+        );
+    }
+
+    #[test]
+    fn probes_hit_the_admin_port() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let serve = container(&desired.components[1].deployment);
+        let get = |probe: &Option<Probe>| {
+            let action = probe
+                .as_ref()
+                .and_then(|p| p.http_get.clone())
+                .expect("http probe");
+            (action.path.unwrap_or_default(), action.port)
+        };
+        let admin = IntOrString::String("admin".into());
+        assert_eq!(get(&serve.liveness_probe), ("/livez".into(), admin.clone()));
+        assert_eq!(
+            get(&serve.readiness_probe),
+            ("/readyz".into(), admin.clone())
+        );
+        assert_eq!(get(&serve.startup_probe), ("/livez".into(), admin));
+        let ports: Vec<(String, i32)> = serve
+            .ports
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("http".into(), 8080),
+                ("grpc".into(), 50051),
+                ("admin".into(), 9090)
+            ]
+        );
+        let env = serve.env.clone().unwrap_or_default();
+        let admin_addr = env
+            .iter()
+            .find(|v| v.name == "PULSE_ADMIN_ADDR")
+            .and_then(|v| v.value.clone());
+        assert_eq!(admin_addr.as_deref(), Some("0.0.0.0:9090"));
+    }
+
+    #[test]
+    fn services_expose_http_and_grpc() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let service = &desired.components[2].service;
+        assert_eq!(service.name_any(), "marketing");
+        let spec = service.spec.clone().expect("spec");
+        assert_eq!(
+            spec.selector,
+            Some(selector_labels("fr", Component::Marketing))
+        );
+        let ports: Vec<(String, i32, Option<String>)> = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port, p.app_protocol))
+            .collect();
+        assert_eq!(ports[0], ("http".into(), 8080, Some("http".into())));
+        assert_eq!(ports[1], ("grpc".into(), 50051, Some("grpc".into())));
+    }
+
+    #[test]
+    fn hpa_bounds_and_pdb() {
+        let mut t = tenant();
+        let booking = t.spec.components.get_mut(Component::Booking);
+        booking.min_replicas = 3;
+        booking.max_replicas = 12;
+        booking.target_cpu_utilization_percentage = 55;
+        let desired = desired(&t).expect("valid tenant");
+        let objects = &desired.components[1];
+        assert_eq!(objects.component, Component::Booking);
+        let spec = objects.hpa.spec.clone().expect("spec");
+        assert_eq!(spec.min_replicas, Some(3));
+        assert_eq!(spec.max_replicas, 12);
+        assert_eq!(spec.scale_target_ref.kind, "Deployment");
+        assert_eq!(spec.scale_target_ref.name, "booking");
+        let metric = spec.metrics.unwrap_or_default()[0]
+            .resource
+            .clone()
+            .expect("cpu metric");
+        assert_eq!(metric.name, "cpu");
+        assert_eq!(metric.target.average_utilization, Some(55));
+        // Defaults elsewhere.
+        let identity = desired.components[0].hpa.spec.clone().expect("spec");
+        assert_eq!((identity.min_replicas, identity.max_replicas), (Some(2), 5));
+        let pdb = objects.pdb.spec.clone().expect("pdb spec");
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            pdb.selector.and_then(|s| s.match_labels),
+            Some(selector_labels("fr", Component::Booking))
+        );
+    }
+
+    #[test]
+    fn disabled_components_are_omitted_with_their_paths() {
+        let mut t = tenant();
+        t.spec.components.get_mut(Component::Notifier).enabled = false;
+        t.spec.components.get_mut(Component::Booking).enabled = false;
+        let desired = desired(&t).expect("valid tenant");
+        assert_eq!(
+            names(desired.components.iter().map(|c| c.deployment.clone())),
+            ["identity", "marketing", "ordering"]
+        );
+        let objects = desired.objects().expect("json");
+        assert_eq!(objects.len(), 2 + 3 * 4 + 1);
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["metadata"]["name"] != "notifier" && o["metadata"]["name"] != "booking")
+        );
+        let paths = ingress_paths(&desired);
+        assert!(paths.iter().all(
+            |(p, _)| !p.starts_with("/v1/appointments") && !p.starts_with("/v1/notifications")
+        ));
+        assert!(
+            paths
+                .iter()
+                .any(|(p, s)| p == "/v1/orders" && s == "ordering")
+        );
+    }
+
+    fn ingress_paths(desired: &Desired) -> Vec<(String, String)> {
+        let spec = desired
+            .ingress
+            .clone()
+            .and_then(|i| i.spec)
+            .expect("ingress spec");
+        spec.rules.unwrap_or_default()[0]
+            .http
+            .clone()
+            .expect("http rule")
+            .paths
+            .into_iter()
+            .map(|p| {
+                assert_eq!(p.path_type, "Prefix");
+                let backend = p.backend.service.expect("service backend");
+                assert_eq!(
+                    backend.port.and_then(|port| port.name).as_deref(),
+                    Some("http")
+                );
+                (p.path.unwrap_or_default(), backend.name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ingress_routes_every_public_prefix() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let paths = ingress_paths(&desired);
+        let expected: Vec<(String, String)> = [
+            ("/v1/auth", "identity"),
+            ("/.well-known", "identity"),
+            ("/v1/practitioners", "booking"),
+            ("/v1/appointments", "booking"),
+            ("/v1/campaigns", "marketing"),
+            ("/v1/seckill", "marketing"),
+            ("/v1/vouchers", "marketing"),
+            ("/v1/products", "ordering"),
+            ("/v1/orders", "ordering"),
+            ("/v1/payments", "ordering"),
+            ("/v1/notifications", "notifier"),
+        ]
+        .into_iter()
+        .map(|(p, s)| (p.to_owned(), s.to_owned()))
+        .collect();
+        assert_eq!(paths, expected);
+        let spec = desired.ingress.clone().and_then(|i| i.spec).expect("spec");
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+        let tls = spec.tls.unwrap_or_default();
+        assert_eq!(tls[0].secret_name.as_deref(), Some("pulse-fr-tls"));
+        assert_eq!(tls[0].hosts, Some(vec!["fr.pulse.example".to_owned()]));
+        assert_eq!(
+            spec.rules.unwrap_or_default()[0].host.as_deref(),
+            Some("fr.pulse.example")
+        );
+    }
+
+    #[test]
+    fn ingress_prefix_and_absence() {
+        let mut t = tenant();
+        if let Some(ingress) = t.spec.ingress.as_mut() {
+            ingress.path_prefix = "/fr".into();
+            ingress.tls_secret_name = None;
+        }
+        let desired_prefixed = desired(&t).expect("valid tenant");
+        assert!(
+            ingress_paths(&desired_prefixed)
+                .iter()
+                .all(|(p, _)| p.starts_with("/fr/"))
+        );
+        assert_eq!(
+            desired_prefixed.url.as_deref(),
+            Some("http://fr.pulse.example/fr")
+        );
+
+        t.spec.ingress = None;
+        let without = desired(&t).expect("valid tenant");
+        assert!(without.ingress.is_none());
+        assert!(without.url.is_none());
+
+        let mut none_enabled = tenant();
+        for c in Component::ALL {
+            none_enabled.spec.components.get_mut(c).enabled = false;
+        }
+        let empty = desired(&none_enabled).expect("valid tenant");
+        assert!(empty.components.is_empty());
+        assert!(
+            empty.ingress.is_none(),
+            "an Ingress without paths is invalid"
+        );
+    }
+
+    #[test]
+    fn owner_references_point_at_the_tenant() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let objects = desired.objects().expect("json");
+        for object in &objects[1..] {
+            let owners = object["metadata"]["ownerReferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{}", object["kind"]);
+            let owner = &owners[0];
+            assert_eq!(owner["kind"], "CountryTenant");
+            assert_eq!(owner["apiVersion"], "pulse.dev/v1alpha1");
+            assert_eq!(owner["name"], "fr");
+            assert_eq!(owner["uid"], UID);
+            assert_eq!(owner["controller"], true);
+        }
+        // The namespace is not owned: its fate is the deletion policy's.
+        assert!(objects[0]["metadata"].get("ownerReferences").is_none());
+        // A tenant read from a file has no uid yet: no owner references.
+        let mut from_file = tenant();
+        from_file.metadata.uid = None;
+        let rendered = desired_objects(&from_file);
+        assert!(
+            rendered
+                .iter()
+                .all(|o| o["metadata"].get("ownerReferences").is_none())
+        );
+    }
+
+    fn desired_objects(t: &CountryTenant) -> Vec<serde_json::Value> {
+        desired(t).expect("valid tenant").objects().expect("json")
+    }
+
+    #[test]
+    fn config_hash_follows_the_configuration() {
+        let base = desired(&tenant()).expect("valid tenant");
+        let mut changed = tenant();
+        changed.spec.country.timezone = "Europe/Berlin".into();
+        let after = desired(&changed).expect("valid tenant");
+        assert_ne!(base.config_hash, after.config_hash);
+        for (before, now) in base.components.iter().zip(&after.components) {
+            assert_eq!(config_hash_of(&before.deployment), base.config_hash);
+            assert_eq!(config_hash_of(&now.deployment), after.config_hash);
+            assert_ne!(
+                config_hash_of(&before.deployment),
+                config_hash_of(&now.deployment)
+            );
+        }
+        let mut issuer = tenant();
+        issuer.spec.auth.issuer = "pulse-prod".into();
+        assert_ne!(
+            desired(&issuer).expect("valid").config_hash,
+            base.config_hash
+        );
+        // Not a config change: the hash stays, so pods do not roll.
+        let mut scaled = tenant();
+        scaled
+            .spec
+            .components
+            .get_mut(Component::Booking)
+            .max_replicas = 9;
+        assert_eq!(
+            desired(&scaled).expect("valid").config_hash,
+            base.config_hash
+        );
+    }
+
+    #[test]
+    fn pods_meet_the_restricted_standard() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let pod = pod_spec(&desired.components[0].deployment);
+        let ctx = pod.security_context.clone().expect("pod security context");
+        assert_eq!(ctx.run_as_non_root, Some(true));
+        assert_eq!(
+            ctx.seccomp_profile.map(|s| s.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let sc = c
+                .security_context
+                .clone()
+                .expect("container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_owned()])
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_tenants_are_refused_with_the_field() {
+        let mut renamed = tenant();
+        renamed.metadata.name = Some("france".into());
+        let err = desired(&renamed).expect_err("name must match");
+        assert!(err.to_string().contains("`fr`"), "{err}");
+
+        let mut zone = tenant();
+        zone.spec.country.timezone = "Europe/Pariss".into();
+        let err = desired(&zone).expect_err("bad zone");
+        assert!(err.to_string().contains("timezone"), "{err}");
+
+        let mut bounds = tenant();
+        bounds
+            .spec
+            .components
+            .get_mut(Component::Ordering)
+            .min_replicas = 9;
+        let err = desired(&bounds).expect_err("min > max");
+        assert!(
+            err.to_string().contains("spec.components.ordering"),
+            "{err}"
+        );
+
+        let mut no_key = tenant();
+        no_key.spec.secrets.jwt.secret = None;
+        let err = desired(&no_key).expect_err("HS256 needs a secret");
+        assert!(err.to_string().contains("secrets.jwt.secret"), "{err}");
+    }
+}

@@ -181,7 +181,8 @@ mod tests {
         assert!(text.contains("a: \"19:00\""), "{text}");
         assert!(text.contains("b: \"on\""), "{text}");
         assert!(text.contains("c: \"1e3\""), "{text}");
-        assert!(text.contains("d: \"pulse:0.1.0\""), "{text}");
+        // A colon not followed by a space is part of a plain string in every YAML version.
+        assert!(text.contains("d: pulse:0.1.0\n"), "{text}");
         let plain = to_yaml(&json!({"kind": "Deployment", "path": "/v1/auth"}));
         assert_eq!(plain, "kind: Deployment\npath: /v1/auth\n");
     }

@@ -1,0 +1,300 @@
+//! Test helpers: example tenants and a scripted, mocked Kubernetes API server (kube-rs
+//! `tower-test` pattern). Every expected call is asserted in order; a missing call or an extra
+//! one fails the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use pulse_kit::config::CountryConfig;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle};
+
+use crate::controller::{Context, FINALIZER};
+use crate::crd::{
+    AuthSpec, Components, CountryTenant, CountryTenantSpec, DeletionPolicy, IngressSpec,
+    JwtSecretRefs, SecretKeyRef, SecretName, SecretRefs,
+};
+use crate::metrics::Metrics;
+
+/// The uid every test tenant has.
+pub const UID: &str = "6f1c9a6e-0d1e-4b8e-9a57-2c8f7d1f0a11";
+
+fn secret(name: &str, key: &str) -> SecretKeyRef {
+    SecretKeyRef {
+        name: name.into(),
+        key: key.into(),
+    }
+}
+
+/// France, everything enabled, with an Ingress, as the API server would hold it.
+pub fn tenant() -> CountryTenant {
+    let country: CountryConfig = serde_json::from_value(json!({
+        "code": "FR",
+        "timezone": "Europe/Paris",
+        "currency": "EUR",
+        "locale": "fr-FR",
+    }))
+    .expect("valid country");
+    let mut tenant = CountryTenant::new(
+        "fr",
+        CountryTenantSpec {
+            display_name: "France".into(),
+            country,
+            image: "pulse:1.2.3".into(),
+            image_pull_policy: None,
+            components: Components::default(),
+            ingress: Some(IngressSpec {
+                host: "fr.pulse.example".into(),
+                class_name: Some("nginx".into()),
+                tls_secret_name: Some("pulse-fr-tls".into()),
+                path_prefix: String::new(),
+                annotations: Default::default(),
+            }),
+            auth: AuthSpec::default(),
+            secrets: SecretRefs {
+                database: secret("pulse-fr-backends", "database-url"),
+                redis: secret("pulse-fr-backends", "redis-url"),
+                kafka: secret("pulse-fr-backends", "kafka-brokers"),
+                jwt: JwtSecretRefs {
+                    secret: Some(secret("pulse-fr-jwt", "secret")),
+                    public_key: None,
+                },
+                providers: vec![SecretName {
+                    name: "pulse-fr-providers".into(),
+                }],
+            },
+            deletion_policy: DeletionPolicy::Retain,
+        },
+    );
+    tenant.metadata.uid = Some(UID.into());
+    tenant.metadata.generation = Some(1);
+    tenant.metadata.resource_version = Some("100".into());
+    tenant
+}
+
+/// The tenant with the operator's finalizer.
+pub fn finalized(mut tenant: CountryTenant) -> CountryTenant {
+    tenant.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    tenant
+}
+
+/// The tenant being deleted.
+pub fn deleting(mut tenant: CountryTenant) -> CountryTenant {
+    tenant.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    tenant
+}
+
+/// How the mocked server answers one call.
+pub enum Reply {
+    /// 200 with the request body (what SSA returns for a fresh object).
+    Echo,
+    /// 200 with the request body changed by the function.
+    EchoWith(Box<dyn FnOnce(Value) -> Value + Send>),
+    /// This status and body.
+    Json(u16, Value),
+    /// An API error (`metav1.Status`) with this code and reason.
+    Error(u16, &'static str),
+}
+
+/// One expected call.
+pub struct Call {
+    /// Expected method.
+    pub method: Method,
+    /// Expected path (without the query).
+    pub path: String,
+    /// A server-side apply by the operator's field manager, forced.
+    pub apply: bool,
+    /// The answer.
+    pub reply: Reply,
+}
+
+impl Call {
+    /// A server-side apply of the object at `path`, answered by echoing it.
+    pub fn apply(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::PATCH,
+            path: path.into(),
+            apply: false,
+            reply: Reply::Echo,
+        }
+        .ssa()
+    }
+
+    fn ssa(mut self) -> Self {
+        self.apply = true;
+        self
+    }
+
+    /// Any call with `method` on `path`, answered by echoing.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            apply: false,
+            reply: Reply::Echo,
+        }
+    }
+
+    /// Sets the answer.
+    pub fn reply(mut self, reply: Reply) -> Self {
+        self.reply = reply;
+        self
+    }
+}
+
+/// A call the mocked server received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Method.
+    pub method: Method,
+    /// Path.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// Request body as JSON (`null` when empty).
+    pub body: Value,
+}
+
+/// The mocked API server's side of the client.
+pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
+
+/// A client talking to a mocked API server.
+pub fn mock_client() -> (Client, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), ApiServer(handle))
+}
+
+/// A test context with a mocked client and fresh metrics.
+pub fn context() -> (Arc<Context>, ApiServer) {
+    let (client, server) = mock_client();
+    let reporter = kube::runtime::events::Reporter {
+        controller: "pulse-operator".into(),
+        instance: Some("test".into()),
+    };
+    (
+        Arc::new(Context::new(client, Arc::new(Metrics::new()), reporter)),
+        server,
+    )
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("mocked {reason}"),
+        "reason": reason,
+        "code": code,
+    })
+}
+
+impl ApiServer {
+    /// Serves `calls` in order, asserting each, then fails on any further call. Returns what it
+    /// received.
+    pub fn run(self, calls: Vec<Call>) -> JoinHandle<Vec<Recorded>> {
+        let mut handle = self.0;
+        tokio::spawn(async move {
+            let mut recorded = Vec::new();
+            let total = calls.len();
+            for (i, call) in calls.into_iter().enumerate() {
+                let next =
+                    tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+                let Ok(Some((request, send))) = next else {
+                    panic!(
+                        "missing call {}/{total}: expected {} {} (received so far: {:?})",
+                        i + 1,
+                        call.method,
+                        call.path,
+                        recorded
+                            .iter()
+                            .map(|r: &Recorded| format!("{} {}", r.method, r.path))
+                            .collect::<Vec<_>>()
+                    );
+                };
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                let content_type = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let bytes = request
+                    .into_body()
+                    .collect_bytes()
+                    .await
+                    .expect("request body");
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).expect("request body is JSON")
+                };
+                assert_eq!(
+                    (&method, path.as_str()),
+                    (&call.method, call.path.as_str()),
+                    "call {}/{total}: unexpected request (query {query}, body {body})",
+                    i + 1
+                );
+                if call.apply {
+                    assert_eq!(
+                        content_type,
+                        "application/apply-patch+yaml",
+                        "call {}/{total} {path}: not a server-side apply",
+                        i + 1
+                    );
+                    assert!(
+                        query.contains("fieldManager=pulse-operator")
+                            && query.contains("force=true"),
+                        "call {}/{total} {path}: apply must be forced with field manager pulse-operator, query was {query}",
+                        i + 1
+                    );
+                }
+                let (code, reply) = match call.reply {
+                    Reply::Echo => (200, body.clone()),
+                    Reply::EchoWith(f) => (200, f(body.clone())),
+                    Reply::Json(code, value) => (code, value),
+                    Reply::Error(code, reason) => (code, status_body(code, reason)),
+                };
+                recorded.push(Recorded {
+                    method,
+                    path,
+                    query,
+                    body,
+                });
+                let response = Response::builder()
+                    .status(code)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(serde_json::to_vec(&reply).expect("reply JSON")))
+                    .expect("response");
+                send.send_response(response);
+            }
+            if let Ok(Some((request, _send))) =
+                tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await
+            {
+                panic!(
+                    "unexpected extra call after the {total} expected: {} {}",
+                    request.method(),
+                    request.uri()
+                );
+            }
+            recorded
+        })
+    }
+}
+
+/// Waits for the mocked server and returns what it recorded, re-raising its assertion failures.
+pub async fn finish(server: JoinHandle<Vec<Recorded>>) -> Vec<Recorded> {
+    match server.await {
+        Ok(recorded) => recorded,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("mock API server task failed: {err}"),
+    }
+}

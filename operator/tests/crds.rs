@@ -1,0 +1,63 @@
+//! The committed CRD files are exactly what `crdgen` generates from the Rust types.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn committed_crds_match_the_generated_ones() {
+    let files = pulse_operator::crd::crd_files().expect("CRDs render");
+    assert_eq!(files.len(), 2);
+    for dir in ["crds", "charts/pulse/crds"] {
+        for (name, generated) in &files {
+            let path = root().join(dir).join(name);
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+            assert!(
+                committed == *generated,
+                "{dir}/{name} differs from the generated CRD: run `cargo run -p pulse-operator --bin crdgen` and commit the result"
+            );
+        }
+        let mut present: Vec<String> = std::fs::read_dir(root().join(dir))
+            .expect("CRD directory")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        present.sort();
+        let mut expected: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
+        expected.sort();
+        assert_eq!(present, expected, "{dir} holds stale CRD files");
+    }
+}
+
+#[test]
+fn crds_have_the_names_printer_columns_and_status() {
+    let files = pulse_operator::crd::crd_files().expect("CRDs render");
+    let tenant: serde_json::Value = serde_yaml::from_str(&files[0].1).expect("YAML");
+    assert_eq!(tenant["metadata"]["name"], "countrytenants.pulse.dev");
+    assert_eq!(tenant["spec"]["scope"], "Cluster");
+    assert_eq!(tenant["spec"]["names"]["shortNames"][0], "ct");
+    let version = &tenant["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for column in ["Code", "Ready", "URL", "Age"] {
+        assert!(columns.contains(&column), "{columns:?}");
+    }
+    let conditions =
+        &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+
+    let campaign: serde_json::Value = serde_yaml::from_str(&files[1].1).expect("YAML");
+    assert_eq!(campaign["spec"]["scope"], "Namespaced");
+    assert_eq!(campaign["spec"]["names"]["shortNames"][0], "sk");
+}

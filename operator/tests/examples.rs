@@ -1,0 +1,264 @@
+//! `manifests/examples/*.yaml` are valid against the generated CRD schemas: structural schema
+//! (types, patterns, bounds, required fields, enums) with `jsonschema`, and the
+//! `x-kubernetes-validations` CEL rules with `kube-cel`, after applying the schema defaults as
+//! the API server does. Broken variants of the examples must be refused.
+
+use std::path::{Path, PathBuf};
+
+use pulse_operator::crd::{CountryTenant, SeckillCampaign};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn schema(kind: &str) -> Value {
+    let file = match kind {
+        "CountryTenant" => "countrytenant.yaml",
+        "SeckillCampaign" => "seckillcampaign.yaml",
+        other => panic!("no CRD for kind {other}"),
+    };
+    let text = std::fs::read_to_string(root().join("crds").join(file)).expect("CRD file");
+    let crd: Value = serde_yaml::from_str(&text).expect("CRD YAML");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// Validates like the API server: defaults, structural schema, CEL rules (with `old` for
+/// transition rules). Returns the defaulted object or every error.
+fn validate(object: &Value, old: Option<&Value>) -> Result<Value, Vec<String>> {
+    let kind = object["kind"].as_str().expect("kind");
+    assert_eq!(object["apiVersion"], "pulse.dev/v1alpha1");
+    let schema = schema(kind);
+    let defaulted = kube_cel::apply_defaults(&schema, object);
+    let validator = jsonschema::draft4::new(&schema).expect("the CRD schema compiles");
+    let mut errors: Vec<String> = validator
+        .iter_errors(&defaulted)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    let old = old.map(|o| kube_cel::apply_defaults(&schema, o));
+    if let Err(cel) = kube_cel::validate(&schema, &defaulted, old.as_ref()) {
+        errors.extend(cel.as_slice().iter().map(|e| e.to_string()));
+    }
+    if errors.is_empty() {
+        Ok(defaulted)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("example file");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML document"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn example(name: &str) -> Value {
+    read(&root().join("manifests/examples").join(name))
+        .into_iter()
+        .next()
+        .expect("one document")
+}
+
+fn examples() -> Vec<(PathBuf, Value)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("manifests/examples"))
+        .expect("examples directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .flat_map(|p| read(&p).into_iter().map(move |v| (p.clone(), v)))
+        .collect()
+}
+
+#[test]
+fn every_example_is_valid_and_usable() {
+    let all = examples();
+    let kinds: Vec<&str> = all.iter().filter_map(|(_, v)| v["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "CountryTenant").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"SeckillCampaign"), "{kinds:?}");
+    for (path, object) in &all {
+        let defaulted = validate(object, None).unwrap_or_else(|errors| {
+            panic!("{} is invalid:\n{}", path.display(), errors.join("\n"))
+        });
+        match object["kind"].as_str() {
+            Some("CountryTenant") => {
+                let tenant: CountryTenant =
+                    serde_json::from_value(defaulted).expect("CountryTenant");
+                let desired = pulse_operator::resources::desired(&tenant)
+                    .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                assert!(!desired.components.is_empty());
+                // `./dev up` and `pulse` read the same file as their country configuration.
+                let loaded = pulse_kit::config::CountryConfig::load(Some(path))
+                    .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+                assert_eq!(loaded, tenant.spec.country, "{}", path.display());
+            }
+            Some("SeckillCampaign") => {
+                let campaign: SeckillCampaign =
+                    serde_json::from_value(defaulted).expect("SeckillCampaign");
+                assert!(
+                    campaign
+                        .metadata
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|ns| ns.starts_with("pulse-"))
+                );
+                assert!(campaign.spec.ends_at > campaign.spec.starts_at);
+            }
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        }
+    }
+}
+
+fn set(mut object: Value, pointer: &str, value: Value) -> Value {
+    *object
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no {pointer}")) = value;
+    object
+}
+
+fn remove(mut object: Value, parent: &str, key: &str) -> Value {
+    object
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("no {parent}"))
+        .remove(key);
+    object
+}
+
+fn assert_refused(object: &Value, old: Option<&Value>, needle: &str, what: &str) {
+    match validate(object, old) {
+        Ok(_) => panic!("{what}: accepted, but it must be refused"),
+        Err(errors) => assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{what}: refused, but no error mentions `{needle}`: {errors:?}"
+        ),
+    }
+}
+
+#[test]
+fn broken_tenants_are_refused() {
+    let fr = example("fr.yaml");
+    assert_refused(
+        &set(fr.clone(), "/spec/country/code", json!("fr")),
+        None,
+        "^[A-Z]{2}$",
+        "lower-case code",
+    );
+    assert_refused(
+        &set(fr.clone(), "/metadata/name", json!("france")),
+        None,
+        "metadata.name must be the country code",
+        "name differs from the code",
+    );
+    assert_refused(
+        &set(
+            fr.clone(),
+            "/spec/components/booking/minReplicas",
+            json!(11),
+        ),
+        None,
+        "minReplicas must not be greater than maxReplicas",
+        "min > max",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/components/booking/maxReplicas", json!(0)),
+        None,
+        "minimum",
+        "zero replicas",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/auth/algorithm", json!("RS256")),
+        None,
+        "secrets.jwt.publicKey",
+        "RS256 without a public key",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/deletionPolicy", json!("Keep")),
+        None,
+        "Keep",
+        "unknown deletion policy",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/ingress/host", json!("FR.pulse.example")),
+        None,
+        "FR.pulse.example",
+        "upper-case host",
+    );
+    assert_refused(
+        &remove(fr.clone(), "/spec/secrets", "database"),
+        None,
+        "database",
+        "no database secret",
+    );
+    assert_refused(
+        &remove(fr.clone(), "/spec", "image"),
+        None,
+        "image",
+        "no image",
+    );
+    // A transition: the code cannot change on update.
+    let renamed = set(fr.clone(), "/spec/country/code", json!("DE"));
+    assert_refused(
+        &renamed,
+        Some(&fr),
+        "country.code is immutable",
+        "code change",
+    );
+    // And the untouched example passes as an update of itself.
+    validate(&fr, Some(&fr)).expect("unchanged update");
+}
+
+#[test]
+fn broken_campaigns_are_refused() {
+    let campaign = example("campaign.yaml");
+    assert_refused(
+        &set(campaign.clone(), "/spec/stock", json!(-1)),
+        None,
+        "minimum",
+        "negative stock",
+    );
+    assert_refused(
+        &set(campaign.clone(), "/spec/perUserLimit", json!(0)),
+        None,
+        "minimum",
+        "zero per-user limit",
+    );
+    assert_refused(
+        &set(
+            campaign.clone(),
+            "/spec/endsAt",
+            json!("2026-11-27T07:00:00Z"),
+        ),
+        None,
+        "endsAt must be after startsAt",
+        "ends before it starts",
+    );
+
+    // Stock is immutable once the campaign is active, free while it is scheduled.
+    let restocked = set(campaign.clone(), "/spec/stock", json!(600));
+    let active = |object: &Value, phase: &str| {
+        let mut o = object.clone();
+        o["status"] = json!({"phase": phase, "conditions": []});
+        o
+    };
+    assert_refused(
+        &active(&restocked, "Active"),
+        Some(&active(&campaign, "Active")),
+        "spec.stock is immutable",
+        "restock while active",
+    );
+    validate(
+        &active(&restocked, "Scheduled"),
+        Some(&active(&campaign, "Scheduled")),
+    )
+    .expect("restock while scheduled");
+    validate(&restocked, Some(&campaign)).expect("restock before any status");
+}
