@@ -189,3 +189,53 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn get(router: axum::Router, path: &str) -> (StatusCode, String) {
+        let response = router
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn admin_endpoints() {
+        let metrics = Arc::new(Metrics::new());
+        drop(metrics.start(crate::controller::CONTROLLER));
+        let (leader_tx, leader_rx) = watch::channel(false);
+        let router = admin_router(metrics, leader_rx);
+        assert_eq!(get(router.clone(), "/livez").await.0, StatusCode::OK);
+        assert_eq!(
+            get(router.clone(), "/readyz").await,
+            (StatusCode::OK, "ok: standby\n".to_owned())
+        );
+        leader_tx.send_replace(true);
+        assert_eq!(
+            get(router.clone(), "/readyz").await,
+            (StatusCode::OK, "ok: leader\n".to_owned())
+        );
+        let (status, text) = get(router, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("pulse_operator_reconciliations_total{controller=\"countrytenant\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulse_operator_reconcile_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
