@@ -212,6 +212,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_missing_crd_is_reported_with_a_hint() {
+        use crate::fixtures::{Call, Reply, finish, mock_client};
+        use http::Method;
+        let empty = |kind: &str| serde_json::json!({"apiVersion": "pulse.dev/v1alpha1", "kind": kind, "metadata": {}, "items": []});
+        let (client, server) = mock_client();
+        let server = server.run(vec![
+            Call::new(Method::GET, "/apis/pulse.dev/v1alpha1/countrytenants")
+                .reply(Reply::Json(200, empty("CountryTenantList"))),
+            Call::new(Method::GET, "/apis/pulse.dev/v1alpha1/seckillcampaigns")
+                .reply(Reply::Json(200, empty("SeckillCampaignList"))),
+        ]);
+        check_crds(&client).await.expect("both CRDs installed");
+        finish(server).await;
+
+        let (client, server) = mock_client();
+        let server = server.run(vec![
+            Call::new(Method::GET, "/apis/pulse.dev/v1alpha1/countrytenants")
+                .reply(Reply::Json(200, empty("CountryTenantList"))),
+            Call::new(Method::GET, "/apis/pulse.dev/v1alpha1/seckillcampaigns")
+                .reply(Reply::Error(404, "NotFound")),
+        ]);
+        let err = check_crds(&client).await.expect_err("campaign CRD missing");
+        finish(server).await;
+        let text = err.to_string();
+        assert!(
+            text.contains("seckillcampaigns.pulse.dev is not installed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("helm install") && text.contains("kubectl apply -f crds/"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn admin_endpoints() {
         let metrics = Arc::new(Metrics::new());
         drop(metrics.start(crate::controller::CONTROLLER));
