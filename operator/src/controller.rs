@@ -682,7 +682,12 @@ pub async fn run(
     controller = watch_children::<HorizontalPodAutoscaler>(controller, &client);
     controller = watch_children::<PodDisruptionBudget>(controller, &client);
     controller = watch_children::<Ingress>(controller, &client);
+    // A rollout changes a Deployment's status many times a second; one pass per burst is enough.
+    let config = kube::runtime::controller::Config::default()
+        .debounce(Duration::from_secs(1))
+        .concurrency(4);
     controller
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
