@@ -43,6 +43,10 @@ fn settings(db: &TestDatabase, redis: &str, drain: Duration) -> ServerSettings {
         drain_delay: drain,
         db_max_connections: 5,
         kafka_partitions: 1,
+        instance: Some(format!(
+            "e2e{}",
+            &pulse_kit::new_id().simple().to_string()[24..]
+        )),
     }
 }
 

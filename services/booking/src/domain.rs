@@ -71,7 +71,15 @@ impl Schedule {
         let weekly = country
             .working_days
             .iter()
-            .map(|day| (*day, vec![WorkingRange { start: opens, end: closes }]))
+            .map(|day| {
+                (
+                    *day,
+                    vec![WorkingRange {
+                        start: opens,
+                        end: closes,
+                    }],
+                )
+            })
             .collect();
         Self {
             slot_minutes,
@@ -92,17 +100,24 @@ impl Schedule {
                 if range.start >= range.end {
                     return Err(invalid(
                         format!("weekly.{day:?}"),
-                        format!("range {}–{} must end after it starts", range.start.format("%H:%M"), range.end.format("%H:%M")),
+                        format!(
+                            "range {}–{} must end after it starts",
+                            range.start.format("%H:%M"),
+                            range.end.format("%H:%M")
+                        ),
                     ));
                 }
-                if let Some(next) = sorted.get(i + 1) {
-                    if next.start < range.end {
-                        return Err(invalid(format!("weekly.{day:?}"), "ranges overlap"));
-                    }
+                if let Some(next) = sorted.get(i + 1)
+                    && next.start < range.end
+                {
+                    return Err(invalid(format!("weekly.{day:?}"), "ranges overlap"));
                 }
             }
             if ranges.len() > 12 {
-                return Err(invalid(format!("weekly.{day:?}"), "at most 12 ranges per day"));
+                return Err(invalid(
+                    format!("weekly.{day:?}"),
+                    "at most 12 ranges per day",
+                ));
             }
         }
         if self.exceptions.len() > 400 {
@@ -132,14 +147,18 @@ fn resolve(tz: Tz, date: NaiveDate, time: NaiveTime, earliest: bool) -> Option<D
     let local = date.and_time(time);
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(first, second) => Some(if earliest { first } else { second }.with_timezone(&Utc)),
+        LocalResult::Ambiguous(first, second) => {
+            Some(if earliest { first } else { second }.with_timezone(&Utc))
+        }
         LocalResult::None => {
             // Inside a gap: the first valid minute after it.
-            (1..=180).find_map(|m| match tz.from_local_datetime(&(local + Duration::minutes(m))) {
-                LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-                LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
-                LocalResult::None => None,
-            })
+            (1..=180).find_map(
+                |m| match tz.from_local_datetime(&(local + Duration::minutes(m))) {
+                    LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+                    LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+                    LocalResult::None => None,
+                },
+            )
         }
     }
 }
@@ -147,20 +166,36 @@ fn resolve(tz: Tz, date: NaiveDate, time: NaiveTime, earliest: bool) -> Option<D
 /// Slots of `schedule` on the local dates `from..=to` in time zone `tz`. Slots follow real time:
 /// on a spring-forward day a range crossing the gap has an hour fewer, on a fall-back day an
 /// hour more; every slot lasts exactly `slot_minutes`.
-pub fn generate_slots(schedule: &Schedule, tz: Tz, from: NaiveDate, to: NaiveDate) -> Vec<SlotTime> {
+pub fn generate_slots(
+    schedule: &Schedule,
+    tz: Tz,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Vec<SlotTime> {
     let length = Duration::minutes(i64::from(schedule.slot_minutes));
     let mut out = Vec::new();
     let mut date = from;
     while date <= to {
         if !schedule.is_day_off(date) {
             let weekday = weekday_of(date);
-            for range in schedule.weekly.get(&weekday).map(Vec::as_slice).unwrap_or_default() {
-                let (Some(start), Some(end)) = (resolve(tz, date, range.start, true), resolve(tz, date, range.end, false)) else {
+            for range in schedule
+                .weekly
+                .get(&weekday)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let (Some(start), Some(end)) = (
+                    resolve(tz, date, range.start, true),
+                    resolve(tz, date, range.end, false),
+                ) else {
                     continue;
                 };
                 let mut at = start;
                 while at + length <= end {
-                    out.push(SlotTime { starts_at: at, ends_at: at + length });
+                    out.push(SlotTime {
+                        starts_at: at,
+                        ends_at: at + length,
+                    });
                     at += length;
                 }
             }
@@ -193,7 +228,9 @@ pub fn local_day(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
 
 /// An instant in the country's time zone, RFC 3339 with its offset (`2026-03-29T09:00:00+02:00`).
 pub fn local_rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    at.with_timezone(&tz)
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
 }
 
 /// Why a booking or cancellation is refused.
@@ -270,7 +307,9 @@ pub fn check_cancellation(
     if starts_at <= now {
         return Err(RuleViolation::AlreadyStarted);
     }
-    if !by_practitioner && starts_at < now + Duration::minutes(i64::from(rules.cancellation_cutoff_minutes)) {
+    if !by_practitioner
+        && starts_at < now + Duration::minutes(i64::from(rules.cancellation_cutoff_minutes))
+    {
         return Err(RuleViolation::CancellationTooLate {
             cutoff_minutes: rules.cancellation_cutoff_minutes,
         });
@@ -309,23 +348,46 @@ mod tests {
         use Weekday::*;
         Schedule {
             slot_minutes,
-            weekly: [Mon, Tue, Wed, Thu, Fri, Sat, Sun].into_iter().map(|d| (d, ranges.clone())).collect(),
+            weekly: [Mon, Tue, Wed, Thu, Fri, Sat, Sun]
+                .into_iter()
+                .map(|d| (d, ranges.clone()))
+                .collect(),
             exceptions: vec![],
         }
     }
 
     fn local_starts(slots: &[SlotTime]) -> Vec<String> {
-        slots.iter().map(|s| local_rfc3339(s.starts_at, chrono_tz::Europe::Paris)).collect()
+        slots
+            .iter()
+            .map(|s| local_rfc3339(s.starts_at, chrono_tz::Europe::Paris))
+            .collect()
     }
 
     #[test]
     fn breaks_and_days_off_have_no_slots() {
         let mut schedule = every_day(
-            vec![WorkingRange { start: hm(9, 0), end: hm(10, 0) }, WorkingRange { start: hm(14, 0), end: hm(15, 0) }],
+            vec![
+                WorkingRange {
+                    start: hm(9, 0),
+                    end: hm(10, 0),
+                },
+                WorkingRange {
+                    start: hm(14, 0),
+                    end: hm(15, 0),
+                },
+            ],
             30,
         );
-        schedule.exceptions.push(DayOff { date: date(2026, 6, 2), reason: "holiday".into() });
-        let slots = generate_slots(&schedule, chrono_tz::Europe::Paris, date(2026, 6, 1), date(2026, 6, 2));
+        schedule.exceptions.push(DayOff {
+            date: date(2026, 6, 2),
+            reason: "holiday".into(),
+        });
+        let slots = generate_slots(
+            &schedule,
+            chrono_tz::Europe::Paris,
+            date(2026, 6, 1),
+            date(2026, 6, 2),
+        );
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -340,8 +402,19 @@ mod tests {
     #[test]
     fn spring_forward_day_in_paris() {
         // 2026-03-29: clocks jump from 02:00 to 03:00 (+01:00 → +02:00).
-        let day = every_day(vec![WorkingRange { start: hm(9, 0), end: hm(10, 0) }], 30);
-        let slots = generate_slots(&day, chrono_tz::Europe::Paris, date(2026, 3, 28), date(2026, 3, 29));
+        let day = every_day(
+            vec![WorkingRange {
+                start: hm(9, 0),
+                end: hm(10, 0),
+            }],
+            30,
+        );
+        let slots = generate_slots(
+            &day,
+            chrono_tz::Europe::Paris,
+            date(2026, 3, 28),
+            date(2026, 3, 29),
+        );
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -353,8 +426,19 @@ mod tests {
         );
         assert_eq!(slots[2].starts_at.to_rfc3339(), "2026-03-29T07:00:00+00:00");
         // A night range across the gap: 01:00–04:00 local is two real hours.
-        let night = every_day(vec![WorkingRange { start: hm(1, 0), end: hm(4, 0) }], 30);
-        let slots = generate_slots(&night, chrono_tz::Europe::Paris, date(2026, 3, 29), date(2026, 3, 29));
+        let night = every_day(
+            vec![WorkingRange {
+                start: hm(1, 0),
+                end: hm(4, 0),
+            }],
+            30,
+        );
+        let slots = generate_slots(
+            &night,
+            chrono_tz::Europe::Paris,
+            date(2026, 3, 29),
+            date(2026, 3, 29),
+        );
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -365,21 +449,60 @@ mod tests {
             ]
         );
         // A range starting inside the gap starts when the clock resumes.
-        let gap = every_day(vec![WorkingRange { start: hm(2, 30), end: hm(4, 0) }], 30);
-        let slots = generate_slots(&gap, chrono_tz::Europe::Paris, date(2026, 3, 29), date(2026, 3, 29));
-        assert_eq!(local_starts(&slots), vec!["2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00"]);
+        let gap = every_day(
+            vec![WorkingRange {
+                start: hm(2, 30),
+                end: hm(4, 0),
+            }],
+            30,
+        );
+        let slots = generate_slots(
+            &gap,
+            chrono_tz::Europe::Paris,
+            date(2026, 3, 29),
+            date(2026, 3, 29),
+        );
+        assert_eq!(
+            local_starts(&slots),
+            vec!["2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00"]
+        );
     }
 
     #[test]
     fn fall_back_day_in_paris() {
         // 2026-10-25: clocks go back from 03:00 to 02:00 (+02:00 → +01:00).
-        let day = every_day(vec![WorkingRange { start: hm(9, 0), end: hm(10, 0) }], 60);
-        let slots = generate_slots(&day, chrono_tz::Europe::Paris, date(2026, 10, 24), date(2026, 10, 25));
-        assert_eq!(local_starts(&slots), vec!["2026-10-24T09:00:00+02:00", "2026-10-25T09:00:00+01:00"]);
+        let day = every_day(
+            vec![WorkingRange {
+                start: hm(9, 0),
+                end: hm(10, 0),
+            }],
+            60,
+        );
+        let slots = generate_slots(
+            &day,
+            chrono_tz::Europe::Paris,
+            date(2026, 10, 24),
+            date(2026, 10, 25),
+        );
+        assert_eq!(
+            local_starts(&slots),
+            vec!["2026-10-24T09:00:00+02:00", "2026-10-25T09:00:00+01:00"]
+        );
         assert_eq!(slots[1].starts_at.to_rfc3339(), "2026-10-25T08:00:00+00:00");
         // 01:00–04:00 local is four real hours: 02:00 and 02:30 happen twice.
-        let night = every_day(vec![WorkingRange { start: hm(1, 0), end: hm(4, 0) }], 30);
-        let slots = generate_slots(&night, chrono_tz::Europe::Paris, date(2026, 10, 25), date(2026, 10, 25));
+        let night = every_day(
+            vec![WorkingRange {
+                start: hm(1, 0),
+                end: hm(4, 0),
+            }],
+            30,
+        );
+        let slots = generate_slots(
+            &night,
+            chrono_tz::Europe::Paris,
+            date(2026, 10, 25),
+            date(2026, 10, 25),
+        );
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -393,21 +516,52 @@ mod tests {
                 "2026-10-25T03:30:00+01:00",
             ]
         );
-        assert!(slots.windows(2).all(|w| w[1].starts_at - w[0].starts_at == Duration::minutes(30)));
+        assert!(
+            slots
+                .windows(2)
+                .all(|w| w[1].starts_at - w[0].starts_at == Duration::minutes(30))
+        );
     }
 
     #[test]
     fn schedules_are_validated() {
-        let mut schedule = every_day(vec![WorkingRange { start: hm(9, 0), end: hm(12, 0) }], 30);
+        let mut schedule = every_day(
+            vec![WorkingRange {
+                start: hm(9, 0),
+                end: hm(12, 0),
+            }],
+            30,
+        );
         assert!(schedule.validate().is_ok());
         schedule.slot_minutes = 2;
         assert_eq!(schedule.validate().expect_err("short").field, "slotMinutes");
         let overlapping = every_day(
-            vec![WorkingRange { start: hm(9, 0), end: hm(12, 0) }, WorkingRange { start: hm(11, 0), end: hm(13, 0) }],
+            vec![
+                WorkingRange {
+                    start: hm(9, 0),
+                    end: hm(12, 0),
+                },
+                WorkingRange {
+                    start: hm(11, 0),
+                    end: hm(13, 0),
+                },
+            ],
             30,
         );
-        assert!(overlapping.validate().expect_err("overlap").message.contains("overlap"));
-        let backwards = every_day(vec![WorkingRange { start: hm(12, 0), end: hm(9, 0) }], 30);
+        assert!(
+            overlapping
+                .validate()
+                .expect_err("overlap")
+                .message
+                .contains("overlap")
+        );
+        let backwards = every_day(
+            vec![WorkingRange {
+                start: hm(12, 0),
+                end: hm(9, 0),
+            }],
+            30,
+        );
         assert!(backwards.validate().is_err());
     }
 
@@ -423,11 +577,16 @@ mod tests {
     #[test]
     fn booking_rules() {
         let tz = chrono_tz::Europe::Paris;
-        let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("now");
+        let now = Utc
+            .with_ymd_and_hms(2026, 6, 1, 8, 0, 0)
+            .single()
+            .expect("now");
         assert!(check_booking(&rules(), tz, now, now + Duration::hours(3), 0).is_ok());
         assert_eq!(
             check_booking(&rules(), tz, now, now + Duration::minutes(90), 0),
-            Err(RuleViolation::TooSoon { min_notice_minutes: 120 })
+            Err(RuleViolation::TooSoon {
+                min_notice_minutes: 120
+            })
         );
         assert_eq!(
             check_booking(&rules(), tz, now, now + Duration::days(61), 0),
@@ -441,13 +600,21 @@ mod tests {
 
     #[test]
     fn cancellation_rules() {
-        let now = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).single().expect("now");
+        let now = Utc
+            .with_ymd_and_hms(2026, 6, 1, 8, 0, 0)
+            .single()
+            .expect("now");
         assert!(check_cancellation(&rules(), now, now + Duration::days(2), false).is_ok());
         assert_eq!(
             check_cancellation(&rules(), now, now + Duration::hours(5), false),
-            Err(RuleViolation::CancellationTooLate { cutoff_minutes: 1440 })
+            Err(RuleViolation::CancellationTooLate {
+                cutoff_minutes: 1440
+            })
         );
         assert!(check_cancellation(&rules(), now, now + Duration::hours(5), true).is_ok());
-        assert_eq!(check_cancellation(&rules(), now, now - Duration::hours(1), true), Err(RuleViolation::AlreadyStarted));
+        assert_eq!(
+            check_cancellation(&rules(), now, now - Duration::hours(1), true),
+            Err(RuleViolation::AlreadyStarted)
+        );
     }
 }

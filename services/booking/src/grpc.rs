@@ -31,7 +31,10 @@ fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-fn from_timestamp(field: &str, ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
+fn from_timestamp(
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, Status> {
     let ts = ts.ok_or_else(|| Status::invalid_argument(format!("`{field}` is required")))?;
     DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
         .ok_or_else(|| Status::invalid_argument(format!("`{field}` is out of range")))
@@ -45,9 +48,9 @@ fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
 impl From<BookingError> for Status {
     fn from(err: BookingError) -> Self {
         match err {
-            BookingError::AppointmentNotFound(_) | BookingError::PractitionerNotFound(_) | BookingError::SlotNotFound(_) => {
-                Status::not_found(err.to_string())
-            }
+            BookingError::AppointmentNotFound(_)
+            | BookingError::PractitionerNotFound(_)
+            | BookingError::SlotNotFound(_) => Status::not_found(err.to_string()),
             BookingError::Db(sqlx::Error::PoolTimedOut) => Status::unavailable("database busy"),
             other => {
                 tracing::error!(error = %other, "booking gRPC call failed");
@@ -59,7 +62,10 @@ impl From<BookingError> for Status {
 
 #[tonic::async_trait]
 impl pb::availability_server::Availability for AvailabilityService {
-    async fn get_appointment(&self, request: Request<pb::GetAppointmentRequest>) -> Result<Response<pb::Appointment>, Status> {
+    async fn get_appointment(
+        &self,
+        request: Request<pb::GetAppointmentRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
         let id = parse_id("appointment_id", &request.get_ref().appointment_id)?;
         let row = self.store.appointment(id).await?;
         Ok(Response::new(pb::Appointment {

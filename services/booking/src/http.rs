@@ -35,6 +35,8 @@ pub struct AppState {
     pub locks: Arc<RedisLock>,
     /// The country.
     pub country: Arc<CountryConfig>,
+    /// Prefix of Redis keys.
+    pub keyspace: String,
     /// Bookings that went ahead without the Redis lock because Redis was unreachable.
     pub lock_bypassed: Counter,
 }
@@ -42,8 +44,14 @@ pub struct AppState {
 /// The routes.
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/v1/practitioners", get(search_practitioners).post(create_practitioner))
-        .route("/v1/practitioners/{id}", get(get_practitioner).put(update_practitioner))
+        .route(
+            "/v1/practitioners",
+            get(search_practitioners).post(create_practitioner),
+        )
+        .route(
+            "/v1/practitioners/{id}",
+            get(get_practitioner).put(update_practitioner),
+        )
         .route("/v1/practitioners/{id}/schedule", put(put_schedule))
         .route("/v1/practitioners/{id}/slots", get(list_slots))
         .route("/v1/appointments", get(list_appointments).post(book))
@@ -62,23 +70,31 @@ impl From<BookingError> for Problem {
     fn from(err: BookingError) -> Self {
         match err {
             BookingError::SlotNotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "slot-not-found", "Slot not found").with_detail(err.to_string())
-            }
-            BookingError::PractitionerNotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "practitioner-not-found", "Practitioner not found")
+                Problem::new(StatusCode::NOT_FOUND, "slot-not-found", "Slot not found")
                     .with_detail(err.to_string())
             }
-            BookingError::AppointmentNotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "appointment-not-found", "Appointment not found")
-                    .with_detail(err.to_string())
-            }
+            BookingError::PractitionerNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "practitioner-not-found",
+                "Practitioner not found",
+            )
+            .with_detail(err.to_string()),
+            BookingError::AppointmentNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "appointment-not-found",
+                "Appointment not found",
+            )
+            .with_detail(err.to_string()),
             BookingError::SlotTaken => {
-                Problem::new(StatusCode::CONFLICT, "slot-taken", "Slot taken").with_detail(err.to_string())
-            }
-            BookingError::NotActive(_) => {
-                Problem::new(StatusCode::CONFLICT, "appointment-not-active", "Appointment not active")
+                Problem::new(StatusCode::CONFLICT, "slot-taken", "Slot taken")
                     .with_detail(err.to_string())
             }
+            BookingError::NotActive(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "appointment-not-active",
+                "Appointment not active",
+            )
+            .with_detail(err.to_string()),
             BookingError::Rule(rule) => {
                 let slug = match rule {
                     RuleViolation::TooSoon { .. } => "booking-too-soon",
@@ -87,8 +103,12 @@ impl From<BookingError> for Problem {
                     RuleViolation::CancellationTooLate { .. } => "cancellation-too-late",
                     RuleViolation::AlreadyStarted => "appointment-started",
                 };
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, "Refused by the booking rules")
-                    .with_detail(rule.to_string())
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    slug,
+                    "Refused by the booking rules",
+                )
+                .with_detail(rule.to_string())
             }
             BookingError::Invalid(invalid) => {
                 Problem::unprocessable(invalid.to_string()).with("field", invalid.field.clone())
@@ -104,11 +124,13 @@ fn bad(field: &str, message: impl Into<String>) -> Problem {
 }
 
 fn parse_uuid(field: &str, text: &str) -> Result<Uuid, Problem> {
-    text.parse().map_err(|_| bad(field, format!("`{text}` is not a UUID")))
+    text.parse()
+        .map_err(|_| bad(field, format!("`{text}` is not a UUID")))
 }
 
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Problem> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad(field, format!("`{text}` is not a date YYYY-MM-DD")))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| bad(field, format!("`{text}` is not a date YYYY-MM-DD")))
 }
 
 // ----------------------------------------------------------------------------- practitioners
@@ -145,7 +167,10 @@ pub struct PractitionerInput {
 fn check_text(field: &str, value: &str, max: usize) -> Result<String, Problem> {
     let trimmed = value.trim();
     if trimmed.is_empty() || trimmed.chars().count() > max {
-        return Err(Problem::unprocessable(format!("{field}: must be 1 to {max} characters")).with("field", field));
+        return Err(
+            Problem::unprocessable(format!("{field}: must be 1 to {max} characters"))
+                .with("field", field),
+        );
     }
     Ok(trimmed.to_owned())
 }
@@ -153,19 +178,33 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<String, Problem> {
 impl PractitionerInput {
     fn fields(&self) -> Result<PractitionerFields, Problem> {
         if !(-90.0..=90.0).contains(&self.latitude) || !self.latitude.is_finite() {
-            return Err(Problem::unprocessable("latitude: must be between -90 and 90").with("field", "latitude"));
+            return Err(
+                Problem::unprocessable("latitude: must be between -90 and 90")
+                    .with("field", "latitude"),
+            );
         }
         if !(-180.0..=180.0).contains(&self.longitude) || !self.longitude.is_finite() {
-            return Err(Problem::unprocessable("longitude: must be between -180 and 180").with("field", "longitude"));
+            return Err(
+                Problem::unprocessable("longitude: must be between -180 and 180")
+                    .with("field", "longitude"),
+            );
         }
         if !(0..=100_000_000).contains(&self.consultation_price_minor) {
-            return Err(Problem::unprocessable("consultationPriceMinor: must be between 0 and 100000000")
-                .with("field", "consultationPriceMinor"));
+            return Err(Problem::unprocessable(
+                "consultationPriceMinor: must be between 0 and 100000000",
+            )
+            .with("field", "consultationPriceMinor"));
         }
         if self.languages.len() > 20
-            || self.languages.iter().any(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase()))
+            || self
+                .languages
+                .iter()
+                .any(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase()))
         {
-            return Err(Problem::unprocessable("languages: at most 20 ISO 639-1 codes like `fr`").with("field", "languages"));
+            return Err(
+                Problem::unprocessable("languages: at most 20 ISO 639-1 codes like `fr`")
+                    .with("field", "languages"),
+            );
         }
         Ok(PractitionerFields {
             name: check_text("name", &self.name, 200)?,
@@ -186,8 +225,8 @@ impl PractitionerInput {
 
 /// Creates a practitioner (role `admin`).
 #[utoipa::path(post, path = "/v1/practitioners", tag = "booking", request_body = PractitionerInput,
-    responses((status = 201, body = Practitioner), (status = 401, body = Problem), (status = 403, body = Problem),
-              (status = 422, body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = Practitioner), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn create_practitioner(
     State(app): State<AppState>,
     principal: Principal,
@@ -195,10 +234,20 @@ pub async fn create_practitioner(
 ) -> Result<Response, Problem> {
     principal.require_role("admin")?;
     let fields = input.fields()?;
-    let schedule = input.schedule.clone().unwrap_or_else(|| Schedule::country_default(&app.country, 30));
+    let schedule = input
+        .schedule
+        .clone()
+        .unwrap_or_else(|| Schedule::country_default(&app.country, 30));
     let id = pulse_kit::new_id();
-    let practitioner = app.store.create_practitioner(id, &fields, Some(&schedule)).await?;
-    if let Err(err) = app.search.index_positions(&[(id, fields.longitude, fields.latitude)]).await {
+    let practitioner = app
+        .store
+        .create_practitioner(id, &fields, Some(&schedule))
+        .await?;
+    if let Err(err) = app
+        .search
+        .index_positions(&[(id, fields.longitude, fields.latitude)])
+        .await
+    {
         tracing::warn!(error = %err, "GEO index not updated; the periodic sync will add it");
     }
     let mut response = (StatusCode::CREATED, ApiJson(practitioner)).into_response();
@@ -211,7 +260,7 @@ pub async fn create_practitioner(
 /// Replaces a practitioner's profile (role `admin`); a schedule in the body replaces it too.
 #[utoipa::path(put, path = "/v1/practitioners/{id}", tag = "booking", request_body = PractitionerInput,
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Practitioner), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Practitioner), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_practitioner(
     State(app): State<AppState>,
@@ -226,7 +275,11 @@ pub async fn update_practitioner(
     if let Some(schedule) = &input.schedule {
         app.store.put_schedule(id, schedule).await?;
     }
-    if let Err(err) = app.search.index_positions(&[(id, fields.longitude, fields.latitude)]).await {
+    if let Err(err) = app
+        .search
+        .index_positions(&[(id, fields.longitude, fields.latitude)])
+        .await
+    {
         tracing::warn!(error = %err, "GEO index not updated; the periodic sync will fix it");
     }
     Ok(ApiJson(practitioner))
@@ -235,7 +288,7 @@ pub async fn update_practitioner(
 /// Replaces a weekly schedule (role `admin`); future free slots are rebuilt, booked ones kept.
 #[utoipa::path(put, path = "/v1/practitioners/{id}/schedule", tag = "booking", request_body = Schedule,
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn put_schedule(
     State(app): State<AppState>,
@@ -252,8 +305,11 @@ pub async fn put_schedule(
 
 /// One practitioner.
 #[utoipa::path(get, path = "/v1/practitioners/{id}", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Practitioner), (status = 400, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_practitioner(State(app): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<ApiJson<Practitioner>, Problem> {
+    responses((status = 200, body = Practitioner), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_practitioner(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<Practitioner>, Problem> {
     let id = parse_uuid("id", &id)?;
     Ok(ApiJson(app.store.practitioner(id).await?))
 }
@@ -288,12 +344,20 @@ impl SearchParams {
                 Some(s) => Ok(Some(s.to_owned())),
             }
         };
-        let number = |field: &str, v: &Option<String>, min: u32, max: u32, default: u32| -> Result<u32, Problem> {
+        let number = |field: &str,
+                      v: &Option<String>,
+                      min: u32,
+                      max: u32,
+                      default: u32|
+         -> Result<u32, Problem> {
             match v.as_deref() {
                 None | Some("") => Ok(default),
                 Some(s) => match s.parse::<u32>() {
                     Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(bad(field, format!("`{s}` must be a whole number from {min} to {max}"))),
+                    _ => Err(bad(
+                        field,
+                        format!("`{s}` must be a whole number from {min} to {max}"),
+                    )),
                 },
             }
         };
@@ -305,14 +369,24 @@ impl SearchParams {
                     [lat, lon] => lat.parse::<f64>().ok().zip(lon.parse::<f64>().ok()),
                     _ => None,
                 };
-                let Some((lat, lon)) = parsed.filter(|(lat, lon)| (-90.0..=90.0).contains(lat) && (-180.0..=180.0).contains(lon)) else {
-                    return Err(bad("near", format!("`{s}` must be `latitude,longitude`, e.g. 48.8566,2.3522")));
+                let Some((lat, lon)) = parsed.filter(|(lat, lon)| {
+                    (-90.0..=90.0).contains(lat) && (-180.0..=180.0).contains(lon)
+                }) else {
+                    return Err(bad(
+                        "near",
+                        format!("`{s}` must be `latitude,longitude`, e.g. 48.8566,2.3522"),
+                    ));
                 };
                 let radius = match self.radius_km.as_deref() {
                     None | Some("") => 10.0,
                     Some(r) => match r.parse::<f64>() {
                         Ok(v) if v > 0.0 && v <= 200.0 => v,
-                        _ => return Err(bad("radius_km", format!("`{r}` must be a number of km above 0 and at most 200"))),
+                        _ => {
+                            return Err(bad(
+                                "radius_km",
+                                format!("`{r}` must be a number of km above 0 and at most 200"),
+                            ));
+                        }
                     },
                 };
                 Some((lat, lon, radius))
@@ -328,7 +402,10 @@ impl SearchParams {
                 let today = domain::local_day(Utc::now(), country.tz());
                 let last = today + chrono::Duration::days(i64::from(country.booking.horizon_days));
                 if day < today || day > last {
-                    return Err(bad("available_on", format!("must be between {today} and {last}")));
+                    return Err(bad(
+                        "available_on",
+                        format!("must be between {today} and {last}"),
+                    ));
                 }
                 Some(day)
             }
@@ -347,14 +424,22 @@ impl SearchParams {
 /// Searches practitioners: by specialty, city, distance and availability, with their earliest
 /// free slots.
 #[utoipa::path(get, path = "/v1/practitioners", tag = "booking", params(SearchParams),
-    responses((status = 200, body = SearchPage), (status = 400, body = Problem)))]
+    responses((status = 200, body = SearchPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn search_practitioners(
     State(app): State<AppState>,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, Problem> {
     let query = params.validate(&app.country)?;
-    let json = app.search.search(&query).await.map_err(|e| Problem::internal(&e))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json.as_str().to_owned()).into_response())
+    let json = app
+        .search
+        .search(&query)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        json.as_str().to_owned(),
+    )
+        .into_response())
 }
 
 /// Query of `GET /v1/practitioners/{id}/slots`.
@@ -381,7 +466,7 @@ pub struct SlotList {
 
 /// Free slots of a practitioner between two local dates, in local time with offset.
 #[utoipa::path(get, path = "/v1/practitioners/{id}/slots", tag = "booking", params(("id" = Uuid, Path), SlotParams),
-    responses((status = 200, body = SlotList), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = SlotList), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_slots(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -402,7 +487,10 @@ pub async fn list_slots(
         return Err(bad("to", "must not be before `from`"));
     }
     if (to - from).num_days() > MAX_SLOT_RANGE_DAYS {
-        return Err(bad("to", format!("at most {MAX_SLOT_RANGE_DAYS} days after `from`")));
+        return Err(bad(
+            "to",
+            format!("at most {MAX_SLOT_RANGE_DAYS} days after `from`"),
+        ));
     }
     app.store.practitioner(id).await?;
     let start = crate::search::local_midnight(from, tz);
@@ -473,8 +561,8 @@ pub struct BookInput {
     pub slot_id: Uuid,
 }
 
-fn slot_lock_key(country: &CountryConfig, slot: Uuid) -> String {
-    format!("{{booking:{}}}:slot-lock:{slot}", country.slug())
+fn slot_lock_key(keyspace: &str, slot: Uuid) -> String {
+    format!("{{booking:{keyspace}}}:slot-lock:{slot}")
 }
 
 /// Runs `work` while holding the slot's Redis lock. A crowd on one slot fails fast with 409
@@ -484,10 +572,14 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<T, BookingError>>,
 {
-    let key = slot_lock_key(&app.country, slot);
+    let key = slot_lock_key(&app.keyspace, slot);
     let mut held = None;
     match app.redis.connection().await {
-        Ok(mut conn) => match app.locks.try_acquire(&mut conn, &key, Duration::from_secs(5)).await {
+        Ok(mut conn) => match app
+            .locks
+            .try_acquire(&mut conn, &key, Duration::from_secs(5))
+            .await
+        {
             Ok(Some(guard)) => held = Some((conn, guard)),
             Ok(None) => {
                 return Err(Problem::new(StatusCode::CONFLICT, "slot-being-booked", "Slot being booked")
@@ -504,10 +596,10 @@ where
         }
     }
     let result = work().await;
-    if let Some((mut conn, guard)) = held {
-        if let Err(err) = app.locks.release(&mut conn, &guard).await {
-            tracing::warn!(error = %err, "could not release the slot lock; it expires by itself");
-        }
+    if let Some((mut conn, guard)) = held
+        && let Err(err) = app.locks.release(&mut conn, &guard).await
+    {
+        tracing::warn!(error = %err, "could not release the slot lock; it expires by itself");
     }
     Ok(result?)
 }
@@ -515,8 +607,8 @@ where
 /// Books a slot (role `patient`; `Idempotency-Key` required).
 #[utoipa::path(post, path = "/v1/appointments", tag = "booking", request_body = BookInput,
     params(("Idempotency-Key" = String, Header, description = "unique per operation; reuse it to retry")),
-    responses((status = 201, body = Appointment), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Appointment), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn book(
     State(app): State<AppState>,
@@ -526,7 +618,10 @@ pub async fn book(
 ) -> Result<Response, Problem> {
     principal.require_role("patient")?;
     let patient = principal.subject().to_owned();
-    let row = with_slot_lock(&app, input.slot_id, || app.store.book(input.slot_id, &patient)).await?;
+    let row = with_slot_lock(&app, input.slot_id, || {
+        app.store.book(input.slot_id, &patient)
+    })
+    .await?;
     let appointment = Appointment::from_row(row, app.country.tz());
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/appointments/{}", appointment.id)) {
@@ -544,16 +639,30 @@ pub struct AppointmentList {
 
 /// The caller's appointments (patients), or their agenda from now on (practitioners).
 #[utoipa::path(get, path = "/v1/appointments", tag = "booking",
-    responses((status = 200, body = AppointmentList), (status = 401, body = Problem)), security(("bearer" = [])))]
-pub async fn list_appointments(State(app): State<AppState>, principal: Principal) -> Result<ApiJson<AppointmentList>, Problem> {
+    responses((status = 200, body = AppointmentList), (status = 401, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub async fn list_appointments(
+    State(app): State<AppState>,
+    principal: Principal,
+) -> Result<ApiJson<AppointmentList>, Problem> {
     let tz = app.country.tz();
     let rows = if principal.has_role("practitioner") {
-        app.store.agenda(principal.subject(), Utc::now() - chrono::Duration::days(1), 500).await?
+        app.store
+            .agenda(
+                principal.subject(),
+                Utc::now() - chrono::Duration::days(1),
+                500,
+            )
+            .await?
     } else {
-        app.store.patient_appointments(principal.subject(), 500).await?
+        app.store
+            .patient_appointments(principal.subject(), 500)
+            .await?
     };
     Ok(ApiJson(AppointmentList {
-        items: rows.into_iter().map(|r| Appointment::from_row(r, tz)).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| Appointment::from_row(r, tz))
+            .collect(),
     }))
 }
 
@@ -570,7 +679,7 @@ fn actor(principal: &Principal) -> Actor {
 
 /// One appointment of the caller's.
 #[utoipa::path(get, path = "/v1/appointments/{id}", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Appointment), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get_appointment(
     State(app): State<AppState>,
     principal: Principal,
@@ -584,8 +693,8 @@ pub async fn get_appointment(
 /// Cancels an appointment (its patient before the cut-off, its practitioner until the start)
 /// and frees the slot.
 #[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Appointment), (status = 404, body = Problem), (status = 409, body = Problem),
-              (status = 422, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn cancel(
     State(app): State<AppState>,
     principal: Principal,
@@ -599,8 +708,8 @@ pub async fn cancel(
 /// Moves an appointment to another slot in one transaction (role `patient`).
 #[utoipa::path(post, path = "/v1/appointments/{id}/reschedule", tag = "booking", params(("id" = Uuid, Path)),
     request_body = BookInput,
-    responses((status = 201, body = Appointment), (status = 404, body = Problem), (status = 409, body = Problem),
-              (status = 422, body = Problem)), security(("bearer" = [])))]
+    responses((status = 201, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn reschedule(
     State(app): State<AppState>,
     principal: Principal,
@@ -610,8 +719,15 @@ pub async fn reschedule(
     principal.require_role("patient")?;
     let id = parse_uuid("id", &id)?;
     let patient = principal.subject().to_owned();
-    let row = with_slot_lock(&app, input.slot_id, || app.store.reschedule(id, input.slot_id, &patient)).await?;
-    Ok((StatusCode::CREATED, ApiJson(Appointment::from_row(row, app.country.tz()))).into_response())
+    let row = with_slot_lock(&app, input.slot_id, || {
+        app.store.reschedule(id, input.slot_id, &patient)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(Appointment::from_row(row, app.country.tz())),
+    )
+        .into_response())
 }
 
 /// The OpenAPI document of booking's endpoints.

@@ -44,7 +44,12 @@ pub struct Parts {
 pub fn parts(ctx: &ComponentContext) -> Parts {
     Parts {
         store: store::Store::new(ctx.db.clone(), ctx.outbox.clone(), Arc::clone(&ctx.country)),
-        search: Arc::new(search::Search::new(ctx.db.clone(), ctx.redis.clone(), Arc::clone(&ctx.country))),
+        search: Arc::new(search::Search::new(
+            ctx.db.clone(),
+            ctx.redis.clone(),
+            Arc::clone(&ctx.country),
+            &ctx.keyspace,
+        )),
     }
 }
 
@@ -55,7 +60,11 @@ struct SearchInvalidator {
 
 #[async_trait]
 impl EventHandler for SearchInvalidator {
-    async fn handle(&self, _tx: &mut PgConnection, event: &EventEnvelope) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        event: &EventEnvelope,
+    ) -> Result<(), HandlerError> {
         if event.event_type.starts_with("Appointment") {
             self.search.invalidate().await?;
         }
@@ -100,15 +109,22 @@ impl Component for Booking {
             redis: ctx.redis.clone(),
             locks: Arc::new(RedisLock::new()),
             country: Arc::clone(&ctx.country),
+            keyspace: ctx.keyspace.clone(),
             lock_bypassed,
         })
     }
 
-    fn grpc(&self, ctx: &ComponentContext, routes: &mut tonic::service::RoutesBuilder) -> Vec<&'static str> {
+    fn grpc(
+        &self,
+        ctx: &ComponentContext,
+        routes: &mut tonic::service::RoutesBuilder,
+    ) -> Vec<&'static str> {
         let parts = parts(ctx);
-        routes.add_service(pulse_proto::booking::v1::availability_server::AvailabilityServer::new(
-            grpc::AvailabilityService::new(parts.store, Arc::clone(&ctx.country)),
-        ));
+        routes.add_service(
+            pulse_proto::booking::v1::availability_server::AvailabilityServer::new(
+                grpc::AvailabilityService::new(parts.store, Arc::clone(&ctx.country)),
+            ),
+        );
         vec!["booking.v1.Availability"]
     }
 
@@ -123,7 +139,9 @@ impl Component for Booking {
         config.fetch_max_wait = Duration::from_millis(200);
         vec![ConsumerSpec {
             config,
-            handler: Arc::new(SearchInvalidator { search: parts.search }),
+            handler: Arc::new(SearchInvalidator {
+                search: parts.search,
+            }),
         }]
     }
 

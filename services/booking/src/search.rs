@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use prometheus_client::metrics::counter::Counter;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::redis::RedisHandle;
 use pulse_kit::singleflight::SingleFlight;
-use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,7 @@ pub struct Search {
     pool: PgPool,
     redis: RedisHandle,
     country: Arc<CountryConfig>,
+    keyspace: String,
     flights: SingleFlight<String>,
     /// Database queries run by searches (cache misses).
     pub db_queries: Counter,
@@ -130,12 +131,18 @@ struct HitRow {
 }
 
 impl Search {
-    /// Search over booking's pool and Redis.
-    pub fn new(pool: PgPool, redis: RedisHandle, country: Arc<CountryConfig>) -> Self {
+    /// Search over booking's pool and Redis; keys live under `keyspace`.
+    pub fn new(
+        pool: PgPool,
+        redis: RedisHandle,
+        country: Arc<CountryConfig>,
+        keyspace: &str,
+    ) -> Self {
         Self {
             pool,
             redis,
             country,
+            keyspace: keyspace.to_owned(),
             flights: SingleFlight::default(),
             db_queries: Counter::default(),
             cache_hits: Counter::default(),
@@ -145,7 +152,7 @@ impl Search {
 
     fn key_prefix(&self) -> String {
         // One hash tag per country keeps the keys on one Redis Cluster slot.
-        format!("{{booking:{}}}", self.country.slug())
+        format!("{{booking:{}}}", self.keyspace)
     }
 
     /// The Redis key of the search generation.
@@ -183,31 +190,48 @@ impl Search {
 
     /// Runs a search: cache, else one database query shared by concurrent identical searches.
     pub async fn search(&self, query: &SearchQuery) -> Result<Arc<String>, Arc<str>> {
-        let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(query).unwrap_or_default()));
+        let fingerprint = hex::encode(Sha256::digest(
+            serde_json::to_vec(query).unwrap_or_default(),
+        ));
+        // No generation yet counts as 0; no answer from Redis means no caching at all.
         let generation = match self.redis.connection().await {
-            Ok(mut conn) => conn.get::<_, Option<i64>>(self.generation_key()).await.ok().flatten(),
+            Ok(mut conn) => conn
+                .get::<_, Option<i64>>(self.generation_key())
+                .await
+                .ok()
+                .map(|g| g.unwrap_or(0)),
             Err(_) => None,
         };
-        let cache_key = generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.key_prefix()));
-        if let Some(key) = &cache_key {
-            if let Ok(mut conn) = self.redis.connection().await {
-                if let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await {
-                    self.cache_hits.inc();
-                    return Ok(Arc::new(hit));
-                }
-            }
+        let cache_key =
+            generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.key_prefix()));
+        if let Some(key) = &cache_key
+            && let Ok(mut conn) = self.redis.connection().await
+            && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
+        {
+            self.cache_hits.inc();
+            return Ok(Arc::new(hit));
         }
-        let flight_key = cache_key.clone().unwrap_or_else(|| format!("nocache:{fingerprint}"));
+        let flight_key = cache_key
+            .clone()
+            .unwrap_or_else(|| format!("nocache:{fingerprint}"));
         let this = self.snapshot();
         let query = query.clone();
         self.flights
             .run(&flight_key, move || async move {
+                // A flight that finished between our cache miss and now has filled the cache.
+                if let Some(key) = &cache_key
+                    && let Ok(mut conn) = this.redis.connection().await
+                    && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
+                {
+                    return Ok(hit);
+                }
                 let page = this.query_database(&query).await?;
                 let json = serde_json::to_string(&page).map_err(|e| e.to_string())?;
                 if let Some(key) = cache_key {
                     let jitter = rand::rng().random_range(0..=this.ttl.as_secs() / 4);
                     if let Ok(mut conn) = this.redis.connection().await {
-                        let stored: redis::RedisResult<()> = conn.set_ex(&key, &json, this.ttl.as_secs() + jitter).await;
+                        let stored: redis::RedisResult<()> =
+                            conn.set_ex(&key, &json, this.ttl.as_secs() + jitter).await;
                         if let Err(err) = stored {
                             tracing::warn!(error = %err, "could not cache search results");
                         }
@@ -264,13 +288,19 @@ impl SearchWorker {
             .query_async(&mut conn)
             .await
             .ok()?;
-        Some(found.into_iter().filter_map(|(id, d)| id.parse().ok().map(|id| (id, d))).collect())
+        Some(
+            found
+                .into_iter()
+                .filter_map(|(id, d)| id.parse().ok().map(|id| (id, d)))
+                .collect(),
+        )
     }
 
     async fn query_database(&self, query: &SearchQuery) -> Result<SearchPage, String> {
         let tz = self.country.tz();
         let now = Utc::now();
-        let earliest = now + chrono::Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
+        let earliest =
+            now + chrono::Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
         let (from, to, require_slot) = match query.available_on {
             Some(day) => {
                 let start = local_midnight(day, tz);
@@ -278,16 +308,24 @@ impl SearchWorker {
                 (start.max(earliest), end, true)
             }
             None => {
-                let until = now + chrono::Duration::days(i64::from(self.country.booking.horizon_days) + 1);
+                let until =
+                    now + chrono::Duration::days(i64::from(self.country.booking.horizon_days) + 1);
                 (earliest, until, false)
             }
         };
         let nearby = match query.near {
-            Some((lat, lon, radius)) => self.nearby(lat, lon, radius).await.map(Some).unwrap_or(None),
+            Some((lat, lon, radius)) => self
+                .nearby(lat, lon, radius)
+                .await
+                .map(Some)
+                .unwrap_or(None),
             None => None,
         };
         let (ids, distances): (Option<Vec<Uuid>>, Vec<(Uuid, f64)>) = match &nearby {
-            Some(found) => (Some(found.iter().map(|(id, _)| *id).collect()), found.clone()),
+            Some(found) => (
+                Some(found.iter().map(|(id, _)| *id).collect()),
+                found.clone(),
+            ),
             None => (None, Vec::new()),
         };
         // Without the GEO index, the database measures distances (haversine).
@@ -402,7 +440,9 @@ pub fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
     use chrono::TimeZone;
     let midnight = day.and_time(chrono::NaiveTime::MIN);
     match tz.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.with_timezone(&Utc)
+        }
         // Midnight skipped by a DST change: the day starts an hour later.
         chrono::LocalResult::None => tz
             .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
@@ -433,6 +473,9 @@ mod tests {
     #[test]
     fn local_midnight_in_paris() {
         let day = NaiveDate::from_ymd_opt(2026, 3, 29).expect("date");
-        assert_eq!(local_midnight(day, chrono_tz::Europe::Paris).to_rfc3339(), "2026-03-28T23:00:00+00:00");
+        assert_eq!(
+            local_midnight(day, chrono_tz::Europe::Paris).to_rfc3339(),
+            "2026-03-28T23:00:00+00:00"
+        );
     }
 }

@@ -18,21 +18,86 @@ struct City {
 }
 
 const FR_CITIES: &[City] = &[
-    City { name: "Paris", lat: 48.8566, lon: 2.3522, streets: &["rue de Rivoli", "boulevard Voltaire", "rue de Vaugirard", "avenue de la République"] },
-    City { name: "Lyon", lat: 45.7640, lon: 4.8357, streets: &["rue de la République", "cours Lafayette", "rue Garibaldi"] },
-    City { name: "Marseille", lat: 43.2965, lon: 5.3698, streets: &["La Canebière", "rue Paradis", "boulevard Baille"] },
-    City { name: "Toulouse", lat: 43.6047, lon: 1.4442, streets: &["rue d'Alsace-Lorraine", "allées Jean Jaurès"] },
-    City { name: "Bordeaux", lat: 44.8378, lon: -0.5792, streets: &["cours de l'Intendance", "rue Sainte-Catherine"] },
-    City { name: "Lille", lat: 50.6292, lon: 3.0573, streets: &["rue Nationale", "boulevard de la Liberté"] },
-    City { name: "Nantes", lat: 47.2184, lon: -1.5536, streets: &["rue Crébillon", "cours des 50 Otages"] },
+    City {
+        name: "Paris",
+        lat: 48.8566,
+        lon: 2.3522,
+        streets: &[
+            "rue de Rivoli",
+            "boulevard Voltaire",
+            "rue de Vaugirard",
+            "avenue de la République",
+        ],
+    },
+    City {
+        name: "Lyon",
+        lat: 45.7640,
+        lon: 4.8357,
+        streets: &["rue de la République", "cours Lafayette", "rue Garibaldi"],
+    },
+    City {
+        name: "Marseille",
+        lat: 43.2965,
+        lon: 5.3698,
+        streets: &["La Canebière", "rue Paradis", "boulevard Baille"],
+    },
+    City {
+        name: "Toulouse",
+        lat: 43.6047,
+        lon: 1.4442,
+        streets: &["rue d'Alsace-Lorraine", "allées Jean Jaurès"],
+    },
+    City {
+        name: "Bordeaux",
+        lat: 44.8378,
+        lon: -0.5792,
+        streets: &["cours de l'Intendance", "rue Sainte-Catherine"],
+    },
+    City {
+        name: "Lille",
+        lat: 50.6292,
+        lon: 3.0573,
+        streets: &["rue Nationale", "boulevard de la Liberté"],
+    },
+    City {
+        name: "Nantes",
+        lat: 47.2184,
+        lon: -1.5536,
+        streets: &["rue Crébillon", "cours des 50 Otages"],
+    },
 ];
 
 const DE_CITIES: &[City] = &[
-    City { name: "Berlin", lat: 52.5200, lon: 13.4050, streets: &["Friedrichstraße", "Kurfürstendamm", "Karl-Marx-Allee"] },
-    City { name: "München", lat: 48.1351, lon: 11.5820, streets: &["Leopoldstraße", "Sendlinger Straße"] },
-    City { name: "Hamburg", lat: 53.5511, lon: 9.9937, streets: &["Mönckebergstraße", "Jungfernstieg"] },
-    City { name: "Köln", lat: 50.9375, lon: 6.9603, streets: &["Hohe Straße", "Aachener Straße"] },
-    City { name: "Frankfurt am Main", lat: 50.1109, lon: 8.6821, streets: &["Zeil", "Berger Straße"] },
+    City {
+        name: "Berlin",
+        lat: 52.5200,
+        lon: 13.4050,
+        streets: &["Friedrichstraße", "Kurfürstendamm", "Karl-Marx-Allee"],
+    },
+    City {
+        name: "München",
+        lat: 48.1351,
+        lon: 11.5820,
+        streets: &["Leopoldstraße", "Sendlinger Straße"],
+    },
+    City {
+        name: "Hamburg",
+        lat: 53.5511,
+        lon: 9.9937,
+        streets: &["Mönckebergstraße", "Jungfernstieg"],
+    },
+    City {
+        name: "Köln",
+        lat: 50.9375,
+        lon: 6.9603,
+        streets: &["Hohe Straße", "Aachener Straße"],
+    },
+    City {
+        name: "Frankfurt am Main",
+        lat: 50.1109,
+        lon: 8.6821,
+        streets: &["Zeil", "Berger Straße"],
+    },
 ];
 
 const SPECIALTIES: &[&str] = &[
@@ -46,8 +111,14 @@ const SPECIALTIES: &[&str] = &[
     "physiotherapy",
 ];
 
-const FIRST: &[&str] = &["Camille", "Léa", "Hugo", "Louis", "Emma", "Jonas", "Mia", "Paul", "Sofia", "Lukas", "Inès", "Noah"];
-const LAST: &[&str] = &["Martin", "Bernard", "Dubois", "Müller", "Schmidt", "Petit", "Weber", "Moreau", "Fischer", "Laurent", "Wagner", "Roux"];
+const FIRST: &[&str] = &[
+    "Camille", "Léa", "Hugo", "Louis", "Emma", "Jonas", "Mia", "Paul", "Sofia", "Lukas", "Inès",
+    "Noah",
+];
+const LAST: &[&str] = &[
+    "Martin", "Bernard", "Dubois", "Müller", "Schmidt", "Petit", "Weber", "Moreau", "Fischer",
+    "Laurent", "Wagner", "Roux",
+];
 
 /// Practitioners seeded per country.
 pub const DEMO_PRACTITIONERS: usize = 240;
@@ -64,23 +135,36 @@ pub enum SeedError {
 }
 
 /// Loads the demo practitioners of `country` (`FR` or `DE`); returns how many were new.
-pub async fn seed(store: &Store, search: &Search, country: &pulse_kit::config::CountryConfig) -> Result<usize, SeedError> {
+pub async fn seed(
+    store: &Store,
+    search: &Search,
+    country: &pulse_kit::config::CountryConfig,
+) -> Result<usize, SeedError> {
     let cities = match country.code.as_str() {
         "FR" => FR_CITIES,
         "DE" => DE_CITIES,
         other => return Err(SeedError::UnknownCountry(other.to_owned())),
     };
     let language = country.locale.split('-').next().unwrap_or("en").to_owned();
-    let mut rng = StdRng::seed_from_u64(u64::from_be_bytes(*b"pulse-01") ^ u64::from(country.code.as_bytes()[0]));
+    let mut rng = StdRng::seed_from_u64(
+        u64::from_be_bytes(*b"pulse-01") ^ u64::from(country.code.as_bytes()[0]),
+    );
     let mut created = 0;
     let mut positions = Vec::new();
     for index in 0..DEMO_PRACTITIONERS {
         let city = &cities[index % cities.len()];
         let specialty = SPECIALTIES[(index / cities.len()) % SPECIALTIES.len()];
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("pulse-demo/{}/{index}", country.code).as_bytes());
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("pulse-demo/{}/{index}", country.code).as_bytes(),
+        );
         let lat = city.lat + rng.random_range(-0.05..0.05);
         let lon = city.lon + rng.random_range(-0.07..0.07);
-        let name = format!("Dr {} {}", FIRST[rng.random_range(0..FIRST.len())], LAST[rng.random_range(0..LAST.len())]);
+        let name = format!(
+            "Dr {} {}",
+            FIRST[rng.random_range(0..FIRST.len())],
+            LAST[rng.random_range(0..LAST.len())]
+        );
         let street = city.streets[rng.random_range(0..city.streets.len())];
         let mut languages = vec![language.clone()];
         if rng.random_bool(0.5) {
@@ -105,7 +189,9 @@ pub async fn seed(store: &Store, search: &Search, country: &pulse_kit::config::C
         }
         let slot_minutes = [15, 20, 30][rng.random_range(0..3)];
         let schedule = Schedule::country_default(country, slot_minutes);
-        store.create_practitioner(id, &fields, Some(&schedule)).await?;
+        store
+            .create_practitioner(id, &fields, Some(&schedule))
+            .await?;
         created += 1;
     }
     if let Err(err) = search.index_positions(&positions).await {

@@ -176,8 +176,7 @@ pub struct AppointmentEvent {
     pub cancelled_by: Option<String>,
 }
 
-const APPOINTMENT_COLUMNS: &str =
-    "id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, status, rescheduled_from, created_at";
+const APPOINTMENT_COLUMNS: &str = "id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, status, rescheduled_from, created_at";
 
 /// Booking's data access.
 #[derive(Clone)]
@@ -190,7 +189,11 @@ pub struct Store {
 impl Store {
     /// A store over the component's pool.
     pub fn new(pool: PgPool, outbox: Outbox, country: std::sync::Arc<CountryConfig>) -> Self {
-        Self { pool, outbox, country }
+        Self {
+            pool,
+            outbox,
+            country,
+        }
     }
 
     /// The pool.
@@ -238,7 +241,11 @@ impl Store {
     }
 
     /// Replaces a practitioner's profile.
-    pub async fn update_practitioner(&self, id: Uuid, fields: &PractitionerFields) -> Result<Practitioner, BookingError> {
+    pub async fn update_practitioner(
+        &self,
+        id: Uuid,
+        fields: &PractitionerFields,
+    ) -> Result<Practitioner, BookingError> {
         sqlx::query_as::<_, Practitioner>(
             "UPDATE practitioners SET name = $2, specialty = $3, city = $4, address = $5, latitude = $6,
                     longitude = $7, languages = $8, consultation_price_minor = $9, account_subject = $10,
@@ -283,25 +290,38 @@ impl Store {
     }
 
     /// Replaces a schedule and rebuilds future free slots at once.
-    pub async fn put_schedule(&self, practitioner_id: Uuid, schedule: &Schedule) -> Result<(), BookingError> {
+    pub async fn put_schedule(
+        &self,
+        practitioner_id: Uuid,
+        schedule: &Schedule,
+    ) -> Result<(), BookingError> {
         schedule.validate()?;
         let mut tx = self.pool.begin().await?;
-        let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM practitioners WHERE id = $1 FOR UPDATE")
-            .bind(practitioner_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM practitioners WHERE id = $1 FOR UPDATE")
+                .bind(practitioner_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_none() {
             return Err(BookingError::PractitionerNotFound(practitioner_id));
         }
-        self.put_schedule_in(&mut tx, practitioner_id, schedule).await?;
+        self.put_schedule_in(&mut tx, practitioner_id, schedule)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn put_schedule_in(&self, tx: &mut PgConnection, practitioner_id: Uuid, schedule: &Schedule) -> Result<(), BookingError> {
+    async fn put_schedule_in(
+        &self,
+        tx: &mut PgConnection,
+        practitioner_id: Uuid,
+        schedule: &Schedule,
+    ) -> Result<(), BookingError> {
         schedule.validate()?;
-        let weekly = serde_json::to_value(&schedule.weekly).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let exceptions = serde_json::to_value(&schedule.exceptions).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let weekly =
+            serde_json::to_value(&schedule.weekly).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let exceptions = serde_json::to_value(&schedule.exceptions)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
             "INSERT INTO schedules (practitioner_id, slot_minutes, weekly, exceptions, needs_regeneration)
              VALUES ($1, $2, $3, $4, true)
@@ -315,13 +335,15 @@ impl Store {
         .bind(exceptions)
         .execute(&mut *tx)
         .await?;
-        self.regenerate_in(tx, practitioner_id, schedule, Utc::now()).await?;
+        self.regenerate_in(tx, practitioner_id, schedule, Utc::now())
+            .await?;
         Ok(())
     }
 
     /// The last local day slots are published for, counted from `now`.
     fn horizon_end(&self, now: DateTime<Utc>) -> NaiveDate {
-        domain::local_day(now, self.tz()) + Duration::days(i64::from(self.country.booking.horizon_days))
+        domain::local_day(now, self.tz())
+            + Duration::days(i64::from(self.country.booking.horizon_days))
     }
 
     /// Rebuilds future free slots of one practitioner: slots that the schedule no longer has are
@@ -401,10 +423,13 @@ impl Store {
             let exceptions: serde_json::Value = row.try_get("exceptions")?;
             let schedule = Schedule {
                 slot_minutes: u16::try_from(slot_minutes).unwrap_or(30),
-                weekly: serde_json::from_value(weekly).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                exceptions: serde_json::from_value(exceptions).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                weekly: serde_json::from_value(weekly)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                exceptions: serde_json::from_value(exceptions)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             };
-            self.regenerate_in(&mut tx, practitioner_id, &schedule, now).await?;
+            self.regenerate_in(&mut tx, practitioner_id, &schedule, now)
+                .await?;
             done += 1;
         }
         // Past free slots are of no use to anyone.
@@ -424,7 +449,8 @@ impl Store {
         to: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<SlotRow>, BookingError> {
-        let earliest = Utc::now() + Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
+        let earliest =
+            Utc::now() + Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
         let rows = sqlx::query_as::<_, SlotRow>(
             "SELECT id, practitioner_id, starts_at, ends_at, status FROM slots
              WHERE practitioner_id = $1 AND status = 'free' AND starts_at >= GREATEST($2, $3) AND starts_at < $4
@@ -445,7 +471,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let appointment = self.book_in(&mut tx, slot_id, patient, None).await?;
         self.outbox
-            .append(&mut tx, &appointment.practitioner_id.to_string(), "AppointmentBooked", &event(&appointment, None, None))
+            .append(
+                &mut tx,
+                &appointment.practitioner_id.to_string(),
+                "AppointmentBooked",
+                &event(&appointment, None, None),
+            )
             .await?;
         tx.commit().await?;
         Ok(appointment)
@@ -471,7 +502,9 @@ impl Store {
         let day = domain::local_day(slot.starts_at, self.tz());
         // One patient booking two slots of one day at once must not pass the daily limit twice.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(pulse_kit::db::advisory_key(&format!("booking-patient-day:{patient}:{day}")))
+            .bind(pulse_kit::db::advisory_key(&format!(
+                "booking-patient-day:{patient}:{day}"
+            )))
             .execute(&mut *tx)
             .await?;
         let active: i64 = sqlx::query_scalar(
@@ -508,7 +541,9 @@ impl Store {
         .await;
         let appointment = match inserted {
             Ok(row) => row,
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Err(BookingError::SlotTaken),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                return Err(BookingError::SlotTaken);
+            }
             Err(err) => return Err(err.into()),
         };
         sqlx::query("UPDATE slots SET status = 'booked' WHERE id = $1")
@@ -519,9 +554,16 @@ impl Store {
     }
 
     /// One appointment, if the actor may see it.
-    pub async fn appointment_for(&self, id: Uuid, actor: &Actor) -> Result<AppointmentRow, BookingError> {
+    pub async fn appointment_for(
+        &self,
+        id: Uuid,
+        actor: &Actor,
+    ) -> Result<AppointmentRow, BookingError> {
         let appointment = self.appointment(id).await?;
-        if self.may_manage(&mut *self.pool.acquire().await?, &appointment, actor).await? {
+        if self
+            .may_manage(&mut *self.pool.acquire().await?, &appointment, actor)
+            .await?
+        {
             Ok(appointment)
         } else {
             Err(BookingError::AppointmentNotFound(id))
@@ -530,29 +572,41 @@ impl Store {
 
     /// One appointment (internal callers).
     pub async fn appointment(&self, id: Uuid) -> Result<AppointmentRow, BookingError> {
-        sqlx::query_as::<_, AppointmentRow>(&format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(BookingError::AppointmentNotFound(id))
+        sqlx::query_as::<_, AppointmentRow>(&format!(
+            "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(BookingError::AppointmentNotFound(id))
     }
 
-    async fn may_manage(&self, conn: &mut PgConnection, appointment: &AppointmentRow, actor: &Actor) -> Result<bool, sqlx::Error> {
+    async fn may_manage(
+        &self,
+        conn: &mut PgConnection,
+        appointment: &AppointmentRow,
+        actor: &Actor,
+    ) -> Result<bool, sqlx::Error> {
         Ok(match actor {
             Actor::Admin(_) => true,
             Actor::Patient(subject) => &appointment.patient_subject == subject,
             Actor::Practitioner(subject) => {
-                let owner: Option<String> = sqlx::query_scalar("SELECT account_subject FROM practitioners WHERE id = $1")
-                    .bind(appointment.practitioner_id)
-                    .fetch_one(&mut *conn)
-                    .await?;
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT account_subject FROM practitioners WHERE id = $1")
+                        .bind(appointment.practitioner_id)
+                        .fetch_one(&mut *conn)
+                        .await?;
                 owner.as_deref() == Some(subject.as_str())
             }
         })
     }
 
     /// A patient's appointments, newest first.
-    pub async fn patient_appointments(&self, patient: &str, limit: i64) -> Result<Vec<AppointmentRow>, BookingError> {
+    pub async fn patient_appointments(
+        &self,
+        patient: &str,
+        limit: i64,
+    ) -> Result<Vec<AppointmentRow>, BookingError> {
         Ok(sqlx::query_as::<_, AppointmentRow>(&format!(
             "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE patient_subject = $1 ORDER BY starts_at DESC LIMIT $2"
         ))
@@ -563,7 +617,12 @@ impl Store {
     }
 
     /// A practitioner's agenda (by account subject), earliest first from `from`.
-    pub async fn agenda(&self, account_subject: &str, from: DateTime<Utc>, limit: i64) -> Result<Vec<AppointmentRow>, BookingError> {
+    pub async fn agenda(
+        &self,
+        account_subject: &str,
+        from: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AppointmentRow>, BookingError> {
         Ok(sqlx::query_as::<_, AppointmentRow>(&format!(
             "SELECT {} FROM appointments a
              WHERE a.practitioner_id IN (SELECT id FROM practitioners WHERE account_subject = $1) AND a.starts_at >= $2
@@ -577,7 +636,12 @@ impl Store {
         .await?)
     }
 
-    async fn lock_active(&self, tx: &mut PgConnection, id: Uuid, actor: &Actor) -> Result<AppointmentRow, BookingError> {
+    async fn lock_active(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        actor: &Actor,
+    ) -> Result<AppointmentRow, BookingError> {
         let appointment = sqlx::query_as::<_, AppointmentRow>(&format!(
             "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1 FOR UPDATE"
         ))
@@ -594,7 +658,12 @@ impl Store {
         Ok(appointment)
     }
 
-    async fn release(&self, tx: &mut PgConnection, appointment: &AppointmentRow, actor: &Actor) -> Result<AppointmentRow, BookingError> {
+    async fn release(
+        &self,
+        tx: &mut PgConnection,
+        appointment: &AppointmentRow,
+        actor: &Actor,
+    ) -> Result<AppointmentRow, BookingError> {
         let cancelled = sqlx::query_as::<_, AppointmentRow>(&format!(
             "UPDATE appointments SET status = 'cancelled', cancelled_at = now(), cancelled_by = $2
              WHERE id = $1 RETURNING {APPOINTMENT_COLUMNS}"
@@ -635,7 +704,12 @@ impl Store {
 
     /// Moves an appointment to another slot: the new one is booked and the old one freed in one
     /// transaction.
-    pub async fn reschedule(&self, id: Uuid, new_slot: Uuid, patient: &str) -> Result<AppointmentRow, BookingError> {
+    pub async fn reschedule(
+        &self,
+        id: Uuid,
+        new_slot: Uuid,
+        patient: &str,
+    ) -> Result<AppointmentRow, BookingError> {
         let actor = Actor::Patient(patient.to_owned());
         let mut tx = self.pool.begin().await?;
         let old = self.lock_active(&mut tx, id, &actor).await?;
@@ -655,7 +729,11 @@ impl Store {
     }
 }
 
-fn event(appointment: &AppointmentRow, previous: Option<&AppointmentRow>, cancelled_by: Option<String>) -> AppointmentEvent {
+fn event(
+    appointment: &AppointmentRow,
+    previous: Option<&AppointmentRow>,
+    cancelled_by: Option<String>,
+) -> AppointmentEvent {
     AppointmentEvent {
         appointment_id: appointment.id,
         slot_id: appointment.slot_id,

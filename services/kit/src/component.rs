@@ -28,6 +28,9 @@ pub struct ComponentContext {
     pub name: &'static str,
     /// The country this deployment serves.
     pub country: Arc<CountryConfig>,
+    /// Names Redis keys and Kafka topics: the country's slug (`fr`), plus `-<instance>` when
+    /// several deployments of one country share Redis and Kafka (staging beside production).
+    pub keyspace: String,
     /// Pool whose sessions see only the component's schema.
     pub db: PgPool,
     /// Connection options of that schema (for dedicated sessions).
@@ -42,6 +45,37 @@ pub struct ComponentContext {
     pub auth: Arc<Authenticator>,
     /// The component's outbox.
     pub outbox: Outbox,
+}
+
+impl ComponentContext {
+    /// A context for one-off commands (seeding, maintenance) outside a running server. Its
+    /// authenticator accepts no token.
+    pub fn standalone(
+        name: &'static str,
+        country: CountryConfig,
+        database_url: &str,
+        redis_url: &str,
+        kafka_brokers: Vec<String>,
+    ) -> Result<Self, crate::server::ServerError> {
+        let secret = uuid::Uuid::new_v4().to_string().repeat(2);
+        let keyspace = country.slug();
+        Ok(Self {
+            name,
+            auth: Arc::new(Authenticator::hs256(
+                secret.as_bytes(),
+                "pulse-standalone",
+                &country.code,
+            )?),
+            outbox: Outbox::new(&country.code, &keyspace, name),
+            keyspace,
+            country: Arc::new(country),
+            db: crate::db::schema_pool(database_url, name, 4)?,
+            db_options: crate::db::schema_options(database_url, name)?,
+            redis: RedisHandle::new(redis_url)?,
+            kafka: KafkaHandle::new(kafka_brokers),
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
 }
 
 /// A Kafka consumer a component wants to run.

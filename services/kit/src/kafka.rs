@@ -24,9 +24,9 @@ pub enum KafkaError {
     },
 }
 
-/// The topic that carries `component`'s events for `country` (`pulse.fr.booking.events`).
-pub fn events_topic(country_slug: &str, component: &str) -> String {
-    format!("pulse.{country_slug}.{component}.events")
+/// The topic that carries `component`'s events in `keyspace` (`pulse.fr.booking.events`).
+pub fn events_topic(keyspace: &str, component: &str) -> String {
+    format!("pulse.{keyspace}.{component}.events")
 }
 
 /// The dead-letter topic of a consumer group reading `topic`.

@@ -52,11 +52,12 @@ pub enum OutboxError {
 
 impl Outbox {
     /// The outbox of `component` in `country` (`FR`); events go to
-    /// [`events_topic`](crate::kafka::events_topic).
-    pub fn new(country: &str, component: &str) -> Self {
+    /// [`events_topic`](crate::kafka::events_topic) of `keyspace` (see
+    /// [`ComponentContext::keyspace`](crate::component::ComponentContext::keyspace)).
+    pub fn new(country: &str, keyspace: &str, component: &str) -> Self {
         Self {
             country: country.to_owned(),
-            topic: events_topic(&country.to_ascii_lowercase(), component),
+            topic: events_topic(keyspace, component),
         }
     }
 

@@ -12,7 +12,13 @@ use tokio::sync::OnceCell;
 pub struct RedisHandle {
     client: redis::Client,
     manager: std::sync::Arc<OnceCell<ConnectionManager>>,
+    /// When the last connection attempt failed: for a short while callers fail at once
+    /// instead of each waiting for its own doomed attempt.
+    failed_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long after a failed connection attempt callers fail fast.
+const CONNECT_COOLDOWN: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,23 +32,50 @@ impl RedisHandle {
         Ok(Self {
             client: redis::Client::open(url)?,
             manager: std::sync::Arc::new(OnceCell::new()),
+            failed_at: std::sync::Arc::default(),
         })
     }
 
     /// The shared multiplexed connection; the first call connects (bounded by a short timeout).
     pub async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        let manager = self
+        if let Some(manager) = self.manager.get() {
+            return Ok(manager.clone());
+        }
+        let result = self
             .manager
             .get_or_try_init(|| async {
+                // Callers queued behind a failed attempt fail at once instead of retrying one
+                // after the other.
+                if self.recently_failed() {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "Redis unreachable (the last attempt failed moments ago)",
+                    )));
+                }
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Duration::from_secs(1))
                     .set_response_timeout(Duration::from_secs(2))
-                    .set_number_of_retries(2)
-                    .set_max_delay(500);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
+                    .set_number_of_retries(1)
+                    .set_max_delay(200);
+                let connected =
+                    ConnectionManager::new_with_config(self.client.clone(), config).await;
+                if connected.is_err()
+                    && let Ok(mut at) = self.failed_at.lock()
+                {
+                    *at = Some(std::time::Instant::now());
+                }
+                connected
             })
             .await?;
-        Ok(manager.clone())
+        Ok(result.clone())
+    }
+
+    fn recently_failed(&self) -> bool {
+        self.failed_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < CONNECT_COOLDOWN)
     }
 
     /// `PING`, for readiness.

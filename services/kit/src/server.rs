@@ -79,6 +79,27 @@ pub struct ServerSettings {
     pub db_max_connections: u32,
     /// Partitions of topics the process creates.
     pub kafka_partitions: i32,
+    /// Optional instance name when several deployments of one country share Redis and Kafka;
+    /// it is added to key and topic names (see [`ComponentContext::keyspace`]).
+    pub instance: Option<String>,
+}
+
+/// The keyspace of a deployment: the country slug, plus `-<instance>`.
+pub fn keyspace(country: &CountryConfig, instance: Option<&str>) -> Result<String, ServerError> {
+    match instance {
+        None | Some("") => Ok(country.slug()),
+        Some(name) => {
+            let ok = name.len() <= 20
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if ok {
+                Ok(format!("{}-{name}", country.slug()))
+            } else {
+                Err(ServerError::Instance(name.to_owned()))
+            }
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -93,6 +114,9 @@ pub enum ServerError {
     /// Bad Redis URL.
     #[error("invalid Redis URL: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The instance name is not usable in key and topic names.
+    #[error("invalid instance name `{0}`: use up to 20 lower-case letters, digits and `-`")]
+    Instance(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -158,6 +182,7 @@ pub async fn start(
     country: CountryConfig,
     components: Vec<Arc<dyn Component>>,
 ) -> Result<RunningServer, ServerError> {
+    let keyspace = keyspace(&country, settings.instance.as_deref())?;
     let country = Arc::new(country);
     let auth = Arc::new(settings.jwt.authenticator(&country.code)?);
     let metrics = Arc::new(Metrics::new());
@@ -179,13 +204,14 @@ pub async fn start(
         let ctx = ComponentContext {
             name,
             country: Arc::clone(&country),
+            keyspace: keyspace.clone(),
             db: pool.clone(),
             db_options: db_options.clone(),
             redis: redis.clone(),
             kafka: kafka.clone(),
             metrics: Arc::clone(&metrics),
             auth: Arc::clone(&auth),
-            outbox: Outbox::new(&country.code, name),
+            outbox: Outbox::new(&country.code, &keyspace, name),
         };
         if let Some(doc) = component.openapi() {
             openapi.merge(doc);
@@ -322,7 +348,12 @@ fn base_openapi() -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
     );
     doc
 }

@@ -41,9 +41,14 @@ impl<V: Send + Sync + 'static> SingleFlight<V> {
                 Some(flight) => (flight.clone(), false),
                 None => {
                     let future = compute();
-                    let flight = async move { future.await.map(Arc::new).map_err(|e| Arc::from(e.to_string())) }
-                        .boxed()
-                        .shared();
+                    let flight = async move {
+                        future
+                            .await
+                            .map(Arc::new)
+                            .map_err(|e| Arc::from(e.to_string()))
+                    }
+                    .boxed()
+                    .shared();
                     flights.insert(key.to_owned(), flight.clone());
                     (flight, true)
                 }
@@ -89,7 +94,10 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Once finished, the next call computes again.
-        let again = flights.run("k", || async { Ok::<_, String>(7) }).await.expect("value");
+        let again = flights
+            .run("k", || async { Ok::<_, String>(7) })
+            .await
+            .expect("value");
         assert_eq!(*again, 7);
     }
 }

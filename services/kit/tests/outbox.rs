@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
     let env = env().await;
     let component = format!("outbox{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let outbox = Outbox::new("FR", &component);
+    let outbox = Outbox::new("FR", "fr", &component);
     assert_eq!(outbox.topic(), events_topic("fr", &component));
     let key = "appointment-42";
     let committed: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -155,7 +155,7 @@ async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
 async fn only_one_relay_publishes_at_a_time() {
     let env = env().await;
     let component = format!("outbox{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let outbox = Outbox::new("FR", &component);
+    let outbox = Outbox::new("FR", "fr", &component);
     let stop = CancellationToken::new();
     let mut relays = Vec::new();
     for _ in 0..3 {

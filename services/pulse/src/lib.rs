@@ -90,6 +90,22 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Mint an access token for local use (needs the HS256 secret).
     Token(TokenArgs),
+    /// Load the demo data set (practitioners, schedules, slots) of a country; idempotent.
+    Seed(SeedArgs),
+}
+
+/// `pulse seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// The country whose demo data to load (`FR` or `DE`); it must match the configuration.
+    #[arg(long)]
+    pub country: String,
+    /// YAML file with the country configuration (a CountryTenant or a bare config).
+    #[arg(long, env = "PULSE_COUNTRY_FILE")]
+    pub country_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub backends: Backends,
 }
 
 /// Where the dependencies are.
@@ -177,6 +193,10 @@ pub struct ServeArgs {
     /// Partitions of the topics this process creates.
     #[arg(long, env = "PULSE_KAFKA_PARTITIONS", default_value_t = 3)]
     pub kafka_partitions: i32,
+    /// Instance name, when several deployments of one country share Redis and Kafka
+    /// (added to Redis keys and Kafka topics).
+    #[arg(long, env = "PULSE_INSTANCE")]
+    pub instance: Option<String>,
     /// Apply migrations before serving.
     #[arg(long, env = "PULSE_MIGRATE_ON_START", default_value_t = false)]
     pub migrate: bool,
@@ -247,7 +267,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token(&args)?);
             Ok(())
         }
+        Command::Seed(args) => seed(args).await,
     }
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let country = CountryConfig::load(args.country_file.as_deref())?;
+    if !country.code.eq_ignore_ascii_case(&args.country) {
+        bail!(
+            "--country {} does not match the configured country {} (set PULSE_COUNTRY_FILE to that country's tenant)",
+            args.country,
+            country.code
+        );
+    }
+    let booking = pulse_booking::Booking;
+    pulse_kit::db::migrate(
+        &args.backends.database_url,
+        booking.name(),
+        booking.migrations(),
+    )
+    .await?;
+    let ctx = pulse_kit::component::ComponentContext::standalone(
+        booking.name(),
+        country,
+        &args.backends.database_url,
+        &args.backends.redis_url,
+        args.backends.kafka_brokers.clone(),
+    )?;
+    let parts = pulse_booking::parts(&ctx);
+    let created = pulse_booking::seed::seed(&parts.store, &parts.search, &ctx.country).await?;
+    println!(
+        "seeded {created} new practitioners for {}",
+        ctx.country.code
+    );
+    Ok(())
 }
 
 async fn migrate(database_url: &str, target: &str) -> anyhow::Result<()> {
@@ -295,6 +348,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_delay: Duration::from_secs(args.drain_seconds),
         db_max_connections: args.db_max_connections,
         kafka_partitions: args.kafka_partitions,
+        instance: args.instance.clone(),
     };
     let server = pulse_kit::server::start(&settings, country, components).await?;
     shutdown_signal().await;

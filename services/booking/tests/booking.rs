@@ -1,0 +1,679 @@
+//! Booking against real PostgreSQL, Redis and Kafka.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, france, paris_day};
+use serde_json::{Value, json};
+
+/// Races `clients` patients for one slot; returns the statuses and the 409 bodies.
+async fn race(app: &TestApp, slot: &str, clients: usize) -> (Vec<u16>, Vec<Value>) {
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = app.client.clone();
+        let url = format!("{}/v1/appointments", app.base);
+        let token = app.token(&format!("patient-{}", pulse_kit::new_id()), &["patient"]);
+        let slot = slot.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .header(
+                    "Idempotency-Key",
+                    format!("race-{i}-{}", pulse_kit::new_id()),
+                )
+                .json(&json!({ "slotId": slot }))
+                .send()
+                .await
+                .expect("book");
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("").to_owned());
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, content_type, body)
+        }));
+    }
+    let mut statuses = Vec::new();
+    let mut conflicts = Vec::new();
+    for task in tasks {
+        let (status, content_type, body) = task.await.expect("task");
+        statuses.push(status);
+        if status == 409 {
+            assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+            conflicts.push(body);
+        }
+    }
+    (statuses, conflicts)
+}
+
+async fn active_appointments(app: &TestApp, slot: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+    let n = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.appointments WHERE slot_id = $1::uuid AND status = 'booked'",
+    )
+    .bind(slot)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    pool.close().await;
+    n
+}
+
+async fn assert_one_winner(app: &TestApp, rounds: usize) {
+    let practitioner = app.practitioner("Paris", "general-practice", 15).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let slots = app.slots(id, &paris_day(2), &paris_day(3)).await;
+    assert!(slots.len() >= rounds, "enough slots");
+    for (round, slot) in slots.iter().take(rounds).enumerate() {
+        let slot = slot["id"].as_str().expect("slot id");
+        let (statuses, conflicts) = race(app, slot, 200).await;
+        let created = statuses.iter().filter(|&&s| s == 201).count();
+        assert_eq!(
+            created, 1,
+            "round {round}: exactly one 201, got {statuses:?}"
+        );
+        assert_eq!(
+            conflicts.len(),
+            199,
+            "round {round}: every other answer is 409: {statuses:?}"
+        );
+        for problem in &conflicts {
+            let kind = problem["type"].as_str().unwrap_or_default();
+            assert!(
+                kind.ends_with("/slot-taken") || kind.ends_with("/slot-being-booked"),
+                "{problem}"
+            );
+        }
+        assert_eq!(
+            active_appointments(app, slot).await,
+            1,
+            "round {round}: one appointment in the database"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_clients_one_slot_one_appointment() {
+    let app = TestApp::start().await;
+    assert_one_winner(&app, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_the_database_still_allows_one_appointment() {
+    // Nothing listens on port 1: every Redis call fails, as when Redis is stopped.
+    let app = TestApp::start_with(france(), "redis://127.0.0.1:1").await;
+    assert_one_winner(&app, 10).await;
+    assert!(app.metric("pulse_booking_slot_lock_bypassed_total").await >= 2000.0);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_returns_the_first_response_and_books_nothing_more() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Lyon", "dermatology", 30).await;
+    let slots = app
+        .slots(
+            practitioner["id"].as_str().expect("id"),
+            &paris_day(3),
+            &paris_day(3),
+        )
+        .await;
+    let patient = app.token("patient-retry", &["patient"]);
+    let slot = slots[0]["id"].as_str().expect("slot");
+    let (status, first, _) = app.book(&patient, slot, "retry-key").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again, headers) = app.book(&patient, slot, "retry-key").await;
+    assert_eq!(status, 201);
+    assert_eq!(again, first);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let mine: Value = app
+        .client
+        .get(format!("{}/v1/appointments", app.base))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    // Without the header the booking is refused with a clear problem.
+    let response = app
+        .client
+        .post(format!("{}/v1/appointments", app.base))
+        .bearer_auth(&patient)
+        .json(&json!({ "slotId": slots[1]["id"] }))
+        .send()
+        .await
+        .expect("book");
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.expect("json");
+    assert_eq!(
+        problem["type"],
+        "https://pulse.dev/problems/idempotency-key-required"
+    );
+}
+
+#[tokio::test]
+async fn slots_on_dst_days_are_right_in_local_time() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Paris", "cardiology", 60).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let schedule = json!({
+        "slotMinutes": 60,
+        "weekly": { "Sun": [{ "start": "01:00", "end": "04:00" }, { "start": "09:00", "end": "10:00" }],
+                    "Sat": [{ "start": "09:00", "end": "10:00" }] }
+    });
+    let response = app
+        .client
+        .put(format!("{}/v1/practitioners/{id}/schedule", app.base))
+        .bearer_auth(app.admin())
+        .json(&schedule)
+        .send()
+        .await
+        .expect("schedule");
+    assert_eq!(response.status(), 204);
+    // Next spring-forward (last Sunday of March) and fall-back (last Sunday of October) days
+    // within the horizon.
+    let (spring, fall) = next_dst_sundays();
+    let starts = |slots: Vec<Value>| -> Vec<String> {
+        slots
+            .iter()
+            .map(|s| s["start"].as_str().expect("start").to_owned())
+            .collect()
+    };
+    let before = spring.pred_opt().expect("day").to_string();
+    let spring_slots = starts(app.slots(id, &before, &spring.to_string()).await);
+    assert_eq!(
+        spring_slots,
+        vec![
+            format!("{before}T09:00:00+01:00"),
+            format!("{spring}T01:00:00+01:00"),
+            format!("{spring}T03:00:00+02:00"),
+            format!("{spring}T09:00:00+02:00"),
+        ]
+    );
+    let fall_slots = starts(app.slots(id, &fall.to_string(), &fall.to_string()).await);
+    assert_eq!(
+        fall_slots,
+        vec![
+            format!("{fall}T01:00:00+02:00"),
+            format!("{fall}T02:00:00+02:00"),
+            format!("{fall}T02:00:00+01:00"),
+            format!("{fall}T03:00:00+01:00"),
+            format!("{fall}T09:00:00+01:00"),
+        ]
+    );
+}
+
+fn next_dst_sundays() -> (chrono::NaiveDate, chrono::NaiveDate) {
+    use chrono::Datelike;
+    let last_sunday = |year: i32, month: u32| {
+        let mut day = chrono::NaiveDate::from_ymd_opt(year, month, 31).expect("date");
+        while day.weekday() != chrono::Weekday::Sun {
+            day = day.pred_opt().expect("day");
+        }
+        day
+    };
+    let today = chrono::Utc::now().date_naive() + chrono::Duration::days(2);
+    let spring = [today.year(), today.year() + 1]
+        .into_iter()
+        .map(|y| last_sunday(y, 3))
+        .find(|d| *d > today)
+        .expect("spring");
+    let fall = [today.year(), today.year() + 1]
+        .into_iter()
+        .map(|y| last_sunday(y, 10))
+        .find(|d| *d > today)
+        .expect("fall");
+    (spring, fall)
+}
+
+#[tokio::test]
+async fn rules_are_enforced_with_clear_messages() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Paris", "pediatrics", 30).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let patient = app.token("patient-rules", &["patient"]);
+    let now = chrono::Utc::now();
+
+    // Minimum notice: slots in the next two hours are not even offered; booking one is refused.
+    let pool = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+    let soon: Option<String> = sqlx::query_scalar(
+        "SELECT id::text FROM booking.slots WHERE practitioner_id = $1::uuid AND status = 'free'
+         AND starts_at > now() + interval '10 minutes' AND starts_at < now() + interval '110 minutes' LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await
+    .expect("slot");
+    if let Some(soon) = soon {
+        let (status, problem, _) = app.book(&patient, &soon, "soon").await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(
+            problem["type"],
+            "https://pulse.dev/problems/booking-too-soon"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("120 minutes"),
+            "{problem}"
+        );
+    }
+
+    // One appointment per patient per day.
+    let day = app.slots(id, &paris_day(5), &paris_day(5)).await;
+    let (status, first, _) = app
+        .book(&patient, day[0]["id"].as_str().expect("slot"), "d1")
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, problem, _) = app
+        .book(&patient, day[1]["id"].as_str().expect("slot"), "d2")
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://pulse.dev/problems/daily-limit-reached"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("per day"),
+        "{problem}"
+    );
+
+    // Cancel cut-off (24 h): an appointment starting in about 3 hours cannot be cancelled by
+    // the patient, but can by the practitioner.
+    let near: String = sqlx::query_scalar(
+        "SELECT id::text FROM booking.slots WHERE practitioner_id = $1::uuid AND status = 'free'
+         AND starts_at > now() + interval '150 minutes' ORDER BY starts_at LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("slot");
+    let other = app.token("patient-cutoff", &["patient"]);
+    let (status, appointment, _) = app.book(&other, &near, "near").await;
+    assert_eq!(status, 201, "{appointment}");
+    let starts =
+        chrono::DateTime::parse_from_rfc3339(appointment["start"].as_str().expect("start"))
+            .expect("time");
+    assert!(starts.signed_duration_since(now) < chrono::Duration::hours(24));
+    let appointment_id = appointment["id"].as_str().expect("id");
+    let cancel = |token: String| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/appointments/{appointment_id}/cancel", app.base);
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("cancel")
+        }
+    };
+    let refused = cancel(other.clone()).await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.expect("json");
+    assert_eq!(
+        problem["type"],
+        "https://pulse.dev/problems/cancellation-too-late"
+    );
+    // Someone else's appointment is not found.
+    assert_eq!(cancel(patient.clone()).await.status(), 404);
+    let doctor = app.token(
+        practitioner["accountSubject"].as_str().expect("subject"),
+        &["practitioner"],
+    );
+    let agenda: Value = app
+        .client
+        .get(format!("{}/v1/appointments", app.base))
+        .bearer_auth(&doctor)
+        .send()
+        .await
+        .expect("agenda")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        agenda["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|a| a["id"] == appointment["id"])
+    );
+    let done = cancel(doctor).await;
+    assert_eq!(done.status(), 200);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn cancel_frees_the_slot_and_search_shows_it_within_a_second() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Bordeaux", "ophthalmology", 30).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let day = paris_day(4);
+    let search_url = format!(
+        "{}/v1/practitioners?city=bordeaux&specialty=ophthalmology&available_on={day}",
+        app.base
+    );
+    let first_slot = |page: Value| -> Option<String> {
+        page["items"][0]["availableSlots"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let page: Value = app
+        .client
+        .get(&search_url)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["total"], 1, "{page}");
+    let slot = first_slot(page).expect("a free slot is shown");
+    // The search is cached now; booking the slot must still make it disappear.
+    let patient = app.token("patient-cancel", &["patient"]);
+    let (status, appointment, _) = app.book(&patient, &slot, "c1").await;
+    assert_eq!(status, 201, "{appointment}");
+    let gone = wait_for(&app, &search_url, |page| {
+        first_slot(page).as_deref() != Some(slot.as_str())
+    })
+    .await;
+    assert!(
+        gone < Duration::from_secs(1),
+        "booked slot left search after {gone:?}"
+    );
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/appointments/{}/cancel",
+            app.base,
+            appointment["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(response.status(), 200);
+    let back = wait_for(&app, &search_url, |page| {
+        first_slot(page).as_deref() == Some(slot.as_str())
+    })
+    .await;
+    assert!(
+        back < Duration::from_secs(1),
+        "freed slot came back after {back:?}"
+    );
+    // And it can be booked again.
+    let again = app.token("patient-again", &["patient"]);
+    let (status, _, _) = app.book(&again, &slot, "c2").await;
+    assert_eq!(status, 201);
+    let slots = app.slots(id, &day, &day).await;
+    assert!(slots.iter().all(|s| s["id"] != slot.as_str()));
+}
+
+async fn wait_for(app: &TestApp, url: &str, done: impl Fn(Value) -> bool) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let page: Value = app
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        if done(page) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "search never changed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_searches_on_a_cold_key_cost_one_query() {
+    let app = TestApp::start().await;
+    for city in ["Nantes", "Nantes", "Lille"] {
+        app.practitioner(city, "dentistry", 30).await;
+    }
+    let before = app.metric("pulse_booking_search_db_queries_total").await;
+    let url = format!(
+        "{}/v1/practitioners?city=Nantes&specialty=dentistry&page_size=10",
+        app.base
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let client = app.client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = client.get(url).send().await.expect("search");
+            assert_eq!(response.status(), 200);
+            let page: Value = response.json().await.expect("json");
+            page["total"].as_i64()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), Some(2));
+    }
+    let after = app.metric("pulse_booking_search_db_queries_total").await;
+    assert_eq!(
+        after - before,
+        1.0,
+        "1000 concurrent searches, one database query"
+    );
+}
+
+#[tokio::test]
+async fn near_search_uses_distance() {
+    let app = TestApp::start().await;
+    app.practitioner("Paris", "dermatology", 30).await;
+    let page: Value = app
+        .client
+        .get(format!(
+            "{}/v1/practitioners?near=48.86,2.35&radius_km=5",
+            app.base
+        ))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["total"], 1, "{page}");
+    assert!(page["items"][0]["distanceKm"].as_f64().expect("distance") < 1.0);
+    let far: Value = app
+        .client
+        .get(format!(
+            "{}/v1/practitioners?near=45.76,4.83&radius_km=5",
+            app.base
+        ))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(far["total"], 0, "{far}");
+}
+
+#[tokio::test]
+async fn malformed_input_is_a_4xx_never_a_5xx() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Paris", "dentistry", 30).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let patient = app.token("patient-bad", &["patient"]);
+    let get = |path: String| {
+        let client = app.client.clone();
+        let url = format!("{}{path}", app.base);
+        async move { client.get(url).send().await.expect("get") }
+    };
+    for path in [
+        "/v1/practitioners?page_size=100000".to_owned(),
+        "/v1/practitioners?page=0".to_owned(),
+        "/v1/practitioners?page=abc".to_owned(),
+        "/v1/practitioners?near=91,2".to_owned(),
+        "/v1/practitioners?near=paris".to_owned(),
+        "/v1/practitioners?radius_km=3".to_owned(),
+        "/v1/practitioners?near=48.8,2.3&radius_km=-1".to_owned(),
+        "/v1/practitioners?available_on=2026-13-01".to_owned(),
+        "/v1/practitioners?available_on=1999-01-01".to_owned(),
+        format!("/v1/practitioners?city={}", "x".repeat(500)),
+        "/v1/practitioners/not-a-uuid".to_owned(),
+        format!("/v1/practitioners/{id}/slots?from=tomorrow"),
+        format!("/v1/practitioners/{id}/slots?from=2026-01-10&to=2026-01-01"),
+        format!("/v1/practitioners/{id}/slots?from=2026-01-01&to=2026-12-31"),
+    ] {
+        let response = get(path.clone()).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let unknown = get(format!("/v1/practitioners/{}/slots", pulse_kit::new_id())).await;
+    assert_eq!(unknown.status(), 404);
+
+    let post = |body: String, key: &str| {
+        let client = app.client.clone();
+        let url = format!("{}/v1/appointments", app.base);
+        let token = patient.clone();
+        let key = key.to_owned();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("post")
+        }
+    };
+    for (body, want) in [
+        ("{not json".to_owned(), 400),
+        (r#"{"slotId": 42}"#.to_owned(), 422),
+        (r#"{"slotId": "not-a-uuid"}"#.to_owned(), 422),
+        (r#"{}"#.to_owned(), 422),
+        (format!(r#"{{"slotId": "{}"}}"#, pulse_kit::new_id()), 404),
+        (
+            format!(r#"{{"slotId": "{}", "extra": true}}"#, pulse_kit::new_id()),
+            422,
+        ),
+    ] {
+        let response = post(body.clone(), &pulse_kit::new_id().to_string()).await;
+        assert_eq!(response.status(), want, "{body}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{body}"
+        );
+    }
+    // Admin input.
+    let response = app
+        .client
+        .post(format!("{}/v1/practitioners", app.base))
+        .bearer_auth(app.admin())
+        .json(
+            &json!({ "name": "", "specialty": "x", "city": "y", "address": "z", "latitude": 100.0,
+                       "longitude": 0.0, "consultationPriceMinor": 1 }),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 422);
+    let response = app
+        .client
+        .post(format!("{}/v1/practitioners", app.base))
+        .bearer_auth(&patient)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert!(
+        response.status() == 403 || response.status() == 422,
+        "{}",
+        response.status()
+    );
+}
+
+#[tokio::test]
+async fn reschedule_moves_the_appointment_in_one_transaction() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Paris", "physiotherapy", 30).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let slots = app.slots(id, &paris_day(6), &paris_day(6)).await;
+    let patient = app.token("patient-move", &["patient"]);
+    let (status, booked, _) = app
+        .book(&patient, slots[0]["id"].as_str().expect("slot"), "m1")
+        .await;
+    assert_eq!(status, 201);
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/appointments/{}/reschedule",
+            app.base,
+            booked["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&patient)
+        .json(&json!({ "slotId": slots[3]["id"] }))
+        .send()
+        .await
+        .expect("reschedule");
+    assert_eq!(response.status(), 201);
+    let moved: Value = response.json().await.expect("json");
+    assert_eq!(moved["slotId"], slots[3]["id"]);
+    assert_eq!(moved["rescheduledFrom"], booked["id"]);
+    let free: Vec<Value> = app.slots(id, &paris_day(6), &paris_day(6)).await;
+    assert!(
+        free.iter().any(|s| s["id"] == slots[0]["id"]),
+        "old slot is free again"
+    );
+    assert!(
+        free.iter().all(|s| s["id"] != slots[3]["id"]),
+        "new slot is taken"
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_the_endpoints() {
+    let app = TestApp::start().await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/v1/practitioners",
+        "/v1/practitioners/{id}",
+        "/v1/practitioners/{id}/slots",
+        "/v1/practitioners/{id}/schedule",
+        "/v1/appointments",
+        "/v1/appointments/{id}/cancel",
+        "/v1/appointments/{id}/reschedule",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    assert!(
+        doc["paths"]["/v1/appointments"]["post"]["responses"]["409"]["content"]["application/problem+json"]
+            .is_object(),
+        "409 is documented as problem+json"
+    );
+}

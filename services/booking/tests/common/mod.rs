@@ -1,0 +1,215 @@
+//! A booking server for one test: its own database, real Redis and Kafka, HS256 tokens.
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pulse_kit::auth::{Authenticator, claims_for};
+use pulse_kit::component::Component;
+use pulse_kit::config::CountryConfig;
+use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
+use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "booking-test-secret-booking-test-secret";
+pub const ISSUER: &str = "pulse-test";
+
+pub struct TestApp {
+    pub db: TestDatabase,
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub admin_base: String,
+    pub grpc: SocketAddr,
+    pub client: reqwest::Client,
+    pub country: CountryConfig,
+}
+
+/// France, with a long horizon so the tests can reach the next DST changes.
+pub fn france() -> CountryConfig {
+    let mut country = CountryConfig::from_env_vars(vec![
+        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
+        (
+            "PULSE_COUNTRY__TIMEZONE".to_owned(),
+            "Europe/Paris".to_owned(),
+        ),
+        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
+        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
+    ])
+    .expect("valid");
+    country.booking.horizon_days = 366;
+    country
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(france(), &redis_url()).await
+    }
+
+    pub async fn start_with(country: CountryConfig, redis: &str) -> Self {
+        let db = TestDatabase::create().await;
+        let booking = pulse_booking::Booking;
+        pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations())
+            .await
+            .expect("migrate");
+        let settings = ServerSettings {
+            database_url: db.url.clone(),
+            redis_url: redis.to_owned(),
+            kafka_brokers: kafka_brokers(),
+            http_addr: any_port(),
+            grpc_addr: any_port(),
+            admin_addr: any_port(),
+            jwt: JwtSettings {
+                issuer: ISSUER.into(),
+                algorithm: "HS256".into(),
+                secret: Some(SECRET.into()),
+                public_key_pem: None,
+            },
+            drain_delay: Duration::ZERO,
+            db_max_connections: 20,
+            kafka_partitions: 1,
+            // Each test gets its own Redis keys and Kafka topics.
+            instance: Some(format!(
+                "t{}",
+                &pulse_kit::new_id().simple().to_string()[20..]
+            )),
+        };
+        let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
+        let server = start(&settings, country.clone(), components)
+            .await
+            .expect("server");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client");
+        Self {
+            base: format!("http://{}", server.http_addr),
+            admin_base: format!("http://{}", server.admin_addr),
+            grpc: server.grpc_addr,
+            server: Some(server),
+            db,
+            client,
+            country,
+        }
+    }
+
+    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+        let auth =
+            Authenticator::hs256(SECRET.as_bytes(), ISSUER, &self.country.code).expect("key");
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        auth.mint(&claims_for(
+            subject,
+            &roles,
+            &self.country.code,
+            ISSUER,
+            Duration::from_secs(3600),
+        ))
+        .expect("mint")
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("admin-1", &["admin"])
+    }
+
+    /// Creates a practitioner who works every day, 00:00–23:30, with `slot_minutes` slots.
+    pub async fn practitioner(&self, city: &str, specialty: &str, slot_minutes: u16) -> Value {
+        let all_day = json!([{ "start": "00:00", "end": "23:30" }]);
+        let body = json!({
+            "name": "Dr Test",
+            "specialty": specialty,
+            "city": city,
+            "address": "1 rue de la Paix",
+            "latitude": 48.8566,
+            "longitude": 2.3522,
+            "languages": ["fr", "en"],
+            "consultationPriceMinor": 2500,
+            "accountSubject": format!("doc-{}", pulse_kit::new_id()),
+            "schedule": {
+                "slotMinutes": slot_minutes,
+                "weekly": { "Mon": all_day, "Tue": all_day, "Wed": all_day, "Thu": all_day,
+                            "Fri": all_day, "Sat": all_day, "Sun": all_day }
+            }
+        });
+        let response = self
+            .client
+            .post(format!("{}/v1/practitioners", self.base))
+            .bearer_auth(self.admin())
+            .json(&body)
+            .send()
+            .await
+            .expect("create practitioner");
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.expect("json")
+    }
+
+    /// Free slots of a practitioner between two local dates.
+    pub async fn slots(&self, practitioner: &str, from: &str, to: &str) -> Vec<Value> {
+        let response = self
+            .client
+            .get(format!(
+                "{}/v1/practitioners/{practitioner}/slots?from={from}&to={to}",
+                self.base
+            ))
+            .send()
+            .await
+            .expect("slots");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        body["slots"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Books a slot; returns (status, body).
+    pub async fn book(
+        &self,
+        token: &str,
+        slot: &str,
+        key: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .client
+            .post(format!("{}/v1/appointments", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "slotId": slot }))
+            .send()
+            .await
+            .expect("book");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (
+            status,
+            response.json().await.unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin_base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// The local date `days` from today in Paris.
+pub fn paris_day(days: i64) -> String {
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive();
+    (today + chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
