@@ -1,1 +1,5 @@
-//! End-to-end tests of Pulse; they live in `tests/` and run with `./dev test`.
+//! End-to-end tests of Pulse (in `tests/`, run by `./dev test`) and the benchmarks that
+//! `./dev bench` runs (`pulse-bench`): each starts the real server in-process against the real
+//! PostgreSQL, Redis and Kafka, and compares it with the servers' own benchmark tools.
+
+pub mod bench;

@@ -1,0 +1,382 @@
+//! `./dev bench booking`: booking throughput and latency through Pulse's HTTP API, beside
+//! `pgbench` running the same database transaction (lock the slot, check the patient's day,
+//! insert the appointment, mark the slot, write the outbox event) on the same server.
+//!
+//! - `hot-slot`: many clients race for one slot at a time (the crowd that Redis turns away).
+//! - `distinct-slots`: clients book different slots (throughput of real bookings).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use pulse_kit::auth::{Authenticator, claims_for};
+use pulse_kit::component::Component;
+use pulse_kit::config::CountryConfig;
+use pulse_kit::server::{JwtSettings, ServerSettings, start};
+use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use serde_json::{Value, json};
+
+use super::{Measurement, print_table, read_pgbench_logs};
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret";
+const ISSUER: &str = "pulse-bench";
+/// Database connections, for Pulse's pool and for pgbench alike.
+const DB_CONNECTIONS: u32 = 32;
+const HOT_CLIENTS: usize = 200;
+const HOT_ROUNDS: usize = 20;
+const DISTINCT_CLIENTS: usize = 64;
+const DISTINCT_BOOKINGS: usize = 3000;
+const PGBENCH_SECONDS: u32 = 10;
+
+fn country() -> anyhow::Result<CountryConfig> {
+    let mut country = CountryConfig::from_env_vars(vec![
+        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
+        (
+            "PULSE_COUNTRY__TIMEZONE".to_owned(),
+            "Europe/Paris".to_owned(),
+        ),
+        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
+        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
+    ])?;
+    country.booking.horizon_days = 366;
+    Ok(country)
+}
+
+fn token(subject: &str, roles: &[&str]) -> anyhow::Result<String> {
+    let auth = Authenticator::hs256(SECRET.as_bytes(), ISSUER, "FR")?;
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    Ok(auth.mint(&claims_for(
+        subject,
+        &roles,
+        "FR",
+        ISSUER,
+        Duration::from_secs(7200),
+    ))?)
+}
+
+/// Runs both scenarios and prints one table.
+pub async fn run() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await;
+    let booking = pulse_booking::Booking;
+    pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations()).await?;
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let settings = ServerSettings {
+        database_url: db.url.clone(),
+        redis_url: redis_url(),
+        kafka_brokers: kafka_brokers(),
+        http_addr: any,
+        grpc_addr: any,
+        admin_addr: any,
+        jwt: JwtSettings {
+            issuer: ISSUER.into(),
+            algorithm: "HS256".into(),
+            secret: Some(SECRET.into()),
+            public_key_pem: None,
+        },
+        drain_delay: Duration::ZERO,
+        db_max_connections: DB_CONNECTIONS,
+        kafka_partitions: 3,
+        instance: Some(format!(
+            "bench{}",
+            &pulse_kit::new_id().simple().to_string()[24..]
+        )),
+    };
+    let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
+    let server = start(&settings, country()?, components).await?;
+    let base = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+
+    eprintln!("bench: creating a practitioner with a year of 15-minute slots");
+    let all_day = json!([{ "start": "00:00", "end": "23:45" }]);
+    let created: Value = client
+        .post(format!("{base}/v1/practitioners"))
+        .bearer_auth(token("bench-admin", &["admin"])?)
+        .json(&json!({
+            "name": "Dr Bench", "specialty": "general-practice", "city": "Paris", "address": "1 rue du Banc",
+            "latitude": 48.85, "longitude": 2.35, "consultationPriceMinor": 2500,
+            "schedule": { "slotMinutes": 15, "weekly": { "Mon": all_day, "Tue": all_day, "Wed": all_day,
+                "Thu": all_day, "Fri": all_day, "Sat": all_day, "Sun": all_day } }
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let practitioner = created["id"]
+        .as_str()
+        .context("practitioner id")?
+        .to_owned();
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let mut slots: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM booking.slots WHERE practitioner_id = $1::uuid AND status = 'free'
+         AND starts_at > now() + interval '3 hours' ORDER BY starts_at",
+    )
+    .bind(&practitioner)
+    .fetch_all(&pool)
+    .await?;
+    if slots.len() < HOT_ROUNDS + DISTINCT_BOOKINGS + 100 {
+        bail!("only {} slots were generated", slots.len());
+    }
+    let hot_slots: Vec<String> = slots.drain(..HOT_ROUNDS).collect();
+
+    let mut rows = Vec::new();
+    eprintln!("bench: hot-slot, {HOT_CLIENTS} clients x {HOT_ROUNDS} slots through Pulse");
+    rows.push(hot_slot(&client, &base, &hot_slots).await?);
+    eprintln!(
+        "bench: distinct-slots, {DISTINCT_CLIENTS} clients, {DISTINCT_BOOKINGS} bookings through Pulse"
+    );
+    let distinct: Vec<String> = slots.drain(..DISTINCT_BOOKINGS).collect();
+    rows.push(distinct_slots(&client, &base, distinct).await?);
+
+    eprintln!(
+        "bench: pgbench with the same transaction, {DB_CONNECTIONS} connections, {PGBENCH_SECONDS} s each"
+    );
+    sqlx::query("CREATE TABLE public.bench_slots (n INT PRIMARY KEY, id UUID NOT NULL)")
+        .execute(&pool)
+        .await?;
+    sqlx::query("INSERT INTO public.bench_slots SELECT row_number() OVER (), id FROM unnest($1::text[]) AS t(id_text), LATERAL (SELECT id_text::uuid AS id) x")
+        .bind(&slots)
+        .execute(&pool)
+        .await?;
+    let dir = std::env::temp_dir().join(format!("pulse-bench-{}", pulse_kit::new_id()));
+    std::fs::create_dir_all(&dir)?;
+    rows.push(pgbench(&db.url, &dir, "hot-slot", "1", slots.len()).await?);
+    rows.push(
+        pgbench(
+            &db.url,
+            &dir,
+            "distinct-slots",
+            "random(1, :nslots)",
+            slots.len(),
+        )
+        .await?,
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    pool.close().await;
+    server.shutdown().await;
+
+    println!();
+    print_table(&rows);
+    println!();
+    println!(
+        "Pulse: HTTP clients → Redis slot lock → one PostgreSQL transaction ({DB_CONNECTIONS} pooled connections)."
+    );
+    println!(
+        "pgbench: the same transaction sent straight to PostgreSQL over {DB_CONNECTIONS} connections."
+    );
+    println!(
+        "hot-slot: one slot per round for Pulse (1 success per round); pgbench keeps locking the same row."
+    );
+    Ok(())
+}
+
+async fn hot_slot(
+    client: &reqwest::Client,
+    base: &str,
+    slots: &[String],
+) -> anyhow::Result<Measurement> {
+    let mut latencies = Vec::new();
+    let mut succeeded = 0;
+    let mut requests = 0;
+    let started = Instant::now();
+    for (round, slot) in slots.iter().enumerate() {
+        // New patients every round: the per-day limit is not what is measured here.
+        let tokens: Vec<String> = (0..HOT_CLIENTS)
+            .map(|i| token(&format!("hot-{round}-{i}"), &["patient"]))
+            .collect::<Result<_, _>>()?;
+        let mut tasks = Vec::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let client = client.clone();
+            let url = format!("{base}/v1/appointments");
+            let token = token.clone();
+            let body = json!({ "slotId": slot });
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let status = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", format!("hot-{round}-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                (status, t.elapsed())
+            }));
+        }
+        for task in tasks {
+            let (status, latency) = task.await?;
+            requests += 1;
+            latencies.push(latency);
+            match status {
+                201 => succeeded += 1,
+                409 => {}
+                other => bail!("unexpected status {other} in the hot-slot scenario"),
+            }
+        }
+    }
+    if succeeded != slots.len() {
+        bail!("hot-slot: {succeeded} bookings for {} slots", slots.len());
+    }
+    Ok(Measurement {
+        scenario: "hot-slot".into(),
+        system: "pulse".into(),
+        concurrency: HOT_CLIENTS,
+        requests,
+        succeeded,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+async fn distinct_slots(
+    client: &reqwest::Client,
+    base: &str,
+    slots: Vec<String>,
+) -> anyhow::Result<Measurement> {
+    let slots = Arc::new(slots);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..DISTINCT_CLIENTS {
+        let client = client.clone();
+        let url = format!("{base}/v1/appointments");
+        let slots = Arc::clone(&slots);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ok = 0usize;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = slots.get(index) else { break };
+                // A patient per booking: the per-day limit is not what is measured here.
+                let Ok(token) = token(&format!("distinct-{worker}-{index}"), &["patient"]) else {
+                    break;
+                };
+                let t = Instant::now();
+                let status = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", format!("distinct-{index}"))
+                    .json(&json!({ "slotId": slot }))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                latencies.push(t.elapsed());
+                if status == 201 {
+                    ok += 1;
+                }
+            }
+            (latencies, ok)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut succeeded = 0;
+    for task in tasks {
+        let (mut l, ok) = task.await?;
+        latencies.append(&mut l);
+        succeeded += ok;
+    }
+    Ok(Measurement {
+        scenario: "distinct-slots".into(),
+        system: "pulse".into(),
+        concurrency: DISTINCT_CLIENTS,
+        requests: latencies.len(),
+        succeeded,
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// The booking transaction, as a pgbench script. `:n` picks the slot.
+fn pgbench_script(pick: &str) -> String {
+    format!(
+        r"\set n {pick}
+BEGIN;
+SELECT s.id AS sid, s.practitioner_id AS pid FROM booking.slots s JOIN public.bench_slots b ON b.id = s.id WHERE b.n = :n FOR UPDATE OF s \gset
+SELECT pg_advisory_xact_lock(hashtext('pgbench-' || :client_id::text || '-' || :n::text));
+SELECT count(*) FROM booking.appointments WHERE patient_subject = 'pgbench-' || :client_id::text || '-' || :n::text AND status = 'booked';
+INSERT INTO booking.appointments (id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, local_day, status)
+  SELECT gen_random_uuid(), s.id, s.practitioner_id, 'pgbench-' || :client_id::text || '-' || :n::text, s.starts_at, s.ends_at, (s.starts_at AT TIME ZONE 'Europe/Paris')::date, 'booked'
+  FROM booking.slots s WHERE s.id = :sid AND s.status = 'free'
+  ON CONFLICT (slot_id) WHERE status = 'booked' DO NOTHING;
+UPDATE booking.slots SET status = 'booked' WHERE id = :sid;
+INSERT INTO booking.outbox (event_id, topic, partition_key, event_type, envelope) VALUES (gen_random_uuid(), 'pgbench', :pid, 'AppointmentBooked', '{{}}');
+COMMIT;
+"
+    )
+}
+
+async fn pgbench(
+    url: &str,
+    dir: &std::path::Path,
+    scenario: &str,
+    pick: &str,
+    nslots: usize,
+) -> anyhow::Result<Measurement> {
+    let script = dir.join(format!("{scenario}.sql"));
+    std::fs::write(&script, pgbench_script(pick))?;
+    let prefix = format!("{scenario}-log");
+    let output = tokio::process::Command::new("pgbench")
+        .current_dir(dir)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &DB_CONNECTIONS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &PGBENCH_SECONDS.to_string(),
+        ])
+        .args(["-D", &format!("nslots={nslots}"), "-f"])
+        .arg(&script)
+        .args(["-l", "--log-prefix", &prefix])
+        .arg(url)
+        .output()
+        .await
+        .context("pgbench is not installed (it ships with PostgreSQL's client packages)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let processed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .context("pgbench output without a transaction count")?;
+    let latencies = read_pgbench_logs(dir, &prefix)?;
+    let booked: i64 = {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let n = sqlx::query_scalar(
+            "SELECT count(*) FROM booking.appointments WHERE patient_subject LIKE 'pgbench-%'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        sqlx::query("DELETE FROM booking.appointments WHERE patient_subject LIKE 'pgbench-%'")
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        n
+    };
+    Ok(Measurement {
+        scenario: scenario.into(),
+        system: "pgbench".into(),
+        concurrency: DB_CONNECTIONS as usize,
+        requests: processed,
+        succeeded: usize::try_from(booked).unwrap_or(0),
+        elapsed: Duration::from_secs(u64::from(PGBENCH_SECONDS)),
+        latencies,
+    })
+}

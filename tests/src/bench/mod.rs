@@ -1,0 +1,94 @@
+//! Benchmark scenarios and the measurement helpers they share.
+
+pub mod booking;
+
+use std::time::Duration;
+
+/// Latency percentiles and throughput of one run.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Scenario name.
+    pub scenario: String,
+    /// Who ran: `pulse` or the reference tool.
+    pub system: String,
+    /// Concurrency (HTTP clients for Pulse, connections for pgbench).
+    pub concurrency: usize,
+    /// Requests or transactions done.
+    pub requests: usize,
+    /// Requests that succeeded in their intent (a booking made).
+    pub succeeded: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Per-request latencies.
+    pub latencies: Vec<Duration>,
+}
+
+impl Measurement {
+    /// The `q` quantile (0..=1) of the latencies, in ms.
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[rank].as_secs_f64() * 1000.0
+    }
+
+    /// Requests per second.
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+}
+
+/// Prints measurements as one table.
+pub fn print_table(rows: &[Measurement]) {
+    println!(
+        "{:<16} {:<10} {:>6} {:>9} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "scenario",
+        "system",
+        "conc",
+        "requests",
+        "succeeded",
+        "throughput/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms"
+    );
+    for row in rows {
+        println!(
+            "{:<16} {:<10} {:>6} {:>9} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            row.scenario,
+            row.system,
+            row.concurrency,
+            row.requests,
+            row.succeeded,
+            row.throughput(),
+            row.percentile_ms(0.50),
+            row.percentile_ms(0.95),
+            row.percentile_ms(0.99),
+        );
+    }
+}
+
+/// Reads pgbench's per-transaction log files (`<prefix>.<pid>[.<thread>]`) into latencies.
+pub fn read_pgbench_logs(dir: &std::path::Path, prefix: &str) -> std::io::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())?.lines() {
+            // client_id transaction_no time script_no time_epoch time_us
+            if let Some(us) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                latencies.push(Duration::from_micros(us));
+            }
+        }
+    }
+    Ok(latencies)
+}

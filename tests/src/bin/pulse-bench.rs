@@ -1,0 +1,37 @@
+//! `pulse-bench <scenario>`: what `./dev bench` runs. Needs the servers `./dev` starts.
+
+const SCENARIOS: &[(&str, &str)] = &[(
+    "booking",
+    "hot-slot and distinct-slots bookings through Pulse, beside pgbench running the same transaction",
+)];
+
+fn usage() {
+    eprintln!("usage: ./dev bench <scenario>\n\nscenarios:");
+    for (name, what) in SCENARIOS {
+        eprintln!("  {name:<10} {what}");
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let scenario = std::env::args().nth(1);
+    let result = match scenario.as_deref() {
+        Some("booking") => pulse_e2e::bench::booking::run().await,
+        Some("-h" | "--help") | None => {
+            usage();
+            return std::process::ExitCode::from(2);
+        }
+        Some(other) => {
+            eprintln!("unknown scenario `{other}`");
+            usage();
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pulse-bench: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
