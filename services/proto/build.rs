@@ -1,7 +1,11 @@
 //! Compiles the .proto files with a vendored `protoc`, so no system package is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/booking/v1/availability.proto"];
+    let protos = [
+        "proto/booking/v1/availability.proto",
+        "proto/marketing/v1/campaigns.proto",
+        "proto/marketing/v1/vouchers.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -8,6 +8,7 @@
 //! ([`envelope`]). A component plugs into the `pulse` binary through [`component::Component`].
 
 pub mod auth;
+pub mod breaker;
 pub mod component;
 pub mod config;
 pub mod consumer;
@@ -20,6 +21,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod problem;
+pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod singleflight;

@@ -1,0 +1,161 @@
+//! Campaign administration shared by the gRPC `CampaignAdmin` service and the admin HTTP
+//! endpoints: PostgreSQL holds the definition, Redis the live counters.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{self, CampaignSpec, Invalid, Phase};
+use crate::seckill::{Counts, LoadSpec, Seckill};
+use crate::store::{CampaignRow, Store, StoreError};
+
+/// Why a campaign operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    /// No such campaign.
+    #[error("campaign `{0}` does not exist")]
+    NotFound(String),
+    /// Bad input.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// Redis is unreachable (the definition may be saved; retrying loads it).
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// PostgreSQL failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A campaign with its live state.
+#[derive(Debug, Clone)]
+pub struct CampaignStatus {
+    /// Definition.
+    pub row: CampaignRow,
+    /// Phase now.
+    pub phase: Phase,
+    /// Counters from Redis (`None` when Redis could not be read).
+    pub counts: Option<Counts>,
+}
+
+impl CampaignStatus {
+    fn new(row: CampaignRow, counts: Option<Counts>, now: DateTime<Utc>) -> Self {
+        // Unknown counters never make a campaign look sold out.
+        let remaining = counts.map_or(1, |c| c.remaining);
+        let phase = domain::phase(
+            row.starts_at,
+            row.ends_at,
+            row.closed_at.is_some(),
+            remaining,
+            now,
+        );
+        Self { row, phase, counts }
+    }
+}
+
+fn load_spec(row: &CampaignRow) -> LoadSpec<'_> {
+    LoadSpec {
+        id: &row.id,
+        stock: row.stock_u32(),
+        starts_at: row.starts_at,
+        ends_at: row.ends_at,
+        closed: row.closed_at.is_some(),
+        per_user_limit: row.limit_u32(),
+        price_minor: row.price_minor,
+        currency: &row.currency,
+    }
+}
+
+/// Campaign administration.
+#[derive(Debug, Clone)]
+pub struct Campaigns {
+    store: Store,
+    seckill: Arc<Seckill>,
+}
+
+impl Campaigns {
+    /// Over marketing's store and Redis.
+    pub fn new(store: Store, seckill: Arc<Seckill>) -> Self {
+        Self { store, seckill }
+    }
+
+    /// Creates or updates a campaign and loads it into Redis (never resetting what was sold).
+    pub async fn upsert(&self, spec: CampaignSpec) -> Result<CampaignStatus, CampaignError> {
+        let spec = spec.validated()?;
+        let row = self.store.upsert_campaign(&spec).await?;
+        let counts = self.seckill.load(&load_spec(&row)).await?;
+        Ok(CampaignStatus::new(row, Some(counts), Utc::now()))
+    }
+
+    /// A campaign's status. With `strict`, a Redis failure is an error; otherwise the counters
+    /// are left out. A campaign Redis has lost is loaded again.
+    pub async fn status(&self, id: &str, strict: bool) -> Result<CampaignStatus, CampaignError> {
+        domain::check_campaign_id(id)?;
+        let row = self
+            .store
+            .campaign(id)
+            .await?
+            .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
+        let counts = match self.counts(&row).await {
+            Ok(counts) => Some(counts),
+            Err(err) if strict => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(error = %err, campaign = id, "campaign counters unavailable");
+                None
+            }
+        };
+        Ok(CampaignStatus::new(row, counts, Utc::now()))
+    }
+
+    async fn counts(&self, row: &CampaignRow) -> redis::RedisResult<Counts> {
+        match self.seckill.counts(&row.id).await? {
+            Some(counts) => Ok(counts),
+            None => self.seckill.load(&load_spec(row)).await,
+        }
+    }
+
+    /// Campaigns ending after `since`, with their status (counters best effort).
+    pub async fn list(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<CampaignStatus>, CampaignError> {
+        let rows = self.store.campaigns_ending_after(since, limit).await?;
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let counts = self.seckill.counts(&row.id).await.ok().flatten();
+            out.push(CampaignStatus::new(row, counts, now));
+        }
+        Ok(out)
+    }
+
+    /// Ends a campaign now (idempotent).
+    pub async fn close(&self, id: &str) -> Result<CampaignStatus, CampaignError> {
+        domain::check_campaign_id(id)?;
+        let row = self
+            .store
+            .close_campaign(id)
+            .await?
+            .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
+        if !self.seckill.close(id).await? {
+            self.seckill.load(&load_spec(&row)).await?;
+        }
+        let counts = self.seckill.counts(id).await?;
+        Ok(CampaignStatus::new(row, counts, Utc::now()))
+    }
+
+    /// Loads into Redis every current campaign Redis does not know (after a Redis restart);
+    /// returns how many were loaded.
+    pub async fn reload_missing(&self) -> Result<usize, CampaignError> {
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let mut loaded = 0;
+        for row in self.store.campaigns_ending_after(since, 10_000).await? {
+            if !self.seckill.is_loaded(&row.id).await? {
+                tracing::warn!(campaign = %row.id, "campaign missing from Redis; loading it again");
+                self.seckill.load(&load_spec(&row)).await?;
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+}

@@ -1,0 +1,469 @@
+//! Marketing's HTTP API: campaigns (admin mirror of `CampaignAdmin`), the seckill endpoint and
+//! the wallet.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use pulse_kit::auth::Principal;
+use pulse_kit::problem::{ApiJson, ApiPath, Problem};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::campaigns::{CampaignError, CampaignStatus, Campaigns};
+use crate::domain::{self, CampaignSpec, Phase, VoucherStatus};
+use crate::seckill::{Attempt, Seckill};
+use crate::store::{Store, StoreError, VoucherRow};
+
+/// Labels of the seckill outcome counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`, `unavailable`.
+    pub outcome: String,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Campaign administration.
+    pub campaigns: Campaigns,
+    /// Redis side of seckill.
+    pub seckill: Arc<Seckill>,
+    /// Tables.
+    pub store: Store,
+    /// Seckill attempts by outcome.
+    pub outcomes: Family<OutcomeLabels, Counter>,
+}
+
+/// The routes.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/campaigns", get(list_campaigns))
+        .route("/v1/campaigns/{id}", get(get_campaign).put(put_campaign))
+        .route("/v1/campaigns/{id}/close", post(close_campaign))
+        .route("/v1/seckill/{campaign}/orders", post(seckill))
+        .route("/v1/vouchers", get(wallet))
+        .route("/v1/vouchers/{id}", get(get_voucher))
+        .with_state(state)
+}
+
+impl From<CampaignError> for Problem {
+    fn from(err: CampaignError) -> Self {
+        match err {
+            CampaignError::NotFound(_) => campaign_not_found(&err.to_string()),
+            CampaignError::Invalid(invalid) => {
+                Problem::unprocessable(invalid.to_string()).with("field", invalid.field.clone())
+            }
+            CampaignError::Redis(err) => {
+                tracing::warn!(error = %err, "Redis unavailable for a campaign operation");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "campaign-store-unavailable",
+                    "Campaign counters unavailable",
+                )
+                .with_detail("the seckill store (Redis) is unreachable; retry shortly")
+            }
+            CampaignError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Db(sqlx::Error::PoolTimedOut) => {
+                Problem::unavailable("the database is busy; retry shortly")
+            }
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+fn campaign_not_found(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "campaign-not-found",
+        "Campaign not found",
+    )
+    .with_detail(detail)
+}
+
+// ------------------------------------------------------------------------------- campaigns
+
+/// Body of `PUT /v1/campaigns/{id}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CampaignInput {
+    /// Title of the voucher buyers get.
+    pub voucher_title: String,
+    /// What the voucher is worth, minor units.
+    pub voucher_value_minor: i64,
+    /// ISO 4217 code of value and price.
+    pub currency: String,
+    /// What a buyer pays, minor units.
+    pub price_minor: i64,
+    /// Total stock (sold vouchers included).
+    pub stock: u32,
+    /// Vouchers one user may buy (default 1).
+    #[serde(default)]
+    pub per_user_limit: Option<u32>,
+    /// Start of the sale (RFC 3339).
+    pub starts_at: DateTime<Utc>,
+    /// End of the sale (RFC 3339, exclusive).
+    pub ends_at: DateTime<Utc>,
+}
+
+/// A campaign and its live state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CampaignView {
+    /// Id.
+    pub id: String,
+    /// Voucher title.
+    pub voucher_title: String,
+    /// Voucher value, minor units.
+    pub voucher_value_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Price, minor units.
+    pub price_minor: i64,
+    /// Total stock.
+    pub stock: u32,
+    /// Per-user limit.
+    pub per_user_limit: u32,
+    /// Start (UTC).
+    pub starts_at: DateTime<Utc>,
+    /// End (UTC).
+    pub ends_at: DateTime<Utc>,
+    /// Whether it was closed.
+    pub closed: bool,
+    /// Phase now.
+    pub phase: Phase,
+    /// Vouchers reserved (null when the counters are unavailable).
+    pub sold: Option<u32>,
+    /// Vouchers left (null when the counters are unavailable).
+    pub remaining: Option<u32>,
+}
+
+impl From<CampaignStatus> for CampaignView {
+    fn from(status: CampaignStatus) -> Self {
+        let row = status.row;
+        Self {
+            stock: row.stock_u32(),
+            per_user_limit: row.limit_u32(),
+            closed: row.closed_at.is_some(),
+            id: row.id,
+            voucher_title: row.voucher_title,
+            voucher_value_minor: row.voucher_value_minor,
+            currency: row.currency,
+            price_minor: row.price_minor,
+            starts_at: row.starts_at,
+            ends_at: row.ends_at,
+            phase: status.phase,
+            sold: status.counts.map(|c| c.sold),
+            remaining: status.counts.map(|c| c.remaining),
+        }
+    }
+}
+
+/// A list of campaigns.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CampaignList {
+    /// Campaigns not ended for more than a day, soonest first.
+    pub items: Vec<CampaignView>,
+}
+
+/// Creates or updates a campaign (role `admin`); mirrors `CampaignAdmin/Upsert`.
+#[utoipa::path(put, path = "/v1/campaigns/{id}", tag = "marketing", request_body = CampaignInput,
+    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    responses((status = 200, body = CampaignView), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"),
+              (status = 503, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn put_campaign(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<CampaignInput>,
+) -> Result<ApiJson<CampaignView>, Problem> {
+    principal.require_role("admin")?;
+    let spec = CampaignSpec {
+        id,
+        voucher_title: input.voucher_title,
+        voucher_value_minor: input.voucher_value_minor,
+        currency: input.currency,
+        price_minor: input.price_minor,
+        stock: input.stock,
+        per_user_limit: input.per_user_limit.unwrap_or(1),
+        starts_at: input.starts_at,
+        ends_at: input.ends_at,
+    };
+    Ok(ApiJson(app.campaigns.upsert(spec).await?.into()))
+}
+
+/// One campaign with its phase and counters.
+#[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "marketing",
+    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    responses((status = 200, body = CampaignView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_campaign(
+    State(app): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<CampaignView>, Problem> {
+    Ok(ApiJson(app.campaigns.status(&id, false).await?.into()))
+}
+
+/// Campaigns that are scheduled, running, or ended less than a day ago.
+#[utoipa::path(get, path = "/v1/campaigns", tag = "marketing",
+    responses((status = 200, body = CampaignList)))]
+pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<CampaignList>, Problem> {
+    let since = Utc::now() - chrono::Duration::days(1);
+    let items = app.campaigns.list(since, 200).await?;
+    Ok(ApiJson(CampaignList {
+        items: items.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Ends a campaign now (role `admin`); mirrors `CampaignAdmin/Close`.
+#[utoipa::path(post, path = "/v1/campaigns/{id}/close", tag = "marketing",
+    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    responses((status = 200, body = CampaignView), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn close_campaign(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<CampaignView>, Problem> {
+    principal.require_role("admin")?;
+    Ok(ApiJson(app.campaigns.close(&id).await?.into()))
+}
+
+// --------------------------------------------------------------------------------- seckill
+
+/// Answer of a won seckill attempt.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeckillAccepted {
+    /// The order being created (UUIDv7); poll `GET /v1/orders/{orderId}`.
+    pub order_id: Uuid,
+    /// The campaign.
+    pub campaign_id: String,
+    /// Always `RESERVED`: the voucher is yours once the order is paid.
+    pub status: String,
+}
+
+fn seckill_problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Problem {
+    Problem::new(status, slug, title).with_detail(detail)
+}
+
+/// Tries to buy one voucher of a seckill campaign (any signed-in user). One Redis script decides
+/// atomically; the order is created asynchronously: poll `GET /v1/orders/{orderId}`.
+#[utoipa::path(post, path = "/v1/seckill/{campaign}/orders", tag = "marketing",
+    params(("campaign" = String, Path, description = "campaign id, `/` percent-encoded")),
+    responses((status = 202, body = SeckillAccepted),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "campaign-not-found"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "seckill-sold-out, seckill-already-bought or seckill-not-started"),
+              (status = 410, body = Problem, content_type = "application/problem+json", description = "seckill-ended"),
+              (status = 503, body = Problem, content_type = "application/problem+json", description = "seckill-unavailable: Redis is down, nothing was reserved")),
+    security(("bearer" = [])))]
+pub async fn seckill(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiPath(campaign): ApiPath<String>,
+) -> Result<Response, Problem> {
+    if let Err(invalid) = domain::check_campaign_id(&campaign) {
+        return Err(campaign_not_found(&invalid.to_string()));
+    }
+    let order_id = pulse_kit::new_id();
+    let outcome = app
+        .seckill
+        .reserve(&campaign, principal.subject(), order_id, Utc::now())
+        .await;
+    let (label, result) = match outcome {
+        Ok(Attempt::Reserved) => {
+            let mut response = (
+                StatusCode::ACCEPTED,
+                ApiJson(SeckillAccepted {
+                    order_id,
+                    campaign_id: campaign.clone(),
+                    status: "RESERVED".into(),
+                }),
+            )
+                .into_response();
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            ("reserved", Ok(response))
+        }
+        Ok(Attempt::SoldOut) => (
+            "sold_out",
+            Err(seckill_problem(
+                StatusCode::CONFLICT,
+                "seckill-sold-out",
+                "Sold out",
+                "every voucher of this campaign is taken; unpaid ones come back when their payment time runs out",
+            )),
+        ),
+        Ok(Attempt::AlreadyBought) => (
+            "already_bought",
+            Err(seckill_problem(
+                StatusCode::CONFLICT,
+                "seckill-already-bought",
+                "Already bought",
+                "you already bought as many vouchers of this campaign as one person may",
+            )),
+        ),
+        Ok(Attempt::NotStarted) => (
+            "not_started",
+            Err(seckill_problem(
+                StatusCode::CONFLICT,
+                "seckill-not-started",
+                "Not started",
+                "this campaign has not started yet; try again at its start time",
+            )),
+        ),
+        Ok(Attempt::Ended) => (
+            "ended",
+            Err(seckill_problem(
+                StatusCode::GONE,
+                "seckill-ended",
+                "Campaign ended",
+                "this campaign is over",
+            )),
+        ),
+        Ok(Attempt::Unknown) => (
+            "unknown",
+            Err(campaign_not_found(&format!(
+                "campaign `{campaign}` does not exist"
+            ))),
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "seckill refused: Redis unavailable");
+            (
+                "unavailable",
+                Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "seckill-unavailable",
+                    "Seckill unavailable",
+                )
+                .with_detail(
+                    "the seckill store is unreachable, so nothing was reserved; retry shortly",
+                )),
+            )
+        }
+    };
+    app.outcomes
+        .get_or_create(&OutcomeLabels {
+            outcome: label.to_owned(),
+        })
+        .inc();
+    result
+}
+
+// -------------------------------------------------------------------------------- vouchers
+
+/// A voucher in the caller's wallet.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoucherView {
+    /// Id (pass it as `voucherId` when ordering products).
+    pub id: Uuid,
+    /// The campaign it came from.
+    pub campaign_id: String,
+    /// Title.
+    pub title: String,
+    /// Value, minor units.
+    pub value_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// Status.
+    pub status: VoucherStatus,
+    /// The order holding or using it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    /// The seckill order that bought it.
+    pub bought_with_order_id: Uuid,
+    /// When it was issued (UTC).
+    pub issued_at: DateTime<Utc>,
+}
+
+impl From<VoucherRow> for VoucherView {
+    fn from(row: VoucherRow) -> Self {
+        Self {
+            id: row.id,
+            campaign_id: row.campaign_id,
+            title: row.title,
+            value_minor: row.value_minor,
+            currency: row.currency,
+            status: VoucherStatus::parse(&row.status).unwrap_or(VoucherStatus::Revoked),
+            order_id: row.order_id,
+            bought_with_order_id: row.source_order_id,
+            issued_at: row.issued_at,
+        }
+    }
+}
+
+/// The caller's wallet.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoucherList {
+    /// Newest first.
+    pub items: Vec<VoucherView>,
+}
+
+/// The caller's vouchers.
+#[utoipa::path(get, path = "/v1/vouchers", tag = "marketing",
+    responses((status = 200, body = VoucherList), (status = 401, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn wallet(
+    State(app): State<AppState>,
+    principal: Principal,
+) -> Result<ApiJson<VoucherList>, Problem> {
+    let rows = app.store.wallet(principal.subject(), 500).await?;
+    Ok(ApiJson(VoucherList {
+        items: rows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One of the caller's vouchers.
+#[utoipa::path(get, path = "/v1/vouchers/{id}", tag = "marketing", params(("id" = Uuid, Path)),
+    responses((status = 200, body = VoucherView), (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_voucher(
+    State(app): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<ApiJson<VoucherView>, Problem> {
+    let id: Uuid = id.parse().map_err(|_| {
+        Problem::bad_request(format!("id: `{id}` is not a UUID")).with("field", "id")
+    })?;
+    match app.store.voucher(id).await? {
+        Some(row) if row.owner_subject == principal.subject() || principal.has_role("admin") => {
+            Ok(ApiJson(row.into()))
+        }
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "voucher-not-found",
+            "Voucher not found",
+        )
+        .with_detail(format!("voucher {id} is not in your wallet"))),
+    }
+}
+
+/// The OpenAPI document of marketing's endpoints.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(put_campaign, get_campaign, list_campaigns, close_campaign, seckill, wallet, get_voucher),
+    components(schemas(Problem, CampaignInput, CampaignView, CampaignList, Phase, SeckillAccepted,
+                       VoucherView, VoucherList, VoucherStatus)),
+    tags((name = "marketing", description = "Seckill campaigns and vouchers"))
+)]
+pub struct MarketingApi;
