@@ -43,6 +43,7 @@ fn settings(db: &TestDatabase, redis: &str, drain: Duration) -> ServerSettings {
         drain_delay: drain,
         db_max_connections: 5,
         kafka_partitions: 1,
+        trust_forwarded_for: true,
         instance: Some(format!(
             "e2e{}",
             &pulse_kit::new_id().simple().to_string()[24..]
@@ -324,4 +325,58 @@ async fn readiness_follows_redis_and_draining() {
         reqwest::get(&readyz).await.is_err(),
         "listeners are closed after the drain"
     );
+}
+
+#[tokio::test]
+async fn clients_over_the_country_rate_limit_get_429_with_retry_after() {
+    let db = TestDatabase::create().await;
+    let server = start_fr(&db, &redis_url(), Duration::ZERO).await;
+    let base = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::new();
+    wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(15)).await;
+    // FR allows 20 requests per second with a burst of 40 per client.
+    let limits = country("FR").rate_limits;
+    let burst = usize::try_from(limits.burst).expect("burst");
+    let mut statuses = Vec::new();
+    for _ in 0..burst + 10 {
+        let response = client
+            .get(format!("{base}/v1/nothing"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await
+            .expect("request");
+        statuses.push((
+            response.status().as_u16(),
+            response.headers().get("retry-after").cloned(),
+        ));
+    }
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(
+        !limited.is_empty(),
+        "a client over its burst is limited: {statuses:?}"
+    );
+    assert!(
+        limited.iter().all(|(_, retry)| retry.is_some()),
+        "429 carries Retry-After"
+    );
+    assert!(
+        statuses[..burst].iter().all(|(s, _)| *s == 404),
+        "the burst itself passes"
+    );
+    // Another client, and the probes, are not affected.
+    let other = client
+        .get(format!("{base}/v1/nothing"))
+        .header("x-forwarded-for", "198.51.100.1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(other.status(), 404);
+    let ready = client
+        .get(format!("{base}/readyz"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    server.shutdown().await;
 }

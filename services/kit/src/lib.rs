@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod problem;
 pub mod ratelimit;
+pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod singleflight;

@@ -23,7 +23,7 @@ use crate::kafka::KafkaHandle;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxRelay, RelayConfig};
 use crate::redis::RedisHandle;
-use crate::{db, http, problem};
+use crate::{db, http, problem, ratelimit};
 
 /// How tokens are verified.
 #[derive(Debug, Clone)]
@@ -79,6 +79,8 @@ pub struct ServerSettings {
     pub db_max_connections: u32,
     /// Partitions of topics the process creates.
     pub kafka_partitions: i32,
+    /// Trust the first `X-Forwarded-For` hop as the client address (behind an ingress).
+    pub trust_forwarded_for: bool,
     /// Optional instance name when several deployments of one country share Redis and Kafka;
     /// it is added to key and topic names (see [`ComponentContext::keyspace`]).
     pub instance: Option<String>,
@@ -261,6 +263,23 @@ pub async fn start(
         .await;
 
     let health = Health::new(dependency_checks(settings, &redis, &kafka)?);
+    let limiter = Arc::new(ratelimit::RateLimiter::new(
+        redis.clone(),
+        &keyspace,
+        country.rate_limits.requests_per_second,
+        country.rate_limits.burst,
+        settings.trust_forwarded_for,
+    ));
+    metrics.register(
+        "rate_limited_requests",
+        "Requests refused with 429",
+        limiter.limited.clone(),
+    );
+    metrics.register(
+        "rate_limit_unavailable",
+        "Requests let through unchecked because Redis did not answer",
+        limiter.unavailable.clone(),
+    );
     tasks.spawn({
         let checker = health.spawn_checker(Duration::from_secs(1), shutdown.clone());
         async move {
@@ -280,6 +299,10 @@ pub async fn start(
             )
             .merge(health.router())
             .fallback(problem::not_found_fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&limiter),
+                ratelimit::middleware,
+            ))
             .layer(Extension(Arc::clone(&auth))),
         Arc::clone(&metrics),
     );

@@ -197,6 +197,10 @@ pub struct ServeArgs {
     /// (added to Redis keys and Kafka topics).
     #[arg(long, env = "PULSE_INSTANCE")]
     pub instance: Option<String>,
+    /// Take the client address for rate limits from the first `X-Forwarded-For` hop (set it
+    /// when an ingress or load balancer sits in front).
+    #[arg(long, env = "PULSE_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
     /// Apply migrations before serving.
     #[arg(long, env = "PULSE_MIGRATE_ON_START", default_value_t = false)]
     pub migrate: bool,
@@ -348,6 +352,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_delay: Duration::from_secs(args.drain_seconds),
         db_max_connections: args.db_max_connections,
         kafka_partitions: args.kafka_partitions,
+        trust_forwarded_for: args.trust_forwarded_for,
         instance: args.instance.clone(),
     };
     let server = pulse_kit::server::start(&settings, country, components).await?;

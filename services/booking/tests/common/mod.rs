@@ -38,6 +38,9 @@ pub fn france() -> CountryConfig {
     ])
     .expect("valid");
     country.booking.horizon_days = 366;
+    // The race tests send thousands of requests from one address.
+    country.rate_limits.requests_per_second = 1_000_000;
+    country.rate_limits.burst = 1_000_000;
     country
 }
 
@@ -72,6 +75,7 @@ impl TestApp {
             drain_delay: Duration::ZERO,
             db_max_connections: 20,
             kafka_partitions: 1,
+            trust_forwarded_for: false,
             // Each test gets its own Redis keys and Kafka topics.
             instance: Some(format!(
                 "t{}",

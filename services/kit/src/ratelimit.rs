@@ -1,0 +1,213 @@
+//! Per-client request rate limits at the edge (the country's `rateLimits`), shared by every
+//! replica through Redis.
+//!
+//! The limiter is GCRA (a token bucket without a refill job): one Lua script per request keeps
+//! a "theoretical arrival time" per client. A client is its token's subject when it sends a
+//! valid token, else its IP address (the first `X-Forwarded-For` hop when the deployment sits
+//! behind a trusted proxy). Over the limit: 429 problem+json with `Retry-After`. Redis
+//! unreachable: requests pass (the limit protects capacity; availability matters more) and
+//! the metric `pulse_rate_limit_unavailable` counts them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::auth::Authenticator;
+use crate::problem::Problem;
+use crate::redis::{LuaScript, RedisHandle};
+
+/// GCRA: allow when the new theoretical arrival time is within the burst tolerance.
+/// Returns `{allowed (1/0), retry_after_ms}`.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance - interval
+if allow_at > now then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+return {1, 0}
+";
+
+/// The limits and where they are kept.
+pub struct RateLimiter {
+    redis: RedisHandle,
+    script: LuaScript,
+    keyspace: String,
+    interval_ms: u64,
+    tolerance_ms: u64,
+    trust_forwarded_for: bool,
+    /// Requests refused with 429.
+    pub limited: Counter,
+    /// Requests let through unchecked because Redis did not answer.
+    pub unavailable: Counter,
+}
+
+/// Paths never limited: probes, metrics and the API description.
+const EXEMPT: &[&str] = &["/livez", "/readyz", "/metrics", "/openapi.json"];
+
+impl RateLimiter {
+    /// `requests_per_second` sustained plus `burst` extra, per client, in `keyspace`.
+    pub fn new(
+        redis: RedisHandle,
+        keyspace: &str,
+        requests_per_second: u32,
+        burst: u32,
+        trust_forwarded_for: bool,
+    ) -> Self {
+        let interval_ms = (1000 / u64::from(requests_per_second.max(1))).max(1);
+        Self {
+            redis,
+            script: LuaScript::new(GCRA),
+            keyspace: keyspace.to_owned(),
+            interval_ms,
+            tolerance_ms: interval_ms * u64::from(burst),
+            trust_forwarded_for,
+            limited: Counter::default(),
+            unavailable: Counter::default(),
+        }
+    }
+
+    /// Who the request counts against.
+    fn client_of(&self, request: &Request) -> String {
+        let parts = request;
+        let subject = parts
+            .extensions()
+            .get::<Arc<Authenticator>>()
+            .zip(
+                parts
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ")),
+            )
+            .and_then(|(auth, token)| auth.verify(token.trim()).ok())
+            .map(|claims| claims.sub);
+        if let Some(subject) = subject {
+            return format!("sub:{subject}");
+        }
+        let forwarded = self
+            .trust_forwarded_for
+            .then(|| {
+                parts
+                    .headers()
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+            })
+            .flatten();
+        let peer = parts
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        match forwarded.or(peer) {
+            Some(ip) => format!("ip:{ip}"),
+            None => "unknown".to_owned(),
+        }
+    }
+
+    /// `Ok(())` when the client may go on, `Err(retry_after_ms)` when over its limit.
+    pub async fn check(&self, client: &str) -> Result<(), u64> {
+        let key = format!("{{rl:{}:{client}}}", self.keyspace);
+        let interval = self.interval_ms.to_string();
+        let tolerance = self.tolerance_ms.to_string();
+        let outcome = match self.redis.connection().await {
+            Ok(mut conn) => {
+                self.script
+                    .run::<(i64, i64)>(&mut conn, &[&key], &[&interval, &tolerance])
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok((1, _)) => Ok(()),
+            Ok((_, retry_after)) => Err(u64::try_from(retry_after).unwrap_or(1000)),
+            Err(err) => {
+                self.unavailable.inc();
+                tracing::debug!(error = %err, "rate limit not checked: Redis unavailable");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The middleware (see the module documentation).
+pub async fn middleware(
+    State(limiter): State<Arc<RateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if EXEMPT.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let client = limiter.client_of(&request);
+    match limiter.check(&client).await {
+        Ok(()) => next.run(request).await,
+        Err(retry_after_ms) => {
+            limiter.limited.inc();
+            let seconds = retry_after_ms.div_ceil(1000).max(1);
+            let mut response = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            )
+            .with_detail(format!("slow down: retry in {seconds} s"))
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_gets_its_burst_then_its_rate() {
+        let redis = RedisHandle::new(&crate::testing::redis_url()).expect("url");
+        let keyspace = crate::testing::unique("rltest");
+        let limiter = RateLimiter::new(redis, &keyspace, 10, 5, false);
+        for i in 0..6 {
+            assert_eq!(
+                limiter.check("alice").await,
+                Ok(()),
+                "request {i} is within the burst"
+            );
+        }
+        let retry = limiter.check("alice").await.expect_err("over the burst");
+        assert!(retry > 0 && retry <= 100, "retry after {retry} ms");
+        // Another client has its own allowance.
+        assert_eq!(limiter.check("bob").await, Ok(()));
+        tokio::time::sleep(std::time::Duration::from_millis(retry + 20)).await;
+        assert_eq!(
+            limiter.check("alice").await,
+            Ok(()),
+            "one more after the interval"
+        );
+        assert!(limiter.check("alice").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_redis_requests_pass_and_are_counted() {
+        let redis = RedisHandle::new("redis://127.0.0.1:1").expect("url");
+        let limiter = RateLimiter::new(redis, "x", 1, 0, false);
+        for _ in 0..5 {
+            assert_eq!(limiter.check("alice").await, Ok(()));
+        }
+        assert_eq!(limiter.unavailable.get(), 5);
+    }
+}
