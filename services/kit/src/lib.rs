@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod problem;
 pub mod ratelimit;
-pub mod ratelimit;
 pub mod redis;
 pub mod server;
 pub mod singleflight;
