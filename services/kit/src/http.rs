@@ -93,3 +93,50 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[tokio::test]
+    async fn requests_continue_the_callers_trace_and_are_counted() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let metrics = Arc::new(Metrics::new());
+        let router = with_observability(
+            Router::new().route(
+                "/v1/things/{id}",
+                get(|| async { telemetry::current_traceparent().unwrap_or_default() }),
+            ),
+            Arc::clone(&metrics),
+        );
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = axum::http::Request::get("/v1/things/42")
+            .header(telemetry::TRACEPARENT, parent)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = router.oneshot(request).await.expect("response");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let seen = String::from_utf8(body.to_vec()).expect("utf8");
+        assert_eq!(
+            seen.split('-').nth(1),
+            parent.split('-').nth(1),
+            "same trace id: {seen}"
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"pulse_http_requests_total{route="/v1/things/{id}",method="GET",status="200"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -14,6 +14,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod envelope;
+pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod idempotency;

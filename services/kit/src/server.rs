@@ -332,6 +332,7 @@ pub async fn start(
     tasks.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener);
         let served = tonic::transport::Server::builder()
+            .layer(crate::grpc::TraceLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await;
