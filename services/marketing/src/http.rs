@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use pulse_kit::auth::Principal;
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
+use pulse_kit::ratelimit::RateLimiter;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,7 +25,8 @@ use crate::store::{Store, StoreError, VoucherRow};
 /// Labels of the seckill outcome counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`, `unavailable`.
+    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
+    /// `unavailable`, `rate_limited`.
     pub outcome: String,
 }
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     /// Seckill attempts by outcome.
     pub outcomes: Family<OutcomeLabels, Counter>,
+    /// Per-user seckill attempt rate (the country's `rateLimits.seckillAttemptsPerSecond`).
+    pub attempts: Arc<RateLimiter>,
 }
 
 /// The routes.
@@ -272,6 +276,7 @@ fn seckill_problem(status: StatusCode, slug: &str, title: &str, detail: &str) ->
               (status = 404, body = Problem, content_type = "application/problem+json", description = "campaign-not-found"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "seckill-sold-out, seckill-already-bought or seckill-not-started"),
               (status = 410, body = Problem, content_type = "application/problem+json", description = "seckill-ended"),
+              (status = 429, body = Problem, content_type = "application/problem+json", description = "seckill-rate-limited: more attempts per second than the country allows one user (Retry-After)"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "seckill-unavailable: Redis is down, nothing was reserved")),
     security(("bearer" = [])))]
 pub async fn seckill(
@@ -281,6 +286,29 @@ pub async fn seckill(
 ) -> Result<Response, Problem> {
     if let Err(invalid) = domain::check_campaign_id(&campaign) {
         return Err(campaign_not_found(&invalid.to_string()));
+    }
+    if let Err(retry_after_ms) = app
+        .attempts
+        .check(&format!("seckill:sub:{}", principal.subject()))
+        .await
+    {
+        app.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: "rate_limited".to_owned(),
+            })
+            .inc();
+        let seconds = retry_after_ms.div_ceil(1000).max(1);
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "seckill-rate-limited",
+            "Too many attempts",
+        )
+        .with_detail(format!("you are trying too often; retry in {seconds} s"))
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
     }
     let order_id = pulse_kit::new_id();
     let outcome = app

@@ -78,11 +78,21 @@ impl Component for Marketing {
             "Seckill attempts by outcome",
             Clone::clone(&outcomes),
         );
+        // One user's attempts per second, with a burst of as many again.
+        let per_second = ctx.country.rate_limits.seckill_attempts_per_second;
+        let attempts = Arc::new(pulse_kit::ratelimit::RateLimiter::new(
+            ctx.redis.clone(),
+            &ctx.keyspace,
+            per_second,
+            per_second,
+            false,
+        ));
         http::routes(http::AppState {
             campaigns: parts.campaigns,
             seckill: parts.seckill,
             store: parts.store,
             outcomes,
+            attempts,
         })
     }
 

@@ -21,7 +21,7 @@ pub fn components() -> Vec<Arc<dyn Component>> {
         Arc::new(pulse_identity::Identity),
         Arc::new(pulse_booking::Booking),
         Arc::new(pulse_marketing::Marketing),
-        Arc::new(pulse_ordering::Ordering),
+        Arc::new(pulse_ordering::Ordering::from_env()),
         Arc::new(pulse_notifier::Notifier),
     ]
 }
@@ -337,6 +337,10 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let components = select_targets(&args.target)?;
+    if components.iter().any(|c| c.name() == "ordering") {
+        // Bad PULSE_PAYMENT_* / PULSE_MARKETING_* / PULSE_ORDERING_* values stop start-up here.
+        pulse_ordering::Ordering::try_from_env().context("ordering settings")?;
+    }
     let country = CountryConfig::load(args.country_file.as_deref())?;
     if args.migrate {
         migrate(&args.backends.database_url, &args.target).await?;
