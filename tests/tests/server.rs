@@ -1,20 +1,12 @@
 //! The `pulse` server with every component, in-process, against real PostgreSQL, Redis and
 //! Kafka: probes, tenancy, errors, metrics, gRPC health, draining.
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pulse_kit::auth::claims_for;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
-
-const SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e";
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
+use pulse_kit::server::{RunningServer, ServerSettings, start};
+use pulse_kit::testing::{self, TestDatabase, redis_url};
 
 /// The example tenant's country configuration, loaded as `./dev up` loads it.
 fn country(code: &str) -> CountryConfig {
@@ -28,26 +20,10 @@ fn country(code: &str) -> CountryConfig {
 
 fn settings(db: &TestDatabase, redis: &str, drain: Duration) -> ServerSettings {
     ServerSettings {
-        database_url: db.url.clone(),
-        redis_url: redis.to_owned(),
-        kafka_brokers: kafka_brokers(),
-        http_addr: any_port(),
-        grpc_addr: any_port(),
-        admin_addr: any_port(),
-        jwt: JwtSettings {
-            issuer: "pulse-e2e".into(),
-            algorithm: "HS256".into(),
-            secret: Some(SECRET.into()),
-            public_key_pem: None,
-        },
         drain_delay: drain,
         db_max_connections: 5,
-        kafka_partitions: 1,
         trust_forwarded_for: true,
-        instance: Some(format!(
-            "e2e{}",
-            &pulse_kit::new_id().simple().to_string()[24..]
-        )),
+        ..testing::server_settings(&db.url, redis)
     }
 }
 
@@ -67,16 +43,7 @@ async fn start_fr(db: &TestDatabase, redis: &str, drain: Duration) -> RunningSer
 }
 
 fn token(country: &str) -> String {
-    let auth = pulse_kit::auth::Authenticator::hs256(SECRET.as_bytes(), "pulse-e2e", country)
-        .expect("key");
-    auth.mint(&claims_for(
-        "alice",
-        &["patient".into()],
-        country,
-        "pulse-e2e",
-        Duration::from_secs(300),
-    ))
-    .expect("mint")
+    testing::token("alice", &["patient"], country)
 }
 
 async fn wait_status(url: &str, want: u16, within: Duration) -> Duration {

@@ -93,3 +93,75 @@ impl Drop for TestDatabase {
         let _ = dropped.join();
     }
 }
+
+/// Server settings for a test server: every listener on a free loopback port, HS256 tokens
+/// signed with [`TEST_JWT_SECRET`] by [`TEST_JWT_ISSUER`], no drain delay, and a unique
+/// `instance` so parallel tests never share Redis keys or Kafka topics.
+pub fn server_settings(database_url: &str, redis_url: &str) -> crate::server::ServerSettings {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    crate::server::ServerSettings {
+        database_url: database_url.to_owned(),
+        redis_url: redis_url.to_owned(),
+        kafka_brokers: kafka_brokers(),
+        http_addr: any,
+        grpc_addr: any,
+        admin_addr: any,
+        jwt: crate::server::JwtSettings {
+            issuer: TEST_JWT_ISSUER.into(),
+            algorithm: "HS256".into(),
+            secret: Some(TEST_JWT_SECRET.into()),
+            public_key_pem: None,
+        },
+        drain_delay: std::time::Duration::ZERO,
+        db_max_connections: 20,
+        kafka_partitions: 1,
+        trust_forwarded_for: false,
+        instance: Some(format!(
+            "t{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        )),
+    }
+}
+
+/// The HS256 secret of [`server_settings`].
+pub const TEST_JWT_SECRET: &str = "pulse-test-secret-pulse-test-secret-0123";
+/// The issuer of [`server_settings`].
+pub const TEST_JWT_ISSUER: &str = "pulse-test";
+
+/// A token for `subject` with `roles` in `country`, valid for an hour, accepted by servers
+/// started with [`server_settings`].
+pub fn token(subject: &str, roles: &[&str], country: &str) -> String {
+    let auth =
+        crate::auth::Authenticator::hs256(TEST_JWT_SECRET.as_bytes(), TEST_JWT_ISSUER, country)
+            .unwrap_or_else(|e| panic!("test key: {e}"));
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    auth.mint(&crate::auth::claims_for(
+        subject,
+        &roles,
+        country,
+        TEST_JWT_ISSUER,
+        std::time::Duration::from_secs(3600),
+    ))
+    .unwrap_or_else(|e| panic!("test token: {e}"))
+}
+
+/// France with the defaults, a year-long booking horizon, and rate limits high enough for
+/// load from one address.
+pub fn france() -> crate::config::CountryConfig {
+    let vars = [
+        ("CODE", "FR"),
+        ("TIMEZONE", "Europe/Paris"),
+        ("CURRENCY", "EUR"),
+        ("LOCALE", "fr-FR"),
+        ("BOOKING__HORIZON_DAYS", "366"),
+        ("RATE_LIMITS__REQUESTS_PER_SECOND", "1000000"),
+        ("RATE_LIMITS__BURST", "1000000"),
+    ];
+    crate::config::CountryConfig::from_env_vars(vars.iter().map(|(k, v)| {
+        (
+            format!("{}{k}", crate::config::COUNTRY_ENV_PREFIX),
+            (*v).to_owned(),
+        )
+    }))
+    .unwrap_or_else(|e| panic!("test country: {e}"))
+}

@@ -5,23 +5,18 @@
 //! - `hot-slot`: many clients race for one slot at a time (the crowd that Redis turns away).
 //! - `distinct-slots`: clients book different slots (throughput of real bookings).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pulse_kit::auth::{Authenticator, claims_for};
 use pulse_kit::component::Component;
-use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{JwtSettings, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use pulse_kit::server::{ServerSettings, start};
+use pulse_kit::testing::{self, TestDatabase, redis_url};
 use serde_json::{Value, json};
 
 use super::{Measurement, print_table, read_pgbench_logs};
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret";
-const ISSUER: &str = "pulse-bench";
 /// Database connections, for Pulse's pool and for pgbench alike.
 const DB_CONNECTIONS: u32 = 32;
 const HOT_CLIENTS: usize = 200;
@@ -30,33 +25,8 @@ const DISTINCT_CLIENTS: usize = 64;
 const DISTINCT_BOOKINGS: usize = 3000;
 const PGBENCH_SECONDS: u32 = 10;
 
-fn country() -> anyhow::Result<CountryConfig> {
-    let mut country = CountryConfig::from_env_vars(vec![
-        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
-        (
-            "PULSE_COUNTRY__TIMEZONE".to_owned(),
-            "Europe/Paris".to_owned(),
-        ),
-        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
-        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
-    ])?;
-    country.booking.horizon_days = 366;
-    // The load comes from one address; the edge limit is not what is measured.
-    country.rate_limits.requests_per_second = 1_000_000;
-    country.rate_limits.burst = 1_000_000;
-    Ok(country)
-}
-
 fn token(subject: &str, roles: &[&str]) -> anyhow::Result<String> {
-    let auth = Authenticator::hs256(SECRET.as_bytes(), ISSUER, "FR")?;
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    Ok(auth.mint(&claims_for(
-        subject,
-        &roles,
-        "FR",
-        ISSUER,
-        Duration::from_secs(7200),
-    ))?)
+    Ok(testing::token(subject, roles, "FR"))
 }
 
 /// Runs both scenarios and prints one table.
@@ -64,31 +34,13 @@ pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
     let booking = pulse_booking::Booking;
     pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations()).await?;
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let settings = ServerSettings {
-        database_url: db.url.clone(),
-        redis_url: redis_url(),
-        kafka_brokers: kafka_brokers(),
-        http_addr: any,
-        grpc_addr: any,
-        admin_addr: any,
-        jwt: JwtSettings {
-            issuer: ISSUER.into(),
-            algorithm: "HS256".into(),
-            secret: Some(SECRET.into()),
-            public_key_pem: None,
-        },
-        drain_delay: Duration::ZERO,
         db_max_connections: DB_CONNECTIONS,
         kafka_partitions: 3,
-        trust_forwarded_for: false,
-        instance: Some(format!(
-            "bench{}",
-            &pulse_kit::new_id().simple().to_string()[24..]
-        )),
+        ..testing::server_settings(&db.url, &redis_url())
     };
     let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
-    let server = start(&settings, country()?, components).await?;
+    let server = start(&settings, testing::france(), components).await?;
     let base = format!("http://{}", server.http_addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)

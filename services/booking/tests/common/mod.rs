@@ -3,17 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use pulse_kit::auth::{Authenticator, claims_for};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use pulse_kit::server::{RunningServer, start};
+use pulse_kit::testing::{self, TestDatabase, redis_url};
 use serde_json::{Value, json};
 
-pub const SECRET: &str = "booking-test-secret-booking-test-secret";
-pub const ISSUER: &str = "pulse-test";
+/// France with a year-long horizon (to reach the next DST changes) and no practical rate limit.
+pub fn france() -> CountryConfig {
+    testing::france()
+}
 
 pub struct TestApp {
     pub db: TestDatabase,
@@ -23,29 +23,6 @@ pub struct TestApp {
     pub grpc: SocketAddr,
     pub client: reqwest::Client,
     pub country: CountryConfig,
-}
-
-/// France, with a long horizon so the tests can reach the next DST changes.
-pub fn france() -> CountryConfig {
-    let mut country = CountryConfig::from_env_vars(vec![
-        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
-        (
-            "PULSE_COUNTRY__TIMEZONE".to_owned(),
-            "Europe/Paris".to_owned(),
-        ),
-        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
-        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
-    ])
-    .expect("valid");
-    country.booking.horizon_days = 366;
-    // The race tests send thousands of requests from one address.
-    country.rate_limits.requests_per_second = 1_000_000;
-    country.rate_limits.burst = 1_000_000;
-    country
-}
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 impl TestApp {
@@ -59,29 +36,7 @@ impl TestApp {
         pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations())
             .await
             .expect("migrate");
-        let settings = ServerSettings {
-            database_url: db.url.clone(),
-            redis_url: redis.to_owned(),
-            kafka_brokers: kafka_brokers(),
-            http_addr: any_port(),
-            grpc_addr: any_port(),
-            admin_addr: any_port(),
-            jwt: JwtSettings {
-                issuer: ISSUER.into(),
-                algorithm: "HS256".into(),
-                secret: Some(SECRET.into()),
-                public_key_pem: None,
-            },
-            drain_delay: Duration::ZERO,
-            db_max_connections: 20,
-            kafka_partitions: 1,
-            trust_forwarded_for: false,
-            // Each test gets its own Redis keys and Kafka topics.
-            instance: Some(format!(
-                "t{}",
-                &pulse_kit::new_id().simple().to_string()[20..]
-            )),
-        };
+        let settings = testing::server_settings(&db.url, redis);
         let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
         let server = start(&settings, country.clone(), components)
             .await
@@ -102,17 +57,7 @@ impl TestApp {
     }
 
     pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        let auth =
-            Authenticator::hs256(SECRET.as_bytes(), ISSUER, &self.country.code).expect("key");
-        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-        auth.mint(&claims_for(
-            subject,
-            &roles,
-            &self.country.code,
-            ISSUER,
-            Duration::from_secs(3600),
-        ))
-        .expect("mint")
+        testing::token(subject, roles, &self.country.code)
     }
 
     pub fn admin(&self) -> String {
