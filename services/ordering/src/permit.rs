@@ -77,12 +77,16 @@ pub struct Permit {
     key: Option<String>,
     redis: RedisHandle,
     release: Arc<LuaScript>,
-    in_flight: Arc<AtomicI64>,
+    in_flight: Option<Arc<AtomicI64>>,
 }
 
 impl Permit {
     /// Gives the permit back now.
     pub async fn release(mut self) {
+        // Leave the count before the permit is free for someone else.
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(key) = self.key.take() {
             release(&self.redis, &self.release, &key).await;
         }
@@ -102,7 +106,9 @@ async fn release(redis: &RedisHandle, script: &LuaScript, key: &str) {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(key) = self.key.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -151,7 +157,7 @@ impl Permits {
             key,
             redis: self.redis.clone(),
             release: Arc::clone(&self.release),
-            in_flight: Arc::clone(&self.in_flight),
+            in_flight: Some(Arc::clone(&self.in_flight)),
         }
     }
 

@@ -399,7 +399,8 @@ where
             started.elapsed() < timeout,
             "timed out after {timeout:?} waiting for: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Slow enough to stay under the per-client rate limit when polling over HTTP.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,0 +1,390 @@
+//! The normal sale against real servers: a crowd on one product, vouchers over gRPC, and the
+//! circuit breaker when marketing is unreachable.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Options, TestApp, eventually, kind, tally};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// One buyer: retries while the product is busy (as a client honouring Retry-After would).
+async fn buy(app: &TestApp, token: &str, product: &str) -> (u16, Value) {
+    let mut busy = 0;
+    loop {
+        let (status, body, _) = app
+            .order(token, &json!({ "productId": product, "quantity": 1 }))
+            .await;
+        if status == 503 && kind(&body) == "product-busy" && busy < 50 {
+            busy += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        return (status, body);
+    }
+}
+
+async fn stock(app: &TestApp, product: &str) -> i64 {
+    sqlx::query_scalar("SELECT stock::int8 FROM ordering.products WHERE id = $1::uuid")
+        .bind(product)
+        .fetch_one(&app.pool)
+        .await
+        .expect("stock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_buyers_of_fifty_units_make_exactly_fifty_orders() {
+    let permits = 8;
+    let app = TestApp::start_with(Options {
+        marketing: false,
+        settings: Box::new(move |s| {
+            s.product_permits = permits;
+            s.permit_wait = Duration::from_millis(300);
+        }),
+        ..Options::default()
+    })
+    .await;
+    let product = app.product(1500, 50).await;
+    let id = product["id"].as_str().expect("id").to_owned();
+    let tokens: Vec<String> = (0..300)
+        .map(|i| app.token(&format!("shopper-{i}"), &["patient"]))
+        .collect();
+
+    // Watch the stock while the crowd buys: it never goes below zero.
+    let lowest = Arc::new(AtomicI64::new(i64::MAX));
+    let racing = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (lowest, racing, pool, id) = (
+            Arc::clone(&lowest),
+            Arc::clone(&racing),
+            app.pool.clone(),
+            id.clone(),
+        );
+        tokio::spawn(async move {
+            while racing.load(Ordering::SeqCst) {
+                if let Ok(s) = sqlx::query_scalar::<_, i64>(
+                    "SELECT stock::int8 FROM ordering.products WHERE id = $1::uuid",
+                )
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                {
+                    lowest.fetch_min(s, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let answers: Vec<(u16, Value)> = futures::stream::iter(tokens.iter())
+        .map(|token| buy(&app, token, &id))
+        .buffer_unordered(300)
+        .collect()
+        .await;
+    racing.store(false, Ordering::SeqCst);
+    let _ = watcher.await;
+
+    let statuses = tally(answers.iter().map(|(s, b)| match s {
+        201 => "created",
+        409 if kind(b) == "out-of-stock" => "out-of-stock",
+        _ => panic!("unexpected answer {s}: {b}"),
+    }));
+    assert_eq!(statuses.get("created"), Some(&50), "{statuses:?}");
+    assert_eq!(statuses.get("out-of-stock"), Some(&250), "{statuses:?}");
+    assert_eq!(stock(&app, &id).await, 0);
+    assert!(
+        lowest.load(Ordering::SeqCst) >= 0,
+        "the stock never went negative"
+    );
+    let orders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ordering.orders WHERE product_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("orders");
+    assert_eq!(orders, 50);
+    let created_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ordering.outbox o JOIN ordering.orders r ON r.id::text = o.partition_key
+         WHERE o.event_type = 'OrderCreated' AND r.product_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("events");
+    assert_eq!(created_events, 50, "one OrderCreated per order");
+    // The permits held the crowd back: never more than `permits` buyers in the transaction.
+    let most = app.metric("pulse_ordering_stock_writers_max").await;
+    assert!(
+        most >= 1.0 && most <= f64::from(permits),
+        "at most {permits} at once, saw {most}"
+    );
+    // Every permit was given back.
+    let left: Option<i64> = redis::AsyncCommands::get(
+        &mut app.redis().await,
+        format!("{{ordering:{}}}:permits:{id}", app.keyspace),
+    )
+    .await
+    .expect("permit counter");
+    assert_eq!(left.unwrap_or(0), 0, "no permit leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_marketing_unreachable_the_breaker_opens_and_orders_without_a_voucher_go_through() {
+    let app = TestApp::start_with(Options {
+        marketing: false,
+        settings: Box::new(|s| {
+            // Nothing listens on port 1.
+            s.marketing_grpc_url = "http://127.0.0.1:1".into();
+            s.marketing_timeout = Duration::from_millis(300);
+            s.marketing_retries = 1;
+            s.marketing_breaker.failure_threshold = 3;
+            s.marketing_breaker.open_for = Duration::from_secs(60);
+        }),
+        ..Options::default()
+    })
+    .await;
+    let product = app.product(900, 20).await;
+    let id = product["id"].as_str().expect("id").to_owned();
+    let buyer = app.token("ivy", &["patient"]);
+    let with_voucher = json!({ "productId": id, "voucherId": pulse_kit::new_id() });
+
+    // Failing calls (retried once each) open the breaker.
+    let (status, first, headers) = app.order(&buyer, &with_voucher).await;
+    assert_eq!(
+        (status, kind(&first).as_str()),
+        (503, "marketing-unavailable"),
+        "{first}"
+    );
+    assert!(headers.contains_key("retry-after"));
+    let (status, second, _) = app.order(&buyer, &with_voucher).await;
+    assert_eq!(status, 503, "{second}");
+    // Open: answered at once, without calling marketing.
+    let started = Instant::now();
+    let (status, open, headers) = app.order(&buyer, &with_voucher).await;
+    let fast = started.elapsed();
+    assert_eq!(
+        (status, kind(&open).as_str()),
+        (503, "marketing-circuit-open"),
+        "{open}"
+    );
+    assert!(
+        fast < Duration::from_millis(250),
+        "an open breaker answers fast ({fast:?})"
+    );
+    let retry: u64 = headers["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("secs");
+    assert!((1..=61).contains(&retry));
+    assert_eq!(
+        app.metric("pulse_ordering_marketing_breaker_open").await,
+        1.0
+    );
+    // Nothing was taken for the refused orders.
+    assert_eq!(stock(&app, &id).await, 20);
+
+    // Orders without a voucher never call marketing: they go through.
+    for _ in 0..5 {
+        let (status, order, _) = app.order(&buyer, &json!({ "productId": id })).await;
+        assert_eq!(status, 201, "{order}");
+        assert_eq!(order["discountMinor"], 0);
+    }
+    assert_eq!(stock(&app, &id).await, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voucher_takes_its_value_off_once_and_comes_back_when_the_order_dies() {
+    let app = TestApp::start().await;
+    // A voucher in the wallet: won in a seckill, paid through the sandbox.
+    app.campaign("vouchers", 5, 1).await;
+    let jane = app.token("jane", &["patient"]);
+    let (status, won, _) = app.seckill(&jane, "vouchers").await;
+    assert_eq!(status, 202);
+    let seckill_order = won["orderId"].as_str().expect("id").to_owned();
+    eventually("the seckill order", Duration::from_secs(10), || async {
+        app.order_status(&seckill_order).await.is_some()
+    })
+    .await;
+    let (status, _) = app
+        .post(&jane, &format!("/v1/orders/{seckill_order}/pay"))
+        .await;
+    assert_eq!(status, 200);
+    eventually("the voucher is issued", Duration::from_secs(20), || async {
+        let (_, wallet) = app.get(&jane, "/v1/vouchers").await;
+        wallet["items"][0]["id"].is_string()
+    })
+    .await;
+    let (_, wallet) = app.get(&jane, "/v1/vouchers").await;
+    let voucher = wallet["items"][0]["id"]
+        .as_str()
+        .expect("voucher")
+        .to_owned();
+
+    let product = app.product(2500, 2).await;
+    let pid = product["id"].as_str().expect("id").to_owned();
+    // Someone else's voucher is refused.
+    let (status, problem, _) = app
+        .order(
+            &app.token("kim", &["patient"]),
+            &json!({ "productId": pid, "voucherId": voucher }),
+        )
+        .await;
+    assert_eq!((status, kind(&problem).as_str()), (422, "voucher-rejected"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("someone else")
+    );
+
+    let (status, order, _) = app
+        .order(&jane, &json!({ "productId": pid, "voucherId": voucher }))
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(
+        (
+            order["subtotalMinor"].as_i64(),
+            order["discountMinor"].as_i64(),
+            order["amountMinor"].as_i64()
+        ),
+        (Some(2500), Some(1000), Some(1500))
+    );
+    let order_id = order["id"].as_str().expect("id").to_owned();
+    eventually("the voucher is used", Duration::from_secs(15), || async {
+        app.get(&jane, &format!("/v1/vouchers/{voucher}")).await.1["status"] == "USED"
+    })
+    .await;
+    // Used once only.
+    let (status, problem, _) = app
+        .order(&jane, &json!({ "productId": pid, "voucherId": voucher }))
+        .await;
+    assert_eq!((status, kind(&problem).as_str()), (422, "voucher-rejected"));
+
+    // The order dies: the voucher comes back and can be used again.
+    let (status, cancelled) = app
+        .post(&jane, &format!("/v1/orders/{order_id}/cancel"))
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("CANCELLED"))
+    );
+    eventually("the voucher is back", Duration::from_secs(15), || async {
+        app.get(&jane, &format!("/v1/vouchers/{voucher}")).await.1["status"] == "AVAILABLE"
+    })
+    .await;
+    let (status, again, _) = app
+        .order(
+            &jane,
+            &json!({ "productId": pid, "voucherId": voucher, "quantity": 2 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["amountMinor"], 4000);
+
+    // An order that cannot happen (no stock left) gives the voucher back at once.
+    let other_product = app.product(500, 0).await;
+    let (status, _) = app
+        .post(
+            &app.admin(),
+            &format!("/v1/orders/{}/refund", again["id"].as_str().expect("id")),
+        )
+        .await;
+    assert_eq!(status, 409, "an unpaid order is not refundable");
+    let again_id = again["id"].as_str().expect("id").to_owned();
+    let (status, _) = app
+        .post(&jane, &format!("/v1/orders/{again_id}/cancel"))
+        .await;
+    assert_eq!(status, 200);
+    eventually(
+        "the voucher is back again",
+        Duration::from_secs(15),
+        || async {
+            app.get(&jane, &format!("/v1/vouchers/{voucher}")).await.1["status"] == "AVAILABLE"
+        },
+    )
+    .await;
+    let (status, problem, _) = app
+        .order(
+            &jane,
+            &json!({ "productId": other_product["id"], "voucherId": voucher }),
+        )
+        .await;
+    assert_eq!((status, kind(&problem).as_str()), (409, "out-of-stock"));
+    let (_, v) = app.get(&jane, &format!("/v1/vouchers/{voucher}")).await;
+    assert_eq!(v["status"], "AVAILABLE", "released right away: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_orders_are_problems_and_write_nothing() {
+    let app = TestApp::start_with(Options {
+        marketing: false,
+        ..Options::default()
+    })
+    .await;
+    let product = app.product(100, 5).await;
+    let id = product["id"].as_str().expect("id").to_owned();
+    let buyer = app.token("leo", &["patient"]);
+    let cases = [
+        (json!({ "productId": id, "quantity": 0 }), 422),
+        (json!({ "productId": id, "quantity": 101 }), 422),
+        (json!({ "productId": "nope" }), 422),
+        (json!({ "productId": id, "colour": "red" }), 422),
+        (json!({ "productId": pulse_kit::new_id() }), 404),
+        (json!({ "productId": id, "quantity": 6 }), 409),
+    ];
+    for (body, expected) in cases {
+        let (status, problem, headers) = app.order(&buyer, &body).await;
+        assert_eq!(status, expected, "{body} → {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+    // Without an Idempotency-Key, or a token.
+    let response = app
+        .client
+        .post(format!("{}/v1/orders", app.base))
+        .bearer_auth(&buyer)
+        .json(&json!({ "productId": id }))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(response.status(), 400);
+    let response = app
+        .client
+        .post(format!("{}/v1/orders", app.base))
+        .header("Idempotency-Key", "k1")
+        .json(&json!({ "productId": id }))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(response.status(), 401);
+    // Products are admin business.
+    let response = app
+        .client
+        .post(format!("{}/v1/products", app.base))
+        .bearer_auth(&buyer)
+        .json(&json!({ "name": "x", "priceMinor": 1, "stock": 1 }))
+        .send()
+        .await
+        .expect("product");
+    assert_eq!(response.status(), 403);
+    assert_eq!(stock(&app, &id).await, 5);
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.orders")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(orders, 0);
+    // Someone else's order is not found.
+    let (status, order, _) = app.order(&buyer, &json!({ "productId": id })).await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .get(
+            &app.token("mia", &["patient"]),
+            &format!("/v1/orders/{}", order["id"].as_str().expect("id")),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, problem) = app.get(&buyer, "/v1/orders/not-a-uuid").await;
+    assert_eq!((status, problem["field"].as_str()), (400, Some("id")));
+}
