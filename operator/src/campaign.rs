@@ -1,9 +1,5 @@
-//! Campaign timing: the pure rules the `SeckillCampaign` reconciler follows.
-//!
-//! The reconciler itself (which upserts the campaign into `marketing` through
-//! `marketing.v1.CampaignAdmin` and mirrors its sales) needs that gRPC API, which does not exist
-//! yet; these helpers decide the phase and when to look again, so they are settled and tested
-//! ahead of it.
+//! Campaign timing: the pure rules the `SeckillCampaign` reconciler
+//! ([`crate::campaign_controller`]) follows to decide the phase and when to look again.
 
 use std::time::Duration;
 

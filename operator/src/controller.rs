@@ -96,7 +96,7 @@ impl Error {
     }
 }
 
-fn kube_label(err: &kube::Error) -> String {
+pub(crate) fn kube_label(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) => format!("api_{}", status.code),
         _ => "kube_client".to_owned(),
@@ -108,8 +108,50 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { action, source }
 }
 
-fn is_not_found(err: &kube::Error) -> bool {
+pub(crate) fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Failures in a row per object, for the exponential backoff of an error policy.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Records one more failure in a row for `key` and returns how many there are now.
+    pub(crate) fn next(&self, key: &str) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub(crate) fn reset(&self, key: &str) {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+/// Publishes an Event about `object`; a failure is only logged (Events are best effort).
+pub(crate) async fn publish_event<K>(
+    recorder: &Recorder,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate(note, 1000)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(kind = %K::kind(&()), name = %object.meta().name.as_deref().unwrap_or_default(), reason, error = %err, "cannot publish Event");
+    }
 }
 
 /// What every reconciliation shares.
@@ -120,7 +162,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Events on tenants.
     pub recorder: Recorder,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 impl Context {
@@ -131,38 +173,24 @@ impl Context {
             client,
             metrics,
             recorder,
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         }
     }
 
-    /// Records one more failure in a row for `name` and returns how many there are now.
     fn next_failure(&self, name: &str) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures.entry(name.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
+        self.failures.next(name)
     }
 
     fn reset_failures(&self, name: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(name);
+        self.failures.reset(name);
     }
 
     async fn publish(&self, tenant: &CountryTenant, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate(note, 1000)),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &tenant.object_ref(&())).await {
-            tracing::warn!(tenant = %tenant.name_any(), reason, error = %err, "cannot publish Event");
-        }
+        publish_event(&self.recorder, tenant, type_, reason, note).await;
     }
 }
 
-fn truncate(mut text: String, max: usize) -> String {
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut cut = max;
         while !text.is_char_boundary(cut) {

@@ -6,13 +6,17 @@
 //! PodDisruptionBudget, plus one Ingress. The objects themselves come from the pure builders in
 //! [`resources`], which `pulse-operator render` also prints for review.
 //!
-//! [`SeckillCampaign`] has its CRD, status and timing rules ([`campaign`]); its reconciler,
-//! which talks to `marketing.v1.CampaignAdmin`, comes with that API.
+//! A [`SeckillCampaign`] in a country namespace is run by the campaign reconciler
+//! ([`campaign_controller`]): it upserts the campaign into that country's `marketing` through
+//! `marketing.v1.CampaignAdmin` ([`marketing`]), mirrors phase, sold and remaining into the
+//! status following the timing rules of [`campaign`], and closes it on deletion.
 
 pub mod campaign;
+pub mod campaign_controller;
 pub mod controller;
 pub mod crd;
 pub mod leader;
+pub mod marketing;
 pub mod metrics;
 pub mod render;
 pub mod resources;

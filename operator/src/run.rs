@@ -1,7 +1,9 @@
-//! `pulse-operator run`: the admin listener, the CRD check, leader election and the controllers.
+//! `pulse-operator run`: the admin listener, the CRD check, leader election and the controllers
+//! (tenants and campaigns, both only on the leader).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use axum::extract::State;
@@ -13,9 +15,11 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use crate::campaign_controller::{self, CampaignContext};
 use crate::controller::{self, Context};
 use crate::crd::{CountryTenant, SeckillCampaign};
 use crate::leader::{LeaderElector, LeaseSettings};
+use crate::marketing::{MarketingClient, MarketingSettings};
 use crate::metrics::Metrics;
 
 /// Settings of `pulse-operator run`.
@@ -27,6 +31,10 @@ pub struct RunSettings {
     pub lease: Option<LeaseSettings>,
     /// Name of this replica in Events (its pod name).
     pub instance: Option<String>,
+    /// How to reach each country's `marketing` (campaigns).
+    pub marketing: MarketingSettings,
+    /// How often an open campaign's sales are read.
+    pub campaign_poll: Duration,
 }
 
 #[derive(Clone)]
@@ -112,9 +120,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs the tenant and campaign controllers until `stop` turns true.
+async fn run_controllers(
+    tenants: Arc<Context>,
+    campaigns: Arc<CampaignContext>,
+    stop: watch::Receiver<bool>,
+) {
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tracing::info!(
+        marketing = %campaigns.marketing.settings().url_template,
+        poll_seconds = campaigns.poll.as_secs(),
+        "reconciling CountryTenants and SeckillCampaigns"
+    );
+    tokio::join!(
+        controller::run(tenants, stopped(stop.clone())),
+        campaign_controller::run(campaigns, stopped(stop)),
+    );
+}
+
 /// Runs the operator until SIGTERM/Ctrl-C, or until it loses the leader lease (an error, so
 /// the pod restarts as a standby).
 pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
+    settings
+        .marketing
+        .validate()
+        .context("invalid marketing settings")?;
+    if settings.campaign_poll.is_zero() {
+        bail!("the campaign poll interval must be more than zero");
+    }
     let client = Client::try_default().await.context(
         "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)",
     )?;
@@ -138,13 +173,30 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         controller: crate::resources::MANAGER.to_owned(),
         instance: settings.instance.clone(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), reporter));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        reporter.clone(),
+    ));
+    let campaigns = Arc::new(CampaignContext::new(
+        client.clone(),
+        metrics.clone(),
+        reporter,
+        MarketingClient::new(settings.marketing.clone()),
+        settings.campaign_poll,
+    ));
 
     let Some(lease) = settings.lease.clone() else {
         tracing::warn!("leader election is off: run a single replica only");
         leader_tx.send_replace(true);
         metrics.leader.set(1);
-        controller::run(ctx, shutdown_signal()).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            stop_tx.send_replace(true);
+        });
+        run_controllers(ctx, campaigns, stop_rx).await;
+        signal.abort();
         return Ok(());
     };
 
@@ -171,10 +223,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             _ = lost.wait_for(|is_leader| !*is_leader) => true,
         }
     });
-    let mut stop = stop_rx.clone();
-    let controller = tokio::spawn(controller::run(ctx, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    let controller = tokio::spawn(run_controllers(ctx, campaigns, stop_rx));
     let lost_leadership = watcher.await.unwrap_or(true);
     stop_tx.send_replace(true);
     let _ = controller.await;
@@ -250,6 +299,7 @@ mod tests {
     async fn admin_endpoints() {
         let metrics = Arc::new(Metrics::new());
         drop(metrics.start(crate::controller::CONTROLLER));
+        metrics.failure(campaign_controller::CONTROLLER, "marketing_unavailable");
         let (leader_tx, leader_rx) = watch::channel(false);
         let router = admin_router(metrics, leader_rx);
         assert_eq!(get(router.clone(), "/livez").await.0, StatusCode::OK);
@@ -270,6 +320,10 @@ mod tests {
         );
         assert!(
             text.contains("pulse_operator_reconcile_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pulse_operator_reconcile_failures_total{controller=\"seckillcampaign\",error=\"marketing_unavailable\"} 1"),
             "{text}"
         );
     }

@@ -60,4 +60,15 @@ fn crds_have_the_names_printer_columns_and_status() {
     let campaign: serde_json::Value = serde_yaml::from_str(&files[1].1).expect("YAML");
     assert_eq!(campaign["spec"]["scope"], "Namespaced");
     assert_eq!(campaign["spec"]["names"]["shortNames"][0], "sk");
+    let version = &campaign["spec"]["versions"][0];
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for column in ["Phase", "Ready", "Stock", "Sold", "Remaining", "Starts", "Ends"] {
+        assert!(columns.contains(&column), "{columns:?}");
+    }
 }

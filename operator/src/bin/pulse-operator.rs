@@ -3,12 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pulse_operator::leader::LeaseSettings;
+use pulse_operator::marketing::{DEFAULT_URL_TEMPLATE, MarketingSettings};
 use pulse_operator::run::RunSettings;
 
-/// Kubernetes operator of Pulse: reconciles CountryTenant objects into running countries.
+/// Kubernetes operator of Pulse: reconciles CountryTenant objects into running countries and
+/// runs SeckillCampaign objects in their country's marketing component.
 #[derive(Debug, Parser)]
 #[command(name = "pulse-operator", version, about)]
 struct Cli {
@@ -53,6 +56,25 @@ struct RunArgs {
     /// This replica's identity (its pod name); the host name when unset.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// gRPC URL of a country's marketing component (marketing.v1.CampaignAdmin); `{namespace}`
+    /// is replaced by the campaign's namespace. Change the domain for clusters not using
+    /// `cluster.local` search paths, e.g. `http://marketing.{namespace}.svc.example.org:50051`.
+    #[arg(
+        long,
+        env = "PULSE_MARKETING_GRPC_URL_TEMPLATE",
+        default_value = DEFAULT_URL_TEMPLATE
+    )]
+    marketing_grpc_url_template: String,
+    /// Deadline of one call to marketing, in seconds.
+    #[arg(
+        long,
+        env = "PULSE_MARKETING_GRPC_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    marketing_grpc_timeout_seconds: u64,
+    /// How often the sales of an open campaign are mirrored into its status, in seconds.
+    #[arg(long, env = "PULSE_CAMPAIGN_POLL_SECONDS", default_value_t = 10)]
+    campaign_poll_seconds: u64,
 }
 
 fn host_name() -> String {
@@ -99,6 +121,11 @@ async fn main() -> ExitCode {
         lease: (!args.no_leader_election)
             .then(|| LeaseSettings::new(&args.lease_name, &args.lease_namespace, &identity)),
         instance: Some(identity),
+        marketing: MarketingSettings {
+            url_template: args.marketing_grpc_url_template.clone(),
+            timeout: Duration::from_secs(args.marketing_grpc_timeout_seconds),
+        },
+        campaign_poll: Duration::from_secs(args.campaign_poll_seconds),
     };
     match pulse_operator::run::run(settings).await {
         Ok(()) => ExitCode::SUCCESS,

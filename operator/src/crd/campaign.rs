@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::condition::Condition;
 
 /// A flash sale ("seckill") of vouchers. The operator upserts it into the country's
-/// `marketing` component through `marketing.v1.CampaignAdmin` and mirrors its sales here.
+/// `marketing` component through `marketing.v1.CampaignAdmin` (as campaign
+/// `<namespace>/<name>`, priced in the currency of the namespace's `CountryTenant`), mirrors its
+/// sales here, and closes it when the object is deleted.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "pulse.dev",
@@ -25,6 +27,8 @@ use super::condition::Condition;
     validation = kube::core::Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Scheduled' || self.spec.stock == oldSelf.spec.stock")
         .message("spec.stock is immutable once the campaign is active"),
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Stock","type":"integer","jsonPath":".spec.stock"}"#,
     printcolumn = r#"{"name":"Sold","type":"integer","jsonPath":".status.sold"}"#,
     printcolumn = r#"{"name":"Remaining","type":"integer","jsonPath":".status.remaining"}"#,
@@ -67,7 +71,8 @@ pub struct VoucherSpec {
     /// Face value, in minor units of the country's currency.
     #[schemars(range(min = 1))]
     pub value: i64,
-    /// Days a bought voucher stays usable.
+    /// Days a bought voucher stays usable. Informational for now: `marketing.v1.CampaignAdmin`
+    /// has no validity field, so marketing does not enforce it yet.
     #[serde(default = "thirty")]
     #[schemars(range(min = 1, max = 3660))]
     pub valid_days: i32,
@@ -106,10 +111,11 @@ impl CampaignPhase {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeckillCampaignStatus {
-    /// The `metadata.generation` this status describes.
+    /// The `metadata.generation` last sent to marketing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready` (synced with marketing) and `Degraded` (the last sync or close failed; the
+    /// message says why).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

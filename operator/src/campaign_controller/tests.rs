@@ -1,0 +1,982 @@
+//! The campaign reconciler against a real `marketing` (started here with its own database, real
+//! Redis and Kafka) and a mocked Kubernetes API (each expected call asserted; a missing or extra
+//! call fails the test).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use http::Method;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use pulse_kit::component::Component;
+use pulse_kit::server::{RunningServer, start};
+use pulse_kit::testing::{self, TestDatabase};
+use pulse_proto::marketing::v1 as pb;
+use serde_json::json;
+
+use super::*;
+use crate::crd::VoucherSpec;
+use crate::fixtures::{self, Call, Recorded, Reply, finish, mock_client};
+use crate::marketing::{MarketingClient, MarketingSettings};
+
+const NS: &str = "pulse-fr";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/pulse-fr/events";
+const TENANT: &str = "/apis/pulse.dev/v1alpha1/countrytenants/fr";
+const NAMESPACE: &str = "/api/v1/namespaces/pulse-fr";
+const POLL: Duration = Duration::from_secs(10);
+
+// ------------------------------------------------------------------ a real marketing server
+
+struct Marketing {
+    _db: TestDatabase,
+    _server: RunningServer,
+    http: String,
+    grpc: SocketAddr,
+    client: reqwest::Client,
+}
+
+/// France with rate limits far above what the test sends.
+fn france() -> pulse_kit::config::CountryConfig {
+    let mut country = testing::france();
+    country.rate_limits.seckill_attempts_per_second = 1_000;
+    country
+}
+
+impl Marketing {
+    async fn start() -> Self {
+        let db = TestDatabase::create().await;
+        let marketing = pulse_marketing::Marketing;
+        pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations())
+            .await
+            .expect("migrate");
+        let mut settings = testing::server_settings(&db.url, &testing::redis_url());
+        settings.db_max_connections = 5;
+        let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing)];
+        let server = start(&settings, france(), components)
+            .await
+            .expect("marketing starts");
+        Self {
+            http: format!("http://{}", server.http_addr),
+            grpc: server.grpc_addr,
+            _server: server,
+            _db: db,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// How the operator reaches this server (whatever the namespace).
+    fn settings(&self) -> MarketingSettings {
+        MarketingSettings {
+            url_template: format!("http://{}", self.grpc),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A seckill attempt through marketing's public HTTP API; returns the HTTP status.
+    async fn buy(&self, campaign_id: &str, user: &str) -> u16 {
+        let encoded = campaign_id.replace('/', "%2F");
+        let response = self
+            .client
+            .post(format!("{}/v1/seckill/{encoded}/orders", self.http))
+            .bearer_auth(testing::token(user, &["customer"], "FR"))
+            .send()
+            .await
+            .expect("seckill request");
+        response.status().as_u16()
+    }
+
+    /// What marketing says about a campaign (its own gRPC API, not the operator's status).
+    async fn status(&self, campaign_id: &str) -> pb::CampaignStatus {
+        MarketingClient::new(self.settings())
+            .get_status(NS, campaign_id)
+            .await
+            .expect("GetStatus")
+            .expect("marketing knows the campaign")
+    }
+}
+
+// --------------------------------------------------------------------- objects and API calls
+
+fn at(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
+    now + chrono::Duration::seconds(seconds)
+}
+
+/// A whole-second "now", so that times survive every round trip exactly.
+fn now_seconds() -> DateTime<Utc> {
+    DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now")
+}
+
+fn campaign(
+    name: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    stock: i64,
+) -> SeckillCampaign {
+    let mut campaign = SeckillCampaign::new(
+        name,
+        SeckillCampaignSpec {
+            voucher: VoucherSpec {
+                title: "10 EUR off".into(),
+                value: 1000,
+                valid_days: 30,
+            },
+            price: 100,
+            stock,
+            per_user_limit: 1,
+            starts_at,
+            ends_at,
+        },
+    );
+    campaign.metadata.namespace = Some(NS.into());
+    campaign.metadata.uid = Some(format!("uid-{name}"));
+    campaign.metadata.generation = Some(1);
+    campaign.metadata.resource_version = Some("1".into());
+    campaign
+}
+
+fn finalized(mut campaign: SeckillCampaign) -> SeckillCampaign {
+    campaign.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    campaign
+}
+
+fn deleting(mut campaign: SeckillCampaign) -> SeckillCampaign {
+    campaign.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    campaign
+}
+
+fn object_path(name: &str) -> String {
+    format!("/apis/pulse.dev/v1alpha1/namespaces/{NS}/seckillcampaigns/{name}")
+}
+
+fn status_path(name: &str) -> String {
+    format!("{}/status", object_path(name))
+}
+
+fn tenant_call() -> Call {
+    Call::new(Method::GET, TENANT).reply(Reply::Json(
+        200,
+        serde_json::to_value(fixtures::tenant()).expect("tenant JSON"),
+    ))
+}
+
+fn status_call(campaign: &SeckillCampaign) -> Call {
+    let base = serde_json::to_value(campaign).expect("campaign JSON");
+    Call::apply(status_path(&campaign.name_any())).reply(Reply::EchoWith(Box::new(move |body| {
+        let mut object = base;
+        object["status"] = body["status"].clone();
+        object
+    })))
+}
+
+fn event_call() -> Call {
+    Call::new(Method::POST, EVENTS)
+}
+
+fn status_of(recorded: &[Recorded], name: &str) -> SeckillCampaignStatus {
+    let path = status_path(name);
+    let call = recorded
+        .iter()
+        .rev()
+        .find(|r| r.path == path)
+        .expect("a status patch");
+    assert_eq!(call.body["apiVersion"], "pulse.dev/v1alpha1");
+    assert_eq!(call.body["kind"], "SeckillCampaign");
+    serde_json::from_value(call.body["status"].clone()).expect("status")
+}
+
+fn condition_of<'a>(status: &'a SeckillCampaignStatus, type_: &str) -> &'a Condition {
+    condition::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+fn events_of(recorded: &[Recorded]) -> Vec<(String, String)> {
+    recorded
+        .iter()
+        .filter(|r| r.path == EVENTS)
+        .map(|r| {
+            (
+                r.body["type"].as_str().unwrap_or("").to_owned(),
+                r.body["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn event_notes(recorded: &[Recorded]) -> Vec<String> {
+    recorded
+        .iter()
+        .filter(|r| r.path == EVENTS)
+        .map(|r| r.body["note"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn normal(reason: &str) -> (String, String) {
+    ("Normal".to_owned(), reason.to_owned())
+}
+
+fn warning(reason: &str) -> (String, String) {
+    ("Warning".to_owned(), reason.to_owned())
+}
+
+/// The object as the API server has it after the pass that `recorded` shows: its status is the
+/// one the operator wrote, with a new resource version.
+fn after(campaign: &SeckillCampaign, recorded: &[Recorded]) -> SeckillCampaign {
+    let mut next = campaign.clone();
+    next.status = Some(status_of(recorded, &campaign.name_any()));
+    let version: u64 = campaign
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap_or("1")
+        .parse()
+        .expect("numeric version");
+    next.metadata.resource_version = Some((version + 1).to_string());
+    next
+}
+
+fn context(
+    settings: MarketingSettings,
+    now: DateTime<Utc>,
+) -> (Arc<CampaignContext>, fixtures::ApiServer) {
+    let (client, server) = mock_client();
+    let reporter = Reporter {
+        controller: "pulse-operator".into(),
+        instance: Some("test".into()),
+    };
+    let ctx = CampaignContext::new(
+        client,
+        Arc::new(Metrics::new()),
+        reporter,
+        MarketingClient::new(settings),
+        POLL,
+    )
+    .with_clock(Arc::new(move || now));
+    (Arc::new(ctx), server)
+}
+
+/// One reconciliation with a fresh context whose clock reads `now`, against `calls`.
+async fn reconcile_with(
+    settings: &MarketingSettings,
+    now: DateTime<Utc>,
+    campaign: &SeckillCampaign,
+    calls: Vec<Call>,
+) -> (Result<Action, Error>, Vec<Recorded>, Arc<CampaignContext>) {
+    let (ctx, server) = context(settings.clone(), now);
+    let server = server.run(calls);
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        reconcile(Arc::new(campaign.clone()), ctx.clone()),
+    )
+    .await
+    .expect("reconcile finished");
+    // A wrong sequence of calls is easier to understand with what the reconciler concluded.
+    if let Err(err) = &result {
+        eprintln!("reconcile failed: {err}");
+    }
+    let recorded = finish(server).await;
+    (result, recorded, ctx)
+}
+
+// ---------------------------------------------------------------------------------- scenarios
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
+    let marketing = Marketing::start().await;
+    let settings = marketing.settings();
+    let now = now_seconds();
+    let id = "pulse-fr/summer-sale";
+    let c = campaign("summer-sale", at(now, -60), at(now, 3600), 5);
+
+    // 1. The finalizer comes first; nothing is sent to marketing yet.
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            Call::new(Method::PATCH, object_path("summer-sale")).reply(Reply::Json(
+                200,
+                serde_json::to_value(finalized(c.clone())).expect("json"),
+            )),
+        ],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    let patch = recorded[0].body.as_array().cloned().expect("a JSON patch");
+    assert!(
+        patch.contains(&json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})),
+        "{patch:?}"
+    );
+    assert!(
+        MarketingClient::new(settings.clone())
+            .get_status(NS, id)
+            .await
+            .expect("GetStatus")
+            .is_none(),
+        "not upserted before the finalizer is in place"
+    );
+
+    // 2. First sync: the currency comes from the tenant, Upsert creates the campaign.
+    let c = finalized(c);
+    let (result, recorded, ctx) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call(), event_call()],
+    )
+    .await;
+    // Open for an hour: the next look is the poll interval.
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    assert_eq!(
+        ctx.metrics
+            .failure_count(CONTROLLER, "marketing_unavailable"),
+        0
+    );
+    let in_marketing = marketing.status(id).await;
+    assert_eq!(
+        (
+            in_marketing.phase(),
+            in_marketing.stock,
+            in_marketing.sold,
+            in_marketing.remaining
+        ),
+        (pb::CampaignPhase::Active, 5, 0, 5)
+    );
+    let status = status_of(&recorded, "summer-sale");
+    assert_eq!(status.phase, Some(CampaignPhase::Active));
+    assert_eq!((status.sold, status.remaining), (Some(0), Some(5)));
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.last_sync_time, Some(now));
+    let ready = condition_of(&status, READY);
+    assert_eq!(
+        (
+            ready.status,
+            ready.reason.as_str(),
+            ready.observed_generation
+        ),
+        (ConditionStatus::True, "Synced", Some(1))
+    );
+    assert!(ready.message.contains("0 of 5 sold"), "{}", ready.message);
+    assert!(
+        ready.message.contains(&settings.url_for(NS)),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        condition_of(&status, DEGRADED).status,
+        ConditionStatus::False
+    );
+    assert_eq!(events_of(&recorded), [normal("Upserted"), normal("Active")]);
+    assert!(
+        event_notes(&recorded)[0].contains("generation 1 is new"),
+        "{:?}",
+        event_notes(&recorded)
+    );
+
+    // 3. Real purchases through marketing's HTTP API.
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(marketing.buy(id, user).await, 202, "{user} buys");
+    }
+    assert_eq!(marketing.buy(id, "u1").await, 409, "one per user");
+
+    // The next pass only reads the sales: no tenant lookup, no Upsert, no Event.
+    let c = after(&c, &recorded);
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, vec![status_call(&c)]).await;
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    let status = status_of(&recorded, "summer-sale");
+    assert_eq!(status.phase, Some(CampaignPhase::Active));
+    assert_eq!((status.sold, status.remaining), (Some(3), Some(2)));
+    let ready = condition_of(&status, READY);
+    assert!(ready.message.contains("3 of 5 sold"), "{}", ready.message);
+    // The condition did not change status, so its transition time stays.
+    assert_eq!(
+        ready.last_transition_time,
+        condition_of(c.status.as_ref().expect("status"), READY).last_transition_time
+    );
+
+    // 4. Sold out.
+    for user in ["u4", "u5"] {
+        assert_eq!(marketing.buy(id, user).await, 202, "{user} buys");
+    }
+    assert_eq!(marketing.buy(id, "u6").await, 409, "nothing left");
+    let c = after(&c, &recorded);
+    let (result, recorded, _) =
+        reconcile_with(&settings, now, &c, vec![status_call(&c), event_call()]).await;
+    // Stock can come back (unpaid orders), so a sold-out campaign is still polled.
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    let status = status_of(&recorded, "summer-sale");
+    assert_eq!(status.phase, Some(CampaignPhase::SoldOut));
+    assert_eq!((status.sold, status.remaining), (Some(5), Some(0)));
+    assert_eq!(events_of(&recorded), [normal("SoldOut")]);
+
+    // 5. A spec change (new generation) is upserted; what was sold stays sold.
+    let mut c = after(&c, &recorded);
+    c.metadata.generation = Some(2);
+    c.spec.ends_at = at(now, 7200);
+    c.spec.voucher.title = "12 EUR off".into();
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call()],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    let in_marketing = marketing.status(id).await;
+    assert_eq!(
+        in_marketing.ends_at.as_ref().map(|t| t.seconds),
+        Some(at(now, 7200).timestamp())
+    );
+    assert_eq!((in_marketing.sold, in_marketing.remaining), (5, 0));
+    let status = status_of(&recorded, "summer-sale");
+    assert_eq!(status.observed_generation, Some(2));
+    assert_eq!(condition_of(&status, READY).observed_generation, Some(2));
+    assert_eq!(events_of(&recorded), [normal("Upserted")]);
+
+    // 6. Deletion closes the campaign in marketing, then removes the finalizer.
+    let c = deleting(after(&c, &recorded));
+    let mut gone = c.clone();
+    gone.metadata.finalizers = None;
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            event_call(),
+            Call::new(Method::PATCH, object_path("summer-sale"))
+                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
+        ],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    assert_eq!(events_of(&recorded), [normal("Closed")]);
+    assert!(
+        event_notes(&recorded)[0].contains("5 of 5 sold"),
+        "{:?}",
+        event_notes(&recorded)
+    );
+    let patch = recorded[1].body.as_array().cloned().expect("JSON patch");
+    assert!(
+        patch.contains(&json!({"op": "remove", "path": "/metadata/finalizers/0"})),
+        "{patch:?}"
+    );
+    let in_marketing = marketing.status(id).await;
+    assert_eq!(in_marketing.phase(), pb::CampaignPhase::Ended);
+    assert!(in_marketing.closed);
+    assert_eq!(
+        marketing.buy(id, "u7").await,
+        410,
+        "closed campaigns refuse"
+    );
+
+    // Closing again (a retry after a lost response) is fine: Close is idempotent.
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            event_call(),
+            Call::new(Method::PATCH, object_path("summer-sale")).reply(Reply::Json(
+                200,
+                serde_json::to_value({
+                    let mut gone = c.clone();
+                    gone.metadata.finalizers = None;
+                    gone
+                })
+                .expect("json"),
+            )),
+        ],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    assert_eq!(events_of(&recorded), [normal("Closed")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
+    let marketing = Marketing::start().await;
+    let settings = marketing.settings();
+    let now = now_seconds();
+
+    // A scheduled campaign: upserted with its stock, looked at again exactly at its start.
+    let c = finalized(campaign("night-sale", at(now, 3600), at(now, 7200), 7));
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call(), event_call()],
+    )
+    .await;
+    assert_eq!(
+        result.expect("ok"),
+        Action::requeue(Duration::from_secs(3600))
+    );
+    let status = status_of(&recorded, "night-sale");
+    assert_eq!(status.phase, Some(CampaignPhase::Scheduled));
+    assert_eq!((status.sold, status.remaining), (Some(0), Some(7)));
+    assert_eq!(
+        events_of(&recorded),
+        [normal("Upserted"), normal("Scheduled")]
+    );
+    let in_marketing = marketing.status("pulse-fr/night-sale").await;
+    assert_eq!(
+        (in_marketing.phase(), in_marketing.stock),
+        (pb::CampaignPhase::Scheduled, 7)
+    );
+    assert_eq!(
+        marketing.buy("pulse-fr/night-sale", "early").await,
+        409,
+        "not started"
+    );
+
+    // At the start (by the operator's clock) marketing, whose clock is still before it, says
+    // Scheduled: look again shortly instead of a whole poll later.
+    let c = after(&c, &recorded);
+    let (result, _, _) = reconcile_with(&settings, at(now, 3600), &c, vec![status_call(&c)]).await;
+    assert_eq!(result.expect("ok"), Action::requeue(SKEW_RETRY));
+
+    // An open campaign that ends before the next poll: looked at again exactly at its end.
+    let now = now_seconds();
+    let c = finalized(campaign("last-minute", at(now, -60), at(now, 8), 3));
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call(), event_call()],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::requeue(Duration::from_secs(8)));
+    assert_eq!(
+        status_of(&recorded, "last-minute").phase,
+        Some(CampaignPhase::Active)
+    );
+
+    // A campaign whose status says it was synced, but marketing does not know it (its database
+    // was replaced, say), after a failure: upserted again, and the recovery is announced.
+    let mut c = finalized(campaign("lost", at(now, -60), at(now, 3600), 4));
+    c.status = Some(SeckillCampaignStatus {
+        observed_generation: Some(1),
+        conditions: vec![
+            Condition::new(
+                READY,
+                ConditionStatus::False,
+                "MarketingUnavailable",
+                "down",
+                Some(1),
+                at(now, -30),
+            ),
+            Condition::new(
+                DEGRADED,
+                ConditionStatus::True,
+                "MarketingUnavailable",
+                "down",
+                Some(1),
+                at(now, -30),
+            ),
+        ],
+        phase: Some(CampaignPhase::Active),
+        sold: Some(0),
+        remaining: Some(4),
+        last_sync_time: Some(at(now, -40)),
+    });
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call(), event_call()],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    assert_eq!(
+        events_of(&recorded),
+        [normal("Upserted"), normal("Recovered")]
+    );
+    assert!(
+        event_notes(&recorded)[0].contains("did not know"),
+        "{:?}",
+        event_notes(&recorded)
+    );
+    let status = status_of(&recorded, "lost");
+    assert_eq!(
+        condition_of(&status, DEGRADED).status,
+        ConditionStatus::False
+    );
+    assert_eq!(condition_of(&status, READY).status, ConditionStatus::True);
+    assert_eq!(marketing.status("pulse-fr/lost").await.stock, 4);
+
+    // Marketing's stock changed behind the operator's back (admin API): the spec wins again.
+    let mut drifted =
+        pulse_proto::marketing::v1::campaign_admin_client::CampaignAdminClient::connect(format!(
+            "http://{}",
+            marketing.grpc
+        ))
+        .await
+        .expect("connect");
+    let c = after(&c, &recorded);
+    let mut request = upsert_request(&c.spec, "pulse-fr/lost", "EUR").expect("request");
+    request.stock = 40;
+    drifted.upsert(request).await.expect("drift");
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call()],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::requeue(POLL));
+    assert!(
+        event_notes(&recorded)[0].contains("stock 40 instead of 4"),
+        "{:?}",
+        event_notes(&recorded)
+    );
+    assert_eq!(marketing.status("pulse-fr/lost").await.stock, 4);
+    assert_eq!(status_of(&recorded, "lost").remaining, Some(4));
+
+    // An ended campaign is not looked at again until it changes.
+    let c = finalized(campaign("yesterday", at(now, -7200), at(now, -3600), 2));
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call(), event_call()],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    assert_eq!(
+        status_of(&recorded, "yesterday").phase,
+        Some(CampaignPhase::Ended)
+    );
+
+    // Marketing refuses what it cannot sell: Degraded with its message, metric, Warning.
+    let c = finalized(campaign("empty", at(now, 60), at(now, 120), 0));
+    let (result, recorded, ctx) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call()],
+    )
+    .await;
+    let err = result.expect_err("stock 0 is refused");
+    assert_eq!(err.metric_label(), "marketing_rejected");
+    assert_eq!(
+        ctx.metrics.failure_count(CONTROLLER, "marketing_rejected"),
+        1
+    );
+    let status = status_of(&recorded, "empty");
+    let degraded = condition_of(&status, DEGRADED);
+    assert_eq!(
+        (degraded.status, degraded.reason.as_str()),
+        (ConditionStatus::True, "MarketingRejected")
+    );
+    assert!(degraded.message.contains("stock"), "{}", degraded.message);
+    assert_eq!(status.observed_generation, None, "nothing was accepted");
+    assert_eq!(events_of(&recorded), [warning("MarketingRejected")]);
+}
+
+// ------------------------------------------------------------------- marketing unreachable
+
+/// Settings pointing at a port where nothing listens.
+fn unreachable() -> MarketingSettings {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    MarketingSettings {
+        url_template: format!("http://127.0.0.1:{port}"),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_marketing_degrades_counts_and_backs_off() {
+    let settings = unreachable();
+    let now = now_seconds();
+    let c = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
+    let (result, recorded, ctx) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![tenant_call(), status_call(&c), event_call()],
+    )
+    .await;
+    let err = result.expect_err("unreachable");
+    assert_eq!(err.metric_label(), "marketing_unavailable");
+    assert_eq!(
+        ctx.metrics
+            .failure_count(CONTROLLER, "marketing_unavailable"),
+        1
+    );
+    assert!(
+        ctx.metrics.encode().contains(
+            "pulse_operator_reconcile_failures_total{controller=\"seckillcampaign\",error=\"marketing_unavailable\"} 1"
+        )
+    );
+    let status = status_of(&recorded, "summer-sale");
+    let degraded = condition_of(&status, DEGRADED);
+    assert_eq!(
+        (
+            degraded.status,
+            degraded.reason.as_str(),
+            degraded.observed_generation
+        ),
+        (ConditionStatus::True, "MarketingUnavailable", Some(1))
+    );
+    assert!(
+        degraded.message.contains(&settings.url_for(NS))
+            && degraded.message.contains("CampaignAdmin/Upsert"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(condition_of(&status, READY).status, ConditionStatus::False);
+    assert_eq!(status.phase, None);
+    assert_eq!(events_of(&recorded), [warning("MarketingUnavailable")]);
+
+    let campaign = Arc::new(c);
+    for seconds in [5, 10, 20, 40] {
+        assert_eq!(
+            error_policy(campaign.clone(), &err, ctx.clone()),
+            Action::requeue(Duration::from_secs(seconds))
+        );
+    }
+}
+
+#[tokio::test]
+async fn deletion_keeps_the_finalizer_while_marketing_is_unreachable() {
+    let settings = unreachable();
+    let now = now_seconds();
+    let mut c = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
+    c.status = Some(SeckillCampaignStatus {
+        observed_generation: Some(1),
+        phase: Some(CampaignPhase::Active),
+        sold: Some(2),
+        remaining: Some(3),
+        ..SeckillCampaignStatus::default()
+    });
+    let c = deleting(c);
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}, "status": {"phase": "Active"}});
+    // No finalizer removal may follow: the mock fails on any extra call.
+    let (result, recorded, ctx) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            Call::new(Method::GET, NAMESPACE).reply(Reply::Json(200, namespace)),
+            status_call(&c),
+            event_call(),
+        ],
+    )
+    .await;
+    let err = result.expect_err("Close failed");
+    assert_eq!(err.metric_label(), "marketing_unavailable");
+    assert_eq!(
+        ctx.metrics
+            .failure_count(CONTROLLER, "marketing_unavailable"),
+        1
+    );
+    let status = status_of(&recorded, "summer-sale");
+    let degraded = condition_of(&status, DEGRADED);
+    assert_eq!(degraded.reason, "CloseFailed");
+    assert!(
+        degraded.message.contains("CampaignAdmin/Close")
+            && degraded.message.contains("retried with backoff")
+            && degraded.message.contains(FINALIZER),
+        "{}",
+        degraded.message
+    );
+    // The last mirrored sales stay.
+    assert_eq!((status.sold, status.remaining), (Some(2), Some(3)));
+    assert_eq!(events_of(&recorded), [warning("CloseFailed")]);
+    assert_eq!(
+        error_policy(Arc::new(c), &err, ctx),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[tokio::test]
+async fn deletion_gives_up_closing_when_the_namespace_goes_away() {
+    let settings = unreachable();
+    let now = now_seconds();
+    let c = deleting(finalized(campaign(
+        "summer-sale",
+        at(now, -60),
+        at(now, 3600),
+        5,
+    )));
+    let mut gone = c.clone();
+    gone.metadata.finalizers = None;
+    let (result, recorded, _) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            Call::new(Method::GET, NAMESPACE).reply(Reply::Error(404, "NotFound")),
+            event_call(),
+            Call::new(Method::PATCH, object_path("summer-sale"))
+                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
+        ],
+    )
+    .await;
+    assert_eq!(result.expect("ok"), Action::await_change());
+    assert_eq!(events_of(&recorded), [warning("CloseSkipped")]);
+}
+
+#[tokio::test]
+async fn a_namespace_without_a_country_is_degraded() {
+    let settings = unreachable();
+    let now = now_seconds();
+    let c = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
+    let (result, recorded, ctx) = reconcile_with(
+        &settings,
+        now,
+        &c,
+        vec![
+            Call::new(Method::GET, TENANT).reply(Reply::Error(404, "NotFound")),
+            status_call(&c),
+            event_call(),
+        ],
+    )
+    .await;
+    assert_eq!(result.expect_err("no tenant").metric_label(), "no_country");
+    assert_eq!(ctx.metrics.failure_count(CONTROLLER, "no_country"), 1);
+    let degraded = condition_of(&status_of(&recorded, "summer-sale"), DEGRADED).clone();
+    assert_eq!(degraded.reason, "NoCountry");
+    assert!(
+        degraded.message.contains("CountryTenant `fr`"),
+        "{}",
+        degraded.message
+    );
+}
+
+// ------------------------------------------------------------------------------ pure rules
+
+fn marketing_status(phase: pb::CampaignPhase, stock: u32, sold: u32) -> pb::CampaignStatus {
+    pb::CampaignStatus {
+        campaign_id: "pulse-fr/x".into(),
+        phase: phase.into(),
+        stock,
+        sold,
+        remaining: stock - sold,
+        starts_at: None,
+        ends_at: None,
+        closed: false,
+    }
+}
+
+#[test]
+fn only_spec_finalizer_and_deletion_changes_wake_the_controller() {
+    let now = now_seconds();
+    let c = campaign("x", at(now, 60), at(now, 120), 5);
+    let base = worth_reconciling(&c);
+
+    let mut status_only = c.clone();
+    status_only.status = Some(SeckillCampaignStatus {
+        sold: Some(3),
+        last_sync_time: Some(now),
+        ..SeckillCampaignStatus::default()
+    });
+    status_only.metadata.resource_version = Some("99".into());
+    assert_eq!(worth_reconciling(&status_only), base);
+
+    let mut spec = c.clone();
+    spec.metadata.generation = Some(2);
+    assert_ne!(worth_reconciling(&spec), base);
+    assert_ne!(worth_reconciling(&finalized(c.clone())), base);
+    assert_ne!(worth_reconciling(&deleting(c)), base);
+}
+
+#[test]
+fn next_action_follows_the_clock_and_marketing() {
+    let now = now_seconds();
+    let c = campaign("x", at(now, 3600), at(now, 7200), 5);
+    let scheduled = marketing_status(pb::CampaignPhase::Scheduled, 5, 0);
+    assert_eq!(
+        next_action(&c.spec, &scheduled, now, POLL),
+        Action::requeue(Duration::from_secs(3600))
+    );
+    let active = marketing_status(pb::CampaignPhase::Active, 5, 1);
+    assert_eq!(
+        next_action(&c.spec, &active, at(now, 3600), POLL),
+        Action::requeue(POLL)
+    );
+    assert_eq!(
+        next_action(&c.spec, &active, at(now, 7197), POLL),
+        Action::requeue(Duration::from_secs(3))
+    );
+    // marketing still open although the end has passed by the operator's clock.
+    assert_eq!(
+        next_action(&c.spec, &active, at(now, 7200), POLL),
+        Action::requeue(SKEW_RETRY)
+    );
+    let ended = marketing_status(pb::CampaignPhase::Ended, 5, 5);
+    assert_eq!(
+        next_action(&c.spec, &ended, at(now, 7200), POLL),
+        Action::await_change()
+    );
+    // Closed early: nothing more to follow.
+    let mut closed = active.clone();
+    closed.closed = true;
+    closed.phase = pb::CampaignPhase::Ended.into();
+    assert_eq!(
+        next_action(&c.spec, &closed, at(now, 4000), POLL),
+        Action::await_change()
+    );
+    assert_eq!(
+        marketing_phase(&c.spec, &closed, at(now, 4000)),
+        CampaignPhase::Ended
+    );
+    // No phase from marketing: the spec's clock and the stock decide.
+    let unspecified = marketing_status(pb::CampaignPhase::Unspecified, 5, 5);
+    assert_eq!(
+        marketing_phase(&c.spec, &unspecified, at(now, 4000)),
+        CampaignPhase::SoldOut
+    );
+}
+
+#[test]
+fn upsert_requests_carry_the_spec() {
+    let now = now_seconds();
+    let c = campaign("x", at(now, 60), at(now, 120), 5);
+    let request = upsert_request(&c.spec, "pulse-fr/x", "EUR").expect("request");
+    assert_eq!(request.campaign_id, "pulse-fr/x");
+    assert_eq!(request.voucher_title, "10 EUR off");
+    assert_eq!(
+        (
+            request.voucher_value_minor,
+            request.price_minor,
+            request.stock,
+            request.per_user_limit
+        ),
+        (1000, 100, 5, 1)
+    );
+    assert_eq!(request.currency, "EUR");
+    assert_eq!(
+        request.starts_at.as_ref().map(|t| t.seconds),
+        Some(at(now, 60).timestamp())
+    );
+
+    let mut huge = c.spec.clone();
+    huge.stock = i64::from(u32::MAX) + 1;
+    let err = upsert_request(&huge, "pulse-fr/x", "EUR").expect_err("too big");
+    assert_eq!(err.reason(), "InvalidSpec");
+
+    // The spec as marketing holds it does not drift; another stock does.
+    let mut held = marketing_status(pb::CampaignPhase::Scheduled, 5, 0);
+    held.starts_at = request.starts_at;
+    held.ends_at = request.ends_at;
+    assert_eq!(drift(&c.spec, &held), None);
+    held.stock = 6;
+    assert!(
+        drift(&c.spec, &held).is_some_and(|d| d.contains("stock 6 instead of 5")),
+        "{:?}",
+        drift(&c.spec, &held)
+    );
+}
+
+#[test]
+fn ids_are_namespace_and_name() {
+    assert_eq!(
+        campaign_id("pulse-fr", "summer-sale"),
+        "pulse-fr/summer-sale"
+    );
+}
