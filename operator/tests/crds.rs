@@ -68,7 +68,15 @@ fn crds_have_the_names_printer_columns_and_status() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    for column in ["Phase", "Ready", "Stock", "Sold", "Remaining", "Starts", "Ends"] {
+    for column in [
+        "Phase",
+        "Ready",
+        "Stock",
+        "Sold",
+        "Remaining",
+        "Starts",
+        "Ends",
+    ] {
         assert!(columns.contains(&column), "{columns:?}");
     }
 }
