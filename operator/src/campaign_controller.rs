@@ -273,8 +273,12 @@ pub fn drift(spec: &SeckillCampaignSpec, marketing: &pb::CampaignStatus) -> Opti
     if micros(from_timestamp(marketing.ends_at.as_ref())) != Some(spec.ends_at.timestamp_micros()) {
         differences.push("another end".to_owned());
     }
-    (!differences.is_empty())
-        .then(|| format!("marketing held {} than the spec", differences.join(", ")))
+    (!differences.is_empty()).then(|| {
+        format!(
+            "marketing differed from the spec ({})",
+            differences.join(", ")
+        )
+    })
 }
 
 /// The phase `marketing` reports (a closed campaign has ended); the spec's clock decides when
