@@ -980,3 +980,194 @@ fn ids_are_namespace_and_name() {
         "pulse-fr/summer-sale"
     );
 }
+
+// ----------------------------------------------------------------- the running controller
+
+/// The controller as `pulse-operator run` starts it, against a scripted API server that answers
+/// by path (the watch and the reconciler run concurrently, so no strict order): a campaign is
+/// listed and reconciled; the operator's own status write coming back through the watch does
+/// not reconcile it again; a new generation does.
+#[tokio::test]
+async fn the_controller_reconciles_on_spec_changes_but_not_on_status_writes() {
+    use http::{Request, Response};
+    use kube::client::Body;
+    use std::pin::Pin;
+    use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+    let now = now_seconds();
+    let mut listed = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
+    listed.status = Some(SeckillCampaignStatus {
+        observed_generation: Some(1),
+        phase: Some(CampaignPhase::Active),
+        sold: Some(1),
+        remaining: Some(4),
+        ..SeckillCampaignStatus::default()
+    });
+    // What the watch later reports: first only the status changed, then the spec.
+    let mut status_only = listed.clone();
+    status_only.metadata.resource_version = Some("2".into());
+    status_only.status = Some(SeckillCampaignStatus {
+        sold: Some(2),
+        remaining: Some(3),
+        ..listed.status.clone().expect("status")
+    });
+    let mut new_generation = status_only.clone();
+    new_generation.metadata.resource_version = Some("3".into());
+    new_generation.metadata.generation = Some(2);
+    new_generation.spec.voucher.title = "12 EUR off".into();
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let reporter = Reporter {
+        controller: "pulse-operator".into(),
+        instance: Some("test".into()),
+    };
+    let ctx = Arc::new(CampaignContext::new(
+        client,
+        Arc::new(Metrics::new()),
+        reporter,
+        MarketingClient::new(unreachable()),
+        POLL,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(ctx.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+
+    type Responder = tower_test::mock::SendResponse<Response<Body>>;
+    fn json_response(code: u16, body: &serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(body).expect("json")))
+            .expect("response")
+    }
+    fn watch_response(object: &SeckillCampaign) -> Response<Body> {
+        let line = json!({"type": "MODIFIED", "object": object});
+        let mut bytes = serde_json::to_vec(&line).expect("json");
+        bytes.push(b'\n');
+        Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))
+            .expect("response")
+    }
+
+    // What happened, in order: `status` (a status patch), `event`, `tenant` (the currency
+    // lookup), `status-only` and `new-generation` (the watch answers).
+    let mut log: Vec<&'static str> = Vec::new();
+    let mut watches = 0;
+    let mut first_watch = None;
+    // The second watch is answered a second after it came, with the new generation.
+    let mut second_watch: Option<(Responder, Pin<Box<Sleep>>)> = None;
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if log.iter().filter(|e| **e == "event").count() == 2 {
+            // Give a stray reconciliation a moment to show up before stopping.
+            sleep(Duration::from_millis(500)).await;
+        }
+        let second_due = async {
+            match second_watch.as_mut() {
+                Some((_, timer)) => timer.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep_until(deadline) => break,
+            () = second_due => {
+                let (send, _) = second_watch.take().expect("second watch");
+                send.send_response(watch_response(&new_generation));
+                log.push("new-generation");
+            }
+            next = tokio::time::timeout(Duration::from_millis(600), handle.next_request()) => {
+                let Ok(Some((request, send))) = next else {
+                    if log.iter().filter(|e| **e == "event").count() >= 2 {
+                        break;
+                    }
+                    continue;
+                };
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                let method = request.method().clone();
+                let body = request.into_body().collect_bytes().await.expect("body");
+                let body: serde_json::Value = if body.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_slice(&body).expect("JSON body")
+                };
+                match (method.as_str(), path.as_str()) {
+                    ("GET", "/apis/pulse.dev/v1alpha1/seckillcampaigns") if query.contains("watch=true") => {
+                        watches += 1;
+                        match watches {
+                            1 => first_watch = Some(send),
+                            2 => second_watch = Some((send, Box::pin(sleep(Duration::from_secs(1))))),
+                            _ => held.push(send),
+                        }
+                    }
+                    ("GET", "/apis/pulse.dev/v1alpha1/seckillcampaigns") => {
+                        let list = json!({
+                            "apiVersion": "pulse.dev/v1alpha1",
+                            "kind": "SeckillCampaignList",
+                            "metadata": {"resourceVersion": "1"},
+                            "items": [listed],
+                        });
+                        send.send_response(json_response(200, &list));
+                    }
+                    ("GET", TENANT) => {
+                        log.push("tenant");
+                        send.send_response(json_response(
+                            200,
+                            &serde_json::to_value(fixtures::tenant()).expect("tenant"),
+                        ));
+                    }
+                    ("PATCH", p) if p == status_path("summer-sale") => {
+                        log.push("status");
+                        let mut object = serde_json::to_value(&listed).expect("json");
+                        object["status"] = body["status"].clone();
+                        send.send_response(json_response(200, &object));
+                    }
+                    // A new Event, or the next of a series (same reason and object).
+                    ("POST", EVENTS) => {
+                        log.push("event");
+                        send.send_response(json_response(201, &body));
+                    }
+                    ("PATCH", p) if p.starts_with(&format!("{EVENTS}/")) => {
+                        log.push("event");
+                        send.send_response(json_response(200, &body));
+                    }
+                    other => panic!("unexpected call {other:?} (query {query})"),
+                }
+                // The watch reports the operator's own status write only once it happened.
+                if log.contains(&"event") && let Some(send) = first_watch.take() {
+                    send.send_response(watch_response(&status_only));
+                    log.push("status-only");
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(());
+    controller.abort();
+    drop(held);
+
+    assert_eq!(
+        log,
+        [
+            // The listed campaign: marketing is unreachable, so Degraded.
+            "status",
+            "event",
+            // Its status write comes back: nothing happens.
+            "status-only",
+            // A new generation is upserted (the currency first), which fails the same way.
+            "new-generation",
+            "tenant",
+            "status",
+            "event",
+        ]
+    );
+    assert_eq!(
+        ctx.metrics
+            .failure_count(CONTROLLER, "marketing_unavailable"),
+        2
+    );
+}
