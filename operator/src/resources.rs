@@ -285,6 +285,13 @@ pub fn desired(tenant: &CountryTenant) -> Result<Desired, SpecError> {
         spec.auth.algorithm.as_str().into(),
     );
     data.insert("PULSE_JWT_ISSUER".into(), spec.auth.issuer.clone());
+    // Clients arrive through the Ingress: their address is the first X-Forwarded-For hop.
+    data.insert("PULSE_TRUST_FORWARDED_FOR".into(), "true".into());
+    // Ordering validates vouchers with marketing through its Service (no service registry).
+    data.insert(
+        "PULSE_MARKETING_GRPC_URL".into(),
+        format!("http://marketing.{ns}.svc:{GRPC_PORT}"),
+    );
     let config_hash = hash_of(&data);
     let config_map = ConfigMap {
         metadata: meta(CONFIG_MAP, &ns, tenant_labels(&name), owner.as_ref()),
@@ -799,6 +806,8 @@ mod tests {
         assert_eq!(data["PULSE_COUNTRY__TIMEZONE"], "Europe/Paris");
         assert_eq!(data["PULSE_JWT_ALGORITHM"], "HS256");
         assert_eq!(data["PULSE_JWT_ISSUER"], "pulse");
+        assert_eq!(data["PULSE_TRUST_FORWARDED_FOR"], "true");
+        assert_eq!(data["PULSE_MARKETING_GRPC_URL"], "http://marketing.pulse-fr.svc:50051");
 
         let all = ["identity", "booking", "marketing", "ordering", "notifier"];
         assert_eq!(
