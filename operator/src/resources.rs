@@ -807,7 +807,10 @@ mod tests {
         assert_eq!(data["PULSE_JWT_ALGORITHM"], "HS256");
         assert_eq!(data["PULSE_JWT_ISSUER"], "pulse");
         assert_eq!(data["PULSE_TRUST_FORWARDED_FOR"], "true");
-        assert_eq!(data["PULSE_MARKETING_GRPC_URL"], "http://marketing.pulse-fr.svc:50051");
+        assert_eq!(
+            data["PULSE_MARKETING_GRPC_URL"],
+            "http://marketing.pulse-fr.svc:50051"
+        );
 
         let all = ["identity", "booking", "marketing", "ordering", "notifier"];
         assert_eq!(
