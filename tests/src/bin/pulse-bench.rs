@@ -1,9 +1,15 @@
 //! `pulse-bench <scenario>`: what `./dev bench` runs. Needs the servers `./dev` starts.
 
-const SCENARIOS: &[(&str, &str)] = &[(
-    "booking",
-    "hot-slot and distinct-slots bookings through Pulse, beside pgbench running the same transaction",
-)];
+const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "booking",
+        "hot-slot and distinct-slots bookings through Pulse, beside pgbench running the same transaction",
+    ),
+    (
+        "seckill",
+        "a seckill crowd through Pulse, beside redis-benchmark running the same Lua script; oversell count",
+    ),
+];
 
 fn usage() {
     eprintln!("usage: ./dev bench <scenario>\n\nscenarios:");
@@ -17,6 +23,7 @@ async fn main() -> std::process::ExitCode {
     let scenario = std::env::args().nth(1);
     let result = match scenario.as_deref() {
         Some("booking") => pulse_e2e::bench::booking::run().await,
+        Some("seckill") => pulse_e2e::bench::seckill::run().await,
         Some("-h" | "--help") | None => {
             usage();
             return std::process::ExitCode::from(2);

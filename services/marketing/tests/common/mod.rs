@@ -3,31 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pulse_kit::auth::{Authenticator, claims_for};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use pulse_kit::server::{RunningServer, ServerSettings, start};
+use pulse_kit::testing::{TestDatabase, redis_url};
 use pulse_marketing::reservation::CampaignKeys;
 use serde_json::{Value, json};
 
-pub const SECRET: &str = "marketing-test-secret-marketing-test-secret";
-pub const ISSUER: &str = "pulse-test";
-
+/// The kit's test country (France).
 pub fn france() -> CountryConfig {
-    CountryConfig::from_env_vars(vec![
-        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
-        (
-            "PULSE_COUNTRY__TIMEZONE".to_owned(),
-            "Europe/Paris".to_owned(),
-        ),
-        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
-        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
-    ])
-    .expect("valid")
+    pulse_kit::testing::france()
 }
 
 pub struct TestApp {
@@ -55,27 +42,11 @@ impl TestApp {
         pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations())
             .await
             .expect("migrate");
-        let instance = format!("t{}", &pulse_kit::new_id().simple().to_string()[20..]);
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let settings = ServerSettings {
-            database_url: db.url.clone(),
-            redis_url: redis.to_owned(),
-            kafka_brokers: kafka_brokers(),
-            http_addr: any,
-            grpc_addr: any,
-            admin_addr: any,
-            jwt: JwtSettings {
-                issuer: ISSUER.into(),
-                algorithm: "HS256".into(),
-                secret: Some(SECRET.into()),
-                public_key_pem: None,
-            },
-            drain_delay: Duration::ZERO,
             db_max_connections: 10,
-            kafka_partitions: 1,
-            trust_forwarded_for: false,
-            instance: Some(instance.clone()),
+            ..pulse_kit::testing::server_settings(&db.url, redis)
         };
+        let instance = settings.instance.clone().unwrap_or_default();
         let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing)];
         let server = start(&settings, country.clone(), components)
             .await
@@ -92,17 +63,7 @@ impl TestApp {
     }
 
     pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        let auth =
-            Authenticator::hs256(SECRET.as_bytes(), ISSUER, &self.country.code).expect("key");
-        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-        auth.mint(&claims_for(
-            subject,
-            &roles,
-            &self.country.code,
-            ISSUER,
-            Duration::from_secs(3600),
-        ))
-        .expect("mint")
+        pulse_kit::testing::token(subject, roles, &self.country.code)
     }
 
     pub fn admin(&self) -> String {

@@ -8,31 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use pulse_kit::auth::{Authenticator, claims_for};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{JwtSettings, RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, kafka_brokers, redis_url};
+use pulse_kit::server::{RunningServer, ServerSettings, start};
+use pulse_kit::testing::{TestDatabase, redis_url};
 use pulse_marketing::reservation::CampaignKeys;
 use pulse_ordering::settings::{OrderingSettings, PaymentSettings};
 use serde_json::{Value, json};
 
-pub const SECRET: &str = "ordering-test-secret-ordering-test-secret";
-pub const ISSUER: &str = "pulse-test";
 pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
 
-/// France, with a payment timeout of `timeout_seconds`.
+/// France (the kit's test country), with a payment timeout of `timeout_seconds`.
 pub fn france(timeout_seconds: u32) -> CountryConfig {
-    let mut country = CountryConfig::from_env_vars(vec![
-        ("PULSE_COUNTRY__CODE".to_owned(), "FR".to_owned()),
-        (
-            "PULSE_COUNTRY__TIMEZONE".to_owned(),
-            "Europe/Paris".to_owned(),
-        ),
-        ("PULSE_COUNTRY__CURRENCY".to_owned(), "EUR".to_owned()),
-        ("PULSE_COUNTRY__LOCALE".to_owned(), "fr-FR".to_owned()),
-    ])
-    .expect("valid");
+    let mut country = pulse_kit::testing::france();
     // Below the production minimum of 30 s, so the tests do not wait.
     country.ordering.payment_timeout_seconds = timeout_seconds;
     country
@@ -115,26 +103,12 @@ impl TestApp {
         pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations())
             .await
             .expect("migrate ordering");
-        let instance = format!("t{}", &pulse_kit::new_id().simple().to_string()[20..]);
         let server_settings = ServerSettings {
-            database_url: db.url.clone(),
-            redis_url: options.redis.clone(),
-            kafka_brokers: kafka_brokers(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], http_port)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            jwt: JwtSettings {
-                issuer: ISSUER.into(),
-                algorithm: "HS256".into(),
-                secret: Some(SECRET.into()),
-                public_key_pem: None,
-            },
-            drain_delay: Duration::ZERO,
-            db_max_connections: 20,
-            kafka_partitions: 1,
-            trust_forwarded_for: false,
-            instance: Some(instance.clone()),
+            ..pulse_kit::testing::server_settings(&db.url, &options.redis)
         };
+        let instance = server_settings.instance.clone().unwrap_or_default();
         let mut components: Vec<Arc<dyn Component>> = Vec::new();
         if options.marketing {
             components.push(Arc::new(marketing));
@@ -169,17 +143,7 @@ impl TestApp {
     }
 
     pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        let auth =
-            Authenticator::hs256(SECRET.as_bytes(), ISSUER, &self.country.code).expect("key");
-        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-        auth.mint(&claims_for(
-            subject,
-            &roles,
-            &self.country.code,
-            ISSUER,
-            Duration::from_secs(3600),
-        ))
-        .expect("mint")
+        pulse_kit::testing::token(subject, roles, &self.country.code)
     }
 
     pub fn admin(&self) -> String {

@@ -1,0 +1,367 @@
+//! `./dev bench seckill`: seckill throughput and latency through Pulse's HTTP API (token check,
+//! rate limits, the reservation script, the order consumer behind it), beside `redis-benchmark`
+//! running the same Lua script straight against Redis at the same concurrency, with the oversell
+//! count of each run (it must be 0).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use pulse_kit::component::Component;
+use pulse_kit::server::{ServerSettings, start};
+use pulse_kit::testing::{self, TestDatabase, redis_url};
+use pulse_marketing::reservation::{CampaignKeys, registry_key};
+use pulse_marketing::seckill::{LoadSpec, RESERVE_SCRIPT, Seckill};
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// Vouchers on sale in each run.
+const STOCK: u32 = 1_000;
+/// Attempts in each run, one per distinct user.
+const ATTEMPTS: usize = 20_000;
+/// Clients at once, for Pulse and for redis-benchmark alike.
+const CONCURRENCY: usize = 200;
+
+/// One run's numbers.
+struct Row {
+    system: &'static str,
+    requests: usize,
+    won: usize,
+    throughput: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    oversold: usize,
+}
+
+fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[rank].as_secs_f64() * 1000.0
+}
+
+/// Runs Pulse, then redis-benchmark, and prints one table. Fails if either oversold.
+pub async fn run() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await;
+    let marketing = pulse_marketing::Marketing;
+    let ordering = pulse_ordering::Ordering::default();
+    pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations()).await?;
+    pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations()).await?;
+    let settings = ServerSettings {
+        db_max_connections: 32,
+        kafka_partitions: 3,
+        ..testing::server_settings(&db.url, &redis_url())
+    };
+    let country = testing::france();
+    let keyspace = format!(
+        "{}-{}",
+        country.slug(),
+        settings.instance.clone().unwrap_or_default()
+    );
+    let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing), Arc::new(ordering)];
+    let server = start(&settings, country, components).await?;
+    let base = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY * 2)
+        .build()?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+
+    let campaign = "bench-pulse";
+    let now = Utc::now();
+    client
+        .put(format!("{base}/v1/campaigns/{campaign}"))
+        .bearer_auth(testing::token("bench-admin", &["admin"], "FR"))
+        .json(&json!({
+            "voucherTitle": "Bench voucher", "voucherValueMinor": 1000, "currency": "EUR",
+            "priceMinor": 100, "stock": STOCK, "perUserLimit": 1,
+            "startsAt": now - chrono::Duration::minutes(1), "endsAt": now + chrono::Duration::hours(1),
+        }))
+        .send()
+        .await?
+        .error_for_status()
+        .context("creating the bench campaign")?;
+    eprintln!("bench: minting {ATTEMPTS} user tokens");
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..ATTEMPTS)
+            .map(|i| testing::token(&format!("bench-buyer-{i}"), &["patient"], "FR"))
+            .collect(),
+    );
+    eprintln!(
+        "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
+    );
+    let pulse = pulse_run(&client, &base, campaign, tokens).await?;
+
+    // Oversell check: every reservation becomes one order; no more than the stock, no user twice.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let orders = loop {
+        let orders: Vec<String> =
+            sqlx::query_scalar("SELECT user_subject FROM ordering.orders WHERE campaign_id = $1")
+                .bind(campaign)
+                .fetch_all(&pool)
+                .await?;
+        if orders.len() >= pulse.won || Instant::now() > deadline {
+            break orders;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let distinct: HashSet<&String> = orders.iter().collect();
+    if distinct.len() != orders.len() {
+        bail!("a user got two orders");
+    }
+    let stock_left: i64 = redis_connection()
+        .await?
+        .get(CampaignKeys::new(&keyspace, campaign).stock)
+        .await?;
+    let stock = STOCK as usize;
+    let pulse = Row {
+        oversold: orders.len().saturating_sub(stock)
+            + pulse.won.saturating_sub(stock)
+            + usize::try_from(-stock_left.min(0)).unwrap_or(0),
+        ..pulse
+    };
+    if orders.len() != pulse.won {
+        bail!(
+            "{} reservations but {} orders after a minute",
+            pulse.won,
+            orders.len()
+        );
+    }
+    pool.close().await;
+    server.shutdown().await;
+
+    eprintln!("bench: redis-benchmark, the same script, {ATTEMPTS} calls, {CONCURRENCY} clients");
+    let reference = redis_benchmark(&keyspace).await?;
+    cleanup(&keyspace, &[campaign, "bench-lua"]).await?;
+
+    println!();
+    println!(
+        "{:<8} {:<16} {:>6} {:>9} {:>6} {:>12} {:>8} {:>8} {:>8} {:>9}",
+        "scenario",
+        "system",
+        "conc",
+        "requests",
+        "won",
+        "throughput/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "oversold"
+    );
+    for row in [&pulse, &reference] {
+        println!(
+            "{:<8} {:<16} {:>6} {:>9} {:>6} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>9}",
+            "seckill",
+            row.system,
+            CONCURRENCY,
+            row.requests,
+            row.won,
+            row.throughput,
+            row.p50,
+            row.p95,
+            row.p99,
+            row.oversold
+        );
+    }
+    println!();
+    println!(
+        "Pulse: HTTP → JWT → per-client and per-user rate limits (Redis) → the reservation script → 202; orders made by the stream consumer."
+    );
+    println!(
+        "redis-benchmark: EVALSHA of the same script straight to Redis (random users), the ceiling of the design."
+    );
+    println!(
+        "oversold: orders or reservations beyond the stock, plus any negative Redis stock (must be 0)."
+    );
+    if pulse.oversold > 0 || reference.oversold > 0 {
+        bail!("oversold");
+    }
+    Ok(())
+}
+
+async fn pulse_run(
+    client: &reqwest::Client,
+    base: &str,
+    campaign: &str,
+    tokens: Arc<Vec<String>>,
+) -> anyhow::Result<Row> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{base}/v1/seckill/{campaign}/orders");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let client = client.clone();
+        let url = url.clone();
+        let tokens = Arc::clone(&tokens);
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let (mut won, mut refused, mut other) = (0usize, 0usize, 0usize);
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(token) = tokens.get(index) else {
+                    break;
+                };
+                let t = Instant::now();
+                let status = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                latencies.push(t.elapsed());
+                match status {
+                    202 => won += 1,
+                    409 => refused += 1,
+                    _ => other += 1,
+                }
+            }
+            (latencies, won, refused, other)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(ATTEMPTS);
+    let (mut won, mut other) = (0, 0);
+    for task in tasks {
+        let (mut l, w, _refused, o) = task.await?;
+        latencies.append(&mut l);
+        won += w;
+        other += o;
+    }
+    let elapsed = started.elapsed();
+    if other > 0 {
+        bail!("{other} seckill attempts got neither 202 nor 409");
+    }
+    latencies.sort();
+    Ok(Row {
+        system: "pulse",
+        requests: latencies.len(),
+        won,
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+        p50: percentile_ms(&latencies, 0.50),
+        p95: percentile_ms(&latencies, 0.95),
+        p99: percentile_ms(&latencies, 0.99),
+        oversold: 0,
+    })
+}
+
+async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?)
+}
+
+/// Loads a campaign like marketing does, then lets redis-benchmark call the reservation script
+/// with random users and order ids.
+async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
+    let campaign = "bench-lua";
+    let seckill = Seckill::new(pulse_kit::redis::RedisHandle::new(&redis_url())?, keyspace);
+    let now = Utc::now();
+    seckill
+        .load(&LoadSpec {
+            id: campaign,
+            stock: STOCK,
+            starts_at: now - chrono::Duration::minutes(1),
+            ends_at: now + chrono::Duration::hours(1),
+            closed: false,
+            per_user_limit: 1,
+            price_minor: 100,
+            currency: "EUR",
+        })
+        .await?;
+    let mut redis = redis_connection().await?;
+    // No order consumer reads this campaign's stream.
+    let _: i64 = redis.srem(registry_key(keyspace), campaign).await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(RESERVE_SCRIPT)
+        .query_async(&mut redis)
+        .await?;
+    let keys = CampaignKeys::new(keyspace, campaign);
+    let url = url_parts(&redis_url());
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", &url.0, "-p", &url.1])
+        .args(["-c", &CONCURRENCY.to_string(), "-n", &ATTEMPTS.to_string()])
+        .args(["-r", "100000000", "--csv"])
+        .args(["EVALSHA", &sha, "5"])
+        .args([
+            &keys.meta,
+            &keys.stock,
+            &keys.buyers,
+            &keys.orders,
+            &keys.stream,
+        ])
+        .args([
+            &now.timestamp_millis().to_string(),
+            "user-__rand_int__",
+            "order-__rand_int__",
+        ])
+        .output()
+        .await
+        .context("redis-benchmark is not installed (it ships with Redis)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let values: Vec<f64> = stdout
+        .lines()
+        .rfind(|l| l.starts_with("\"EVALSHA"))
+        .context("no result line from redis-benchmark")?
+        .rsplit("\",\"")
+        .take(7)
+        .map(|v| v.trim_matches('"').parse::<f64>().unwrap_or(0.0))
+        .collect();
+    let [_max, p99, p95, p50, _min, _avg, rps] = values[..] else {
+        bail!("unexpected redis-benchmark output: {stdout}");
+    };
+    let won: usize = redis.xlen(&keys.stream).await?;
+    let left: i64 = redis.get(&keys.stock).await?;
+    let buyers: usize = redis.hlen(&keys.buyers).await?;
+    let stock = STOCK as usize;
+    let oversold = won.saturating_sub(stock)
+        + buyers.saturating_sub(stock)
+        + usize::try_from(-left.min(0)).unwrap_or(0);
+    Ok(Row {
+        system: "redis-benchmark",
+        requests: ATTEMPTS,
+        won,
+        throughput: rps,
+        p50,
+        p95,
+        p99,
+        oversold,
+    })
+}
+
+/// Host and port of a `redis://host:port` URL.
+fn url_parts(url: &str) -> (String, String) {
+    let rest = url.trim_start_matches("redis://");
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.to_owned()),
+        None => (rest.to_owned(), "6379".to_owned()),
+    }
+}
+
+async fn cleanup(keyspace: &str, campaigns: &[&str]) -> anyhow::Result<()> {
+    let mut redis = redis_connection().await?;
+    for campaign in campaigns {
+        let k = CampaignKeys::new(keyspace, campaign);
+        let _: i64 = redis
+            .del(&[
+                k.meta, k.stock, k.buyers, k.orders, k.stream, k.dead, k.errors,
+            ])
+            .await?;
+    }
+    let _: i64 = redis.del(registry_key(keyspace)).await?;
+    Ok(())
+}
