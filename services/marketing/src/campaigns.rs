@@ -144,6 +144,30 @@ impl Campaigns {
         Ok(CampaignStatus::new(row, counts, Utc::now()))
     }
 
+    /// Retires campaigns that ended more than a day ago: ordering stops reading their streams and
+    /// their keys expire a week later. Returns how many.
+    pub async fn retire_ended(&self) -> Result<usize, CampaignError> {
+        let since = Utc::now() - chrono::Duration::days(1);
+        let current: std::collections::HashSet<String> = self
+            .store
+            .campaigns_ending_after(since, 100_000)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        let mut retired = 0;
+        for campaign in self.seckill.registered().await? {
+            if !current.contains(&campaign) {
+                self.seckill
+                    .retire(&campaign, std::time::Duration::from_secs(7 * 24 * 3600))
+                    .await?;
+                tracing::info!(%campaign, "ended campaign retired from Redis");
+                retired += 1;
+            }
+        }
+        Ok(retired)
+    }
+
     /// Loads into Redis every current campaign Redis does not know (after a Redis restart);
     /// returns how many were loaded.
     pub async fn reload_missing(&self) -> Result<usize, CampaignError> {

@@ -137,6 +137,9 @@ impl Component for Marketing {
                     if let Err(err) = reload.campaigns.reload_missing().await {
                         tracing::debug!(error = %err, "campaign reload skipped");
                     }
+                    if let Err(err) = reload.campaigns.retire_ended().await {
+                        tracing::debug!(error = %err, "campaign retirement skipped");
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(10)) => {}
                         () = shutdown.cancelled() => return,

@@ -275,6 +275,38 @@ impl Seckill {
         Ok(())
     }
 
+    /// Campaigns whose streams ordering reads.
+    pub async fn registered(&self) -> redis::RedisResult<Vec<String>> {
+        let mut conn = self.redis.connection().await?;
+        conn.smembers(registry_key(&self.keyspace)).await
+    }
+
+    /// Stops ordering from reading an old campaign's stream and lets its keys expire after
+    /// `keep_for`.
+    pub async fn retire(
+        &self,
+        campaign: &str,
+        keep_for: std::time::Duration,
+    ) -> redis::RedisResult<()> {
+        let keys = self.keys(campaign);
+        let mut conn = self.redis.connection().await?;
+        let ttl = i64::try_from(keep_for.as_millis()).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.srem(registry_key(&self.keyspace), campaign).ignore();
+        for key in [
+            &keys.meta,
+            &keys.stock,
+            &keys.buyers,
+            &keys.orders,
+            &keys.stream,
+            &keys.dead,
+            &keys.errors,
+        ] {
+            pipe.pexpire(key, ttl).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
     /// Whether Redis knows the campaign.
     pub async fn is_loaded(&self, campaign: &str) -> redis::RedisResult<bool> {
         let keys = self.keys(campaign);

@@ -558,3 +558,42 @@ async fn vouchers_are_validated_held_and_released_per_order() {
         .expect_err("bad order id");
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn campaigns_over_for_a_day_leave_the_registry_and_their_keys_expire() {
+    let app = TestApp::start().await;
+    let now = Utc::now();
+    let old = TestApp::body(
+        5,
+        1,
+        now - chrono::Duration::days(3),
+        now - chrono::Duration::days(2),
+    );
+    assert_eq!(app.put(&app.admin(), "old", &old).await.0, 200);
+    app.open("current", 5, 1).await;
+    let mut redis = app.redis().await;
+    let registry = pulse_marketing::reservation::registry_key(&app.keyspace);
+    let mut members: Vec<String> = redis.smembers(&registry).await.expect("registry");
+    members.sort();
+    assert_eq!(members, vec!["current".to_owned(), "old".to_owned()]);
+
+    // What the marketing job runs every few seconds.
+    let mut ctx = pulse_kit::component::ComponentContext::standalone(
+        "marketing",
+        app.country.clone(),
+        &app.db.url,
+        &pulse_kit::testing::redis_url(),
+        pulse_kit::testing::kafka_brokers(),
+    )
+    .expect("context");
+    ctx.keyspace = app.keyspace.clone();
+    let parts = pulse_marketing::parts(&ctx);
+    assert_eq!(parts.campaigns.retire_ended().await.expect("retire"), 1);
+    assert_eq!(parts.campaigns.retire_ended().await.expect("retire"), 0);
+    let members: Vec<String> = redis.smembers(&registry).await.expect("registry");
+    assert_eq!(members, vec!["current".to_owned()]);
+    let ttl: i64 = redis.pttl(&app.keys("old").meta).await.expect("ttl");
+    assert!(ttl > 0, "the old campaign's keys expire ({ttl})");
+    let ttl: i64 = redis.pttl(&app.keys("current").meta).await.expect("ttl");
+    assert_eq!(ttl, -1, "current campaigns keep theirs");
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -738,8 +739,12 @@ fn ack(outcome: &str) -> ApiJson<WebhookAck> {
 pub async fn webhook(
     State(app): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<ApiJson<WebhookAck>, Problem> {
+    let body = body.map_err(|rejection| {
+        Problem::new(rejection.status(), "webhook-malformed", "Malformed webhook")
+            .with_detail(rejection.body_text())
+    })?;
     let refused = |problem: Problem| {
         app.webhooks_refused.inc();
         tracing::warn!(problem = %problem, "webhook refused");

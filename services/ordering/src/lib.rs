@@ -62,7 +62,7 @@ impl Ordering {
     /// value stops start-up there.
     pub fn from_env() -> Self {
         Self::try_from_env().unwrap_or_else(|err| {
-            tracing::error!(error = %err, "invalid ordering settings; using the defaults");
+            tracing::debug!(error = %err, "invalid ordering settings; using the defaults");
             Self::default()
         })
     }

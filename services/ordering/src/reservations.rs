@@ -22,8 +22,8 @@ use pulse_marketing::reservation::{CampaignKeys, Reservation, registry_key};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
-    StreamReadOptions, StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoConsumersReply,
+    StreamPendingCountReply, StreamReadOptions, StreamReadReply,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,11 @@ use crate::store::{OrderError, Store};
 
 /// The consumer group ordering reads reservations with.
 pub const GROUP: &str = "ordering";
+
+/// How often members of past processes are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A member with nothing pending and idle this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Moves an entry to the dead-letter stream with its last error and acknowledges it, in one
 /// step. `KEYS`: stream, dead, errors. `ARGV`: group, entry id, deliveries.
@@ -147,9 +152,20 @@ impl ReservationConsumer {
         let mut campaigns: Vec<String> = Vec::new();
         let mut listed_at: Option<Instant> = None;
         let mut claimed_at = Instant::now();
+        let mut pruned_at = Instant::now();
         while !shutdown.is_cancelled() {
+            let prune = pruned_at.elapsed() >= PRUNE_EVERY;
+            if prune {
+                pruned_at = Instant::now();
+            }
             let round = this
-                .round(&mut groups, &mut campaigns, &mut listed_at, &mut claimed_at)
+                .round(
+                    &mut groups,
+                    &mut campaigns,
+                    &mut listed_at,
+                    &mut claimed_at,
+                    prune,
+                )
                 .await;
             let pause = match round {
                 Ok(0) => this.settings.idle_poll,
@@ -175,6 +191,7 @@ impl ReservationConsumer {
         campaigns: &mut Vec<String>,
         listed_at: &mut Option<Instant>,
         claimed_at: &mut Instant,
+        prune: bool,
     ) -> redis::RedisResult<usize> {
         let mut conn = self.redis.connection().await?;
         if listed_at.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
@@ -213,8 +230,28 @@ impl ReservationConsumer {
             if reclaim {
                 handled += self.reclaim(&mut conn, &keys).await?;
             }
+            if prune {
+                self.prune_consumers(&mut conn, &keys.stream).await?;
+            }
         }
         Ok(handled)
+    }
+
+    /// Forgets group members of past processes: nothing pending, idle for an hour.
+    async fn prune_consumers(
+        &self,
+        conn: &mut ConnectionManager,
+        stream: &str,
+    ) -> redis::RedisResult<()> {
+        let members: StreamInfoConsumersReply = conn.xinfo_consumers(stream, GROUP).await?;
+        for member in members.consumers {
+            let idle = Duration::from_millis(u64::try_from(member.idle).unwrap_or(u64::MAX));
+            if member.name != self.name && member.pending == 0 && idle >= FORGET_AFTER {
+                let _: i64 = conn.xgroup_delconsumer(stream, GROUP, &member.name).await?;
+                tracing::info!(consumer = %member.name, stream, "forgot an idle reservation consumer");
+            }
+        }
+        Ok(())
     }
 
     fn claim_interval(&self) -> Duration {

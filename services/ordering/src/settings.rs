@@ -3,7 +3,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `PULSE_MARKETING_GRPC_URL` | `http://127.0.0.1:50051` | marketing's gRPC endpoint (`http://marketing.pulse-fr.svc:50051` in a cluster) |
+//! | `PULSE_MARKETING_GRPC_URL` | `http://127.0.0.1:<port of PULSE_GRPC_ADDR>` (this process) | marketing's gRPC endpoint (`http://marketing.pulse-fr.svc:50051` in a cluster) |
 //! | `PULSE_MARKETING_GRPC_TIMEOUT_MS` | `800` | deadline of one call to marketing |
 //! | `PULSE_MARKETING_GRPC_RETRIES` | `2` | retries of a call that failed for a transient reason |
 //! | `PULSE_MARKETING_BREAKER_FAILURES` | `5` | failed calls in a row that open the circuit breaker |
@@ -215,12 +215,14 @@ impl OrderingSettings {
                 message: "each secret must be at least 16 characters".into(),
             });
         }
+        let port_of = |var: &'static str, default: u16| {
+            vars.text(var)
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .map_or(default, |a| a.port())
+        };
         let (payment, webhook_secrets) = match provider.as_str() {
             "sandbox" => {
-                let port = vars
-                    .text("PULSE_HTTP_ADDR")
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                    .map_or(8080, |a| a.port());
+                let port = port_of("PULSE_HTTP_ADDR", 8080);
                 let payment = PaymentSettings::Sandbox {
                     webhook_url: vars.url(
                         "PULSE_PAYMENT_SANDBOX_WEBHOOK_URL",
@@ -270,9 +272,10 @@ impl OrderingSettings {
             }
         };
         Ok(Self {
+            // `--target all`: marketing answers on this process's own gRPC port.
             marketing_grpc_url: vars.url(
                 "PULSE_MARKETING_GRPC_URL",
-                defaults.marketing_grpc_url.clone(),
+                format!("http://127.0.0.1:{}", port_of("PULSE_GRPC_ADDR", 50051)),
             )?,
             marketing_timeout: Duration::from_millis(vars.number(
                 "PULSE_MARKETING_GRPC_TIMEOUT_MS",
@@ -346,8 +349,16 @@ mod tests {
 
     #[test]
     fn defaults_are_a_local_sandbox() {
-        let settings = read(&[("PULSE_HTTP_ADDR", "0.0.0.0:8181")]).expect("defaults");
-        assert_eq!(settings.marketing_grpc_url, "http://127.0.0.1:50051");
+        let settings = read(&[
+            ("PULSE_HTTP_ADDR", "0.0.0.0:8181"),
+            ("PULSE_GRPC_ADDR", "0.0.0.0:50052"),
+        ])
+        .expect("defaults");
+        assert_eq!(settings.marketing_grpc_url, "http://127.0.0.1:50052");
+        assert_eq!(
+            read(&[]).expect("defaults").marketing_grpc_url,
+            "http://127.0.0.1:50051"
+        );
         assert_eq!(
             settings.payment,
             PaymentSettings::Sandbox {
