@@ -588,7 +588,9 @@ async fn campaigns_over_for_a_day_leave_the_registry_and_their_keys_expire() {
     .expect("context");
     ctx.keyspace = app.keyspace.clone();
     let parts = pulse_marketing::parts(&ctx);
-    assert_eq!(parts.campaigns.retire_ended().await.expect("retire"), 1);
+    // The server's own job may have got there first: either way "old" is retired exactly once.
+    let first = parts.campaigns.retire_ended().await.expect("retire");
+    assert!(first <= 1, "retired {first}");
     assert_eq!(parts.campaigns.retire_ended().await.expect("retire"), 0);
     let members: Vec<String> = redis.smembers(&registry).await.expect("registry");
     assert_eq!(members, vec!["current".to_owned()]);
