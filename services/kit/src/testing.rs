@@ -165,3 +165,23 @@ pub fn france() -> crate::config::CountryConfig {
     }))
     .unwrap_or_else(|e| panic!("test country: {e}"))
 }
+
+/// The sum of every sample of metric `name` in a Prometheus text exposition (all label sets).
+pub fn metric_value(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plain Redis connection to [`redis_url`], for tests that inspect keys and streams.
+pub async fn redis_connection() -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(redis_url())
+        .unwrap_or_else(|e| panic!("bad PULSE_REDIS_URL: {e}"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to Redis (run the tests with `./dev test`): {e}")
+        })
+}

@@ -146,10 +146,7 @@ impl TestApp {
             .text()
             .await
             .expect("text");
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        pulse_kit::testing::metric_value(&text, name)
     }
 }
 

@@ -75,11 +75,7 @@ impl TestApp {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis")
+        pulse_kit::testing::redis_connection().await
     }
 
     pub fn body(

@@ -155,11 +155,7 @@ impl TestApp {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis")
+        pulse_kit::testing::redis_connection().await
     }
 
     /// Creates a campaign open from now for an hour.
@@ -311,10 +307,7 @@ impl TestApp {
             .text()
             .await
             .expect("text");
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        pulse_kit::testing::metric_value(&text, name)
     }
 }
 
