@@ -66,7 +66,6 @@ mod tests {
             voucher: VoucherSpec {
                 title: "10 EUR off".into(),
                 value: 1000,
-                valid_days: 30,
             },
             price: 100,
             stock: 50,

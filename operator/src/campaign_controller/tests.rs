@@ -120,7 +120,6 @@ fn campaign(
             voucher: VoucherSpec {
                 title: "10 EUR off".into(),
                 value: 1000,
-                valid_days: 30,
             },
             price: 100,
             stock,

@@ -71,15 +71,6 @@ pub struct VoucherSpec {
     /// Face value, in minor units of the country's currency.
     #[schemars(range(min = 1))]
     pub value: i64,
-    /// Days a bought voucher stays usable. Informational for now: `marketing.v1.CampaignAdmin`
-    /// has no validity field, so marketing does not enforce it yet.
-    #[serde(default = "thirty")]
-    #[schemars(range(min = 1, max = 3660))]
-    pub valid_days: i32,
-}
-
-fn thirty() -> i32 {
-    30
 }
 
 /// Where a campaign is in its life.
