@@ -139,14 +139,17 @@ async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
         }
     })
     .await;
-    let text = metrics.encode();
-    assert!(
-        text.contains(&format!(
-            "pulse_outbox_published_events_total{{component=\"{component}\"}} 12"
-        )),
-        "{text}"
-    );
-    assert!(text.contains("pulse_outbox_publish_lag_seconds"), "{text}");
+    // The relay updates its metrics right after marking the rows.
+    eventually(Duration::from_secs(5), "publish metrics", || {
+        let text = metrics.encode();
+        let published =
+            format!("pulse_outbox_published_events_total{{component=\"{component}\"}} 12");
+        async move {
+            text.contains(&published)
+                && text.contains("pulse_outbox_publish_lag_seconds{component=")
+        }
+    })
+    .await;
     stop.cancel();
     running.await.expect("relay stops");
 }
