@@ -852,14 +852,7 @@ mod tests {
     }
 
     fn status_of(recorded: &[Recorded]) -> CountryTenantStatus {
-        let call = recorded
-            .iter()
-            .rev()
-            .find(|r| r.path == STATUS)
-            .expect("a status patch");
-        assert_eq!(call.body["apiVersion"], "pulse.dev/v1alpha1");
-        assert_eq!(call.body["kind"], "CountryTenant");
-        serde_json::from_value(call.body["status"].clone()).expect("status")
+        fixtures::last_status(recorded, STATUS, "CountryTenant")
     }
 
     fn condition_of<'a>(status: &'a CountryTenantStatus, type_: &str) -> &'a Condition {
@@ -867,16 +860,7 @@ mod tests {
     }
 
     fn events_of(recorded: &[Recorded]) -> Vec<(String, String)> {
-        recorded
-            .iter()
-            .filter(|r| r.path == EVENTS)
-            .map(|r| {
-                (
-                    r.body["type"].as_str().unwrap_or("").to_owned(),
-                    r.body["reason"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect()
+        fixtures::events_of(recorded, EVENTS)
     }
 
     #[tokio::test]

@@ -298,3 +298,33 @@ pub async fn finish(server: JoinHandle<Vec<Recorded>>) -> Vec<Recorded> {
         Err(err) => panic!("mock API server task failed: {err}"),
     }
 }
+
+/// `(type, reason)` of every Event posted to `events_path`, in order.
+pub fn events_of(recorded: &[Recorded], events_path: &str) -> Vec<(String, String)> {
+    recorded
+        .iter()
+        .filter(|r| r.path == events_path)
+        .map(|r| {
+            (
+                r.body["type"].as_str().unwrap_or("").to_owned(),
+                r.body["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The status of the last patch sent to `status_path`, checked to be a `kind` object.
+pub fn last_status<T: serde::de::DeserializeOwned>(
+    recorded: &[Recorded],
+    status_path: &str,
+    kind: &str,
+) -> T {
+    let call = recorded
+        .iter()
+        .rev()
+        .find(|r| r.path == status_path)
+        .unwrap_or_else(|| panic!("no status patch to {status_path}"));
+    assert_eq!(call.body["apiVersion"], "pulse.dev/v1alpha1");
+    assert_eq!(call.body["kind"], kind);
+    serde_json::from_value(call.body["status"].clone()).unwrap_or_else(|e| panic!("status: {e}"))
+}

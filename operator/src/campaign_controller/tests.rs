@@ -176,15 +176,7 @@ fn event_call() -> Call {
 }
 
 fn status_of(recorded: &[Recorded], name: &str) -> SeckillCampaignStatus {
-    let path = status_path(name);
-    let call = recorded
-        .iter()
-        .rev()
-        .find(|r| r.path == path)
-        .expect("a status patch");
-    assert_eq!(call.body["apiVersion"], "pulse.dev/v1alpha1");
-    assert_eq!(call.body["kind"], "SeckillCampaign");
-    serde_json::from_value(call.body["status"].clone()).expect("status")
+    fixtures::last_status(recorded, &status_path(name), "SeckillCampaign")
 }
 
 fn condition_of<'a>(status: &'a SeckillCampaignStatus, type_: &str) -> &'a Condition {
@@ -192,16 +184,7 @@ fn condition_of<'a>(status: &'a SeckillCampaignStatus, type_: &str) -> &'a Condi
 }
 
 fn events_of(recorded: &[Recorded]) -> Vec<(String, String)> {
-    recorded
-        .iter()
-        .filter(|r| r.path == EVENTS)
-        .map(|r| {
-            (
-                r.body["type"].as_str().unwrap_or("").to_owned(),
-                r.body["reason"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
+    fixtures::events_of(recorded, EVENTS)
 }
 
 fn event_notes(recorded: &[Recorded]) -> Vec<String> {
