@@ -677,3 +677,30 @@ async fn openapi_describes_the_endpoints() {
         "409 is documented as problem+json"
     );
 }
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_the_caller() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Lyon", "gynecology", 30).await;
+    let slots = app
+        .slots(
+            practitioner["id"].as_str().expect("id"),
+            &paris_day(3),
+            &paris_day(3),
+        )
+        .await;
+    // Two patients happen to pick the same key: each gets their own booking.
+    let alice = app.token("patient-alice", &["patient"]);
+    let bob = app.token("patient-bob", &["patient"]);
+    let (status, first, _) = app
+        .book(&alice, slots[0]["id"].as_str().expect("slot"), "same-key")
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, second, headers) = app
+        .book(&bob, slots[1]["id"].as_str().expect("slot"), "same-key")
+        .await;
+    assert_eq!(status, 201, "{second}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(second["patientId"], "patient-bob");
+    assert_ne!(first["id"], second["id"]);
+}

@@ -228,13 +228,35 @@ impl Principal {
 
 /// The bearer token of a request, if any.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+    bearer_in(&parts.headers)
+}
+
+fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)?
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
+}
+
+/// Middleware: verifies the bearer token once per request and, when it is valid, stores the
+/// [`Principal`] in the request extensions, where the extractor, the rate limiter and the
+/// idempotency scope find it. An invalid or missing token is left for the extractor to refuse
+/// with its own message (401/403), so endpoints that need no token still work.
+pub async fn authenticate(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let verified = request
+        .extensions()
+        .get::<Arc<Authenticator>>()
+        .zip(bearer_in(request.headers()))
+        .and_then(|(auth, token)| auth.verify(token).ok());
+    if let Some(claims) = verified {
+        request.extensions_mut().insert(Principal { claims });
+    }
+    next.run(request).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

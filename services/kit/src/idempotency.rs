@@ -8,7 +8,6 @@
 //!
 //! [`layer`] wraps a component's router; its table lives in the component's schema.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -20,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::auth::{Authenticator, bearer_token};
+use crate::auth::Principal;
 use crate::problem::Problem;
 
 /// The request header.
@@ -117,16 +116,11 @@ fn is_state_changing(method: &Method) -> bool {
     )
 }
 
-/// The caller a key belongs to: the token's subject, or anonymous.
+/// The caller a key belongs to: the subject of the token verified by
+/// [`authenticate`](crate::auth::authenticate), or anonymous.
 fn scope_of(parts: &Parts) -> String {
-    let subject = parts
-        .extensions
-        .get::<Arc<Authenticator>>()
-        .zip(bearer_token(parts))
-        .and_then(|(auth, token)| auth.verify(token).ok())
-        .map(|claims| claims.sub);
-    match subject {
-        Some(sub) => format!("sub:{sub}"),
+    match parts.extensions.get::<Principal>() {
+        Some(principal) => format!("sub:{}", principal.subject()),
         None => "anonymous".to_owned(),
     }
 }

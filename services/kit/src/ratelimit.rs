@@ -3,7 +3,7 @@
 //!
 //! The limiter is GCRA (a token bucket without a refill job): one Lua script per request keeps
 //! a "theoretical arrival time" per client. A client is its token's subject when it sends a
-//! valid token, else its IP address (the first `X-Forwarded-For` hop when the deployment sits
+//! valid token (the [`Principal`] that [`authenticate`](crate::auth::authenticate) stored), else its IP address (the first `X-Forwarded-For` hop when the deployment sits
 //! behind a trusted proxy). Over the limit: 429 problem+json with `Retry-After`. Redis
 //! unreachable: requests pass (the limit protects capacity; availability matters more) and
 //! the metric `pulse_rate_limit_unavailable` counts them.
@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::auth::Authenticator;
+use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::redis::{LuaScript, RedisHandle};
 
@@ -81,20 +81,8 @@ impl RateLimiter {
     /// Who the request counts against.
     fn client_of(&self, request: &Request) -> String {
         let parts = request;
-        let subject = parts
-            .extensions()
-            .get::<Arc<Authenticator>>()
-            .zip(
-                parts
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ")),
-            )
-            .and_then(|(auth, token)| auth.verify(token.trim()).ok())
-            .map(|claims| claims.sub);
-        if let Some(subject) = subject {
-            return format!("sub:{subject}");
+        if let Some(principal) = parts.extensions().get::<Principal>() {
+            return format!("sub:{}", principal.subject());
         }
         let forwarded = self
             .trust_forwarded_for

@@ -303,6 +303,7 @@ pub async fn start(
                 Arc::clone(&limiter),
                 ratelimit::middleware,
             ))
+            .layer(axum::middleware::from_fn(crate::auth::authenticate))
             .layer(Extension(Arc::clone(&auth))),
         Arc::clone(&metrics),
     );
