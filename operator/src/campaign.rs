@@ -1,52 +1,63 @@
-//! Campaign timing: the pure rules the `SeckillCampaign` reconciler
-//! ([`crate::campaign_controller`]) follows to decide the phase and when to look again.
+//! Campaign timing: when the `SeckillCampaign` reconciler ([`crate::campaign_controller`]) looks
+//! at a campaign again. Only the sale window and the poll interval count here; the phase a
+//! campaign is in is `marketing`'s to say.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kube::runtime::controller::Action;
+use pulse_proto::marketing::v1 as pb;
 
-use crate::crd::{CampaignPhase, SeckillCampaignSpec};
+use crate::crd::SeckillCampaignSpec;
 
-/// The phase of a campaign at `now`. `remaining` is the stock left as `marketing` reports it
-/// (unknown before the first sync); an open campaign with nothing left is `SoldOut`.
-pub fn phase_at(
-    spec: &SeckillCampaignSpec,
-    now: DateTime<Utc>,
-    remaining: Option<i64>,
-) -> CampaignPhase {
-    if now < spec.starts_at {
-        CampaignPhase::Scheduled
-    } else if now >= spec.ends_at {
-        CampaignPhase::Ended
-    } else if remaining.is_some_and(|left| left <= 0) {
-        CampaignPhase::SoldOut
-    } else {
-        CampaignPhase::Active
-    }
-}
+/// How soon to look again when `marketing` has not yet seen a start or end the operator's
+/// clock has passed (clock skew between nodes).
+pub const SKEW_RETRY: Duration = Duration::from_secs(1);
 
 /// When to reconcile a campaign again, seen from `now`:
-/// - scheduled: exactly at `startsAt`, so it opens on time;
-/// - open (active or sold out): every `poll` to mirror sales, and never later than `endsAt`;
-/// - ended: never (`None`); only a change of the object brings it back.
+/// - before `startsAt`: exactly at `startsAt`, so it opens on time;
+/// - during the sale: every `poll` to mirror sales, and never later than `endsAt`;
+/// - after `endsAt`: never (`None`); only a change of the object brings it back.
 pub fn requeue_after(
     spec: &SeckillCampaignSpec,
     now: DateTime<Utc>,
     poll: Duration,
 ) -> Option<Duration> {
     let until = |at: DateTime<Utc>| (at - now).to_std().unwrap_or(Duration::ZERO);
-    match phase_at(spec, now, None) {
-        CampaignPhase::Scheduled => Some(until(spec.starts_at)),
-        CampaignPhase::Active | CampaignPhase::SoldOut => Some(until(spec.ends_at).min(poll)),
-        CampaignPhase::Ended => None,
+    if now < spec.starts_at {
+        Some(until(spec.starts_at))
+    } else if now < spec.ends_at {
+        Some(until(spec.ends_at).min(poll))
+    } else {
+        None
     }
 }
 
-/// Sold and remaining vouchers from the stock and what `marketing` reports as sold, clamped
-/// so the status never shows negative numbers or more sold than stocked.
-pub fn sales(stock: i64, sold: i64) -> (i64, i64) {
-    let sold = sold.clamp(0, stock.max(0));
-    (sold, stock.max(0) - sold)
+/// When to look at a campaign again after a successful pass at `now`, given what `marketing`
+/// answered: as [`requeue_after`] says, never once `marketing` closed it, and soon when
+/// `marketing` still reports a phase whose end the operator's clock has passed (it is still
+/// `Scheduled` after `startsAt`, or open after `endsAt`).
+pub fn next_action(
+    spec: &SeckillCampaignSpec,
+    marketing: &pb::CampaignStatus,
+    now: DateTime<Utc>,
+    poll: Duration,
+) -> Action {
+    if marketing.closed {
+        return Action::await_change();
+    }
+    let lagging = match marketing.phase() {
+        pb::CampaignPhase::Scheduled => now >= spec.starts_at,
+        pb::CampaignPhase::Active | pb::CampaignPhase::SoldOut => now >= spec.ends_at,
+        pb::CampaignPhase::Ended | pb::CampaignPhase::Unspecified => false,
+    };
+    if lagging {
+        return Action::requeue(SKEW_RETRY.min(poll));
+    }
+    match requeue_after(spec, now, poll) {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    }
 }
 
 #[cfg(test)]
@@ -76,17 +87,6 @@ mod tests {
     }
 
     #[test]
-    fn phase_follows_the_clock_and_the_stock() {
-        let s = spec();
-        assert_eq!(phase_at(&s, at(8, 59), None), CampaignPhase::Scheduled);
-        assert_eq!(phase_at(&s, at(9, 0), None), CampaignPhase::Active);
-        assert_eq!(phase_at(&s, at(9, 30), Some(3)), CampaignPhase::Active);
-        assert_eq!(phase_at(&s, at(9, 30), Some(0)), CampaignPhase::SoldOut);
-        assert_eq!(phase_at(&s, at(10, 0), Some(3)), CampaignPhase::Ended);
-        assert_eq!(phase_at(&s, at(11, 0), Some(0)), CampaignPhase::Ended);
-    }
-
-    #[test]
     fn requeues_at_start_then_polls_until_the_end() {
         let s = spec();
         let poll = Duration::from_secs(30);
@@ -102,13 +102,5 @@ mod tests {
             Some(Duration::from_secs(10))
         );
         assert_eq!(requeue_after(&s, at(10, 0), poll), None);
-    }
-
-    #[test]
-    fn sales_are_clamped() {
-        assert_eq!(sales(50, 20), (20, 30));
-        assert_eq!(sales(50, 70), (50, 0));
-        assert_eq!(sales(50, -1), (0, 50));
-        assert_eq!(sales(0, 0), (0, 0));
     }
 }

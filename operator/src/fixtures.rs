@@ -1,24 +1,28 @@
-//! Test helpers: example tenants and a scripted, mocked Kubernetes API server (kube-rs
-//! `tower-test` pattern). Every expected call is asserted in order; a missing call or an extra
-//! one fails the test.
+//! Test helpers: example tenants, the test context of either reconciler, and a scripted,
+//! mocked Kubernetes API server (kube-rs `tower-test` pattern, as in `controller-rs`'
+//! `fixtures.rs`). Every expected call is asserted in order; a missing call or an extra one
+//! fails the test.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
-use kube::Client;
 use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Reporter;
+use kube::{Client, Resource};
 use pulse_kit::config::CountryConfig;
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle};
 
-use crate::controller::{Context, FINALIZER};
 use crate::crd::{
-    AuthSpec, Components, CountryTenant, CountryTenantSpec, DeletionPolicy, IngressSpec,
-    JwtSecretRefs, SecretKeyRef, SecretName, SecretRefs,
+    AuthSpec, Components, Condition, CountryTenant, CountryTenantSpec, DeletionPolicy, IngressSpec,
+    JwtSecretRefs, PaymentProvider, PaymentsSpec, SecretKeyRef, SecretName, SecretRefs, condition,
 };
 use crate::metrics::Metrics;
+use crate::reconciler::{Context, Error, Reconcile, reconcile};
 
 /// The uid every test tenant has.
 pub const UID: &str = "6f1c9a6e-0d1e-4b8e-9a57-2c8f7d1f0a11";
@@ -30,7 +34,8 @@ fn secret(name: &str, key: &str) -> SecretKeyRef {
     }
 }
 
-/// France, everything enabled, with an Ingress, as the API server would hold it.
+/// France in production shape, everything enabled, with an Ingress and Stripe payments, as the
+/// API server would hold it.
 pub fn tenant() -> CountryTenant {
     let country: CountryConfig = serde_json::from_value(json!({
         "code": "FR",
@@ -67,6 +72,14 @@ pub fn tenant() -> CountryTenant {
                     name: "pulse-fr-providers".into(),
                 }],
             },
+            payments: Some(PaymentsSpec {
+                provider: PaymentProvider::Stripe,
+                secret_ref: Some(SecretName {
+                    name: "pulse-fr-payments".into(),
+                }),
+                base_url: None,
+            }),
+            development: false,
             deletion_policy: DeletionPolicy::Retain,
         },
     );
@@ -76,18 +89,94 @@ pub fn tenant() -> CountryTenant {
     tenant
 }
 
-/// The tenant with the operator's finalizer.
-pub fn finalized(mut tenant: CountryTenant) -> CountryTenant {
-    tenant.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    tenant
+/// The object with its controller's finalizer.
+pub fn finalized<K: Reconcile>(mut object: K) -> K {
+    object.meta_mut().finalizers = Some(vec![K::FINALIZER.into()]);
+    object
 }
 
-/// The tenant being deleted.
-pub fn deleting(mut tenant: CountryTenant) -> CountryTenant {
-    tenant.metadata.deletion_timestamp = Some(
+/// The object being deleted.
+pub fn deleting<K: Resource>(mut object: K) -> K {
+    object.meta_mut().deletion_timestamp = Some(
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
     );
-    tenant
+    object
+}
+
+/// The reporter of the test contexts' Events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: "pulse-operator".into(),
+        instance: Some("test".into()),
+    }
+}
+
+/// A test context with a mocked client, fresh metrics and `extra`, with the server side of the
+/// client.
+pub fn context<T>(extra: T) -> (Context<T>, ApiServer) {
+    let (client, server) = mock_client();
+    let ctx = Context::new(client, Arc::new(Metrics::new()), reporter(), extra);
+    (ctx, server)
+}
+
+/// One reconciliation of `object` against the scripted `calls` (at most `limit` long): what it
+/// returned and what the server received.
+pub async fn reconcile_scripted<K: Reconcile>(
+    object: &K,
+    ctx: Arc<Context<K::Extra>>,
+    server: ApiServer,
+    calls: Vec<Call>,
+    limit: Duration,
+) -> (Result<Action, Error>, Vec<Recorded>) {
+    let server = server.run(calls);
+    let result = tokio::time::timeout(limit, reconcile(Arc::new(object.clone()), ctx))
+        .await
+        .expect("reconcile finished");
+    // A wrong sequence of calls is easier to understand with what the reconciler concluded.
+    if let Err(err) = &result {
+        eprintln!("reconcile failed: {err}");
+    }
+    (result, finish(server).await)
+}
+
+/// The status patch to `path`, answered with `object` carrying the patched status.
+pub fn status_call(path: impl Into<String>, object: &impl Serialize) -> Call {
+    let base = serde_json::to_value(object).expect("object JSON");
+    Call::apply(path).reply(Reply::EchoWith(Box::new(move |body| {
+        let mut object = base;
+        object["status"] = body["status"].clone();
+        object
+    })))
+}
+
+/// The condition of type `type_`, which must be there.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+    condition::find(conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// The patch of the object at `path` that adds (`added`) or removes its controller's
+/// finalizer, answered with `object` as it is afterwards.
+pub fn finalizer_call<K: Reconcile>(path: impl Into<String>, object: &K, added: bool) -> Call {
+    let mut after = object.clone();
+    after.meta_mut().finalizers = added.then(|| vec![K::FINALIZER.to_owned()]);
+    let reply = serde_json::to_value(after).expect("object JSON");
+    Call::new(Method::PATCH, path).reply(Reply::Json(200, reply))
+}
+
+/// Asserts that `call` sent a JSON patch with the operation `op`.
+pub fn assert_patched(call: &Recorded, op: Value) {
+    let patch = call.body.as_array().cloned().expect("a JSON patch");
+    assert!(patch.contains(&op), "{patch:?}");
+}
+
+/// A Normal Event, as [`events_of`] lists it.
+pub fn normal(reason: &str) -> (String, String) {
+    ("Normal".to_owned(), reason.to_owned())
+}
+
+/// A Warning Event, as [`events_of`] lists it.
+pub fn warning(reason: &str) -> (String, String) {
+    ("Warning".to_owned(), reason.to_owned())
 }
 
 /// How the mocked server answers one call.
@@ -168,19 +257,6 @@ pub struct ApiServer(Handle<Request<Body>, Response<Body>>);
 pub fn mock_client() -> (Client, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     (Client::new(service, "default"), ApiServer(handle))
-}
-
-/// A test context with a mocked client and fresh metrics.
-pub fn context() -> (Arc<Context>, ApiServer) {
-    let (client, server) = mock_client();
-    let reporter = kube::runtime::events::Reporter {
-        controller: "pulse-operator".into(),
-        instance: Some("test".into()),
-    };
-    (
-        Arc::new(Context::new(client, Arc::new(Metrics::new()), reporter)),
-        server,
-    )
 }
 
 fn status_body(code: u16, reason: &str) -> Value {

@@ -8,16 +8,22 @@
 //!
 //! A [`SeckillCampaign`] in a country namespace is run by the campaign reconciler
 //! ([`campaign_controller`]): it upserts the campaign into that country's `marketing` through
-//! `marketing.v1.CampaignAdmin` ([`marketing`]), mirrors phase, sold and remaining into the
-//! status following the timing rules of [`campaign`], and closes it on deletion.
+//! `marketing.v1.CampaignAdmin` ([`marketing`]), mirrors the phase `marketing` reports, sold and
+//! remaining into the status, looks again following the timing rules of [`campaign`], and closes
+//! it on deletion.
+//!
+//! Both reconcilers are built on [`reconciler`]: finalizer, metrics, backoff, status patch,
+//! `Degraded` on errors and Events are written once there, with the one [`error::Error`] type.
 
 pub mod campaign;
 pub mod campaign_controller;
 pub mod controller;
 pub mod crd;
+pub mod error;
 pub mod leader;
 pub mod marketing;
 pub mod metrics;
+pub mod reconciler;
 pub mod render;
 pub mod resources;
 pub mod run;

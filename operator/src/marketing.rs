@@ -2,8 +2,9 @@
 //! `marketing` component is told about campaigns.
 //!
 //! Each country runs its own `marketing`, reached through Kubernetes Service DNS: the URL comes
-//! from a template with a `{namespace}` placeholder (`http://marketing.{namespace}.svc:50051` by
-//! default; `PULSE_MARKETING_GRPC_URL_TEMPLATE` changes it, e.g. for another cluster domain).
+//! from a template with a `{namespace}` placeholder (by default the cluster convention of
+//! `pulse_kit::settings::cluster::grpc_url`, `http://marketing.{namespace}.svc:50051`;
+//! `PULSE_MARKETING_GRPC_URL_TEMPLATE` changes it, e.g. for another cluster domain).
 //! Every call has a deadline (sent as `grpc-timeout` and enforced here too), and every error
 //! says which URL and call failed.
 
@@ -12,14 +13,22 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use pulse_kit::settings::cluster;
 use pulse_proto::marketing::v1 as pb;
 use pulse_proto::marketing::v1::campaign_admin_client::CampaignAdminClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::crd::Component;
+
 /// Placeholder of the namespace in the URL template.
 pub const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
-/// Where `marketing` listens in a country namespace (the Service the tenant reconciler creates).
-pub const DEFAULT_URL_TEMPLATE: &str = "http://marketing.{namespace}.svc:50051";
+
+/// Where `marketing` listens in a country namespace (the Service the tenant reconciler creates):
+/// `http://marketing.{namespace}.svc:50051`.
+pub fn default_url_template() -> String {
+    cluster::grpc_url(Component::Marketing.name(), NAMESPACE_PLACEHOLDER)
+}
+
 /// Default deadline of one call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,7 +44,7 @@ pub struct MarketingSettings {
 impl Default for MarketingSettings {
     fn default() -> Self {
         Self {
-            url_template: DEFAULT_URL_TEMPLATE.to_owned(),
+            url_template: default_url_template(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -99,6 +108,15 @@ pub enum MarketingError {
         /// The status message.
         message: String,
     },
+    /// `marketing` answered with something this operator cannot use (a phase it does not know:
+    /// a newer `marketing`?).
+    #[error("marketing at {url} answered with {what}: is marketing newer than this operator?")]
+    Incompatible {
+        /// Where the call was sent.
+        url: String,
+        /// What it answered.
+        what: String,
+    },
     /// `marketing` refused the request (bad field, unknown campaign for an update, …): the
     /// object has to change.
     #[error("marketing at {url} refused {call} ({code:?}): {message}")]
@@ -122,6 +140,7 @@ impl MarketingError {
             Self::Timeout { .. } => "marketing_timeout",
             Self::Unavailable { .. } => "marketing_unavailable",
             Self::Rejected { .. } => "marketing_rejected",
+            Self::Incompatible { .. } => "marketing_incompatible",
         }
     }
 
@@ -131,6 +150,7 @@ impl MarketingError {
             Self::BadSettings(_) | Self::BadUrl { .. } => "InvalidMarketingURL",
             Self::Timeout { .. } | Self::Unavailable { .. } => "MarketingUnavailable",
             Self::Rejected { .. } => "MarketingRejected",
+            Self::Incompatible { .. } => "MarketingIncompatible",
         }
     }
 
@@ -196,22 +216,25 @@ impl MarketingClient {
         Ok(channel)
     }
 
-    /// Runs one call against `marketing` in `namespace` with the deadline. `NOT_FOUND` is
-    /// `Ok(None)`; every other error is classified.
-    async fn call<T, F, Fut>(
+    /// Sends `message` to `marketing` in `namespace` with the deadline (`send` picks the
+    /// method). `NOT_FOUND` is `Ok(None)`; every other error is classified.
+    async fn call<M, T, F, Fut>(
         &self,
         namespace: &str,
         call: &'static str,
+        message: M,
         send: F,
     ) -> Result<Option<T>, MarketingError>
     where
-        F: FnOnce(CampaignAdminClient<Channel>, Duration) -> Fut,
+        F: FnOnce(CampaignAdminClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let url = self.url_for(namespace);
         let client = CampaignAdminClient::new(self.channel(&url)?);
         let timeout = self.settings.timeout;
-        let answer = tokio::time::timeout(timeout, send(client, timeout)).await;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, send(client, request)).await;
         let status = match answer {
             Err(_elapsed) => {
                 return Err(MarketingError::Timeout { call, url, timeout });
@@ -257,9 +280,7 @@ impl MarketingClient {
     ) -> Result<pb::CampaignStatus, MarketingError> {
         const CALL: &str = "CampaignAdmin/Upsert";
         let id = request.campaign_id.clone();
-        self.call(namespace, CALL, |mut client, timeout| async move {
-            let mut request = tonic::Request::new(request);
-            request.set_timeout(timeout);
+        self.call(namespace, CALL, request, |mut client, request| async move {
             client.upsert(request).await
         })
         .await?
@@ -277,15 +298,14 @@ impl MarketingClient {
         namespace: &str,
         campaign_id: &str,
     ) -> Result<Option<pb::CampaignStatus>, MarketingError> {
-        let campaign_id = campaign_id.to_owned();
+        let message = pb::GetCampaignStatusRequest {
+            campaign_id: campaign_id.to_owned(),
+        };
         self.call(
             namespace,
             "CampaignAdmin/GetStatus",
-            |mut client, timeout| async move {
-                let mut request = tonic::Request::new(pb::GetCampaignStatusRequest { campaign_id });
-                request.set_timeout(timeout);
-                client.get_status(request).await
-            },
+            message,
+            |mut c, r| async move { c.get_status(r).await },
         )
         .await
     }
@@ -296,15 +316,14 @@ impl MarketingClient {
         namespace: &str,
         campaign_id: &str,
     ) -> Result<Option<pb::CampaignStatus>, MarketingError> {
-        let campaign_id = campaign_id.to_owned();
+        let message = pb::CloseCampaignRequest {
+            campaign_id: campaign_id.to_owned(),
+        };
         self.call(
             namespace,
             "CampaignAdmin/Close",
-            |mut client, timeout| async move {
-                let mut request = tonic::Request::new(pb::CloseCampaignRequest { campaign_id });
-                request.set_timeout(timeout);
-                client.close(request).await
-            },
+            message,
+            |mut c, r| async move { c.close(r).await },
         )
         .await
     }

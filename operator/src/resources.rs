@@ -28,10 +28,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use pulse_kit::settings::{Env, Setting, SettingError, cluster, ordering, server};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{Component, ComponentSpec, CountryTenant, JwtAlgorithm, ResourceAmounts};
+use crate::crd::{
+    Component, ComponentSpec, CountryTenant, JwtAlgorithm, PaymentProvider, PaymentsSpec,
+    ResourceAmounts, SecretKeyRef,
+};
 
 /// Field manager of every server-side apply, and the `managed-by` label value.
 pub const MANAGER: &str = "pulse-operator";
@@ -43,12 +47,6 @@ pub const INGRESS: &str = "pulse";
 pub const CONFIG_HASH_ANNOTATION: &str = "pulse.dev/config-hash";
 /// Label naming the tenant (the lower-case country code) on every object.
 pub const TENANT_LABEL: &str = "pulse.dev/tenant";
-/// Public HTTP port of `pulse serve`.
-pub const HTTP_PORT: i32 = 8080;
-/// gRPC port of `pulse serve`.
-pub const GRPC_PORT: i32 = 50051;
-/// Admin port of `pulse serve` (`/livez`, `/readyz`, `/metrics`).
-pub const ADMIN_PORT: i32 = 9090;
 /// User and group the containers run as (the image's non-root user).
 pub const RUN_AS: i64 = 65532;
 /// Where the JWT public key is mounted.
@@ -83,6 +81,27 @@ pub enum SpecError {
         /// The missing reference.
         needed: &'static str,
     },
+    /// The tenant has no `spec.payments` (stored before the field became required).
+    #[error(
+        "spec.payments is missing, so nothing is deployed: ordering would fall back to the sandbox provider, which pays every order by itself. Add spec.payments with provider stripe and secretRef (a Secret with keys api-key and webhook-secret), or provider sandbox on a tenant with spec.development: true"
+    )]
+    NoPaymentProvider,
+    /// The sandbox provider on a tenant that is not a development one.
+    #[error(
+        "spec.payments.provider sandbox pays every order by itself and is for development only: set spec.development: true on a development cluster, or use provider stripe with spec.payments.secretRef"
+    )]
+    SandboxOutsideDevelopment,
+    /// Stripe without its credentials.
+    #[error(
+        "spec.payments.provider stripe needs spec.payments.secretRef: the name of a Secret in {namespace} with the keys api-key and webhook-secret"
+    )]
+    NoPaymentSecret {
+        /// Where the Secret must be.
+        namespace: String,
+    },
+    /// `spec.payments.baseUrl` is not a usable URL.
+    #[error("spec.payments.baseUrl: {0}")]
+    PaymentBaseUrl(SettingError),
     /// `minReplicas` is above `maxReplicas`.
     #[error(
         "spec.components.{component}: minReplicas {min} must not be greater than maxReplicas {max}"
@@ -95,6 +114,16 @@ pub enum SpecError {
         /// Its maximum.
         max: i32,
     },
+}
+
+impl SpecError {
+    /// Reason of the `Ready`/`Degraded` conditions and of the Warning Event.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoPaymentProvider => "NoPaymentProvider",
+            _ => "InvalidSpec",
+        }
+    }
 }
 
 /// The objects of one enabled component.
@@ -117,7 +146,9 @@ pub struct ComponentObjects {
 pub struct Desired {
     /// `pulse-<code>`.
     pub namespace: Namespace,
-    /// The country configuration as `PULSE_COUNTRY__*` variables, plus token settings.
+    /// The country configuration as `PULSE_COUNTRY__*` variables, plus the other plain
+    /// settings every component reads (tokens, development mode, payment provider, …); secrets
+    /// are referenced by the Deployments instead.
     pub config_map: ConfigMap,
     /// Hash of the ConfigMap's data, also put on every pod template.
     pub config_hash: String,
@@ -154,14 +185,9 @@ impl Desired {
     }
 }
 
-/// The namespace of a country (`pulse-fr`).
-pub fn namespace_name(code: &str) -> String {
-    format!("pulse-{}", code.to_ascii_lowercase())
-}
-
-/// The `app.kubernetes.io/instance` value of a country (`pulse-fr`).
+/// The `app.kubernetes.io/instance` value of a country: the name of its namespace (`pulse-fr`).
 fn instance(tenant: &str) -> String {
-    format!("pulse-{tenant}")
+    cluster::namespace(tenant)
 }
 
 /// Labels on every object of a tenant.
@@ -236,6 +262,7 @@ pub fn check(tenant: &CountryTenant) -> Result<(), SpecError> {
         }
         _ => {}
     }
+    check_payments(spec.payments.as_ref(), spec.development, &spec.country.code)?;
     for component in Component::ALL {
         let settings = spec.components.get(component);
         if settings.min_replicas > settings.max_replicas {
@@ -249,14 +276,80 @@ pub fn check(tenant: &CountryTenant) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// The payment rules of the CRD schema, for a tenant stored before them or sent around them.
+fn check_payments(
+    payments: Option<&PaymentsSpec>,
+    development: bool,
+    code: &str,
+) -> Result<(), SpecError> {
+    let payments = payments.ok_or(SpecError::NoPaymentProvider)?;
+    match payments.provider {
+        PaymentProvider::Sandbox if !development => {
+            return Err(SpecError::SandboxOutsideDevelopment);
+        }
+        PaymentProvider::Stripe if payments.secret_ref.is_none() => {
+            return Err(SpecError::NoPaymentSecret {
+                namespace: cluster::namespace(code),
+            });
+        }
+        _ => {}
+    }
+    if let Some(url) = &payments.base_url {
+        // The same check `pulse` makes when it reads the variable.
+        let setting = ordering::STRIPE_BASE_URL;
+        Env::from_map([(setting.var, url.as_str())])
+            .url(&setting, url)
+            .map_err(SpecError::PaymentBaseUrl)?;
+    }
+    Ok(())
+}
+
+/// The country's plain settings, which every component reads from the ConfigMap.
+fn config_data(tenant: &CountryTenant, ns: &str, url: Option<&str>) -> BTreeMap<String, String> {
+    let spec = &tenant.spec;
+    let mut data = spec.country.to_env();
+    let mut set = |setting: &Setting, value: String| data.insert(setting.var.to_owned(), value);
+    set(&server::JWT_ALGORITHM, spec.auth.algorithm.as_str().into());
+    set(&server::JWT_ISSUER, spec.auth.issuer.clone());
+    // Clients arrive through the Ingress: their address is the first X-Forwarded-For hop.
+    set(&server::TRUST_FORWARDED_FOR, "true".into());
+    set(&server::DEVELOPMENT_MODE, spec.development.to_string());
+    // Ordering validates vouchers with marketing through its Service (no service registry).
+    set(
+        &ordering::MARKETING_GRPC_URL,
+        cluster::grpc_url(Component::Marketing.name(), ns),
+    );
+    if let Some(payments) = &spec.payments {
+        set(
+            &ordering::PAYMENT_PROVIDER,
+            payments.provider.as_str().into(),
+        );
+        // Only the Stripe adapter calls out and sends buyers away: the sandbox reads neither.
+        if payments.provider == PaymentProvider::Stripe {
+            if let Some(base_url) = &payments.base_url {
+                set(&ordering::STRIPE_BASE_URL, base_url.clone());
+            }
+            // After a checkout the buyer comes back to the country's public URL, not to the pod.
+            if let Some(url) = url {
+                set(
+                    &ordering::PAYMENT_RETURN_URL,
+                    format!("{url}/v1/orders/{{ORDER_ID}}"),
+                );
+            }
+        }
+    }
+    data
+}
+
 /// Builds every object of `tenant`. Owner references point at the tenant when it has a uid
 /// (it always has one in a cluster; a tenant read from a file has none).
 pub fn desired(tenant: &CountryTenant) -> Result<Desired, SpecError> {
     check(tenant)?;
     let name = tenant.name_any();
     let spec = &tenant.spec;
-    let ns = namespace_name(&spec.country.code);
+    let ns = cluster::namespace(&spec.country.code);
     let owner = tenant.controller_owner_ref(&());
+    let public_url = spec.ingress.as_ref().map(|i| i.url());
 
     let namespace = Namespace {
         metadata: ObjectMeta {
@@ -279,19 +372,7 @@ pub fn desired(tenant: &CountryTenant) -> Result<Desired, SpecError> {
         ..Namespace::default()
     };
 
-    let mut data = spec.country.to_env();
-    data.insert(
-        "PULSE_JWT_ALGORITHM".into(),
-        spec.auth.algorithm.as_str().into(),
-    );
-    data.insert("PULSE_JWT_ISSUER".into(), spec.auth.issuer.clone());
-    // Clients arrive through the Ingress: their address is the first X-Forwarded-For hop.
-    data.insert("PULSE_TRUST_FORWARDED_FOR".into(), "true".into());
-    // Ordering validates vouchers with marketing through its Service (no service registry).
-    data.insert(
-        "PULSE_MARKETING_GRPC_URL".into(),
-        format!("http://marketing.{ns}.svc:{GRPC_PORT}"),
-    );
+    let data = config_data(tenant, &ns, public_url.as_deref());
     let config_hash = hash_of(&data);
     let config_map = ConfigMap {
         metadata: meta(CONFIG_MAP, &ns, tenant_labels(&name), owner.as_ref()),
@@ -356,9 +437,9 @@ fn quantities(amounts: &ResourceAmounts) -> Option<BTreeMap<String, Quantity>> {
     (!out.is_empty()).then_some(out)
 }
 
-fn secret_env(name: &str, secret: &crate::crd::SecretKeyRef) -> EnvVar {
+fn secret_env(setting: &Setting, secret: &SecretKeyRef) -> EnvVar {
     EnvVar {
-        name: name.to_owned(),
+        name: setting.var.to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.name.clone(),
@@ -371,11 +452,47 @@ fn secret_env(name: &str, secret: &crate::crd::SecretKeyRef) -> EnvVar {
     }
 }
 
-fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
+fn plain_env(setting: &Setting, value: impl Into<String>) -> EnvVar {
     EnvVar {
-        name: name.to_owned(),
+        name: setting.var.to_owned(),
         value: Some(value.into()),
         ..EnvVar::default()
+    }
+}
+
+/// The payment credentials `ordering` reads, from the Secret of `payments.secretRef`: the API
+/// key for `stripe` only, the webhook secret for either provider.
+fn payment_secrets(payments: Option<&PaymentsSpec>) -> Vec<EnvVar> {
+    let Some((provider, secret)) =
+        payments.and_then(|p| p.secret_ref.as_ref().map(|s| (p.provider, &s.name)))
+    else {
+        return Vec::new();
+    };
+    let key = |key: &str| SecretKeyRef {
+        name: secret.clone(),
+        key: key.to_owned(),
+    };
+    let mut env = Vec::new();
+    if provider == PaymentProvider::Stripe {
+        env.push(secret_env(
+            &ordering::STRIPE_API_KEY,
+            &key(PaymentsSpec::API_KEY),
+        ));
+    }
+    env.push(secret_env(
+        &ordering::PAYMENT_WEBHOOK_SECRET,
+        &key(PaymentsSpec::WEBHOOK_SECRET),
+    ));
+    env
+}
+
+/// A container port of `pulse serve`.
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
     }
 }
 
@@ -417,12 +534,12 @@ fn deployment(
     let spec = &tenant.spec;
     let settings = spec.components.get(component);
     let target = component.name();
-    let database = secret_env("PULSE_DATABASE_URL", &spec.secrets.database);
+    let database = secret_env(&server::DATABASE_URL, &spec.secrets.database);
 
     let mut env = vec![
         database.clone(),
-        secret_env("PULSE_REDIS_URL", &spec.secrets.redis),
-        secret_env("PULSE_KAFKA_BROKERS", &spec.secrets.kafka),
+        secret_env(&server::REDIS_URL, &spec.secrets.redis),
+        secret_env(&server::KAFKA_BROKERS, &spec.secrets.kafka),
     ];
     let mut volumes = vec![Volume {
         name: "tmp".to_owned(),
@@ -435,11 +552,11 @@ fn deployment(
         ..VolumeMount::default()
     }];
     if let Some(secret) = &spec.secrets.jwt.secret {
-        env.push(secret_env("PULSE_JWT_SECRET", secret));
+        env.push(secret_env(&server::JWT_SECRET, secret));
     }
     if let Some(key) = &spec.secrets.jwt.public_key {
         env.push(plain_env(
-            "PULSE_JWT_PUBLIC_KEY_FILE",
+            &server::JWT_PUBLIC_KEY_FILE,
             format!("{JWT_PUBLIC_KEY_DIR}/{JWT_PUBLIC_KEY_FILE}"),
         ));
         volumes.push(Volume {
@@ -462,12 +579,13 @@ fn deployment(
             ..VolumeMount::default()
         });
     }
-    env.push(plain_env("PULSE_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")));
-    env.push(plain_env("PULSE_GRPC_ADDR", format!("0.0.0.0:{GRPC_PORT}")));
-    env.push(plain_env(
-        "PULSE_ADMIN_ADDR",
-        format!("0.0.0.0:{ADMIN_PORT}"),
-    ));
+    if component == Component::Ordering {
+        env.extend(payment_secrets(spec.payments.as_ref()));
+    }
+    let listen = |port: u16| format!("0.0.0.0:{port}");
+    env.push(plain_env(&server::HTTP_ADDR, listen(cluster::HTTP_PORT)));
+    env.push(plain_env(&server::GRPC_ADDR, listen(cluster::GRPC_PORT)));
+    env.push(plain_env(&server::ADMIN_ADDR, listen(cluster::ADMIN_PORT)));
 
     let mut env_from = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource {
@@ -501,21 +619,15 @@ fn deployment(
         security_context: Some(restricted_security_context()),
         ..Container::default()
     };
-    let port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    };
     let serve = Container {
         name: target.to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: pull_policy,
         args: Some(vec!["serve".into(), "--target".into(), target.into()]),
         ports: Some(vec![
-            port("http", HTTP_PORT),
-            port("grpc", GRPC_PORT),
-            port("admin", ADMIN_PORT),
+            container_port("http", cluster::HTTP_PORT),
+            container_port("grpc", cluster::GRPC_PORT),
+            container_port("admin", cluster::ADMIN_PORT),
         ]),
         env: Some(env),
         env_from: Some(env_from),
@@ -597,9 +709,9 @@ fn service(
     ns: &str,
     owner: Option<&OwnerReference>,
 ) -> Service {
-    let port = |name: &str, port: i32, app_protocol: Option<&str>| ServicePort {
+    let port = |name: &str, port: u16, app_protocol: Option<&str>| ServicePort {
         name: Some(name.to_owned()),
-        port,
+        port: i32::from(port),
         target_port: Some(IntOrString::String(name.to_owned())),
         protocol: Some("TCP".to_owned()),
         app_protocol: app_protocol.map(str::to_owned),
@@ -616,9 +728,9 @@ fn service(
             type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(tenant, component)),
             ports: Some(vec![
-                port("http", HTTP_PORT, Some("http")),
-                port("grpc", GRPC_PORT, Some("grpc")),
-                port("admin", ADMIN_PORT, Some("http")),
+                port("http", cluster::HTTP_PORT, Some("http")),
+                port("grpc", cluster::GRPC_PORT, Some("grpc")),
+                port("admin", cluster::ADMIN_PORT, Some("http")),
             ]),
             ..ServiceSpec::default()
         }),
@@ -751,8 +863,9 @@ fn ingress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{JwtAlgorithm, JwtSecretRefs, SecretKeyRef};
+    use crate::crd::{JwtAlgorithm, JwtSecretRefs, SecretName};
     use crate::fixtures::{UID, tenant};
+    use pulse_kit::config::COUNTRY_ENV_PREFIX;
 
     fn names<T: Resource>(objects: impl IntoIterator<Item = T>) -> Vec<String> {
         objects.into_iter().map(|o| o.name_any()).collect()
@@ -803,12 +916,15 @@ mod tests {
         for (key, value) in tenant().spec.country.to_env() {
             assert_eq!(data.get(&key), Some(&value), "{key}");
         }
-        assert_eq!(data["PULSE_COUNTRY__TIMEZONE"], "Europe/Paris");
-        assert_eq!(data["PULSE_JWT_ALGORITHM"], "HS256");
-        assert_eq!(data["PULSE_JWT_ISSUER"], "pulse");
-        assert_eq!(data["PULSE_TRUST_FORWARDED_FOR"], "true");
         assert_eq!(
-            data["PULSE_MARKETING_GRPC_URL"],
+            data[&format!("{COUNTRY_ENV_PREFIX}TIMEZONE")],
+            "Europe/Paris"
+        );
+        assert_eq!(data[server::JWT_ALGORITHM.var], "HS256");
+        assert_eq!(data[server::JWT_ISSUER.var], "pulse");
+        assert_eq!(data[server::TRUST_FORWARDED_FOR.var], "true");
+        assert_eq!(
+            data[ordering::MARKETING_GRPC_URL.var],
             "http://marketing.pulse-fr.svc:50051"
         );
 
@@ -893,10 +1009,18 @@ mod tests {
         let serve = container(&desired.components[0].deployment);
         let env = serve.env.clone().unwrap_or_default();
         for (name, secret, key) in [
-            ("PULSE_DATABASE_URL", "pulse-fr-backends", "database-url"),
-            ("PULSE_REDIS_URL", "pulse-fr-backends", "redis-url"),
-            ("PULSE_KAFKA_BROKERS", "pulse-fr-backends", "kafka-brokers"),
-            ("PULSE_JWT_SECRET", "pulse-fr-jwt", "secret"),
+            (
+                server::DATABASE_URL.var,
+                "pulse-fr-backends",
+                "database-url",
+            ),
+            (server::REDIS_URL.var, "pulse-fr-backends", "redis-url"),
+            (
+                server::KAFKA_BROKERS.var,
+                "pulse-fr-backends",
+                "kafka-brokers",
+            ),
+            (server::JWT_SECRET.var, "pulse-fr-jwt", "secret"),
         ] {
             let var = env
                 .iter()
@@ -913,7 +1037,10 @@ mod tests {
                 (secret, key)
             );
         }
-        assert!(env.iter().all(|v| v.name != "PULSE_JWT_PUBLIC_KEY_FILE"));
+        assert!(
+            env.iter()
+                .all(|v| v.name != server::JWT_PUBLIC_KEY_FILE.var)
+        );
         let env_from = serve.env_from.clone().unwrap_or_default();
         assert_eq!(
             env_from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
@@ -948,10 +1075,10 @@ mod tests {
         let env = serve.env.clone().unwrap_or_default();
         let file = env
             .iter()
-            .find(|v| v.name == "PULSE_JWT_PUBLIC_KEY_FILE")
+            .find(|v| v.name == server::JWT_PUBLIC_KEY_FILE.var)
             .expect("key file var");
         assert_eq!(file.value.as_deref(), Some("/etc/pulse/jwt/public-key.pem"));
-        assert!(env.iter().all(|v| v.name != "PULSE_JWT_SECRET"));
+        assert!(env.iter().all(|v| v.name != server::JWT_SECRET.var));
         let volume = pod_spec(deployment)
             .volumes
             .clone()
@@ -971,7 +1098,7 @@ mod tests {
                 .any(|m| m.mount_path == JWT_PUBLIC_KEY_DIR)
         );
         assert_eq!(
-            desired.config_map.data.clone().unwrap_or_default()["PULSE_JWT_ALGORITHM"],
+            desired.config_map.data.clone().unwrap_or_default()[server::JWT_ALGORITHM.var],
             "ES256"
         );
     }
@@ -1012,7 +1139,7 @@ mod tests {
         let env = serve.env.clone().unwrap_or_default();
         let admin_addr = env
             .iter()
-            .find(|v| v.name == "PULSE_ADMIN_ADDR")
+            .find(|v| v.name == server::ADMIN_ADDR.var)
             .and_then(|v| v.value.clone());
         assert_eq!(admin_addr.as_deref(), Some("0.0.0.0:9090"));
     }
@@ -1311,5 +1438,160 @@ mod tests {
         no_key.spec.secrets.jwt.secret = None;
         let err = desired(&no_key).expect_err("HS256 needs a secret");
         assert!(err.to_string().contains("secrets.jwt.secret"), "{err}");
+    }
+
+    /// Where a variable comes from: a plain value, or a Secret's name and key.
+    type EnvSource = Option<(Option<String>, Option<(String, String)>)>;
+
+    /// Where `name` comes from in `env`, if it is there.
+    fn env_source(env: &[EnvVar], name: &str) -> EnvSource {
+        env.iter().find(|v| v.name == name).map(|v| {
+            let secret = v
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()));
+            (v.value.clone(), secret)
+        })
+    }
+
+    fn env_of(desired: &Desired, component: Component) -> Vec<EnvVar> {
+        let objects = desired
+            .components
+            .iter()
+            .find(|c| c.component == component)
+            .expect("component enabled");
+        container(&objects.deployment)
+            .env
+            .clone()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn payment_settings_are_rendered_from_the_constants() {
+        let mut t = tenant();
+        if let Some(payments) = t.spec.payments.as_mut() {
+            payments.base_url = Some("https://stripe.internal.example".into());
+        }
+        let desired = desired(&t).expect("valid tenant");
+        let data = desired.config_map.data.clone().expect("data");
+        assert_eq!(data[ordering::PAYMENT_PROVIDER.var], "stripe");
+        assert_eq!(data[server::DEVELOPMENT_MODE.var], "false");
+        assert_eq!(
+            data[ordering::STRIPE_BASE_URL.var],
+            "https://stripe.internal.example"
+        );
+        assert_eq!(
+            data[ordering::PAYMENT_RETURN_URL.var],
+            "https://fr.pulse.example/v1/orders/{ORDER_ID}"
+        );
+        // Plain values only: the credentials are never in the ConfigMap.
+        assert!(!data.contains_key(ordering::STRIPE_API_KEY.var));
+        assert!(!data.contains_key(ordering::PAYMENT_WEBHOOK_SECRET.var));
+
+        // The credentials go to ordering, as Secret references, and to nobody else.
+        let ordering_env = env_of(&desired, Component::Ordering);
+        let from_secret = |key: &str| -> EnvSource {
+            Some((None, Some(("pulse-fr-payments".to_owned(), key.to_owned()))))
+        };
+        assert_eq!(
+            env_source(&ordering_env, ordering::STRIPE_API_KEY.var),
+            from_secret(PaymentsSpec::API_KEY)
+        );
+        assert_eq!(
+            env_source(&ordering_env, ordering::PAYMENT_WEBHOOK_SECRET.var),
+            from_secret(PaymentsSpec::WEBHOOK_SECRET)
+        );
+        for component in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Ordering)
+        {
+            let env = env_of(&desired, component);
+            for setting in [ordering::STRIPE_API_KEY, ordering::PAYMENT_WEBHOOK_SECRET] {
+                assert!(
+                    env_source(&env, setting.var).is_none(),
+                    "{} must not get {setting}",
+                    component.name()
+                );
+            }
+        }
+
+        // A development tenant with the sandbox: no API key, no base URL, development mode on.
+        let mut dev = tenant();
+        dev.spec.development = true;
+        dev.spec.payments = Some(PaymentsSpec {
+            provider: PaymentProvider::Sandbox,
+            secret_ref: None,
+            base_url: None,
+        });
+        let rendered = desired_of(&dev);
+        let data = rendered.config_map.data.clone().expect("data");
+        assert_eq!(data[ordering::PAYMENT_PROVIDER.var], "sandbox");
+        assert_eq!(data[server::DEVELOPMENT_MODE.var], "true");
+        assert!(!data.contains_key(ordering::STRIPE_BASE_URL.var));
+        let ordering_env = env_of(&rendered, Component::Ordering);
+        assert!(env_source(&ordering_env, ordering::STRIPE_API_KEY.var).is_none());
+        assert!(env_source(&ordering_env, ordering::PAYMENT_WEBHOOK_SECRET.var).is_none());
+
+        // With a Secret, the sandbox signs its webhooks with the secret's key, still no API key.
+        dev.spec.payments = Some(PaymentsSpec {
+            provider: PaymentProvider::Sandbox,
+            secret_ref: Some(SecretName {
+                name: "pulse-fr-payments".into(),
+            }),
+            base_url: None,
+        });
+        let ordering_env = env_of(&desired_of(&dev), Component::Ordering);
+        assert!(env_source(&ordering_env, ordering::STRIPE_API_KEY.var).is_none());
+        assert_eq!(
+            env_source(&ordering_env, ordering::PAYMENT_WEBHOOK_SECRET.var),
+            from_secret(PaymentsSpec::WEBHOOK_SECRET)
+        );
+    }
+
+    fn desired_of(t: &CountryTenant) -> Desired {
+        desired(t).expect("valid tenant")
+    }
+
+    #[test]
+    fn payment_rules_are_checked_here_too() {
+        let mut sandbox = tenant();
+        sandbox.spec.payments = Some(PaymentsSpec {
+            provider: PaymentProvider::Sandbox,
+            secret_ref: None,
+            base_url: None,
+        });
+        let err = desired(&sandbox).expect_err("sandbox outside development");
+        assert!(err.to_string().contains("spec.development: true"), "{err}");
+        assert_eq!(err.reason(), "InvalidSpec");
+
+        let mut no_secret = tenant();
+        if let Some(payments) = no_secret.spec.payments.as_mut() {
+            payments.secret_ref = None;
+        }
+        let err = desired(&no_secret).expect_err("stripe without its Secret");
+        assert!(
+            err.to_string().contains("secretRef") && err.to_string().contains("pulse-fr"),
+            "{err}"
+        );
+
+        let mut bad_url = tenant();
+        if let Some(payments) = bad_url.spec.payments.as_mut() {
+            payments.base_url = Some("https://user:pw@stripe.example".into());
+        }
+        let err = desired(&bad_url).expect_err("credentials in the URL");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "spec.payments.baseUrl: {}",
+                ordering::STRIPE_BASE_URL.var
+            )),
+            "{err}"
+        );
+
+        let mut missing = tenant();
+        missing.spec.payments = None;
+        let err = desired(&missing).expect_err("no provider");
+        assert_eq!(err.reason(), "NoPaymentProvider");
+        assert!(err.to_string().contains("nothing is deployed"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::campaign_controller::{self, CampaignContext};
+use crate::campaign_controller::{self, CampaignContext, Campaigns};
 use crate::controller::{self, Context};
 use crate::crd::{CountryTenant, SeckillCampaign};
 use crate::leader::{LeaderElector, LeaseSettings};
@@ -130,8 +130,8 @@ async fn run_controllers(
         let _ = stop.wait_for(|s| *s).await;
     };
     tracing::info!(
-        marketing = %campaigns.marketing.settings().url_template,
-        poll_seconds = campaigns.poll.as_secs(),
+        marketing = %campaigns.extra.marketing.settings().url_template,
+        poll_seconds = campaigns.extra.poll.as_secs(),
         "reconciling CountryTenants and SeckillCampaigns"
     );
     tokio::join!(
@@ -177,13 +177,16 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         client.clone(),
         metrics.clone(),
         reporter.clone(),
+        (),
     ));
     let campaigns = Arc::new(CampaignContext::new(
         client.clone(),
         metrics.clone(),
         reporter,
-        MarketingClient::new(settings.marketing.clone()),
-        settings.campaign_poll,
+        Campaigns {
+            marketing: MarketingClient::new(settings.marketing.clone()),
+            poll: settings.campaign_poll,
+        },
     ));
 
     let Some(lease) = settings.lease.clone() else {

@@ -33,6 +33,16 @@ fn committed_crds_match_the_generated_ones() {
     }
 }
 
+/// The printer column names of a CRD version.
+fn column_names(version: &serde_json::Value) -> Vec<&str> {
+    version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
 #[test]
 fn crds_have_the_names_printer_columns_and_status() {
     let files = pulse_operator::crd::crd_files().expect("CRDs render");
@@ -43,15 +53,20 @@ fn crds_have_the_names_printer_columns_and_status() {
     let version = &tenant["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    for column in ["Code", "Ready", "URL", "Age"] {
+    let columns = column_names(version);
+    for column in ["Code", "Ready", "URL", "Development", "Age"] {
         assert!(columns.contains(&column), "{columns:?}");
     }
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(required.contains(&"payments"), "{required:?}");
+    assert_eq!(spec["properties"]["payments"].get("nullable"), None);
+    assert_eq!(spec["properties"]["development"]["default"], false);
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
@@ -62,12 +77,7 @@ fn crds_have_the_names_printer_columns_and_status() {
     assert_eq!(campaign["spec"]["names"]["shortNames"][0], "sk");
     let version = &campaign["spec"]["versions"][0];
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let columns = column_names(version);
     for column in [
         "Phase",
         "Ready",

@@ -204,6 +204,59 @@ fn broken_tenants_are_refused() {
         "image",
         "no image",
     );
+    // Payments: required, the sandbox only on a development tenant, Stripe with its Secret.
+    assert_refused(
+        &remove(fr.clone(), "/spec", "payments"),
+        None,
+        "payments",
+        "no payment provider",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/development", json!(false)),
+        None,
+        "set development: true",
+        "sandbox without development",
+    );
+    assert_refused(
+        &remove(fr.clone(), "/spec", "development"),
+        None,
+        "set development: true",
+        "sandbox with development left to its default",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/payments/provider", json!("stripe")),
+        None,
+        "payments.provider stripe needs payments.secretRef",
+        "stripe without its Secret",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/payments/provider", json!("paypal")),
+        None,
+        "paypal",
+        "unknown provider",
+    );
+    let stripe = |base_url: Option<&str>| {
+        let mut payments =
+            json!({"provider": "stripe", "secretRef": {"name": "pulse-fr-payments"}});
+        if let Some(url) = base_url {
+            payments["baseUrl"] = json!(url);
+        }
+        let production = remove(fr.clone(), "/spec", "development");
+        set(production, "/spec/payments", payments)
+    };
+    let defaulted = validate(&stripe(None), None).expect("a production tenant with Stripe");
+    assert_eq!(defaulted["spec"]["development"], false);
+    assert_refused(
+        &stripe(Some("stripe.example")),
+        None,
+        "stripe.example",
+        "a base URL without a scheme",
+    );
+    validate(
+        &stripe(Some("https://stripe-mock.pulse-dev.svc:12111")),
+        None,
+    )
+    .expect("a base URL");
     // A transition: the code cannot change on update.
     let renamed = set(fr.clone(), "/spec/country/code", json!("DE"));
     assert_refused(

@@ -2,11 +2,14 @@
 //! Kafka: probes, tenancy, errors, metrics, gRPC health, draining.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{RunningServer, ServerSettings, start};
-use pulse_kit::testing::{self, TestDatabase, redis_url};
+use pulse_kit::server::ServerSettings;
+use pulse_kit::settings::{Env, Secret};
+use pulse_kit::testing::{self, TestApp, free_port, redis_url};
 
 /// The example tenant's country configuration, loaded as `./dev up` loads it.
 fn country(code: &str) -> CountryConfig {
@@ -15,31 +18,34 @@ fn country(code: &str) -> CountryConfig {
         env!("CARGO_MANIFEST_DIR"),
         code.to_ascii_lowercase()
     );
-    CountryConfig::load(Some(std::path::Path::new(&file))).expect("the example tenant is valid")
+    CountryConfig::read(&Env::from_map([("PULSE_COUNTRY_FILE", file)]))
+        .expect("the example tenant is valid")
 }
 
-fn settings(db: &TestDatabase, redis: &str, drain: Duration) -> ServerSettings {
-    ServerSettings {
-        drain_delay: drain,
-        db_max_connections: 5,
-        trust_forwarded_for: true,
-        ..testing::server_settings(&db.url, redis)
-    }
+/// Every component, made by `pulse`'s own target table for `settings`.
+fn every_component(settings: &ServerSettings) -> Vec<Arc<dyn Component>> {
+    let env = Env::from_map([("PULSE_PAYMENT_PROVIDER", "sandbox")]);
+    pulse::TARGETS
+        .iter()
+        .map(|target| (target.load)(&env, settings).expect("component"))
+        .collect()
 }
 
-async fn start_fr(db: &TestDatabase, redis: &str, drain: Duration) -> RunningServer {
-    for component in pulse::components() {
-        pulse_kit::db::migrate(&db.url, component.name(), component.migrations())
-            .await
-            .expect("migrate");
-    }
-    start(
-        &settings(db, redis, drain),
-        country("FR"),
-        pulse::components(),
-    )
-    .await
-    .expect("server starts")
+/// FR with every component, as `pulse serve --target all` runs it.
+async fn start_fr(redis: &str, drain: Duration) -> TestApp {
+    let (http, grpc) = (free_port(), free_port());
+    let redis = redis.to_owned();
+    let tune = move |settings: &mut ServerSettings| {
+        settings.http_addr = ([127, 0, 0, 1], http).into();
+        settings.grpc_addr = ([127, 0, 0, 1], grpc).into();
+        settings.drain_delay = drain;
+        settings.db_max_connections = 5;
+        settings.trust_forwarded_for = true;
+        settings.redis_url = Secret::new(redis.clone());
+    };
+    let mut planned = testing::server_settings("postgres://planned", &redis_url());
+    tune(&mut planned);
+    TestApp::start_with(every_component(&planned), country("FR"), tune).await
 }
 
 fn token(country: &str) -> String {
@@ -70,10 +76,9 @@ async fn wait_status(url: &str, want: u16, within: Duration) -> Duration {
 
 #[tokio::test]
 async fn probes_tenancy_errors_and_metrics() {
-    let db = TestDatabase::create().await;
-    let server = start_fr(&db, &redis_url(), Duration::ZERO).await;
-    let base = format!("http://{}", server.http_addr);
-    let admin = format!("http://{}", server.admin_addr);
+    let mut app = start_fr(&redis_url(), Duration::ZERO).await;
+    let base = app.base.clone();
+    let admin = app.admin_base.clone();
     let client = reqwest::Client::new();
 
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(15)).await;
@@ -157,7 +162,7 @@ async fn probes_tenancy_errors_and_metrics() {
     );
 
     // gRPC health reports the process as serving.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
         .expect("endpoint")
         .connect()
         .await
@@ -175,15 +180,15 @@ async fn probes_tenancy_errors_and_metrics() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
-    server.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn every_component_gets_its_schema_and_migrations_are_repeatable() {
-    let db = TestDatabase::create().await;
+    let db = testing::TestDatabase::create().await;
     for _ in 0..2 {
-        for component in pulse::components() {
-            pulse_kit::db::migrate(&db.url, component.name(), component.migrations())
+        for target in pulse::TARGETS {
+            pulse_kit::db::migrate(&db.url, target.name, target.migrations)
                 .await
                 .expect("migrate");
         }
@@ -240,26 +245,16 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test]
 async fn readiness_follows_redis_and_draining() {
-    let db = TestDatabase::create().await;
     let port = free_port();
     let redis = PrivateRedis::start(port);
-    let server = start_fr(
-        &db,
+    let mut app = start_fr(
         &format!("redis://127.0.0.1:{}", redis.port),
         Duration::from_secs(2),
     )
     .await;
-    let readyz = format!("http://{}/readyz", server.http_addr);
+    let readyz = format!("{}/readyz", app.base);
     wait_status(&readyz, 200, Duration::from_secs(15)).await;
 
     drop(redis);
@@ -280,10 +275,10 @@ async fn readiness_follows_redis_and_draining() {
     wait_status(&readyz, 200, Duration::from_secs(10)).await;
 
     // Draining: readiness fails at once, while requests are still served.
-    let http = server.http_addr;
+    let server = app.server.take().expect("running");
     let stopping = tokio::spawn(server.shutdown());
     wait_status(&readyz, 503, Duration::from_secs(1)).await;
-    let live = reqwest::get(format!("http://{http}/livez"))
+    let live = reqwest::get(format!("{}/livez", app.base))
         .await
         .expect("still serving");
     assert_eq!(live.status(), 200);
@@ -296,9 +291,8 @@ async fn readiness_follows_redis_and_draining() {
 
 #[tokio::test]
 async fn clients_over_the_country_rate_limit_get_429_with_retry_after() {
-    let db = TestDatabase::create().await;
-    let server = start_fr(&db, &redis_url(), Duration::ZERO).await;
-    let base = format!("http://{}", server.http_addr);
+    let mut app = start_fr(&redis_url(), Duration::ZERO).await;
+    let base = app.base.clone();
     let client = reqwest::Client::new();
     wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(15)).await;
     // FR allows 20 requests per second with a burst of 40 per client.
@@ -345,5 +339,5 @@ async fn clients_over_the_country_rate_limit_get_429_with_retry_after() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
-    server.shutdown().await;
+    app.stop().await;
 }

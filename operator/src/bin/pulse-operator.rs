@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use pulse_operator::campaign_controller::DEFAULT_POLL;
 use pulse_operator::leader::LeaseSettings;
-use pulse_operator::marketing::{DEFAULT_URL_TEMPLATE, MarketingSettings};
+use pulse_operator::marketing::{DEFAULT_TIMEOUT, MarketingSettings, default_url_template};
 use pulse_operator::run::RunSettings;
 
 /// Kubernetes operator of Pulse: reconciles CountryTenant objects into running countries and
@@ -62,18 +63,18 @@ struct RunArgs {
     #[arg(
         long,
         env = "PULSE_MARKETING_GRPC_URL_TEMPLATE",
-        default_value = DEFAULT_URL_TEMPLATE
+        default_value_t = default_url_template()
     )]
     marketing_grpc_url_template: String,
     /// Deadline of one call to marketing, in seconds.
     #[arg(
         long,
         env = "PULSE_MARKETING_GRPC_TIMEOUT_SECONDS",
-        default_value_t = 5
+        default_value_t = DEFAULT_TIMEOUT.as_secs()
     )]
     marketing_grpc_timeout_seconds: u64,
     /// How often the sales of an open campaign are mirrored into its status, in seconds.
-    #[arg(long, env = "PULSE_CAMPAIGN_POLL_SECONDS", default_value_t = 10)]
+    #[arg(long, env = "PULSE_CAMPAIGN_POLL_SECONDS", default_value_t = DEFAULT_POLL.as_secs())]
     campaign_poll_seconds: u64,
 }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use http::Method;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Reporter;
 use pulse_kit::component::Component;
 use pulse_kit::server::{RunningServer, start};
 use pulse_kit::testing::{self, TestDatabase};
@@ -17,9 +16,15 @@ use pulse_proto::marketing::v1 as pb;
 use serde_json::json;
 
 use super::*;
+use crate::campaign::SKEW_RETRY;
 use crate::crd::VoucherSpec;
-use crate::fixtures::{self, Call, Recorded, Reply, finish, mock_client};
-use crate::marketing::{MarketingClient, MarketingSettings};
+use crate::fixtures::{
+    self, Call, Recorded, Reply, assert_patched, deleting, finalized, finalizer_call, normal,
+    warning,
+};
+use crate::marketing::MarketingSettings;
+use crate::metrics::Metrics;
+use crate::reconciler::error_policy;
 
 const NS: &str = "pulse-fr";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/pulse-fr/events";
@@ -135,18 +140,6 @@ fn campaign(
     campaign
 }
 
-fn finalized(mut campaign: SeckillCampaign) -> SeckillCampaign {
-    campaign.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    campaign
-}
-
-fn deleting(mut campaign: SeckillCampaign) -> SeckillCampaign {
-    campaign.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
-    );
-    campaign
-}
-
 fn object_path(name: &str) -> String {
     format!("/apis/pulse.dev/v1alpha1/namespaces/{NS}/seckillcampaigns/{name}")
 }
@@ -163,12 +156,7 @@ fn tenant_call() -> Call {
 }
 
 fn status_call(campaign: &SeckillCampaign) -> Call {
-    let base = serde_json::to_value(campaign).expect("campaign JSON");
-    Call::apply(status_path(&campaign.name_any())).reply(Reply::EchoWith(Box::new(move |body| {
-        let mut object = base;
-        object["status"] = body["status"].clone();
-        object
-    })))
+    fixtures::status_call(status_path(&campaign.name_any()), campaign)
 }
 
 fn event_call() -> Call {
@@ -180,7 +168,7 @@ fn status_of(recorded: &[Recorded], name: &str) -> SeckillCampaignStatus {
 }
 
 fn condition_of<'a>(status: &'a SeckillCampaignStatus, type_: &str) -> &'a Condition {
-    condition::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+    fixtures::condition(&status.conditions, type_)
 }
 
 fn events_of(recorded: &[Recorded]) -> Vec<(String, String)> {
@@ -195,12 +183,11 @@ fn event_notes(recorded: &[Recorded]) -> Vec<String> {
         .collect()
 }
 
-fn normal(reason: &str) -> (String, String) {
-    ("Normal".to_owned(), reason.to_owned())
-}
-
-fn warning(reason: &str) -> (String, String) {
-    ("Warning".to_owned(), reason.to_owned())
+/// A pass that upserts `campaign`: the currency lookup, the status, then `events` Events.
+fn upsert_calls(campaign: &SeckillCampaign, events: usize) -> Vec<Call> {
+    let mut calls = vec![tenant_call(), status_call(campaign)];
+    calls.extend((0..events).map(|_| event_call()));
+    calls
 }
 
 /// The object as the API server has it after the pass that `recorded` shows: its status is the
@@ -219,24 +206,11 @@ fn after(campaign: &SeckillCampaign, recorded: &[Recorded]) -> SeckillCampaign {
     next
 }
 
-fn context(
-    settings: MarketingSettings,
-    now: DateTime<Utc>,
-) -> (Arc<CampaignContext>, fixtures::ApiServer) {
-    let (client, server) = mock_client();
-    let reporter = Reporter {
-        controller: "pulse-operator".into(),
-        instance: Some("test".into()),
-    };
-    let ctx = CampaignContext::new(
-        client,
-        Arc::new(Metrics::new()),
-        reporter,
-        MarketingClient::new(settings),
-        POLL,
-    )
-    .with_clock(Arc::new(move || now));
-    (Arc::new(ctx), server)
+fn campaigns(settings: MarketingSettings) -> Campaigns {
+    Campaigns {
+        marketing: MarketingClient::new(settings),
+        poll: POLL,
+    }
 }
 
 /// One reconciliation with a fresh context whose clock reads `now`, against `calls`.
@@ -246,19 +220,11 @@ async fn reconcile_with(
     campaign: &SeckillCampaign,
     calls: Vec<Call>,
 ) -> (Result<Action, Error>, Vec<Recorded>, Arc<CampaignContext>) {
-    let (ctx, server) = context(settings.clone(), now);
-    let server = server.run(calls);
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        reconcile(Arc::new(campaign.clone()), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finished");
-    // A wrong sequence of calls is easier to understand with what the reconciler concluded.
-    if let Err(err) = &result {
-        eprintln!("reconcile failed: {err}");
-    }
-    let recorded = finish(server).await;
+    let (ctx, server) = fixtures::context(campaigns(settings.clone()));
+    let ctx = Arc::new(ctx.with_clock(Arc::new(move || now)));
+    let limit = Duration::from_secs(30);
+    let (result, recorded) =
+        fixtures::reconcile_scripted(campaign, ctx.clone(), server, calls, limit).await;
     (result, recorded, ctx)
 }
 
@@ -277,19 +243,13 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
         &settings,
         now,
         &c,
-        vec![
-            Call::new(Method::PATCH, object_path("summer-sale")).reply(Reply::Json(
-                200,
-                serde_json::to_value(finalized(c.clone())).expect("json"),
-            )),
-        ],
+        vec![finalizer_call(object_path("summer-sale"), &c, true)],
     )
     .await;
     assert_eq!(result.expect("ok"), Action::await_change());
-    let patch = recorded[0].body.as_array().cloned().expect("a JSON patch");
-    assert!(
-        patch.contains(&json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})),
-        "{patch:?}"
+    assert_patched(
+        &recorded[0],
+        json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}),
     );
     assert!(
         MarketingClient::new(settings.clone())
@@ -302,13 +262,7 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
 
     // 2. First sync: the currency comes from the tenant, Upsert creates the campaign.
     let c = finalized(c);
-    let (result, recorded, ctx) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call(), event_call()],
-    )
-    .await;
+    let (result, recorded, ctx) = reconcile_with(&settings, now, &c, upsert_calls(&c, 2)).await;
     // Open for an hour: the next look is the poll interval.
     assert_eq!(result.expect("ok"), Action::requeue(POLL));
     assert_eq!(
@@ -398,13 +352,7 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
     c.metadata.generation = Some(2);
     c.spec.ends_at = at(now, 7200);
     c.spec.voucher.title = "12 EUR off".into();
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 1)).await;
     assert_eq!(result.expect("ok"), Action::requeue(POLL));
     let in_marketing = marketing.status(id).await;
     assert_eq!(
@@ -419,19 +367,13 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
 
     // 6. Deletion closes the campaign in marketing, then removes the finalizer.
     let c = deleting(after(&c, &recorded));
-    let mut gone = c.clone();
-    gone.metadata.finalizers = None;
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
+    let close_calls = || {
         vec![
             event_call(),
-            Call::new(Method::PATCH, object_path("summer-sale"))
-                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
-        ],
-    )
-    .await;
+            finalizer_call(object_path("summer-sale"), &c, false),
+        ]
+    };
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, close_calls()).await;
     assert_eq!(result.expect("ok"), Action::await_change());
     assert_eq!(events_of(&recorded), [normal("Closed")]);
     assert!(
@@ -439,10 +381,9 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
         "{:?}",
         event_notes(&recorded)
     );
-    let patch = recorded[1].body.as_array().cloned().expect("JSON patch");
-    assert!(
-        patch.contains(&json!({"op": "remove", "path": "/metadata/finalizers/0"})),
-        "{patch:?}"
+    assert_patched(
+        &recorded[1],
+        json!({"op": "remove", "path": "/metadata/finalizers/0"}),
     );
     let in_marketing = marketing.status(id).await;
     assert_eq!(in_marketing.phase(), pb::CampaignPhase::Ended);
@@ -454,24 +395,7 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
     );
 
     // Closing again (a retry after a lost response) is fine: Close is idempotent.
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![
-            event_call(),
-            Call::new(Method::PATCH, object_path("summer-sale")).reply(Reply::Json(
-                200,
-                serde_json::to_value({
-                    let mut gone = c.clone();
-                    gone.metadata.finalizers = None;
-                    gone
-                })
-                .expect("json"),
-            )),
-        ],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, close_calls()).await;
     assert_eq!(result.expect("ok"), Action::await_change());
     assert_eq!(events_of(&recorded), [normal("Closed")]);
 }
@@ -484,13 +408,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
 
     // A scheduled campaign: upserted with its stock, looked at again exactly at its start.
     let c = finalized(campaign("night-sale", at(now, 3600), at(now, 7200), 7));
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call(), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 2)).await;
     assert_eq!(
         result.expect("ok"),
         Action::requeue(Duration::from_secs(3600))
@@ -522,13 +440,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
     // An open campaign that ends before the next poll: looked at again exactly at its end.
     let now = now_seconds();
     let c = finalized(campaign("last-minute", at(now, -60), at(now, 8), 3));
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call(), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 2)).await;
     assert_eq!(result.expect("ok"), Action::requeue(Duration::from_secs(8)));
     assert_eq!(
         status_of(&recorded, "last-minute").phase,
@@ -563,13 +475,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
         remaining: Some(4),
         last_sync_time: Some(at(now, -40)),
     });
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call(), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 2)).await;
     assert_eq!(result.expect("ok"), Action::requeue(POLL));
     assert_eq!(
         events_of(&recorded),
@@ -600,13 +506,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
     let mut request = upsert_request(&c.spec, "pulse-fr/lost", "EUR").expect("request");
     request.stock = 40;
     drifted.upsert(request).await.expect("drift");
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 1)).await;
     assert_eq!(result.expect("ok"), Action::requeue(POLL));
     assert!(
         event_notes(&recorded)[0].contains("stock 40 instead of 4"),
@@ -618,13 +518,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
 
     // An ended campaign is not looked at again until it changes.
     let c = finalized(campaign("yesterday", at(now, -7200), at(now, -3600), 2));
-    let (result, recorded, _) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call(), event_call()],
-    )
-    .await;
+    let (result, recorded, _) = reconcile_with(&settings, now, &c, upsert_calls(&c, 2)).await;
     assert_eq!(result.expect("ok"), Action::await_change());
     assert_eq!(
         status_of(&recorded, "yesterday").phase,
@@ -633,13 +527,7 @@ async fn requeues_at_the_start_and_the_end_and_repairs_marketing() {
 
     // Marketing refuses what it cannot sell: Degraded with its message, metric, Warning.
     let c = finalized(campaign("empty", at(now, 60), at(now, 120), 0));
-    let (result, recorded, ctx) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call()],
-    )
-    .await;
+    let (result, recorded, ctx) = reconcile_with(&settings, now, &c, upsert_calls(&c, 1)).await;
     let err = result.expect_err("stock 0 is refused");
     assert_eq!(err.metric_label(), "marketing_rejected");
     assert_eq!(
@@ -675,13 +563,7 @@ async fn an_unreachable_marketing_degrades_counts_and_backs_off() {
     let settings = unreachable();
     let now = now_seconds();
     let c = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
-    let (result, recorded, ctx) = reconcile_with(
-        &settings,
-        now,
-        &c,
-        vec![tenant_call(), status_call(&c), event_call()],
-    )
-    .await;
+    let (result, recorded, ctx) = reconcile_with(&settings, now, &c, upsert_calls(&c, 1)).await;
     let err = result.expect_err("unreachable");
     assert_eq!(err.metric_label(), "marketing_unavailable");
     assert_eq!(
@@ -785,8 +667,6 @@ async fn deletion_gives_up_closing_when_the_namespace_goes_away() {
         at(now, 3600),
         5,
     )));
-    let mut gone = c.clone();
-    gone.metadata.finalizers = None;
     let (result, recorded, _) = reconcile_with(
         &settings,
         now,
@@ -794,8 +674,7 @@ async fn deletion_gives_up_closing_when_the_namespace_goes_away() {
         vec![
             Call::new(Method::GET, NAMESPACE).reply(Reply::Error(404, "NotFound")),
             event_call(),
-            Call::new(Method::PATCH, object_path("summer-sale"))
-                .reply(Reply::Json(200, serde_json::to_value(gone).expect("json"))),
+            finalizer_call(object_path("summer-sale"), &c, false),
         ],
     )
     .await;
@@ -828,6 +707,86 @@ async fn a_namespace_without_a_country_is_degraded() {
         "{}",
         degraded.message
     );
+}
+
+/// A `marketing` that answers `Upsert` with a phase this operator does not know (a newer one).
+struct NewerMarketing;
+
+#[tonic::async_trait]
+impl pb::campaign_admin_server::CampaignAdmin for NewerMarketing {
+    async fn upsert(
+        &self,
+        request: tonic::Request<pb::UpsertCampaignRequest>,
+    ) -> Result<tonic::Response<pb::CampaignStatus>, tonic::Status> {
+        let r = request.into_inner();
+        Ok(tonic::Response::new(pb::CampaignStatus {
+            campaign_id: r.campaign_id,
+            phase: 9,
+            stock: r.stock,
+            sold: 0,
+            remaining: r.stock,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            closed: false,
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: tonic::Request<pb::GetCampaignStatusRequest>,
+    ) -> Result<tonic::Response<pb::CampaignStatus>, tonic::Status> {
+        Err(tonic::Status::not_found("unknown campaign"))
+    }
+
+    async fn close(
+        &self,
+        _request: tonic::Request<pb::CloseCampaignRequest>,
+    ) -> Result<tonic::Response<pb::CampaignStatus>, tonic::Status> {
+        Err(tonic::Status::not_found("unknown campaign"))
+    }
+}
+
+/// The phase is marketing's to say; one the operator does not know is not replaced by a guess.
+#[tokio::test]
+async fn a_phase_marketing_does_not_say_is_refused() {
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let addr = incoming.local_addr().expect("addr");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::campaign_admin_server::CampaignAdminServer::new(
+                NewerMarketing,
+            ))
+            .serve_with_incoming(incoming),
+    );
+    let settings = MarketingSettings {
+        url_template: format!("http://{addr}"),
+        timeout: Duration::from_secs(5),
+    };
+    let now = now_seconds();
+    let c = finalized(campaign("summer-sale", at(now, -60), at(now, 3600), 5));
+    let (result, recorded, ctx) = reconcile_with(&settings, now, &c, upsert_calls(&c, 1)).await;
+    server.abort();
+    let err = result.expect_err("unknown phase");
+    assert_eq!(err.metric_label(), "marketing_incompatible");
+    assert_eq!(
+        ctx.metrics
+            .failure_count(CONTROLLER, "marketing_incompatible"),
+        1
+    );
+    let status = status_of(&recorded, "summer-sale");
+    let degraded = condition_of(&status, DEGRADED);
+    assert_eq!(
+        (degraded.status, degraded.reason.as_str()),
+        (ConditionStatus::True, "MarketingIncompatible")
+    );
+    assert!(
+        degraded.message.contains("phase 9") && degraded.message.contains(&addr.to_string()),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(status.phase, None);
+    assert_eq!(events_of(&recorded), [warning("MarketingIncompatible")]);
 }
 
 // ------------------------------------------------------------------------------ pure rules
@@ -903,16 +862,11 @@ fn next_action_follows_the_clock_and_marketing() {
         next_action(&c.spec, &closed, at(now, 4000), POLL),
         Action::await_change()
     );
-    assert_eq!(
-        marketing_phase(&c.spec, &closed, at(now, 4000)),
-        CampaignPhase::Ended
-    );
-    // No phase from marketing: the spec's clock and the stock decide.
+    assert_eq!(marketing_phase(&closed), Some(CampaignPhase::Ended));
+    // The phase is marketing's to say: without one the operator has none to show (and the
+    // pass fails as `MarketingIncompatible`, see `a_phase_marketing_does_not_say_is_refused`).
     let unspecified = marketing_status(pb::CampaignPhase::Unspecified, 5, 5);
-    assert_eq!(
-        marketing_phase(&c.spec, &unspecified, at(now, 4000)),
-        CampaignPhase::SoldOut
-    );
+    assert_eq!(marketing_phase(&unspecified), None);
 }
 
 #[test]
@@ -1000,16 +954,11 @@ async fn the_controller_reconciles_on_spec_changes_but_not_on_status_writes() {
 
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    let reporter = Reporter {
-        controller: "pulse-operator".into(),
-        instance: Some("test".into()),
-    };
     let ctx = Arc::new(CampaignContext::new(
         client,
         Arc::new(Metrics::new()),
-        reporter,
-        MarketingClient::new(unreachable()),
-        POLL,
+        fixtures::reporter(),
+        campaigns(unreachable()),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(run(ctx.clone(), async move {

@@ -22,22 +22,6 @@ pub enum ConditionStatus {
     Unknown,
 }
 
-impl ConditionStatus {
-    /// `True` for `true`, `False` for `false`.
-    pub fn from_bool(value: bool) -> Self {
-        if value { Self::True } else { Self::False }
-    }
-
-    /// The Kubernetes spelling (`True`, `False`, `Unknown`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::True => "True",
-            Self::False => "False",
-            Self::Unknown => "Unknown",
-        }
-    }
-}
-
 /// One aspect of an object's state, as in `metav1.Condition`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -103,6 +87,51 @@ pub fn upsert(conditions: &mut Vec<Condition>, mut next: Condition) {
         }
         None => conditions.push(next),
     }
+}
+
+/// Whether the condition of type `type_` is `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+/// What a failed pass records: `Ready` false and `Degraded` true, both with `reason` and
+/// `message`.
+pub fn failed(
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
+    vec![
+        Condition::new(
+            READY,
+            ConditionStatus::False,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+        Condition::new(
+            DEGRADED,
+            ConditionStatus::True,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+    ]
+}
+
+/// `Degraded` false: nothing failed.
+pub fn as_expected(generation: Option<i64>, now: DateTime<Utc>) -> Condition {
+    Condition::new(
+        DEGRADED,
+        ConditionStatus::False,
+        "AsExpected",
+        "",
+        generation,
+        now,
+    )
 }
 
 /// Merges freshly computed conditions into the previous ones (see [`upsert`]) and returns them

@@ -11,13 +11,11 @@ pub use condition::{Condition, ConditionStatus};
 pub use tenant::{
     AuthSpec, Component, ComponentSpec, ComponentStatus, Components, CountryTenant,
     CountryTenantSpec, CountryTenantStatus, DeletionPolicy, IngressSpec, JwtAlgorithm,
-    JwtSecretRefs, PullPolicy, ResourceAmounts, ResourceSpec, SecretKeyRef, SecretName, SecretRefs,
+    JwtSecretRefs, PaymentProvider, PaymentsSpec, PullPolicy, ResourceAmounts, ResourceSpec,
+    SecretKeyRef, SecretName, SecretRefs,
 };
 
 use kube::CustomResourceExt;
-
-/// API group of the custom resources.
-pub const GROUP: &str = "pulse.dev";
 
 /// The CRD files `crdgen` writes, as (file name, YAML text).
 pub fn crd_files() -> Result<Vec<(&'static str, String)>, serde_json::Error> {

@@ -36,6 +36,8 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
+    printcolumn = r#"{"name":"Development","type":"boolean","jsonPath":".spec.development"}"#,
+    printcolumn = r#"{"name":"Payments","type":"string","priority":1,"jsonPath":".spec.payments.provider"}"#,
     printcolumn = r#"{"name":"Image","type":"string","priority":1,"jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -44,7 +46,9 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
     validation = kube::core::Rule::new("self.auth.algorithm == 'HS256' ? has(self.secrets.jwt.secret) : has(self.secrets.jwt.publicKey)")
         .message("auth.algorithm HS256 needs secrets.jwt.secret; RS256, ES256 and EdDSA need secrets.jwt.publicKey"),
     validation = kube::core::Rule::new("self.country.code == oldSelf.country.code")
-        .message("country.code is immutable")
+        .message("country.code is immutable"),
+    validation = kube::core::Rule::new("!has(self.payments) || self.payments.provider != 'sandbox' || (has(self.development) && self.development)")
+        .message("payments.provider sandbox pays every order by itself and is for development only: set development: true on a development cluster, or use provider stripe with payments.secretRef")
 )]
 pub struct CountryTenantSpec {
     /// Human-readable name of the country (`France`).
@@ -70,6 +74,17 @@ pub struct CountryTenantSpec {
     pub auth: AuthSpec,
     /// References to Secrets in namespace `pulse-<code>` (never the values themselves).
     pub secrets: SecretRefs,
+    /// How `ordering` takes payments. Required: a tenant must choose its provider explicitly,
+    /// because `ordering`'s own fallback, `sandbox`, pays every order by itself.
+    // An `Option` only so that a tenant stored before the field existed can still be read, and
+    // be reported as `Degraded` instead of deployed; the schema requires it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
+    pub payments: Option<PaymentsSpec>,
+    /// A development tenant (a laptop or CI cluster): development-only parts such as the
+    /// `sandbox` payment provider may run (`PULSE_DEVELOPMENT_MODE`). Never in production.
+    #[serde(default)]
+    pub development: bool,
     /// What happens to namespace `pulse-<code>` when the tenant is deleted. The operator's
     /// objects (Deployments, Services, …) are owned by the tenant and always go with it;
     /// `Retain` keeps the namespace and what else lives in it (Secrets), `Delete` deletes it.
@@ -150,7 +165,8 @@ impl Component {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// Public HTTP path prefixes the component serves (ARCHITECTURE §2).
+    /// Public HTTP path prefixes the component's API serves. The Ingress sends each prefix to
+    /// the component's Service, so a route outside these prefixes is unreachable from outside.
     pub fn public_paths(self) -> &'static [&'static str] {
         match self {
             Self::Identity => &["/v1/auth", "/.well-known"],
@@ -402,10 +418,60 @@ pub struct SecretRefs {
     /// Token keys.
     #[serde(default)]
     pub jwt: JwtSecretRefs,
-    /// Secrets whose keys all become environment variables of every component (SMTP, SMS and
-    /// payment provider credentials).
+    /// Secrets whose keys all become environment variables of every component (SMTP and SMS
+    /// credentials; payment credentials go to `payments.secretRef`, which only `ordering` gets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<SecretName>,
+}
+
+/// How `ordering` takes payments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.provider != 'stripe' || has(self.secretRef)")
+        .message("payments.provider stripe needs payments.secretRef: the name of a Secret in namespace pulse-<code> with the keys api-key and webhook-secret")
+)]
+pub struct PaymentsSpec {
+    /// The payment provider (`PULSE_PAYMENT_PROVIDER`).
+    pub provider: PaymentProvider,
+    /// Secret in namespace `pulse-<code>` with the provider's credentials: key `api-key`
+    /// (`PULSE_STRIPE_API_KEY`) and key `webhook-secret` (`PULSE_PAYMENT_WEBHOOK_SECRET`, several
+    /// comma-separated during a rotation). Required for `stripe`; for `sandbox`, optional, and
+    /// only its `webhook-secret` is used. Only `ordering` gets these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretName>,
+    /// API base URL of the Stripe-compatible provider (`PULSE_STRIPE_BASE_URL`);
+    /// `https://api.stripe.com` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://[^\s/@]+(/\S*)?$"))]
+    pub base_url: Option<String>,
+}
+
+impl PaymentsSpec {
+    /// Key of the provider's API key in the Secret of `secretRef`.
+    pub const API_KEY: &'static str = "api-key";
+    /// Key of the webhook signing secret(s) in the Secret of `secretRef`.
+    pub const WEBHOOK_SECRET: &'static str = "webhook-secret";
+}
+
+/// A payment provider of `ordering`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProvider {
+    /// Stripe, or a service with the same API at `baseUrl`.
+    Stripe,
+    /// Pays every order by itself after a delay: development tenants only.
+    Sandbox,
+}
+
+impl PaymentProvider {
+    /// The spelling `pulse` expects in `PULSE_PAYMENT_PROVIDER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::Sandbox => "sandbox",
+        }
+    }
 }
 
 /// One key of one Secret.

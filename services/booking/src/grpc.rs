@@ -1,43 +1,52 @@
 //! `booking.v1.Availability` for internal callers. Deadlines: tonic's server enforces the
 //! caller's `grpc-timeout`, and each database call is bounded by what is left of it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use pulse_kit::config::CountryConfig;
 use pulse_proto::booking::v1 as pb;
-use std::sync::Arc;
+use pulse_proto::time::{from_timestamp, to_timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::appointments::Appointments;
 use crate::domain;
-use crate::store::{BookingError, Store};
+use crate::flow::BookingError;
+use crate::practitioners::Practitioners;
+
+/// Default and largest page of `ListFreeSlots`.
+const DEFAULT_SLOT_LIMIT: i64 = 100;
+const MAX_SLOT_LIMIT: u32 = 1000;
 
 /// The gRPC service.
 pub struct AvailabilityService {
-    store: Store,
+    appointments: Appointments,
+    practitioners: Practitioners,
     country: Arc<CountryConfig>,
 }
 
 impl AvailabilityService {
-    /// The service over booking's store.
-    pub fn new(store: Store, country: Arc<CountryConfig>) -> Self {
-        Self { store, country }
+    /// The service over booking's flows.
+    pub fn new(
+        appointments: Appointments,
+        practitioners: Practitioners,
+        country: Arc<CountryConfig>,
+    ) -> Self {
+        Self {
+            appointments,
+            practitioners,
+            country,
+        }
     }
 }
 
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(
+fn required_time(
     field: &str,
-    ts: Option<prost_types::Timestamp>,
+    ts: Option<&prost_types::Timestamp>,
 ) -> Result<DateTime<Utc>, Status> {
     let ts = ts.ok_or_else(|| Status::invalid_argument(format!("`{field}` is required")))?;
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).unwrap_or(0))
-        .ok_or_else(|| Status::invalid_argument(format!("`{field}` is out of range")))
+    from_timestamp(ts).map_err(|_| Status::invalid_argument(format!("`{field}` is out of range")))
 }
 
 fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
@@ -67,15 +76,15 @@ impl pb::availability_server::Availability for AvailabilityService {
         request: Request<pb::GetAppointmentRequest>,
     ) -> Result<Response<pb::Appointment>, Status> {
         let id = parse_id("appointment_id", &request.get_ref().appointment_id)?;
-        let row = self.store.appointment(id).await?;
+        let row = self.appointments.get(id).await?;
         Ok(Response::new(pb::Appointment {
             id: row.id.to_string(),
             practitioner_id: row.practitioner_id.to_string(),
             patient_id: row.patient_subject,
             slot_id: row.slot_id.to_string(),
-            starts_at: Some(timestamp(row.starts_at)),
-            ends_at: Some(timestamp(row.ends_at)),
-            status: row.status,
+            starts_at: Some(to_timestamp(row.starts_at)),
+            ends_at: Some(to_timestamp(row.ends_at)),
+            status: row.status.as_str().to_owned(),
             local_start: domain::local_rfc3339(row.starts_at, self.country.tz()),
         }))
     }
@@ -86,25 +95,32 @@ impl pb::availability_server::Availability for AvailabilityService {
     ) -> Result<Response<pb::ListFreeSlotsResponse>, Status> {
         let request = request.into_inner();
         let practitioner = parse_id("practitioner_id", &request.practitioner_id)?;
-        let from = from_timestamp("from", request.from)?;
-        let to = from_timestamp("to", request.to)?;
+        let from = required_time("from", request.from.as_ref())?;
+        let to = required_time("to", request.to.as_ref())?;
         if to <= from {
             return Err(Status::invalid_argument("`to` must be after `from`"));
         }
         let limit = match request.limit {
-            0 => 100,
-            n if n <= 1000 => i64::from(n),
-            _ => return Err(Status::invalid_argument("`limit` must be at most 1000")),
+            0 => DEFAULT_SLOT_LIMIT,
+            n if n <= MAX_SLOT_LIMIT => i64::from(n),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "`limit` must be at most {MAX_SLOT_LIMIT}"
+                )));
+            }
         };
-        let slots = self.store.free_slots(practitioner, from, to, limit).await?;
+        let slots = self
+            .practitioners
+            .free_slots(practitioner, from, to, limit)
+            .await?;
         let tz = self.country.tz();
         Ok(Response::new(pb::ListFreeSlotsResponse {
             slots: slots
                 .into_iter()
                 .map(|s| pb::Slot {
                     id: s.id.to_string(),
-                    starts_at: Some(timestamp(s.starts_at)),
-                    ends_at: Some(timestamp(s.ends_at)),
+                    starts_at: Some(to_timestamp(s.starts_at)),
+                    ends_at: Some(to_timestamp(s.ends_at)),
                     local_start: domain::local_rfc3339(s.starts_at, tz),
                 })
                 .collect(),

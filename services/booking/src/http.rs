@@ -1,44 +1,44 @@
-//! Booking's HTTP API (thin: parse, authorize, call the store, shape the answer).
+//! Booking's HTTP API. Handlers are thin: parse, authorize, call a flow, shape the answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use chrono::{DateTime, NaiveDate, Utc};
-use prometheus_client::metrics::counter::Counter;
+use chrono::{DateTime, Utc};
 use pulse_kit::auth::Principal;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::idempotency::RequiredIdempotencyKey;
 use pulse_kit::problem::{ApiJson, ApiPath, ApiQuery, Problem};
-use pulse_kit::redis::{RedisHandle, RedisLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{self, RuleViolation, Schedule};
-use crate::search::{Search, SearchPage, SearchQuery, SlotView};
-use crate::store::{Actor, AppointmentRow, BookingError, Practitioner, PractitionerFields, Store};
+use crate::appointments::Appointments;
+use crate::domain::{
+    self, Actor, AppointmentStatus, Invalid, Practitioner, RuleViolation, Schedule, SearchQuery,
+    SlotRange, ValidSchedule,
+};
+pub use crate::domain::{
+    MAX_PAGE_SIZE, MAX_SLOT_RANGE_DAYS, PractitionerInput, SearchParams, SlotParams,
+};
+use crate::flow::{BookingError, NoHook};
+use crate::practitioners::Practitioners;
+use crate::search::{Search, SearchPage, SlotView};
+use crate::store::{AppointmentRow, SlotRow};
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// Data access.
-    pub store: Store,
+    /// The appointment flow.
+    pub appointments: Appointments,
+    /// The practitioner flow.
+    pub practitioners: Practitioners,
     /// Search and its cache.
     pub search: Arc<Search>,
-    /// Redis, for slot locks.
-    pub redis: RedisHandle,
-    /// Slot locks.
-    pub locks: Arc<RedisLock>,
     /// The country.
     pub country: Arc<CountryConfig>,
-    /// Prefix of Redis keys.
-    pub keyspace: String,
-    /// Bookings that went ahead without the Redis lock because Redis was unreachable.
-    pub lock_bypassed: Counter,
 }
 
 /// The routes.
@@ -61,167 +61,80 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Largest page of search results.
-pub const MAX_PAGE_SIZE: u32 = 100;
-/// Longest range of `GET …/slots`.
-pub const MAX_SLOT_RANGE_DAYS: i64 = 31;
-
 impl From<BookingError> for Problem {
     fn from(err: BookingError) -> Self {
-        match err {
+        let (status, slug, title) = match &err {
             BookingError::SlotNotFound(_) => {
-                Problem::new(StatusCode::NOT_FOUND, "slot-not-found", "Slot not found")
-                    .with_detail(err.to_string())
+                (StatusCode::NOT_FOUND, "slot-not-found", "Slot not found")
             }
-            BookingError::PractitionerNotFound(_) => Problem::new(
+            BookingError::PractitionerNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "practitioner-not-found",
                 "Practitioner not found",
-            )
-            .with_detail(err.to_string()),
-            BookingError::AppointmentNotFound(_) => Problem::new(
+            ),
+            BookingError::AppointmentNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "appointment-not-found",
                 "Appointment not found",
-            )
-            .with_detail(err.to_string()),
-            BookingError::SlotTaken => {
-                Problem::new(StatusCode::CONFLICT, "slot-taken", "Slot taken")
-                    .with_detail(err.to_string())
-            }
-            BookingError::NotActive(_) => Problem::new(
+            ),
+            BookingError::SlotTaken => (StatusCode::CONFLICT, "slot-taken", "Slot taken"),
+            BookingError::SlotBeingBooked => (
+                StatusCode::CONFLICT,
+                "slot-being-booked",
+                "Slot being booked",
+            ),
+            BookingError::NotActive(_) => (
                 StatusCode::CONFLICT,
                 "appointment-not-active",
                 "Appointment not active",
-            )
-            .with_detail(err.to_string()),
-            BookingError::Rule(rule) => {
-                let slug = match rule {
-                    RuleViolation::TooSoon { .. } => "booking-too-soon",
-                    RuleViolation::BeyondHorizon { .. } => "booking-beyond-horizon",
-                    RuleViolation::DailyLimit { .. } => "daily-limit-reached",
-                    RuleViolation::CancellationTooLate { .. } => "cancellation-too-late",
-                    RuleViolation::AlreadyStarted => "appointment-started",
-                };
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    slug,
-                    "Refused by the booking rules",
-                )
-                .with_detail(rule.to_string())
-            }
-            BookingError::Invalid(invalid) => {
-                Problem::unprocessable(invalid.to_string()).with("field", invalid.field.clone())
-            }
-            BookingError::Db(err) => Problem::internal(&err),
-            BookingError::Outbox(err) => Problem::internal(&err),
-        }
+            ),
+            BookingError::Rule(rule) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                rule_slug(rule),
+                "Refused by the booking rules",
+            ),
+            BookingError::Invalid(invalid) => return invalid_body(invalid.clone()),
+            BookingError::Db(err) => return Problem::internal(err),
+            BookingError::Outbox(err) => return Problem::internal(err),
+        };
+        Problem::new(status, slug, title).with_detail(err.to_string())
     }
 }
 
-fn bad(field: &str, message: impl Into<String>) -> Problem {
-    Problem::bad_request(format!("{field}: {}", message.into())).with("field", field)
+fn rule_slug(rule: &RuleViolation) -> &'static str {
+    match rule {
+        RuleViolation::TooSoon { .. } => "booking-too-soon",
+        RuleViolation::BeyondHorizon { .. } => "booking-beyond-horizon",
+        RuleViolation::DailyLimit { .. } => "daily-limit-reached",
+        RuleViolation::CancellationTooLate { .. } => "cancellation-too-late",
+        RuleViolation::AlreadyStarted => "appointment-started",
+    }
 }
 
-fn parse_uuid(field: &str, text: &str) -> Result<Uuid, Problem> {
-    text.parse()
-        .map_err(|_| bad(field, format!("`{text}` is not a UUID")))
+/// 422: a well-formed body whose content is refused.
+fn invalid_body(invalid: Invalid) -> Problem {
+    Problem::unprocessable(invalid.to_string()).with("field", invalid.field)
 }
 
-fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Problem> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| bad(field, format!("`{text}` is not a date YYYY-MM-DD")))
+/// 400: a path or query parameter that does not parse.
+fn invalid_request(invalid: Invalid) -> Problem {
+    Problem::bad_request(invalid.to_string()).with("field", invalid.field)
+}
+
+fn path_id(text: &str) -> Result<Uuid, Problem> {
+    domain::parse_uuid("id", text).map_err(invalid_request)
+}
+
+/// 201 with `Location: location`.
+fn created(location: &str, body: impl IntoResponse) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 // ----------------------------------------------------------------------------- practitioners
-
-/// Body of `POST /v1/practitioners` and `PUT /v1/practitioners/{id}`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PractitionerInput {
-    /// Full name.
-    pub name: String,
-    /// Specialty (`general-practice`, `dermatology`, …).
-    pub specialty: String,
-    /// City.
-    pub city: String,
-    /// Street address.
-    pub address: String,
-    /// Latitude.
-    pub latitude: f64,
-    /// Longitude.
-    pub longitude: f64,
-    /// Spoken languages (ISO 639-1).
-    #[serde(default)]
-    pub languages: Vec<String>,
-    /// Consultation price in minor units of the country's currency.
-    pub consultation_price_minor: i64,
-    /// JWT subject of the practitioner's own account.
-    #[serde(default)]
-    pub account_subject: Option<String>,
-    /// Weekly schedule; the country's usual week with 30-minute slots when omitted on creation.
-    #[serde(default)]
-    pub schedule: Option<Schedule>,
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<String, Problem> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max {
-        return Err(
-            Problem::unprocessable(format!("{field}: must be 1 to {max} characters"))
-                .with("field", field),
-        );
-    }
-    Ok(trimmed.to_owned())
-}
-
-impl PractitionerInput {
-    fn fields(&self) -> Result<PractitionerFields, Problem> {
-        if !(-90.0..=90.0).contains(&self.latitude) || !self.latitude.is_finite() {
-            return Err(
-                Problem::unprocessable("latitude: must be between -90 and 90")
-                    .with("field", "latitude"),
-            );
-        }
-        if !(-180.0..=180.0).contains(&self.longitude) || !self.longitude.is_finite() {
-            return Err(
-                Problem::unprocessable("longitude: must be between -180 and 180")
-                    .with("field", "longitude"),
-            );
-        }
-        if !(0..=100_000_000).contains(&self.consultation_price_minor) {
-            return Err(Problem::unprocessable(
-                "consultationPriceMinor: must be between 0 and 100000000",
-            )
-            .with("field", "consultationPriceMinor"));
-        }
-        if self.languages.len() > 20
-            || self
-                .languages
-                .iter()
-                .any(|l| l.len() != 2 || !l.bytes().all(|b| b.is_ascii_lowercase()))
-        {
-            return Err(
-                Problem::unprocessable("languages: at most 20 ISO 639-1 codes like `fr`")
-                    .with("field", "languages"),
-            );
-        }
-        Ok(PractitionerFields {
-            name: check_text("name", &self.name, 200)?,
-            specialty: check_text("specialty", &self.specialty, 100)?.to_lowercase(),
-            city: check_text("city", &self.city, 100)?,
-            address: check_text("address", &self.address, 300)?,
-            latitude: self.latitude,
-            longitude: self.longitude,
-            languages: self.languages.clone(),
-            consultation_price_minor: self.consultation_price_minor,
-            account_subject: match &self.account_subject {
-                Some(s) => Some(check_text("accountSubject", s, 200)?),
-                None => None,
-            },
-        })
-    }
-}
 
 /// Creates a practitioner (role `admin`).
 #[utoipa::path(post, path = "/v1/practitioners", tag = "booking", request_body = PractitionerInput,
@@ -233,28 +146,10 @@ pub async fn create_practitioner(
     ApiJson(input): ApiJson<PractitionerInput>,
 ) -> Result<Response, Problem> {
     principal.require_role("admin")?;
-    let fields = input.fields()?;
-    let schedule = input
-        .schedule
-        .clone()
-        .unwrap_or_else(|| Schedule::country_default(&app.country, 30));
-    let id = pulse_kit::new_id();
-    let practitioner = app
-        .store
-        .create_practitioner(id, &fields, Some(&schedule))
-        .await?;
-    if let Err(err) = app
-        .search
-        .index_positions(&[(id, fields.longitude, fields.latitude)])
-        .await
-    {
-        tracing::warn!(error = %err, "GEO index not updated; the periodic sync will add it");
-    }
-    let mut response = (StatusCode::CREATED, ApiJson(practitioner)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/practitioners/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let draft = input.parse().map_err(invalid_body)?;
+    let practitioner = app.practitioners.create(draft, NoHook).await?;
+    let location = format!("/v1/practitioners/{}", practitioner.id);
+    Ok(created(&location, ApiJson(practitioner)))
 }
 
 /// Replaces a practitioner's profile (role `admin`); a schedule in the body replaces it too.
@@ -269,20 +164,9 @@ pub async fn update_practitioner(
     ApiJson(input): ApiJson<PractitionerInput>,
 ) -> Result<ApiJson<Practitioner>, Problem> {
     principal.require_role("admin")?;
-    let id = parse_uuid("id", &id)?;
-    let fields = input.fields()?;
-    let practitioner = app.store.update_practitioner(id, &fields).await?;
-    if let Some(schedule) = &input.schedule {
-        app.store.put_schedule(id, schedule).await?;
-    }
-    if let Err(err) = app
-        .search
-        .index_positions(&[(id, fields.longitude, fields.latitude)])
-        .await
-    {
-        tracing::warn!(error = %err, "GEO index not updated; the periodic sync will fix it");
-    }
-    Ok(ApiJson(practitioner))
+    let id = path_id(&id)?;
+    let draft = input.parse().map_err(invalid_body)?;
+    Ok(ApiJson(app.practitioners.update(id, draft, NoHook).await?))
 }
 
 /// Replaces a weekly schedule (role `admin`); future free slots are rebuilt, booked ones kept.
@@ -297,9 +181,9 @@ pub async fn put_schedule(
     ApiJson(schedule): ApiJson<Schedule>,
 ) -> Result<StatusCode, Problem> {
     principal.require_role("admin")?;
-    let id = parse_uuid("id", &id)?;
-    app.store.put_schedule(id, &schedule).await?;
-    app.search.invalidate().await.ok();
+    let id = path_id(&id)?;
+    let schedule = ValidSchedule::parse(schedule).map_err(invalid_body)?;
+    app.practitioners.put_schedule(id, schedule, NoHook).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -310,115 +194,8 @@ pub async fn get_practitioner(
     State(app): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Practitioner>, Problem> {
-    let id = parse_uuid("id", &id)?;
-    Ok(ApiJson(app.store.practitioner(id).await?))
-}
-
-/// Query of `GET /v1/practitioners` (all text, validated by hand for clear messages).
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "snake_case")]
-#[into_params(parameter_in = Query)]
-pub struct SearchParams {
-    /// Specialty, e.g. `dermatology`.
-    pub specialty: Option<String>,
-    /// City.
-    pub city: Option<String>,
-    /// `lat,lon` to search around.
-    pub near: Option<String>,
-    /// Radius around `near` in km (default 10, at most 200).
-    pub radius_km: Option<String>,
-    /// Only practitioners with a free slot on this local date (`YYYY-MM-DD`).
-    pub available_on: Option<String>,
-    /// Page, from 1.
-    pub page: Option<String>,
-    /// Results per page (1 to 100, default 20).
-    pub page_size: Option<String>,
-}
-
-impl SearchParams {
-    fn validate(&self, country: &CountryConfig) -> Result<SearchQuery, Problem> {
-        let text = |field: &str, v: &Option<String>| -> Result<Option<String>, Problem> {
-            match v.as_deref().map(str::trim) {
-                None | Some("") => Ok(None),
-                Some(s) if s.chars().count() > 100 => Err(bad(field, "at most 100 characters")),
-                Some(s) => Ok(Some(s.to_owned())),
-            }
-        };
-        let number = |field: &str,
-                      v: &Option<String>,
-                      min: u32,
-                      max: u32,
-                      default: u32|
-         -> Result<u32, Problem> {
-            match v.as_deref() {
-                None | Some("") => Ok(default),
-                Some(s) => match s.parse::<u32>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    _ => Err(bad(
-                        field,
-                        format!("`{s}` must be a whole number from {min} to {max}"),
-                    )),
-                },
-            }
-        };
-        let near = match self.near.as_deref() {
-            None | Some("") => None,
-            Some(s) => {
-                let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-                let parsed = match parts.as_slice() {
-                    [lat, lon] => lat.parse::<f64>().ok().zip(lon.parse::<f64>().ok()),
-                    _ => None,
-                };
-                let Some((lat, lon)) = parsed.filter(|(lat, lon)| {
-                    (-90.0..=90.0).contains(lat) && (-180.0..=180.0).contains(lon)
-                }) else {
-                    return Err(bad(
-                        "near",
-                        format!("`{s}` must be `latitude,longitude`, e.g. 48.8566,2.3522"),
-                    ));
-                };
-                let radius = match self.radius_km.as_deref() {
-                    None | Some("") => 10.0,
-                    Some(r) => match r.parse::<f64>() {
-                        Ok(v) if v > 0.0 && v <= 200.0 => v,
-                        _ => {
-                            return Err(bad(
-                                "radius_km",
-                                format!("`{r}` must be a number of km above 0 and at most 200"),
-                            ));
-                        }
-                    },
-                };
-                Some((lat, lon, radius))
-            }
-        };
-        if near.is_none() && self.radius_km.as_deref().is_some_and(|r| !r.is_empty()) {
-            return Err(bad("radius_km", "only makes sense with `near`"));
-        }
-        let available_on = match self.available_on.as_deref() {
-            None | Some("") => None,
-            Some(s) => {
-                let day = parse_date("available_on", s)?;
-                let today = domain::local_day(Utc::now(), country.tz());
-                let last = today + chrono::Duration::days(i64::from(country.booking.horizon_days));
-                if day < today || day > last {
-                    return Err(bad(
-                        "available_on",
-                        format!("must be between {today} and {last}"),
-                    ));
-                }
-                Some(day)
-            }
-        };
-        Ok(SearchQuery {
-            specialty: text("specialty", &self.specialty)?.map(|s| s.to_lowercase()),
-            city: text("city", &self.city)?,
-            near,
-            available_on,
-            page: number("page", &self.page, 1, 10_000, 1)?,
-            page_size: number("page_size", &self.page_size, 1, MAX_PAGE_SIZE, 20)?,
-        })
-    }
+    let id = path_id(&id)?;
+    Ok(ApiJson(app.practitioners.get(id).await?))
 }
 
 /// Searches practitioners: by specialty, city, distance and availability, with their earliest
@@ -429,7 +206,7 @@ pub async fn search_practitioners(
     State(app): State<AppState>,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, Problem> {
-    let query = params.validate(&app.country)?;
+    let query = SearchQuery::parse(&params, &app.country, Utc::now()).map_err(invalid_request)?;
     let json = app
         .search
         .search(&query)
@@ -440,16 +217,6 @@ pub async fn search_practitioners(
         json.as_str().to_owned(),
     )
         .into_response())
-}
-
-/// Query of `GET /v1/practitioners/{id}/slots`.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SlotParams {
-    /// First local date (`YYYY-MM-DD`), default today.
-    pub from: Option<String>,
-    /// Last local date, inclusive (at most 31 days after `from`), default `from` + 6 days.
-    pub to: Option<String>,
 }
 
 /// Free slots of a practitioner.
@@ -472,41 +239,20 @@ pub async fn list_slots(
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<SlotParams>,
 ) -> Result<ApiJson<SlotList>, Problem> {
-    let id = parse_uuid("id", &id)?;
+    let id = path_id(&id)?;
     let tz = app.country.tz();
     let today = domain::local_day(Utc::now(), tz);
-    let from = match params.from.as_deref() {
-        Some(s) if !s.is_empty() => parse_date("from", s)?,
-        _ => today,
+    let range = SlotRange::parse(&params, today).map_err(invalid_request)?;
+    let slots = app.practitioners.free_slots_on(id, range).await?;
+    let view = |s: SlotRow| SlotView {
+        id: s.id,
+        start: domain::local_rfc3339(s.starts_at, tz),
+        end: domain::local_rfc3339(s.ends_at, tz),
     };
-    let to = match params.to.as_deref() {
-        Some(s) if !s.is_empty() => parse_date("to", s)?,
-        _ => from + chrono::Duration::days(6),
-    };
-    if to < from {
-        return Err(bad("to", "must not be before `from`"));
-    }
-    if (to - from).num_days() > MAX_SLOT_RANGE_DAYS {
-        return Err(bad(
-            "to",
-            format!("at most {MAX_SLOT_RANGE_DAYS} days after `from`"),
-        ));
-    }
-    app.store.practitioner(id).await?;
-    let start = crate::search::local_midnight(from, tz);
-    let end = crate::search::local_midnight(to.succ_opt().unwrap_or(to), tz);
-    let slots = app.store.free_slots(id, start, end, 2000).await?;
     Ok(ApiJson(SlotList {
         practitioner_id: id,
         timezone: app.country.timezone.clone(),
-        slots: slots
-            .into_iter()
-            .map(|s| SlotView {
-                id: s.id,
-                start: domain::local_rfc3339(s.starts_at, tz),
-                end: domain::local_rfc3339(s.ends_at, tz),
-            })
-            .collect(),
+        slots: slots.into_iter().map(view).collect(),
     }))
 }
 
@@ -529,7 +275,8 @@ pub struct Appointment {
     /// End, local time with offset.
     pub end: String,
     /// `booked` or `cancelled`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: AppointmentStatus,
     /// The appointment this one replaced (after a reschedule).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rescheduled_from: Option<Uuid>,
@@ -553,55 +300,18 @@ impl Appointment {
     }
 }
 
+impl AppState {
+    fn view(&self, row: AppointmentRow) -> ApiJson<Appointment> {
+        ApiJson(Appointment::from_row(row, self.country.tz()))
+    }
+}
+
 /// Body of `POST /v1/appointments` and `…/reschedule`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BookInput {
     /// The slot to book.
     pub slot_id: Uuid,
-}
-
-fn slot_lock_key(keyspace: &str, slot: Uuid) -> String {
-    format!("{{booking:{keyspace}}}:slot-lock:{slot}")
-}
-
-/// Runs `work` while holding the slot's Redis lock. A crowd on one slot fails fast with 409
-/// instead of queueing on the database; without Redis the database guard alone decides.
-async fn with_slot_lock<T, F, Fut>(app: &AppState, slot: Uuid, work: F) -> Result<T, Problem>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T, BookingError>>,
-{
-    let key = slot_lock_key(&app.keyspace, slot);
-    let mut held = None;
-    match app.redis.connection().await {
-        Ok(mut conn) => match app
-            .locks
-            .try_acquire(&mut conn, &key, Duration::from_secs(5))
-            .await
-        {
-            Ok(Some(guard)) => held = Some((conn, guard)),
-            Ok(None) => {
-                return Err(Problem::new(StatusCode::CONFLICT, "slot-being-booked", "Slot being booked")
-                    .with_detail("someone else is booking this slot right now; pick another one or retry shortly"));
-            }
-            Err(err) => {
-                app.lock_bypassed.inc();
-                tracing::warn!(error = %err, "Redis slot lock unavailable; relying on the database guard");
-            }
-        },
-        Err(err) => {
-            app.lock_bypassed.inc();
-            tracing::warn!(error = %err, "Redis unreachable; relying on the database guard");
-        }
-    }
-    let result = work().await;
-    if let Some((mut conn, guard)) = held
-        && let Err(err) = app.locks.release(&mut conn, &guard).await
-    {
-        tracing::warn!(error = %err, "could not release the slot lock; it expires by itself");
-    }
-    Ok(result?)
 }
 
 /// Books a slot (role `patient`; `Idempotency-Key` required).
@@ -617,17 +327,14 @@ pub async fn book(
     ApiJson(input): ApiJson<BookInput>,
 ) -> Result<Response, Problem> {
     principal.require_role("patient")?;
-    let patient = principal.subject().to_owned();
-    let row = with_slot_lock(&app, input.slot_id, || {
-        app.store.book(input.slot_id, &patient)
-    })
-    .await?;
-    let appointment = Appointment::from_row(row, app.country.tz());
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/appointments/{}", appointment.id)) {
-        headers.insert(header::LOCATION, location);
-    }
-    Ok((StatusCode::CREATED, headers, ApiJson(appointment)).into_response())
+    let row = app
+        .appointments
+        .book(input.slot_id, principal.subject(), NoHook)
+        .await?;
+    Ok(created(
+        &format!("/v1/appointments/{}", row.id),
+        app.view(row),
+    ))
 }
 
 /// Appointments list.
@@ -644,20 +351,12 @@ pub async fn list_appointments(
     State(app): State<AppState>,
     principal: Principal,
 ) -> Result<ApiJson<AppointmentList>, Problem> {
-    let tz = app.country.tz();
     let rows = if principal.has_role("practitioner") {
-        app.store
-            .agenda(
-                principal.subject(),
-                Utc::now() - chrono::Duration::days(1),
-                500,
-            )
-            .await?
+        app.appointments.agenda(principal.subject()).await?
     } else {
-        app.store
-            .patient_appointments(principal.subject(), 500)
-            .await?
+        app.appointments.of_patient(principal.subject()).await?
     };
+    let tz = app.country.tz();
     Ok(ApiJson(AppointmentList {
         items: rows
             .into_iter()
@@ -685,9 +384,9 @@ pub async fn get_appointment(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Appointment>, Problem> {
-    let id = parse_uuid("id", &id)?;
-    let row = app.store.appointment_for(id, &actor(&principal)).await?;
-    Ok(ApiJson(Appointment::from_row(row, app.country.tz())))
+    let id = path_id(&id)?;
+    let row = app.appointments.get_for(id, &actor(&principal)).await?;
+    Ok(app.view(row))
 }
 
 /// Cancels an appointment (its patient before the cut-off, its practitioner until the start)
@@ -700,9 +399,12 @@ pub async fn cancel(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Appointment>, Problem> {
-    let id = parse_uuid("id", &id)?;
-    let row = app.store.cancel(id, &actor(&principal)).await?;
-    Ok(ApiJson(Appointment::from_row(row, app.country.tz())))
+    let id = path_id(&id)?;
+    let row = app
+        .appointments
+        .cancel(id, &actor(&principal), NoHook)
+        .await?;
+    Ok(app.view(row))
 }
 
 /// Moves an appointment to another slot in one transaction (role `patient`).
@@ -717,17 +419,12 @@ pub async fn reschedule(
     ApiJson(input): ApiJson<BookInput>,
 ) -> Result<Response, Problem> {
     principal.require_role("patient")?;
-    let id = parse_uuid("id", &id)?;
-    let patient = principal.subject().to_owned();
-    let row = with_slot_lock(&app, input.slot_id, || {
-        app.store.reschedule(id, input.slot_id, &patient)
-    })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(Appointment::from_row(row, app.country.tz())),
-    )
-        .into_response())
+    let id = path_id(&id)?;
+    let row = app
+        .appointments
+        .reschedule(id, input.slot_id, principal.subject(), NoHook)
+        .await?;
+    Ok((StatusCode::CREATED, app.view(row)).into_response())
 }
 
 /// The OpenAPI document of booking's endpoints.

@@ -1,75 +1,108 @@
 //! Booking: practitioners, schedules, slots and appointments (the Doctolib flow).
 //!
 //! The component owns the PostgreSQL schema `booking` and plugs into the `pulse` binary through
-//! [`pulse_kit::component::Component`]. Rules live in [`domain`] (no I/O); [`store`] is the
-//! PostgreSQL adapter, [`search`] the cached search, [`http`] and [`grpc`] the APIs.
+//! [`pulse_kit::component::Component`]. [`Booking::build`](Component::build) builds its
+//! [`Services`] once per process and wraps them in adapters:
+//!
+//! - [`domain`]: rules and the types that parse input, free of I/O;
+//! - [`appointments`] and [`practitioners`]: one flow service per business flow, each owning its
+//!   transactions (see [`flow`]);
+//! - [`store`] (PostgreSQL), [`search`] (cached search, Redis GEO index);
+//! - adapters: [`http`], [`grpc`], [`events`] (outbox payloads, search-cache consumer), [`jobs`].
 
+pub mod appointments;
 pub mod domain;
+pub mod events;
+pub mod flow;
 pub mod grpc;
 pub mod http;
+pub mod jobs;
+pub mod practitioners;
 pub mod search;
 pub mod seed;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use prometheus_client::metrics::counter::Counter;
-use pulse_kit::component::{Component, ComponentContext, ConsumerSpec, Job};
-use pulse_kit::consumer::{ConsumerConfig, EventHandler, HandlerError};
-use pulse_kit::envelope::EventEnvelope;
-use pulse_kit::redis::RedisLock;
-use sqlx::PgConnection;
+use pulse_kit::component::{BuildError, Component, ComponentContext, GrpcServices, Parts};
+use pulse_kit::metrics::Metrics;
+use pulse_proto::booking::v1::availability_server::AvailabilityServer;
 use sqlx::migrate::Migrator;
 
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+pub use events::SEARCH_CACHE_GROUP;
 
-/// Consumer group that keeps search results fresh.
-pub const SEARCH_CACHE_GROUP: &str = "booking-search-cache";
+/// The component's migrations.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The booking component.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Booking;
 
-/// Booking's parts built for one process.
-pub struct Parts {
+/// Booking's services for one process: the flows and what they stand on. Cheap to clone (they
+/// share their pools, caches and counters).
+#[derive(Clone)]
+pub struct Services {
     /// Data access.
     pub store: store::Store,
-    /// Search and cache.
+    /// Search and its cache.
     pub search: Arc<search::Search>,
+    /// The appointment flow.
+    pub appointments: appointments::Appointments,
+    /// The practitioner flow.
+    pub practitioners: practitioners::Practitioners,
 }
 
-/// Builds booking's store and search for `ctx` (also used by `pulse seed`).
-pub fn parts(ctx: &ComponentContext) -> Parts {
-    Parts {
-        store: store::Store::new(ctx.db.clone(), ctx.outbox.clone(), Arc::clone(&ctx.country)),
-        search: Arc::new(search::Search::new(
+impl Services {
+    /// Builds booking's services for `ctx` (also for one-off commands such as `pulse seed`). Their
+    /// metrics are registered only by [`Booking::build`](Component::build).
+    pub fn new(ctx: &ComponentContext) -> Self {
+        let store = store::Store::new(ctx.db.clone(), ctx.outbox.clone());
+        let search = Arc::new(search::Search::new(
             ctx.db.clone(),
             ctx.redis.clone(),
             Arc::clone(&ctx.country),
             &ctx.keyspace,
-        )),
-    }
-}
-
-/// Drops cached search results when an appointment changes.
-struct SearchInvalidator {
-    search: Arc<search::Search>,
-}
-
-#[async_trait]
-impl EventHandler for SearchInvalidator {
-    async fn handle(
-        &self,
-        _tx: &mut PgConnection,
-        event: &EventEnvelope,
-    ) -> Result<(), HandlerError> {
-        if event.event_type.starts_with("Appointment") {
-            self.search.invalidate().await?;
+        ));
+        Self {
+            appointments: appointments::Appointments::new(
+                store.clone(),
+                Arc::clone(&ctx.country),
+                ctx.redis.clone(),
+                &ctx.keyspace,
+            ),
+            practitioners: practitioners::Practitioners::new(
+                store.clone(),
+                Arc::clone(&search),
+                Arc::clone(&ctx.country),
+            ),
+            store,
+            search,
         }
-        Ok(())
     }
+
+    fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register(
+            "booking_slot_lock_bypassed",
+            "Bookings decided by the database guard alone because Redis was unreachable",
+            self.appointments.lock_bypassed().clone(),
+        );
+        metrics.register(
+            "booking_search_db_queries",
+            "Database queries run by practitioner searches (cache misses)",
+            self.search.db_queries.clone(),
+        );
+        metrics.register(
+            "booking_search_cache_hits",
+            "Practitioner searches answered from the cache",
+            self.search.cache_hits.clone(),
+        );
+    }
+}
+
+/// Booking's Redis keys start with this; one hash tag per keyspace keeps them on one Redis
+/// Cluster slot.
+pub(crate) fn redis_prefix(keyspace: &str) -> String {
+    format!("{{booking:{keyspace}}}")
 }
 
 impl Component for Booking {
@@ -85,101 +118,36 @@ impl Component for Booking {
         &MIGRATIONS
     }
 
-    fn routes(&self, ctx: &ComponentContext) -> axum::Router {
-        let parts = parts(ctx);
-        let lock_bypassed = Counter::default();
-        ctx.metrics.register(
-            "booking_slot_lock_bypassed",
-            "Bookings decided by the database guard alone because Redis was unreachable",
-            lock_bypassed.clone(),
-        );
-        ctx.metrics.register(
-            "booking_search_db_queries",
-            "Database queries run by practitioner searches (cache misses)",
-            parts.search.db_queries.clone(),
-        );
-        ctx.metrics.register(
-            "booking_search_cache_hits",
-            "Practitioner searches answered from the cache",
-            parts.search.cache_hits.clone(),
-        );
-        http::routes(http::AppState {
-            store: parts.store,
-            search: parts.search,
-            redis: ctx.redis.clone(),
-            locks: Arc::new(RedisLock::new()),
-            country: Arc::clone(&ctx.country),
-            keyspace: ctx.keyspace.clone(),
-            lock_bypassed,
-        })
-    }
-
-    fn grpc(
-        &self,
-        ctx: &ComponentContext,
-        routes: &mut tonic::service::RoutesBuilder,
-    ) -> Vec<&'static str> {
-        let parts = parts(ctx);
-        routes.add_service(
-            pulse_proto::booking::v1::availability_server::AvailabilityServer::new(
-                grpc::AvailabilityService::new(parts.store, Arc::clone(&ctx.country)),
-            ),
-        );
-        vec!["booking.v1.Availability"]
-    }
-
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
         Some(http::BookingApi::openapi())
     }
 
-    fn consumers(&self, ctx: &ComponentContext) -> Vec<ConsumerSpec> {
-        let parts = parts(ctx);
-        let mut config = ConsumerConfig::new(SEARCH_CACHE_GROUP, ctx.outbox.topic());
-        config.fetch_max_wait = Duration::from_millis(200);
-        vec![ConsumerSpec {
-            config,
-            handler: Arc::new(SearchInvalidator {
-                search: parts.search,
+    fn build(&self, ctx: &ComponentContext) -> Result<Parts, BuildError> {
+        let services = Services::new(ctx);
+        services.register_metrics(&ctx.metrics);
+        let mut grpc = GrpcServices::default();
+        grpc.add(AvailabilityServer::new(grpc::AvailabilityService::new(
+            services.appointments.clone(),
+            services.practitioners.clone(),
+            Arc::clone(&ctx.country),
+        )));
+        Ok(Parts {
+            routes: http::routes(http::AppState {
+                appointments: services.appointments,
+                practitioners: services.practitioners.clone(),
+                search: Arc::clone(&services.search),
+                country: Arc::clone(&ctx.country),
             }),
-        }]
-    }
-
-    fn jobs(&self, ctx: &ComponentContext) -> Vec<Job> {
-        let slots = parts(ctx);
-        let geo = parts(ctx);
-        vec![
-            Job::new("booking-slot-horizon", move |shutdown| async move {
-                // Keeps every schedule's slots reaching the horizon, and rebuilds changed ones.
-                loop {
-                    match slots.store.extend_slots(50).await {
-                        Ok(50) => continue,
-                        Ok(_) => {}
-                        Err(err) => tracing::warn!(error = %err, "slot job round failed"),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }),
-            Job::new("booking-geo-index", move |shutdown| async move {
-                // Redis keeps nothing on disk: reload the GEO index at start and now and then.
-                loop {
-                    match geo.store.positions().await {
-                        Ok(positions) => {
-                            if let Err(err) = geo.search.index_positions(&positions).await {
-                                tracing::debug!(error = %err, "GEO index sync skipped");
-                            }
-                        }
-                        Err(err) => tracing::warn!(error = %err, "GEO index sync failed"),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(300)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }),
-        ]
+            grpc,
+            consumers: vec![events::search_invalidation(
+                ctx.outbox.topic(),
+                services.search,
+            )],
+            jobs: vec![
+                jobs::slot_horizon(services.practitioners.clone()),
+                jobs::geo_index(services.practitioners),
+            ],
+        })
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::redis::RedisHandle;
@@ -17,29 +17,12 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain;
+use crate::domain::{self, SearchQuery};
 
 /// Slots shown per practitioner in search results.
 pub const SLOTS_PER_RESULT: i64 = 5;
 /// Practitioners the GEO index returns at most for one search.
 const GEO_LIMIT: usize = 1000;
-
-/// A validated search.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SearchQuery {
-    /// Specialty, lower case.
-    pub specialty: Option<String>,
-    /// City, compared case-insensitively.
-    pub city: Option<String>,
-    /// Centre and radius in km.
-    pub near: Option<(f64, f64, f64)>,
-    /// Only practitioners with a free slot on this local day.
-    pub available_on: Option<NaiveDate>,
-    /// Page number, from 1.
-    pub page: u32,
-    /// Results per page.
-    pub page_size: u32,
-}
 
 /// A free slot in a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -151,8 +134,7 @@ impl Search {
     }
 
     fn key_prefix(&self) -> String {
-        // One hash tag per country keeps the keys on one Redis Cluster slot.
-        format!("{{booking:{}}}", self.keyspace)
+        crate::redis_prefix(&self.keyspace)
     }
 
     /// The Redis key of the search generation.
@@ -299,12 +281,11 @@ impl SearchWorker {
     async fn query_database(&self, query: &SearchQuery) -> Result<SearchPage, String> {
         let tz = self.country.tz();
         let now = Utc::now();
-        let earliest =
-            now + chrono::Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
+        let earliest = domain::earliest_start(&self.country.booking, now);
         let (from, to, require_slot) = match query.available_on {
             Some(day) => {
-                let start = local_midnight(day, tz);
-                let end = local_midnight(day.succ_opt().unwrap_or(day), tz);
+                let start = domain::local_midnight(day, tz);
+                let end = domain::local_midnight(day.succ_opt().unwrap_or(day), tz);
                 (start.max(earliest), end, true)
             }
             None => {
@@ -435,22 +416,6 @@ impl SearchWorker {
     }
 }
 
-/// The instant a local day starts.
-pub fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> DateTime<Utc> {
-    use chrono::TimeZone;
-    let midnight = day.and_time(chrono::NaiveTime::MIN);
-    match tz.from_local_datetime(&midnight) {
-        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
-            t.with_timezone(&Utc)
-        }
-        // Midnight skipped by a DST change: the day starts an hour later.
-        chrono::LocalResult::None => tz
-            .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
-            .earliest()
-            .map_or_else(|| midnight.and_utc(), |t| t.with_timezone(&Utc)),
-    }
-}
-
 /// Great-circle distance in km.
 pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
@@ -468,14 +433,5 @@ mod tests {
     fn haversine_paris_lyon() {
         let d = haversine_km(48.8566, 2.3522, 45.764, 4.8357);
         assert!((d - 392.0).abs() < 5.0, "{d}");
-    }
-
-    #[test]
-    fn local_midnight_in_paris() {
-        let day = NaiveDate::from_ymd_opt(2026, 3, 29).expect("date");
-        assert_eq!(
-            local_midnight(day, chrono_tz::Europe::Paris).to_rfc3339(),
-            "2026-03-28T23:00:00+00:00"
-        );
     }
 }

@@ -5,9 +5,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
-use crate::domain::Schedule;
-use crate::search::Search;
-use crate::store::{BookingError, PractitionerFields, Store};
+use crate::domain::{PractitionerInput, Schedule};
+use crate::flow::BookingError;
+use crate::practitioners::Practitioners;
 
 /// A city of the demo data set.
 struct City {
@@ -134,10 +134,10 @@ pub enum SeedError {
     Store(#[from] BookingError),
 }
 
-/// Loads the demo practitioners of `country` (`FR` or `DE`); returns how many were new.
+/// Loads the demo practitioners of `country` (`FR` or `DE`) through the practitioner flow, then
+/// the GEO index; returns how many practitioners were new.
 pub async fn seed(
-    store: &Store,
-    search: &Search,
+    practitioners: &Practitioners,
     country: &pulse_kit::config::CountryConfig,
 ) -> Result<usize, SeedError> {
     let cities = match country.code.as_str() {
@@ -150,7 +150,6 @@ pub async fn seed(
         u64::from_be_bytes(*b"pulse-01") ^ u64::from(country.code.as_bytes()[0]),
     );
     let mut created = 0;
-    let mut positions = Vec::new();
     for index in 0..DEMO_PRACTITIONERS {
         let city = &cities[index % cities.len()];
         let specialty = SPECIALTIES[(index / cities.len()) % SPECIALTIES.len()];
@@ -158,8 +157,8 @@ pub async fn seed(
             &Uuid::NAMESPACE_OID,
             format!("pulse-demo/{}/{index}", country.code).as_bytes(),
         );
-        let lat = city.lat + rng.random_range(-0.05..0.05);
-        let lon = city.lon + rng.random_range(-0.07..0.07);
+        let latitude = city.lat + rng.random_range(-0.05..0.05);
+        let longitude = city.lon + rng.random_range(-0.07..0.07);
         let name = format!(
             "Dr {} {}",
             FIRST[rng.random_range(0..FIRST.len())],
@@ -170,31 +169,30 @@ pub async fn seed(
         if rng.random_bool(0.5) {
             languages.push("en".into());
         }
-        let fields = PractitionerFields {
+        let mut input = PractitionerInput {
             name,
             specialty: specialty.to_owned(),
             city: city.name.to_owned(),
             address: format!("{} {street}, {}", rng.random_range(1..200), city.name),
-            latitude: lat,
-            longitude: lon,
+            latitude,
+            longitude,
             languages,
             consultation_price_minor: [2500, 3000, 5000, 6000, 8000][rng.random_range(0..5)],
             account_subject: Some(format!("practitioner-{}-{index}", country.slug())),
+            schedule: None,
         };
-        positions.push((id, lon, lat));
-        match store.practitioner(id).await {
+        match practitioners.get(id).await {
             Ok(_) => continue,
             Err(BookingError::PractitionerNotFound(_)) => {}
             Err(err) => return Err(err.into()),
         }
         let slot_minutes = [15, 20, 30][rng.random_range(0..3)];
-        let schedule = Schedule::country_default(country, slot_minutes);
-        store
-            .create_practitioner(id, &fields, Some(&schedule))
-            .await?;
+        input.schedule = Some(Schedule::country_default(country, slot_minutes));
+        let draft = input.parse().map_err(BookingError::from)?;
+        practitioners.import(id, draft).await?;
         created += 1;
     }
-    if let Err(err) = search.index_positions(&positions).await {
+    if let Err(err) = practitioners.sync_geo_index().await {
         tracing::warn!(error = %err, "GEO index not loaded; `near` searches fall back to the database");
     }
     Ok(created)

@@ -1,98 +1,20 @@
-//! PostgreSQL adapter of booking: practitioners, schedules, slots, appointments.
+//! PostgreSQL adapter of booking, one method per statement. The flows own the transactions:
+//! writes take the flow's transaction (`&mut PgConnection`), reads any executor (the pool, or
+//! that transaction when the read must see its writes).
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
-use chrono_tz::Tz;
-use pulse_kit::config::CountryConfig;
+use chrono::{DateTime, NaiveDate, Utc};
 use pulse_kit::outbox::{Outbox, OutboxError};
-use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{self, RuleViolation, Schedule};
-
-/// What can go wrong in a booking operation.
-#[derive(Debug, thiserror::Error)]
-pub enum BookingError {
-    /// No such slot.
-    #[error("slot {0} does not exist")]
-    SlotNotFound(Uuid),
-    /// No such practitioner.
-    #[error("practitioner {0} does not exist")]
-    PractitionerNotFound(Uuid),
-    /// The slot is booked already.
-    #[error("this slot has just been booked by someone else; pick another one")]
-    SlotTaken,
-    /// No such appointment (or not the caller's).
-    #[error("appointment {0} does not exist")]
-    AppointmentNotFound(Uuid),
-    /// The appointment is not active any more.
-    #[error("appointment {0} is already cancelled")]
-    NotActive(Uuid),
-    /// A country rule refuses it.
-    #[error(transparent)]
-    Rule(#[from] RuleViolation),
-    /// Invalid input.
-    #[error(transparent)]
-    Invalid(#[from] domain::Invalid),
-    /// Database failure.
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    /// Outbox failure.
-    #[error(transparent)]
-    Outbox(#[from] OutboxError),
-}
-
-/// A practitioner's public profile.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Practitioner {
-    /// Id.
-    pub id: Uuid,
-    /// Full name.
-    pub name: String,
-    /// Specialty (lower case, e.g. `general-practice`).
-    pub specialty: String,
-    /// City.
-    pub city: String,
-    /// Street address.
-    pub address: String,
-    /// Latitude (WGS 84).
-    pub latitude: f64,
-    /// Longitude (WGS 84).
-    pub longitude: f64,
-    /// Spoken languages (ISO 639-1).
-    pub languages: Vec<String>,
-    /// Consultation price in minor units of `currency`.
-    pub consultation_price_minor: i64,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// JWT subject of the practitioner's own account, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub account_subject: Option<String>,
-}
-
-/// Fields an admin sets on a practitioner.
-#[derive(Debug, Clone)]
-pub struct PractitionerFields {
-    /// Full name.
-    pub name: String,
-    /// Specialty.
-    pub specialty: String,
-    /// City.
-    pub city: String,
-    /// Street address.
-    pub address: String,
-    /// Latitude.
-    pub latitude: f64,
-    /// Longitude.
-    pub longitude: f64,
-    /// Languages.
-    pub languages: Vec<String>,
-    /// Price in minor units.
-    pub consultation_price_minor: i64,
-    /// Account subject.
-    pub account_subject: Option<String>,
-}
+use crate::domain::{
+    AppointmentStatus, Practitioner, PractitionerProfile, Schedule, SlotStatus, SlotTime,
+    ValidSchedule,
+};
+use crate::events::AppointmentEvent;
+use crate::flow::BookingError;
 
 /// A free or booked slot.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -105,8 +27,8 @@ pub struct SlotRow {
     pub starts_at: DateTime<Utc>,
     /// End.
     pub ends_at: DateTime<Utc>,
-    /// `free` or `booked`.
-    pub status: String,
+    /// Free or booked.
+    pub status: SlotStatus,
 }
 
 /// An appointment.
@@ -124,76 +46,42 @@ pub struct AppointmentRow {
     pub starts_at: DateTime<Utc>,
     /// End.
     pub ends_at: DateTime<Utc>,
-    /// `booked` or `cancelled`.
-    pub status: String,
+    /// Booked or cancelled.
+    pub status: AppointmentStatus,
     /// The appointment this one replaced.
     pub rescheduled_from: Option<Uuid>,
     /// When it was booked.
     pub created_at: DateTime<Utc>,
 }
 
-/// Who is cancelling.
-#[derive(Debug, Clone)]
-pub enum Actor {
-    /// A patient: only their own appointments, before the cut-off.
-    Patient(String),
-    /// A practitioner (by account subject): their own agenda, until the start.
-    Practitioner(String),
-    /// An admin: anything, until the start.
-    Admin(String),
+/// An appointment about to be inserted on a locked slot.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAppointment<'a> {
+    /// The slot, locked by the transaction.
+    pub slot: &'a SlotRow,
+    /// Patient (JWT subject).
+    pub patient: &'a str,
+    /// The slot's local day.
+    pub local_day: NaiveDate,
+    /// The appointment it replaces (reschedule).
+    pub replacing: Option<Uuid>,
 }
 
-impl Actor {
-    fn subject(&self) -> &str {
-        match self {
-            Actor::Patient(s) | Actor::Practitioner(s) | Actor::Admin(s) => s,
-        }
-    }
-}
-
-/// Event payload of `AppointmentBooked`, `AppointmentCancelled` and `AppointmentRescheduled`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppointmentEvent {
-    /// The appointment.
-    pub appointment_id: Uuid,
-    /// Its slot.
-    pub slot_id: Uuid,
-    /// The practitioner.
-    pub practitioner_id: Uuid,
-    /// The patient.
-    pub patient_id: String,
-    /// Start (UTC).
-    pub starts_at: DateTime<Utc>,
-    /// For a reschedule: the appointment it replaces.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_appointment_id: Option<Uuid>,
-    /// For a reschedule: the slot it frees.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_slot_id: Option<Uuid>,
-    /// For a cancellation: who cancelled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cancelled_by: Option<String>,
-}
-
+const PRACTITIONER_COLUMNS: &str = "id, name, specialty, city, address, latitude, longitude, languages, consultation_price_minor, currency, account_subject";
+const SLOT_COLUMNS: &str = "id, practitioner_id, starts_at, ends_at, status";
 const APPOINTMENT_COLUMNS: &str = "id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, status, rescheduled_from, created_at";
 
 /// Booking's data access.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
     outbox: Outbox,
-    country: std::sync::Arc<CountryConfig>,
 }
 
 impl Store {
-    /// A store over the component's pool.
-    pub fn new(pool: PgPool, outbox: Outbox, country: std::sync::Arc<CountryConfig>) -> Self {
-        Self {
-            pool,
-            outbox,
-            country,
-        }
+    /// A store over the component's pool, writing events into its outbox.
+    pub fn new(pool: PgPool, outbox: Outbox) -> Self {
+        Self { pool, outbox }
     }
 
     /// The pool.
@@ -201,127 +89,110 @@ impl Store {
         &self.pool
     }
 
-    fn tz(&self) -> Tz {
-        self.country.tz()
+    /// Starts a flow's transaction.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
     }
 
-    /// Creates a practitioner (with its schedule and slots when one is given).
-    pub async fn create_practitioner(
+    // ------------------------------------------------------------------------- practitioners
+
+    /// Inserts a practitioner priced in `currency`.
+    pub async fn insert_practitioner(
         &self,
+        tx: &mut PgConnection,
         id: Uuid,
-        fields: &PractitionerFields,
-        schedule: Option<&Schedule>,
-    ) -> Result<Practitioner, BookingError> {
-        let mut tx = self.pool.begin().await?;
-        let practitioner = sqlx::query_as::<_, Practitioner>(
+        profile: &PractitionerProfile,
+        currency: &str,
+    ) -> Result<Practitioner, sqlx::Error> {
+        let sql = format!(
             "INSERT INTO practitioners (id, name, specialty, city, address, latitude, longitude, languages,
-                                        consultation_price_minor, currency, account_subject)
+                                        consultation_price_minor, account_subject, currency)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             RETURNING id, name, specialty, city, address, latitude, longitude, languages,
-                       consultation_price_minor, currency, account_subject",
-        )
-        .bind(id)
-        .bind(&fields.name)
-        .bind(&fields.specialty)
-        .bind(&fields.city)
-        .bind(&fields.address)
-        .bind(fields.latitude)
-        .bind(fields.longitude)
-        .bind(&fields.languages)
-        .bind(fields.consultation_price_minor)
-        .bind(&self.country.currency)
-        .bind(&fields.account_subject)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(schedule) = schedule {
-            self.put_schedule_in(&mut tx, id, schedule).await?;
-        }
-        tx.commit().await?;
-        Ok(practitioner)
+             RETURNING {PRACTITIONER_COLUMNS}"
+        );
+        with_profile(&sql, id, profile)
+            .bind(currency)
+            .fetch_one(tx)
+            .await
     }
 
-    /// Replaces a practitioner's profile.
+    /// Replaces a practitioner's profile; `None` if there is no such practitioner.
     pub async fn update_practitioner(
         &self,
+        tx: &mut PgConnection,
         id: Uuid,
-        fields: &PractitionerFields,
-    ) -> Result<Practitioner, BookingError> {
-        sqlx::query_as::<_, Practitioner>(
+        profile: &PractitionerProfile,
+    ) -> Result<Option<Practitioner>, sqlx::Error> {
+        let sql = format!(
             "UPDATE practitioners SET name = $2, specialty = $3, city = $4, address = $5, latitude = $6,
                     longitude = $7, languages = $8, consultation_price_minor = $9, account_subject = $10,
                     updated_at = now()
              WHERE id = $1
-             RETURNING id, name, specialty, city, address, latitude, longitude, languages,
-                       consultation_price_minor, currency, account_subject",
-        )
-        .bind(id)
-        .bind(&fields.name)
-        .bind(&fields.specialty)
-        .bind(&fields.city)
-        .bind(&fields.address)
-        .bind(fields.latitude)
-        .bind(fields.longitude)
-        .bind(&fields.languages)
-        .bind(fields.consultation_price_minor)
-        .bind(&fields.account_subject)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(BookingError::PractitionerNotFound(id))
+             RETURNING {PRACTITIONER_COLUMNS}"
+        );
+        with_profile(&sql, id, profile).fetch_optional(tx).await
     }
 
     /// One practitioner.
-    pub async fn practitioner(&self, id: Uuid) -> Result<Practitioner, BookingError> {
-        sqlx::query_as::<_, Practitioner>(
-            "SELECT id, name, specialty, city, address, latitude, longitude, languages,
-                    consultation_price_minor, currency, account_subject
-             FROM practitioners WHERE id = $1",
-        )
+    pub async fn practitioner<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        id: Uuid,
+    ) -> Result<Option<Practitioner>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {PRACTITIONER_COLUMNS} FROM practitioners WHERE id = $1"
+        ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(BookingError::PractitionerNotFound(id))
+        .fetch_optional(db)
+        .await
     }
 
-    /// Every practitioner's position, for the Redis GEO index.
+    /// Locks a practitioner's row until the transaction ends; `false` if there is none.
+    pub async fn lock_practitioner(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<bool, sqlx::Error> {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM practitioners WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(tx)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// The account subject of an existing practitioner (`None` when it has no account).
+    pub async fn practitioner_account<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        id: Uuid,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT account_subject FROM practitioners WHERE id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+    }
+
+    /// Every practitioner's position as (id, longitude, latitude), for the Redis GEO index.
     pub async fn positions(&self) -> Result<Vec<(Uuid, f64, f64)>, sqlx::Error> {
         sqlx::query_as("SELECT id, longitude, latitude FROM practitioners")
             .fetch_all(&self.pool)
             .await
     }
 
-    /// Replaces a schedule and rebuilds future free slots at once.
-    pub async fn put_schedule(
-        &self,
-        practitioner_id: Uuid,
-        schedule: &Schedule,
-    ) -> Result<(), BookingError> {
-        schedule.validate()?;
-        let mut tx = self.pool.begin().await?;
-        let exists: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM practitioners WHERE id = $1 FOR UPDATE")
-                .bind(practitioner_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(BookingError::PractitionerNotFound(practitioner_id));
-        }
-        self.put_schedule_in(&mut tx, practitioner_id, schedule)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
+    // ----------------------------------------------------------------------- schedules, slots
 
-    async fn put_schedule_in(
+    /// Stores a practitioner's schedule and marks its slots as needing a rebuild.
+    pub async fn save_schedule(
         &self,
         tx: &mut PgConnection,
         practitioner_id: Uuid,
-        schedule: &Schedule,
-    ) -> Result<(), BookingError> {
-        schedule.validate()?;
-        let weekly =
-            serde_json::to_value(&schedule.weekly).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let exceptions = serde_json::to_value(&schedule.exceptions)
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        schedule: &ValidSchedule,
+    ) -> Result<(), sqlx::Error> {
+        let schedule = schedule.schedule();
+        let json = |value: serde_json::Result<serde_json::Value>| {
+            value.map_err(|e| sqlx::Error::Encode(Box::new(e)))
+        };
         sqlx::query(
             "INSERT INTO schedules (practitioner_id, slot_minutes, weekly, exceptions, needs_regeneration)
              VALUES ($1, $2, $3, $4, true)
@@ -331,36 +202,24 @@ impl Store {
         )
         .bind(practitioner_id)
         .bind(i32::from(schedule.slot_minutes))
-        .bind(weekly)
-        .bind(exceptions)
-        .execute(&mut *tx)
+        .bind(json(serde_json::to_value(&schedule.weekly))?)
+        .bind(json(serde_json::to_value(&schedule.exceptions))?)
+        .execute(tx)
         .await?;
-        self.regenerate_in(tx, practitioner_id, schedule, Utc::now())
-            .await?;
         Ok(())
     }
 
-    /// The last local day slots are published for, counted from `now`.
-    fn horizon_end(&self, now: DateTime<Utc>) -> NaiveDate {
-        domain::local_day(now, self.tz())
-            + Duration::days(i64::from(self.country.booking.horizon_days))
-    }
-
-    /// Rebuilds future free slots of one practitioner: slots that the schedule no longer has are
-    /// deleted unless booked; new ones are added unless they overlap a booked slot. Idempotent.
-    async fn regenerate_in(
+    /// Makes a practitioner's future free slots (after `now`) exactly `desired`, and records that
+    /// slots exist up to `until`. Booked slots are kept, and a desired slot overlapping one is
+    /// left out. Idempotent; returns how many slots were added.
+    pub async fn replace_future_slots(
         &self,
         tx: &mut PgConnection,
         practitioner_id: Uuid,
-        schedule: &Schedule,
+        desired: &[SlotTime],
         now: DateTime<Utc>,
-    ) -> Result<usize, BookingError> {
-        let today = domain::local_day(now, self.tz());
-        let until = self.horizon_end(now);
-        let desired: Vec<_> = domain::generate_slots(schedule, self.tz(), today, until)
-            .into_iter()
-            .filter(|s| s.starts_at > now)
-            .collect();
+        until: NaiveDate,
+    ) -> Result<u64, sqlx::Error> {
         let starts: Vec<DateTime<Utc>> = desired.iter().map(|s| s.starts_at).collect();
         let ends: Vec<DateTime<Utc>> = desired.iter().map(|s| s.ends_at).collect();
         let ids: Vec<Uuid> = desired.iter().map(|_| pulse_kit::new_id()).collect();
@@ -397,15 +256,17 @@ impl Store {
             .bind(until)
             .execute(&mut *tx)
             .await?;
-        Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
+        Ok(inserted)
     }
 
-    /// One round of the slot job: schedules whose slots are stale or do not reach the horizon
-    /// yet are rebuilt, a batch at a time, safely alongside other replicas (SKIP LOCKED).
-    pub async fn extend_slots(&self, batch: i64) -> Result<usize, BookingError> {
-        let now = Utc::now();
-        let until = self.horizon_end(now);
-        let mut tx = self.pool.begin().await?;
+    /// Locks up to `batch` schedules whose slots are stale or end before `until`, skipping those
+    /// another replica holds.
+    pub async fn lock_stale_schedules(
+        &self,
+        tx: &mut PgConnection,
+        until: NaiveDate,
+        batch: i64,
+    ) -> Result<Vec<(Uuid, Schedule)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT practitioner_id, slot_minutes, weekly, exceptions FROM schedules
              WHERE needs_regeneration OR generated_until IS NULL OR generated_until < $1
@@ -413,192 +274,202 @@ impl Store {
         )
         .bind(until)
         .bind(batch)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx)
         .await?;
-        let mut done = 0;
-        for row in rows {
-            let practitioner_id: Uuid = row.try_get("practitioner_id")?;
-            let slot_minutes: i32 = row.try_get("slot_minutes")?;
-            let weekly: serde_json::Value = row.try_get("weekly")?;
-            let exceptions: serde_json::Value = row.try_get("exceptions")?;
-            let schedule = Schedule {
-                slot_minutes: u16::try_from(slot_minutes).unwrap_or(30),
-                weekly: serde_json::from_value(weekly)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                exceptions: serde_json::from_value(exceptions)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            };
-            self.regenerate_in(&mut tx, practitioner_id, &schedule, now)
-                .await?;
-            done += 1;
-        }
-        // Past free slots are of no use to anyone.
-        sqlx::query("DELETE FROM slots WHERE status = 'free' AND starts_at < $1")
-            .bind(now - Duration::days(1))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done)
+        let json = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+        rows.into_iter()
+            .map(|row| {
+                let slot_minutes: i32 = row.try_get("slot_minutes")?;
+                let schedule = Schedule {
+                    slot_minutes: u16::try_from(slot_minutes).unwrap_or(30),
+                    weekly: serde_json::from_value(row.try_get("weekly")?).map_err(json)?,
+                    exceptions: serde_json::from_value(row.try_get("exceptions")?).map_err(json)?,
+                };
+                Ok((row.try_get("practitioner_id")?, schedule))
+            })
+            .collect()
     }
 
-    /// Free slots of a practitioner in `[from, to)`, bookable now (after the minimum notice).
+    /// Deletes free slots that started before `before`.
+    pub async fn delete_free_slots_before(
+        &self,
+        tx: &mut PgConnection,
+        before: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM slots WHERE status = 'free' AND starts_at < $1")
+            .bind(before)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Free slots of a practitioner starting in `[max(from, earliest), to)`, earliest first.
     pub async fn free_slots(
         &self,
         practitioner_id: Uuid,
         from: DateTime<Utc>,
+        earliest: DateTime<Utc>,
         to: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<SlotRow>, BookingError> {
-        let earliest =
-            Utc::now() + Duration::minutes(i64::from(self.country.booking.min_notice_minutes));
-        let rows = sqlx::query_as::<_, SlotRow>(
-            "SELECT id, practitioner_id, starts_at, ends_at, status FROM slots
+    ) -> Result<Vec<SlotRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {SLOT_COLUMNS} FROM slots
              WHERE practitioner_id = $1 AND status = 'free' AND starts_at >= GREATEST($2, $3) AND starts_at < $4
-             ORDER BY starts_at LIMIT $5",
-        )
+             ORDER BY starts_at LIMIT $5"
+        ))
         .bind(practitioner_id)
         .bind(from)
         .bind(earliest)
         .bind(to)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+        .await
     }
 
-    /// Books `slot_id` for `patient` in one transaction (see ARCHITECTURE §3).
-    pub async fn book(&self, slot_id: Uuid, patient: &str) -> Result<AppointmentRow, BookingError> {
-        let mut tx = self.pool.begin().await?;
-        let appointment = self.book_in(&mut tx, slot_id, patient, None).await?;
-        self.outbox
-            .append(
-                &mut tx,
-                &appointment.practitioner_id.to_string(),
-                "AppointmentBooked",
-                &event(&appointment, None, None),
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(appointment)
-    }
-
-    async fn book_in(
+    /// Locks a slot until the transaction ends.
+    pub async fn lock_slot(
         &self,
         tx: &mut PgConnection,
-        slot_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<SlotRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {SLOT_COLUMNS} FROM slots WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+    }
+
+    /// Sets a slot's status.
+    pub async fn set_slot_status(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        status: SlotStatus,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE slots SET status = $2 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------------- appointments
+
+    /// Serialises, until the transaction ends, the bookings of one patient on one local day, so
+    /// two bookings at once cannot both pass the daily limit.
+    pub async fn lock_patient_day(
+        &self,
+        tx: &mut PgConnection,
         patient: &str,
-        replacing: Option<&AppointmentRow>,
-    ) -> Result<AppointmentRow, BookingError> {
-        let slot = sqlx::query_as::<_, SlotRow>(
-            "SELECT id, practitioner_id, starts_at, ends_at, status FROM slots WHERE id = $1 FOR UPDATE",
-        )
-        .bind(slot_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(BookingError::SlotNotFound(slot_id))?;
-        if slot.status != "free" {
-            return Err(BookingError::SlotTaken);
-        }
-        let day = domain::local_day(slot.starts_at, self.tz());
-        // One patient booking two slots of one day at once must not pass the daily limit twice.
+        day: NaiveDate,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(pulse_kit::db::advisory_key(&format!(
                 "booking-patient-day:{patient}:{day}"
             )))
-            .execute(&mut *tx)
+            .execute(tx)
             .await?;
-        let active: i64 = sqlx::query_scalar(
+        Ok(())
+    }
+
+    /// How many active appointments a patient has on a local day, leaving out `except`.
+    pub async fn active_appointments_on(
+        &self,
+        tx: &mut PgConnection,
+        patient: &str,
+        day: NaiveDate,
+        except: Option<Uuid>,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
             "SELECT count(*) FROM appointments
              WHERE patient_subject = $1 AND local_day = $2 AND status = 'booked' AND id <> $3",
         )
         .bind(patient)
         .bind(day)
-        .bind(replacing.map(|a| a.id).unwrap_or_else(Uuid::nil))
-        .fetch_one(&mut *tx)
-        .await?;
-        domain::check_booking(
-            &self.country.booking,
-            self.tz(),
-            Utc::now(),
-            slot.starts_at,
-            u32::try_from(active).unwrap_or(u32::MAX),
-        )?;
-        let inserted = sqlx::query_as::<_, AppointmentRow>(&format!(
+        .bind(except.unwrap_or_else(Uuid::nil))
+        .fetch_one(tx)
+        .await
+    }
+
+    /// Inserts an active appointment. [`BookingError::SlotTaken`] when the slot already has one:
+    /// the unique index decides even when the Redis lock was bypassed.
+    pub async fn insert_appointment(
+        &self,
+        tx: &mut PgConnection,
+        new: NewAppointment<'_>,
+    ) -> Result<AppointmentRow, BookingError> {
+        let inserted = sqlx::query_as(&format!(
             "INSERT INTO appointments (id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, local_day,
                                        status, rescheduled_from)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'booked', $8)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              RETURNING {APPOINTMENT_COLUMNS}"
         ))
         .bind(pulse_kit::new_id())
-        .bind(slot.id)
-        .bind(slot.practitioner_id)
-        .bind(patient)
-        .bind(slot.starts_at)
-        .bind(slot.ends_at)
-        .bind(day)
-        .bind(replacing.map(|a| a.id))
-        .fetch_one(&mut *tx)
+        .bind(new.slot.id)
+        .bind(new.slot.practitioner_id)
+        .bind(new.patient)
+        .bind(new.slot.starts_at)
+        .bind(new.slot.ends_at)
+        .bind(new.local_day)
+        .bind(AppointmentStatus::Booked)
+        .bind(new.replacing)
+        .fetch_one(tx)
         .await;
-        let appointment = match inserted {
-            Ok(row) => row,
+        match inserted {
+            Ok(row) => Ok(row),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                return Err(BookingError::SlotTaken);
+                Err(BookingError::SlotTaken)
             }
-            Err(err) => return Err(err.into()),
-        };
-        sqlx::query("UPDATE slots SET status = 'booked' WHERE id = $1")
-            .bind(slot.id)
-            .execute(&mut *tx)
-            .await?;
-        Ok(appointment)
-    }
-
-    /// One appointment, if the actor may see it.
-    pub async fn appointment_for(
-        &self,
-        id: Uuid,
-        actor: &Actor,
-    ) -> Result<AppointmentRow, BookingError> {
-        let appointment = self.appointment(id).await?;
-        if self
-            .may_manage(&mut *self.pool.acquire().await?, &appointment, actor)
-            .await?
-        {
-            Ok(appointment)
-        } else {
-            Err(BookingError::AppointmentNotFound(id))
+            Err(err) => Err(err.into()),
         }
     }
 
-    /// One appointment (internal callers).
-    pub async fn appointment(&self, id: Uuid) -> Result<AppointmentRow, BookingError> {
-        sqlx::query_as::<_, AppointmentRow>(&format!(
+    /// One appointment.
+    pub async fn appointment<'c>(
+        &self,
+        db: impl PgExecutor<'c>,
+        id: Uuid,
+    ) -> Result<Option<AppointmentRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
             "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(BookingError::AppointmentNotFound(id))
+        .fetch_optional(db)
+        .await
     }
 
-    async fn may_manage(
+    /// Locks an appointment until the transaction ends.
+    pub async fn lock_appointment(
         &self,
-        conn: &mut PgConnection,
-        appointment: &AppointmentRow,
-        actor: &Actor,
-    ) -> Result<bool, sqlx::Error> {
-        Ok(match actor {
-            Actor::Admin(_) => true,
-            Actor::Patient(subject) => &appointment.patient_subject == subject,
-            Actor::Practitioner(subject) => {
-                let owner: Option<String> =
-                    sqlx::query_scalar("SELECT account_subject FROM practitioners WHERE id = $1")
-                        .bind(appointment.practitioner_id)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                owner.as_deref() == Some(subject.as_str())
-            }
-        })
+        tx: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<AppointmentRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(tx)
+        .await
+    }
+
+    /// Marks an appointment cancelled by `by` (a JWT subject).
+    pub async fn cancel_appointment(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        by: &str,
+    ) -> Result<AppointmentRow, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "UPDATE appointments SET status = $3, cancelled_at = now(), cancelled_by = $2
+             WHERE id = $1 RETURNING {APPOINTMENT_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(by)
+        .bind(AppointmentStatus::Cancelled)
+        .fetch_one(tx)
+        .await
     }
 
     /// A patient's appointments, newest first.
@@ -606,14 +477,14 @@ impl Store {
         &self,
         patient: &str,
         limit: i64,
-    ) -> Result<Vec<AppointmentRow>, BookingError> {
-        Ok(sqlx::query_as::<_, AppointmentRow>(&format!(
+    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
             "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE patient_subject = $1 ORDER BY starts_at DESC LIMIT $2"
         ))
         .bind(patient)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     /// A practitioner's agenda (by account subject), earliest first from `from`.
@@ -622,126 +493,54 @@ impl Store {
         account_subject: &str,
         from: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<AppointmentRow>, BookingError> {
-        Ok(sqlx::query_as::<_, AppointmentRow>(&format!(
-            "SELECT {} FROM appointments a
-             WHERE a.practitioner_id IN (SELECT id FROM practitioners WHERE account_subject = $1) AND a.starts_at >= $2
-             ORDER BY a.starts_at LIMIT $3",
-            APPOINTMENT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ")
+    ) -> Result<Vec<AppointmentRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {APPOINTMENT_COLUMNS} FROM appointments
+             WHERE practitioner_id IN (SELECT p.id FROM practitioners p WHERE p.account_subject = $1)
+               AND starts_at >= $2
+             ORDER BY starts_at LIMIT $3"
         ))
         .bind(account_subject)
         .bind(from)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
-    async fn lock_active(
+    /// Appends an appointment event to the outbox, keyed by practitioner so one practitioner's
+    /// events keep their order.
+    pub async fn append_event(
         &self,
         tx: &mut PgConnection,
-        id: Uuid,
-        actor: &Actor,
-    ) -> Result<AppointmentRow, BookingError> {
-        let appointment = sqlx::query_as::<_, AppointmentRow>(&format!(
-            "SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1 FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(BookingError::AppointmentNotFound(id))?;
-        if !self.may_manage(tx, &appointment, actor).await? {
-            return Err(BookingError::AppointmentNotFound(id));
-        }
-        if appointment.status != "booked" {
-            return Err(BookingError::NotActive(id));
-        }
-        Ok(appointment)
-    }
-
-    async fn release(
-        &self,
-        tx: &mut PgConnection,
-        appointment: &AppointmentRow,
-        actor: &Actor,
-    ) -> Result<AppointmentRow, BookingError> {
-        let cancelled = sqlx::query_as::<_, AppointmentRow>(&format!(
-            "UPDATE appointments SET status = 'cancelled', cancelled_at = now(), cancelled_by = $2
-             WHERE id = $1 RETURNING {APPOINTMENT_COLUMNS}"
-        ))
-        .bind(appointment.id)
-        .bind(actor.subject())
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE slots SET status = 'free' WHERE id = $1")
-            .bind(appointment.slot_id)
-            .execute(&mut *tx)
-            .await?;
-        Ok(cancelled)
-    }
-
-    /// Cancels an appointment and frees its slot.
-    pub async fn cancel(&self, id: Uuid, actor: &Actor) -> Result<AppointmentRow, BookingError> {
-        let mut tx = self.pool.begin().await?;
-        let appointment = self.lock_active(&mut tx, id, actor).await?;
-        domain::check_cancellation(
-            &self.country.booking,
-            Utc::now(),
-            appointment.starts_at,
-            !matches!(actor, Actor::Patient(_)),
-        )?;
-        let cancelled = self.release(&mut tx, &appointment, actor).await?;
+        event: &AppointmentEvent,
+    ) -> Result<(), OutboxError> {
         self.outbox
             .append(
-                &mut tx,
-                &cancelled.practitioner_id.to_string(),
-                "AppointmentCancelled",
-                &event(&cancelled, None, Some(actor.subject().to_owned())),
+                tx,
+                &event.practitioner_id.to_string(),
+                event.kind.event_type(),
+                event,
             )
             .await?;
-        tx.commit().await?;
-        Ok(cancelled)
-    }
-
-    /// Moves an appointment to another slot: the new one is booked and the old one freed in one
-    /// transaction.
-    pub async fn reschedule(
-        &self,
-        id: Uuid,
-        new_slot: Uuid,
-        patient: &str,
-    ) -> Result<AppointmentRow, BookingError> {
-        let actor = Actor::Patient(patient.to_owned());
-        let mut tx = self.pool.begin().await?;
-        let old = self.lock_active(&mut tx, id, &actor).await?;
-        domain::check_cancellation(&self.country.booking, Utc::now(), old.starts_at, false)?;
-        let new = self.book_in(&mut tx, new_slot, patient, Some(&old)).await?;
-        self.release(&mut tx, &old, &actor).await?;
-        self.outbox
-            .append(
-                &mut tx,
-                &new.practitioner_id.to_string(),
-                "AppointmentRescheduled",
-                &event(&new, Some(&old), None),
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(new)
+        Ok(())
     }
 }
 
-fn event(
-    appointment: &AppointmentRow,
-    previous: Option<&AppointmentRow>,
-    cancelled_by: Option<String>,
-) -> AppointmentEvent {
-    AppointmentEvent {
-        appointment_id: appointment.id,
-        slot_id: appointment.slot_id,
-        practitioner_id: appointment.practitioner_id,
-        patient_id: appointment.patient_subject.clone(),
-        starts_at: appointment.starts_at,
-        previous_appointment_id: previous.map(|p| p.id),
-        previous_slot_id: previous.map(|p| p.slot_id),
-        cancelled_by,
-    }
+/// `sql` with `$1` the id and `$2`…`$10` the profile's fields, in the tables' column order.
+fn with_profile<'q>(
+    sql: &'q str,
+    id: Uuid,
+    profile: &'q PractitionerProfile,
+) -> QueryAs<'q, Postgres, Practitioner, PgArguments> {
+    sqlx::query_as(sql)
+        .bind(id)
+        .bind(profile.name())
+        .bind(profile.specialty())
+        .bind(profile.city())
+        .bind(profile.address())
+        .bind(profile.position().latitude())
+        .bind(profile.position().longitude())
+        .bind(profile.languages())
+        .bind(profile.consultation_price_minor())
+        .bind(profile.account_subject())
 }

@@ -94,8 +94,8 @@ async fn the_slot_job_extends_every_schedule_to_the_horizon_and_is_idempotent() 
         kafka_brokers(),
     )
     .expect("context");
-    let store = pulse_booking::parts(&ctx).store;
-    assert_eq!(store.extend_slots(50).await.expect("job"), 1);
+    let practitioners = pulse_booking::Services::new(&ctx).practitioners;
+    assert_eq!(practitioners.extend_slots(50).await.expect("job"), 1);
     let count = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM booking.slots WHERE practitioner_id = $1::uuid",
@@ -118,7 +118,7 @@ async fn the_slot_job_extends_every_schedule_to_the_horizon_and_is_idempotent() 
         "slots reach the 366-day horizon: {last}"
     );
     // Nothing left to do, and running again changes nothing.
-    assert_eq!(store.extend_slots(50).await.expect("job"), 0);
+    assert_eq!(practitioners.extend_slots(50).await.expect("job"), 0);
     assert_eq!(count().await, extended);
     pool.close().await;
 }

@@ -1,8 +1,9 @@
 //! The one interface every component implements to plug into the `pulse` binary.
 //!
-//! A component contributes routes, gRPC services, Kafka consumers, background jobs and its
-//! migrations; the server wires them to shared listeners and to the component's own schema,
-//! outbox relay and idempotency store. Adding a component touches one list in `pulse`.
+//! A component builds its [`Parts`] once per process — routes, gRPC services, Kafka consumers,
+//! background jobs — and names its migrations; the server wires them to shared listeners and to
+//! the component's own schema, outbox relay and idempotency store. Adding a component touches
+//! one list in `pulse`.
 
 use std::sync::Arc;
 
@@ -108,7 +109,83 @@ impl Job {
     }
 }
 
+/// Why a component could not build its parts. The message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting holds no usable value.
+    #[error(transparent)]
+    Setting(#[from] crate::settings::SettingError),
+    /// A part could not be built for another reason.
+    #[error("{component}: {message}")]
+    Part {
+        /// The component.
+        component: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Adds one service to the process's gRPC routes.
+type AddService = Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>;
+
+/// The gRPC services of a component, with the names gRPC health reports them under.
+#[derive(Default)]
+pub struct GrpcServices {
+    adders: Vec<AddService>,
+    names: Vec<&'static str>,
+}
+
+impl GrpcServices {
+    /// Adds a tonic service.
+    pub fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.adders.push(Box::new(move |routes| {
+            routes.add_service(service);
+        }));
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// The services' names (`booking.v1.Availability`).
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Adds the services to the process's gRPC routes.
+    pub fn register(self, routes: &mut tonic::service::RoutesBuilder) {
+        for add in self.adders {
+            add(routes);
+        }
+    }
+}
+
+/// What a component runs in this process, built once by [`Component::build`].
+#[derive(Default)]
+pub struct Parts {
+    /// Public HTTP routes.
+    pub routes: Router,
+    /// gRPC services.
+    pub grpc: GrpcServices,
+    /// Kafka consumers.
+    pub consumers: Vec<ConsumerSpec>,
+    /// Background jobs.
+    pub jobs: Vec<Job>,
+}
+
 /// A Pulse component (identity, booking, marketing, ordering, notifier).
+///
+/// Settings are read before the component exists (its constructor takes them), so a component
+/// only builds: [`Component::build`] runs once per process and turns the context into the
+/// component's [`Parts`]: its flow services, wrapped in the adapters that serve them.
 pub trait Component: Send + Sync {
     /// Name, `--target` value and PostgreSQL schema.
     fn name(&self) -> &'static str;
@@ -119,33 +196,12 @@ pub trait Component: Send + Sync {
     /// The component's own migrations (versions above the kit's reserved range).
     fn migrations(&self) -> &'static Migrator;
 
-    /// Public HTTP routes.
-    fn routes(&self, _ctx: &ComponentContext) -> Router {
-        Router::new()
-    }
-
-    /// gRPC services, with the names under which gRPC health reports them.
-    fn grpc(
-        &self,
-        _ctx: &ComponentContext,
-        _routes: &mut tonic::service::RoutesBuilder,
-    ) -> Vec<&'static str> {
-        Vec::new()
-    }
-
     /// OpenAPI description of the routes; the server merges every component's into
     /// `/openapi.json`.
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         None
     }
 
-    /// Kafka consumers.
-    fn consumers(&self, _ctx: &ComponentContext) -> Vec<ConsumerSpec> {
-        Vec::new()
-    }
-
-    /// Background jobs.
-    fn jobs(&self, _ctx: &ComponentContext) -> Vec<Job> {
-        Vec::new()
-    }
+    /// Builds the parts that run in this process; a part that cannot be built stops start-up.
+    fn build(&self, ctx: &ComponentContext) -> Result<Parts, BuildError>;
 }

@@ -365,11 +365,28 @@ impl CountryConfig {
     /// Loads the configuration: the optional YAML file first, then `PULSE_COUNTRY__*` variables
     /// on top, then validation.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::read_layers(file, std::env::vars())
+    }
+
+    /// Reads the configuration from the settings: the file named by `PULSE_COUNTRY_FILE`, then
+    /// the `PULSE_COUNTRY__*` variables on top, then validation.
+    pub fn read(env: &crate::settings::Env) -> Result<Self, ConfigError> {
+        let file = env.text(&crate::settings::server::COUNTRY_FILE);
+        Self::read_layers(
+            file.as_deref().map(Path::new),
+            env.with_prefix(COUNTRY_ENV_PREFIX),
+        )
+    }
+
+    fn read_layers<I>(file: Option<&Path>, vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         let base = match file {
             Some(path) => Some(read_yaml(path)?),
             None => None,
         };
-        Self::from_layers(base, std::env::vars())
+        Self::from_layers(base, vars)
     }
 
     fn from_layers<I>(base: Option<(Value, String)>, vars: I) -> Result<Self, ConfigError>

@@ -25,8 +25,10 @@ pub mod problem;
 pub mod ratelimit;
 pub mod redis;
 pub mod server;
+pub mod settings;
 pub mod singleflight;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use envelope::EventEnvelope;

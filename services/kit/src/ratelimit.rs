@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
@@ -145,17 +145,14 @@ pub async fn middleware(
         Err(retry_after_ms) => {
             limiter.limited.inc();
             let seconds = retry_after_ms.div_ceil(1000).max(1);
-            let mut response = Problem::new(
+            Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
             )
             .with_detail(format!("slow down: retry in {seconds} s"))
-            .into_response();
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            .with_retry_after(seconds)
+            .into_response()
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::component::{Component, ComponentContext};
+use crate::component::{BuildError, Component, ComponentContext};
 use crate::config::CountryConfig;
 use crate::consumer::Consumer;
 use crate::health::{Check, Health};
@@ -23,6 +23,7 @@ use crate::kafka::KafkaHandle;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxRelay, RelayConfig};
 use crate::redis::RedisHandle;
+use crate::settings::{Env, Secret, SettingError, server as vars};
 use crate::{db, http, problem, ratelimit};
 
 /// How tokens are verified.
@@ -33,17 +34,50 @@ pub struct JwtSettings {
     /// `HS256` (with `secret`) or `RS256`/`ES256`/`EdDSA` (with `public_key_pem`).
     pub algorithm: String,
     /// Shared secret for HS256.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Public key (PEM) for asymmetric algorithms.
     pub public_key_pem: Option<String>,
 }
 
 impl JwtSettings {
+    /// Reads `PULSE_JWT_*`; the public key file is read here, so a missing file fails start-up.
+    pub fn read(env: &Env) -> Result<Self, SettingError> {
+        let public_key_pem = match env.text(&vars::JWT_PUBLIC_KEY_FILE) {
+            Some(path) => Some(std::fs::read_to_string(&path).map_err(|err| {
+                SettingError::new(
+                    &vars::JWT_PUBLIC_KEY_FILE,
+                    format!("cannot read {path}: {err}"),
+                )
+            })?),
+            None => None,
+        };
+        let settings = Self {
+            issuer: env
+                .text(&vars::JWT_ISSUER)
+                .unwrap_or_else(|| "pulse".to_owned()),
+            algorithm: env
+                .text(&vars::JWT_ALGORITHM)
+                .unwrap_or_else(|| "HS256".to_owned()),
+            secret: env.secret(&vars::JWT_SECRET),
+            public_key_pem,
+        };
+        // Any country will do: this only checks that the key suits the algorithm.
+        settings.authenticator("ZZ").map_err(|err| {
+            let var = if settings.algorithm == "HS256" {
+                &vars::JWT_SECRET
+            } else {
+                &vars::JWT_ALGORITHM
+            };
+            SettingError::new(var, err.to_string())
+        })?;
+        Ok(settings)
+    }
+
     /// The authenticator for `country`.
     pub fn authenticator(&self, country: &str) -> Result<Authenticator, AuthError> {
         match (self.algorithm.as_str(), &self.secret, &self.public_key_pem) {
             ("HS256", Some(secret), _) => {
-                Authenticator::hs256(secret.as_bytes(), &self.issuer, country)
+                Authenticator::hs256(secret.expose().as_bytes(), &self.issuer, country)
             }
             ("HS256", None, _) => Err(AuthError::Key("HS256 needs PULSE_JWT_SECRET".into())),
             (algorithm, _, Some(pem)) => {
@@ -59,10 +93,10 @@ impl JwtSettings {
 /// Process-level settings (everything that is not country configuration).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// The country's database (`postgres://…/pulse_fr`).
-    pub database_url: String,
-    /// Redis (`redis://127.0.0.1:6379`).
-    pub redis_url: String,
+    /// The country's database (`postgres://…/pulse_fr`); it holds a password.
+    pub database_url: Secret,
+    /// Redis (`redis://127.0.0.1:6379`); it may hold a password.
+    pub redis_url: Secret,
     /// Kafka bootstrap brokers.
     pub kafka_brokers: Vec<String>,
     /// Public HTTP listener.
@@ -84,6 +118,52 @@ pub struct ServerSettings {
     /// Optional instance name when several deployments of one country share Redis and Kafka;
     /// it is added to key and topic names (see [`ComponentContext::keyspace`]).
     pub instance: Option<String>,
+    /// Development-only parts (sandbox providers) may run. Never set in production.
+    pub development_mode: bool,
+}
+
+impl ServerSettings {
+    /// Reads the server's settings (`PULSE_DATABASE_URL`, `PULSE_HTTP_ADDR`, …) from `env`.
+    pub fn read(env: &Env) -> Result<Self, SettingError> {
+        let instance = env.text(&vars::INSTANCE);
+        if let Some(name) = &instance
+            && !valid_instance(name)
+        {
+            return Err(SettingError::new(
+                &vars::INSTANCE,
+                format!("`{name}`: use up to 20 lower-case letters, digits and `-`"),
+            ));
+        }
+        let kafka_brokers = env.list(&vars::KAFKA_BROKERS);
+        Ok(Self {
+            database_url: Secret::new(env.required(&vars::DATABASE_URL)?),
+            redis_url: env
+                .secret(&vars::REDIS_URL)
+                .unwrap_or_else(|| Secret::new("redis://127.0.0.1:6379")),
+            kafka_brokers: if kafka_brokers.is_empty() {
+                vec!["127.0.0.1:9092".to_owned()]
+            } else {
+                kafka_brokers
+            },
+            http_addr: env.parse(&vars::HTTP_ADDR, ([0, 0, 0, 0], 8080).into())?,
+            grpc_addr: env.parse(&vars::GRPC_ADDR, ([0, 0, 0, 0], 50051).into())?,
+            admin_addr: env.parse(&vars::ADMIN_ADDR, ([0, 0, 0, 0], 9090).into())?,
+            jwt: JwtSettings::read(env)?,
+            drain_delay: Duration::from_secs(env.number(&vars::DRAIN_SECONDS, 5, 0, 600)?),
+            db_max_connections: env.number(&vars::DB_MAX_CONNECTIONS, 10, 1, 1000)?,
+            kafka_partitions: env.number(&vars::KAFKA_PARTITIONS, 3, 1, 1000)?,
+            trust_forwarded_for: env.flag(&vars::TRUST_FORWARDED_FOR, false)?,
+            instance,
+            development_mode: env.flag(&vars::DEVELOPMENT_MODE, false)?,
+        })
+    }
+}
+
+fn valid_instance(name: &str) -> bool {
+    name.len() <= 20
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The keyspace of a deployment: the country slug, plus `-<instance>`.
@@ -91,11 +171,7 @@ pub fn keyspace(country: &CountryConfig, instance: Option<&str>) -> Result<Strin
     match instance {
         None | Some("") => Ok(country.slug()),
         Some(name) => {
-            let ok = name.len() <= 20
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if ok {
+            if valid_instance(name) {
                 Ok(format!("{}-{name}", country.slug()))
             } else {
                 Err(ServerError::Instance(name.to_owned()))
@@ -119,6 +195,14 @@ pub enum ServerError {
     /// The instance name is not usable in key and topic names.
     #[error("invalid instance name `{0}`: use up to 20 lower-case letters, digits and `-`")]
     Instance(String),
+    /// A component could not build its parts.
+    #[error("cannot build `{component}`: {source}")]
+    Build {
+        /// The component.
+        component: &'static str,
+        /// The cause.
+        source: BuildError,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -188,7 +272,7 @@ pub async fn start(
     let country = Arc::new(country);
     let auth = Arc::new(settings.jwt.authenticator(&country.code)?);
     let metrics = Arc::new(Metrics::new());
-    let redis = RedisHandle::new(&settings.redis_url)?;
+    let redis = RedisHandle::new(settings.redis_url.expose())?;
     let kafka = KafkaHandle::new(settings.kafka_brokers.clone());
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -201,8 +285,12 @@ pub async fn start(
 
     for component in &components {
         let name = component.name();
-        let db_options = db::schema_options(&settings.database_url, name)?;
-        let pool = db::schema_pool(&settings.database_url, name, settings.db_max_connections)?;
+        let db_options = db::schema_options(settings.database_url.expose(), name)?;
+        let pool = db::schema_pool(
+            settings.database_url.expose(),
+            name,
+            settings.db_max_connections,
+        )?;
         let ctx = ComponentContext {
             name,
             country: Arc::clone(&country),
@@ -218,15 +306,20 @@ pub async fn start(
         if let Some(doc) = component.openapi() {
             openapi.merge(doc);
         }
+        let parts = component.build(&ctx).map_err(|source| ServerError::Build {
+            component: name,
+            source,
+        })?;
         public = public.merge(idempotency::layer(
-            component.routes(&ctx),
+            parts.routes,
             IdempotencyStore::new(pool.clone()),
         ));
-        for service in component.grpc(&ctx, &mut grpc_routes) {
+        for service in parts.grpc.names() {
             grpc_health
-                .set_service_status(service, ServingStatus::Serving)
+                .set_service_status(*service, ServingStatus::Serving)
                 .await;
         }
+        parts.grpc.register(&mut grpc_routes);
         let relay = OutboxRelay::new(
             name,
             pool.clone(),
@@ -239,7 +332,7 @@ pub async fn start(
             },
         );
         tasks.spawn(relay.run(shutdown.clone()));
-        for spec in component.consumers(&ctx) {
+        for spec in parts.consumers {
             let mut config = spec.config;
             config.partitions = settings.kafka_partitions;
             let consumer = Consumer::new(
@@ -252,7 +345,7 @@ pub async fn start(
             );
             tasks.spawn(consumer.run(shutdown.clone()));
         }
-        for job in component.jobs(&ctx) {
+        for job in parts.jobs {
             tracing::info!(component = name, job = %job.name, "starting job");
             tasks.spawn((job.run)(shutdown.clone()));
         }
@@ -403,7 +496,7 @@ fn dependency_checks(
     redis: &RedisHandle,
     kafka: &KafkaHandle,
 ) -> Result<Vec<Check>, ServerError> {
-    let options = db::schema_options(&settings.database_url, "public")?;
+    let options = db::schema_options(settings.database_url.expose(), "public")?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(1))

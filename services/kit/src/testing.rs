@@ -100,8 +100,8 @@ impl Drop for TestDatabase {
 pub fn server_settings(database_url: &str, redis_url: &str) -> crate::server::ServerSettings {
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     crate::server::ServerSettings {
-        database_url: database_url.to_owned(),
-        redis_url: redis_url.to_owned(),
+        database_url: crate::settings::Secret::new(database_url),
+        redis_url: crate::settings::Secret::new(redis_url),
         kafka_brokers: kafka_brokers(),
         http_addr: any,
         grpc_addr: any,
@@ -109,7 +109,7 @@ pub fn server_settings(database_url: &str, redis_url: &str) -> crate::server::Se
         jwt: crate::server::JwtSettings {
             issuer: TEST_JWT_ISSUER.into(),
             algorithm: "HS256".into(),
-            secret: Some(TEST_JWT_SECRET.into()),
+            secret: Some(crate::settings::Secret::new(TEST_JWT_SECRET)),
             public_key_pem: None,
         },
         drain_delay: std::time::Duration::ZERO,
@@ -120,6 +120,7 @@ pub fn server_settings(database_url: &str, redis_url: &str) -> crate::server::Se
             "t{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         )),
+        development_mode: true,
     }
 }
 
@@ -184,4 +185,210 @@ pub async fn redis_connection() -> ::redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| {
             panic!("cannot connect to Redis (run the tests with `./dev test`): {e}")
         })
+}
+
+/// A free loopback port (for settings that must name this server's own ports in advance).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Waits until `check` holds (polling every 100 ms, slow enough for the per-client rate limit
+/// when polling over HTTP), or fails the test after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The last segment of a problem's `type` (`slot-taken`).
+pub fn problem_kind(problem: &serde_json::Value) -> String {
+    problem["type"]
+        .as_str()
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A Pulse server for one test: its own database (migrated for its components), the real Redis
+/// and Kafka, its own keyspace, HS256 tokens from [`token`]. Every component's test harness is
+/// this one, plus that component's own request helpers.
+pub struct TestApp {
+    /// The test's database (dropped with the app).
+    pub db: TestDatabase,
+    /// The running server; `None` after [`TestApp::stop`].
+    pub server: Option<crate::server::RunningServer>,
+    /// `http://127.0.0.1:<port>` of the public listener.
+    pub base: String,
+    /// `http://127.0.0.1:<port>` of the admin listener.
+    pub admin_base: String,
+    /// The gRPC listener.
+    pub grpc: std::net::SocketAddr,
+    /// An HTTP client with a large idle pool (tests race many requests).
+    pub client: reqwest::Client,
+    /// The country served.
+    pub country: crate::config::CountryConfig,
+    /// The keyspace of this server's Redis keys and Kafka topics.
+    pub keyspace: String,
+    /// A small pool on the test database, for checks straight from PostgreSQL.
+    pub pool: sqlx::PgPool,
+}
+
+impl TestApp {
+    /// Starts `components` for `country` with [`server_settings`].
+    pub async fn start(
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        country: crate::config::CountryConfig,
+    ) -> Self {
+        Self::start_with(components, country, |_| {}).await
+    }
+
+    /// Starts `components` for `country` after `configure` has adjusted the settings (a private
+    /// Redis, fixed ports, pool sizes). The database URL is the test database's.
+    pub async fn start_with(
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        country: crate::config::CountryConfig,
+        configure: impl FnOnce(&mut crate::server::ServerSettings),
+    ) -> Self {
+        let db = TestDatabase::create().await;
+        Self::start_on(db, components, country, configure).await
+    }
+
+    /// Like [`TestApp::start_with`], on an existing database (components built in advance with
+    /// its URL, for example).
+    pub async fn start_on(
+        db: TestDatabase,
+        components: Vec<std::sync::Arc<dyn crate::component::Component>>,
+        country: crate::config::CountryConfig,
+        configure: impl FnOnce(&mut crate::server::ServerSettings),
+    ) -> Self {
+        // Logs of the server under test, when RUST_LOG asks for them.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        for component in &components {
+            crate::db::migrate(&db.url, component.name(), component.migrations())
+                .await
+                .unwrap_or_else(|e| panic!("migrating {}: {e}", component.name()));
+        }
+        let mut settings = server_settings(&db.url, &redis_url());
+        configure(&mut settings);
+        let keyspace = crate::server::keyspace(&country, settings.instance.as_deref())
+            .unwrap_or_else(|e| panic!("test keyspace: {e}"));
+        let server = crate::server::start(&settings, country.clone(), components)
+            .await
+            .unwrap_or_else(|e| panic!("test server: {e}"));
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("test pool: {e}"));
+        Self {
+            base: format!("http://{}", server.http_addr),
+            admin_base: format!("http://{}", server.admin_addr),
+            grpc: server.grpc_addr,
+            server: Some(server),
+            db,
+            client,
+            country,
+            keyspace,
+            pool,
+        }
+    }
+
+    /// Drains and stops the server (the database stays until the app is dropped).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// A token of this country for `subject` with `roles`.
+    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+        token(subject, roles, &self.country.code)
+    }
+
+    /// An `admin` token.
+    pub fn admin(&self) -> String {
+        self.token("admin-1", &["admin"])
+    }
+
+    /// A plain Redis connection.
+    pub async fn redis(&self) -> ::redis::aio::MultiplexedConnection {
+        redis_connection().await
+    }
+
+    /// The sum of metric `name` on the admin listener.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin_base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("reading /metrics: {e}"));
+        metric_value(&text, name)
+    }
+
+    /// `method path` with an optional bearer token and JSON body: (status, JSON body or null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `GET path` with an optional token.
+    pub async fn get(&self, token: Option<&str>, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// `POST path` with an optional token and body.
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, token, body).await
+    }
 }

@@ -79,6 +79,7 @@ impl Campaigns {
     }
 
     /// Creates or updates a campaign and loads it into Redis (never resetting what was sold).
+    #[tracing::instrument(skip_all, fields(campaign = %spec.id))]
     pub async fn upsert(&self, spec: CampaignSpec) -> Result<CampaignStatus, CampaignError> {
         let spec = spec.validated()?;
         let row = self.store.upsert_campaign(&spec).await?;
@@ -88,6 +89,7 @@ impl Campaigns {
 
     /// A campaign's status. With `strict`, a Redis failure is an error; otherwise the counters
     /// are left out. A campaign Redis has lost is loaded again.
+    #[tracing::instrument(skip(self))]
     pub async fn status(&self, id: &str, strict: bool) -> Result<CampaignStatus, CampaignError> {
         domain::check_campaign_id(id)?;
         let row = self
@@ -130,6 +132,7 @@ impl Campaigns {
     }
 
     /// Ends a campaign now (idempotent).
+    #[tracing::instrument(skip(self))]
     pub async fn close(&self, id: &str) -> Result<CampaignStatus, CampaignError> {
         domain::check_campaign_id(id)?;
         let row = self

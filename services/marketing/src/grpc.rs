@@ -7,25 +7,15 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::campaigns::{CampaignError, CampaignStatus, Campaigns};
+use pulse_proto::time::{from_timestamp, to_timestamp};
+
 use crate::domain::{self, CampaignSpec, Phase, Rejection};
 use crate::store::{Store, StoreError};
 
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(
-    field: &str,
-    ts: Option<prost_types::Timestamp>,
-) -> Result<DateTime<Utc>, Status> {
+/// A required timestamp field of a request.
+fn required_time(field: &str, ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
     let ts = ts.ok_or_else(|| Status::invalid_argument(format!("`{field}` is required")))?;
-    let nanos = u32::try_from(ts.nanos)
-        .map_err(|_| Status::invalid_argument(format!("`{field}` has negative nanos")))?;
-    DateTime::from_timestamp(ts.seconds, nanos)
-        .ok_or_else(|| Status::invalid_argument(format!("`{field}` is out of range")))
+    from_timestamp(&ts).map_err(|err| Status::invalid_argument(format!("`{field}`: {err}")))
 }
 
 fn phase(phase: Phase) -> pb::CampaignPhase {
@@ -47,8 +37,8 @@ fn status_message(status: CampaignStatus) -> Result<pb::CampaignStatus, Status> 
         stock: status.row.stock_u32(),
         sold: counts.sold,
         remaining: counts.remaining,
-        starts_at: Some(timestamp(status.row.starts_at)),
-        ends_at: Some(timestamp(status.row.ends_at)),
+        starts_at: Some(to_timestamp(status.row.starts_at)),
+        ends_at: Some(to_timestamp(status.row.ends_at)),
         closed: status.row.closed_at.is_some(),
     })
 }
@@ -98,8 +88,8 @@ impl pb::campaign_admin_server::CampaignAdmin for CampaignAdminService {
     ) -> Result<Response<pb::CampaignStatus>, Status> {
         let r = request.into_inner();
         let spec = CampaignSpec {
-            starts_at: from_timestamp("starts_at", r.starts_at)?,
-            ends_at: from_timestamp("ends_at", r.ends_at)?,
+            starts_at: required_time("starts_at", r.starts_at)?,
+            ends_at: required_time("ends_at", r.ends_at)?,
             id: r.campaign_id,
             voucher_title: r.voucher_title,
             voucher_value_minor: r.voucher_value_minor,

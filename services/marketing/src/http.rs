@@ -1,48 +1,31 @@
 //! Marketing's HTTP API: campaigns (admin mirror of `CampaignAdmin`), the seckill endpoint and
 //! the wallet.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use pulse_kit::auth::Principal;
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
-use pulse_kit::ratelimit::RateLimiter;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::attempts::{Attempts, Refusal};
 use crate::campaigns::{CampaignError, CampaignStatus, Campaigns};
-use crate::domain::{self, CampaignSpec, Phase, VoucherStatus};
-use crate::seckill::{Attempt, Seckill};
+use crate::domain::{CampaignSpec, Phase, VoucherStatus};
 use crate::store::{Store, StoreError, VoucherRow};
-
-/// Labels of the seckill outcome counter.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
-    /// `unavailable`, `rate_limited`.
-    pub outcome: String,
-}
 
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Campaign administration.
     pub campaigns: Campaigns,
-    /// Redis side of seckill.
-    pub seckill: Arc<Seckill>,
+    /// Seckill attempts.
+    pub attempts: Attempts,
     /// Tables.
     pub store: Store,
-    /// Seckill attempts by outcome.
-    pub outcomes: Family<OutcomeLabels, Counter>,
-    /// Per-user seckill attempt rate (the country's `rateLimits.seckillAttemptsPerSecond`).
-    pub attempts: Arc<RateLimiter>,
 }
 
 /// The routes.
@@ -263,8 +246,54 @@ pub struct SeckillAccepted {
     pub status: String,
 }
 
-fn seckill_problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> Problem {
-    Problem::new(status, slug, title).with_detail(detail)
+impl From<Refusal> for Problem {
+    fn from(refusal: Refusal) -> Self {
+        let (status, slug, title, detail) = match &refusal {
+            Refusal::RateLimited { retry_after_secs } => {
+                let problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "seckill-rate-limited",
+                    "Too many attempts",
+                )
+                .with_detail(format!(
+                    "you are trying too often; retry in {retry_after_secs} s"
+                ));
+                return problem.with_retry_after(*retry_after_secs);
+            }
+            Refusal::UnknownCampaign(_) => return campaign_not_found(&refusal.to_string()),
+            Refusal::SoldOut => (
+                StatusCode::CONFLICT,
+                "seckill-sold-out",
+                "Sold out",
+                "every voucher of this campaign is taken; unpaid ones come back when their payment time runs out",
+            ),
+            Refusal::AlreadyBought => (
+                StatusCode::CONFLICT,
+                "seckill-already-bought",
+                "Already bought",
+                "you already bought as many vouchers of this campaign as one person may",
+            ),
+            Refusal::NotStarted => (
+                StatusCode::CONFLICT,
+                "seckill-not-started",
+                "Not started",
+                "this campaign has not started yet; try again at its start time",
+            ),
+            Refusal::Ended => (
+                StatusCode::GONE,
+                "seckill-ended",
+                "Campaign ended",
+                "this campaign is over",
+            ),
+            Refusal::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "seckill-unavailable",
+                "Seckill unavailable",
+                "the seckill store is unreachable, so nothing was reserved; retry shortly",
+            ),
+        };
+        Problem::new(status, slug, title).with_detail(detail)
+    }
 }
 
 /// Tries to buy one voucher of a seckill campaign (any signed-in user). One Redis script decides
@@ -284,116 +313,21 @@ pub async fn seckill(
     principal: Principal,
     ApiPath(campaign): ApiPath<String>,
 ) -> Result<Response, Problem> {
-    if let Err(invalid) = domain::check_campaign_id(&campaign) {
-        return Err(campaign_not_found(&invalid.to_string()));
-    }
-    if let Err(retry_after_ms) = app
-        .attempts
-        .check(&format!("seckill:sub:{}", principal.subject()))
-        .await
-    {
-        app.outcomes
-            .get_or_create(&OutcomeLabels {
-                outcome: "rate_limited".to_owned(),
-            })
-            .inc();
-        let seconds = retry_after_ms.div_ceil(1000).max(1);
-        let mut response = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "seckill-rate-limited",
-            "Too many attempts",
-        )
-        .with_detail(format!("you are trying too often; retry in {seconds} s"))
+    let reserved = app.attempts.attempt(&campaign, principal.subject()).await?;
+    let order_id = reserved.order_id;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        ApiJson(SeckillAccepted {
+            order_id,
+            campaign_id: campaign,
+            status: "RESERVED".into(),
+        }),
+    )
         .into_response();
-        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return Ok(response);
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
     }
-    let order_id = pulse_kit::new_id();
-    let outcome = app
-        .seckill
-        .reserve(&campaign, principal.subject(), order_id, Utc::now())
-        .await;
-    let (label, result) = match outcome {
-        Ok(Attempt::Reserved) => {
-            let mut response = (
-                StatusCode::ACCEPTED,
-                ApiJson(SeckillAccepted {
-                    order_id,
-                    campaign_id: campaign.clone(),
-                    status: "RESERVED".into(),
-                }),
-            )
-                .into_response();
-            if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{order_id}")) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            ("reserved", Ok(response))
-        }
-        Ok(Attempt::SoldOut) => (
-            "sold_out",
-            Err(seckill_problem(
-                StatusCode::CONFLICT,
-                "seckill-sold-out",
-                "Sold out",
-                "every voucher of this campaign is taken; unpaid ones come back when their payment time runs out",
-            )),
-        ),
-        Ok(Attempt::AlreadyBought) => (
-            "already_bought",
-            Err(seckill_problem(
-                StatusCode::CONFLICT,
-                "seckill-already-bought",
-                "Already bought",
-                "you already bought as many vouchers of this campaign as one person may",
-            )),
-        ),
-        Ok(Attempt::NotStarted) => (
-            "not_started",
-            Err(seckill_problem(
-                StatusCode::CONFLICT,
-                "seckill-not-started",
-                "Not started",
-                "this campaign has not started yet; try again at its start time",
-            )),
-        ),
-        Ok(Attempt::Ended) => (
-            "ended",
-            Err(seckill_problem(
-                StatusCode::GONE,
-                "seckill-ended",
-                "Campaign ended",
-                "this campaign is over",
-            )),
-        ),
-        Ok(Attempt::Unknown) => (
-            "unknown",
-            Err(campaign_not_found(&format!(
-                "campaign `{campaign}` does not exist"
-            ))),
-        ),
-        Err(err) => {
-            tracing::warn!(error = %err, "seckill refused: Redis unavailable");
-            (
-                "unavailable",
-                Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "seckill-unavailable",
-                    "Seckill unavailable",
-                )
-                .with_detail(
-                    "the seckill store is unreachable, so nothing was reserved; retry shortly",
-                )),
-            )
-        }
-    };
-    app.outcomes
-        .get_or_create(&OutcomeLabels {
-            outcome: label.to_owned(),
-        })
-        .inc();
-    result
+    Ok(response)
 }
 
 // -------------------------------------------------------------------------------- vouchers

@@ -6,6 +6,7 @@
 //! [`reservation`] the stream contract ordering reads, [`http`] and [`grpc`] the APIs, and
 //! [`events`] reacts to ordering's events (vouchers into wallets, stock given back).
 
+pub mod attempts;
 pub mod campaigns;
 pub mod domain;
 pub mod events;
@@ -19,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
-use pulse_kit::component::{Component, ComponentContext, ConsumerSpec, Job};
+use pulse_kit::component::{BuildError, Component, ComponentContext, ConsumerSpec, Job, Parts};
 use pulse_kit::consumer::ConsumerConfig;
 use pulse_kit::kafka::events_topic;
 use sqlx::migrate::Migrator;
 
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+/// The component's migrations.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// Consumer group that applies ordering's events (vouchers, stock given back).
 pub const ORDER_EVENTS_GROUP: &str = "marketing-orders";
@@ -36,8 +38,8 @@ pub const HOLD_TTL: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Marketing;
 
-/// Marketing's parts built for one process.
-pub struct Parts {
+/// Marketing's flows and stores, built once per process.
+pub struct Services {
     /// Tables.
     pub store: store::Store,
     /// Redis side of seckill.
@@ -46,11 +48,11 @@ pub struct Parts {
     pub campaigns: campaigns::Campaigns,
 }
 
-/// Builds marketing's parts for `ctx`.
-pub fn parts(ctx: &ComponentContext) -> Parts {
+/// Builds marketing's services for `ctx` (also used by tests that drive them directly).
+pub fn services(ctx: &ComponentContext) -> Services {
     let store = store::Store::new(ctx.db.clone(), ctx.outbox.clone());
     let seckill = Arc::new(seckill::Seckill::new(ctx.redis.clone(), &ctx.keyspace));
-    Parts {
+    Services {
         campaigns: campaigns::Campaigns::new(store.clone(), Arc::clone(&seckill)),
         store,
         seckill,
@@ -70,8 +72,15 @@ impl Component for Marketing {
         &MIGRATIONS
     }
 
-    fn routes(&self, ctx: &ComponentContext) -> axum::Router {
-        let parts = parts(ctx);
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        use utoipa::OpenApi;
+        Some(http::MarketingApi::openapi())
+    }
+
+    fn build(&self, ctx: &ComponentContext) -> Result<Parts, BuildError> {
+        use pulse_proto::marketing::v1::campaign_admin_server::CampaignAdminServer;
+        use pulse_proto::marketing::v1::vouchers_server::VouchersServer;
+        let services = services(ctx);
         let outcomes = Family::default();
         ctx.metrics.register(
             "marketing_seckill_attempts",
@@ -80,86 +89,82 @@ impl Component for Marketing {
         );
         // One user's attempts per second, with a burst of as many again.
         let per_second = ctx.country.rate_limits.seckill_attempts_per_second;
-        let attempts = Arc::new(pulse_kit::ratelimit::RateLimiter::new(
+        let per_user = Arc::new(pulse_kit::ratelimit::RateLimiter::new(
             ctx.redis.clone(),
             &ctx.keyspace,
             per_second,
             per_second,
             false,
         ));
-        http::routes(http::AppState {
-            campaigns: parts.campaigns,
-            seckill: parts.seckill,
-            store: parts.store,
-            outcomes,
-            attempts,
-        })
-    }
-
-    fn grpc(
-        &self,
-        ctx: &ComponentContext,
-        routes: &mut tonic::service::RoutesBuilder,
-    ) -> Vec<&'static str> {
-        use pulse_proto::marketing::v1::campaign_admin_server::CampaignAdminServer;
-        use pulse_proto::marketing::v1::vouchers_server::VouchersServer;
-        let parts = parts(ctx);
-        routes.add_service(CampaignAdminServer::new(grpc::CampaignAdminService::new(
-            parts.campaigns,
-        )));
-        routes.add_service(VouchersServer::new(grpc::VouchersService::new(parts.store)));
-        vec!["marketing.v1.CampaignAdmin", "marketing.v1.Vouchers"]
-    }
-
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
-        use utoipa::OpenApi;
-        Some(http::MarketingApi::openapi())
-    }
-
-    fn consumers(&self, ctx: &ComponentContext) -> Vec<ConsumerSpec> {
-        let parts = parts(ctx);
+        let mut parts = Parts {
+            routes: http::routes(http::AppState {
+                campaigns: services.campaigns.clone(),
+                attempts: attempts::Attempts::new(
+                    Arc::clone(&services.seckill),
+                    per_user,
+                    outcomes,
+                ),
+                store: services.store.clone(),
+            }),
+            ..Parts::default()
+        };
+        parts
+            .grpc
+            .add(CampaignAdminServer::new(grpc::CampaignAdminService::new(
+                services.campaigns.clone(),
+            )))
+            .add(VouchersServer::new(grpc::VouchersService::new(
+                services.store.clone(),
+            )));
         let mut config =
             ConsumerConfig::new(ORDER_EVENTS_GROUP, &events_topic(&ctx.keyspace, "ordering"));
         config.fetch_max_wait = Duration::from_millis(200);
-        vec![ConsumerSpec {
+        parts.consumers.push(ConsumerSpec {
             config,
-            handler: Arc::new(events::OrderEventsHandler::new(parts.store, parts.seckill)),
-        }]
+            handler: Arc::new(events::OrderEventsHandler::new(
+                services.store.clone(),
+                Arc::clone(&services.seckill),
+            )),
+        });
+        parts.jobs = vec![
+            campaign_upkeep(services.campaigns),
+            voucher_hold_expiry(services.store),
+        ];
+        Ok(parts)
     }
+}
 
-    fn jobs(&self, ctx: &ComponentContext) -> Vec<Job> {
-        let reload = parts(ctx);
-        let holds = parts(ctx);
-        vec![
-            Job::new("marketing-campaign-reload", move |shutdown| async move {
-                // Redis keeps nothing on disk: campaigns it lost are loaded again.
-                loop {
-                    if let Err(err) = reload.campaigns.reload_missing().await {
-                        tracing::debug!(error = %err, "campaign reload skipped");
-                    }
-                    if let Err(err) = reload.campaigns.retire_ended().await {
-                        tracing::debug!(error = %err, "campaign retirement skipped");
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(10)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }),
-            Job::new("marketing-voucher-holds", move |shutdown| async move {
-                // Holds of orders that were never written are given back.
-                loop {
-                    match holds.store.expire_holds(HOLD_TTL).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(released = n, "expired voucher holds given back"),
-                        Err(err) => tracing::warn!(error = %err, "voucher hold expiry failed"),
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }),
-        ]
-    }
+/// Loads campaigns Redis lost and retires ended ones, every 10 s.
+fn campaign_upkeep(campaigns: campaigns::Campaigns) -> Job {
+    Job::new("marketing-campaign-reload", move |shutdown| async move {
+        loop {
+            if let Err(err) = campaigns.reload_missing().await {
+                tracing::debug!(error = %err, "campaign reload skipped");
+            }
+            if let Err(err) = campaigns.retire_ended().await {
+                tracing::debug!(error = %err, "campaign retirement skipped");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    })
+}
+
+/// Gives back voucher holds of orders that were never written, every 30 s.
+fn voucher_hold_expiry(store: store::Store) -> Job {
+    Job::new("marketing-voucher-holds", move |shutdown| async move {
+        loop {
+            match store.expire_holds(HOLD_TTL).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "expired voucher holds given back"),
+                Err(err) => tracing::warn!(error = %err, "voucher hold expiry failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    })
 }

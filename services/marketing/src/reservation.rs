@@ -72,6 +72,19 @@ impl CampaignKeys {
             errors: format!("{tag}:errors"),
         }
     }
+
+    /// Every key of the campaign, for commands that treat them alike (expiry, clean-up).
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.meta,
+            &self.stock,
+            &self.buyers,
+            &self.orders,
+            &self.stream,
+            &self.dead,
+            &self.errors,
+        ]
+    }
 }
 
 /// The set of campaign ids whose reservation streams ordering reads.
@@ -159,16 +172,7 @@ mod tests {
     #[test]
     fn keys_of_a_campaign_share_one_hash_tag() {
         let keys = CampaignKeys::new("fr", "pulse-fr/summer");
-        let all = [
-            &keys.meta,
-            &keys.stock,
-            &keys.buyers,
-            &keys.orders,
-            &keys.stream,
-            &keys.dead,
-            &keys.errors,
-        ];
-        for key in all {
+        for key in keys.all() {
             assert!(key.starts_with("{seckill:fr:pulse-fr/summer}:"), "{key}");
         }
         assert_ne!(registry_key("fr"), registry_key("de"));

@@ -293,15 +293,7 @@ impl Seckill {
         let ttl = i64::try_from(keep_for.as_millis()).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
         pipe.srem(registry_key(&self.keyspace), campaign).ignore();
-        for key in [
-            &keys.meta,
-            &keys.stock,
-            &keys.buyers,
-            &keys.orders,
-            &keys.stream,
-            &keys.dead,
-            &keys.errors,
-        ] {
+        for key in keys.all() {
             pipe.pexpire(key, ttl).ignore();
         }
         pipe.query_async::<()>(&mut conn).await

@@ -17,10 +17,7 @@ use serde_json::json;
 use tonic::Code;
 
 fn ts(at: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: 0,
-    })
+    Some(pulse_proto::time::to_timestamp(at))
 }
 
 fn upsert(id: &str, stock: u32) -> UpsertCampaignRequest {
@@ -585,7 +582,7 @@ async fn campaigns_over_for_a_day_leave_the_registry_and_their_keys_expire() {
     )
     .expect("context");
     ctx.keyspace = app.keyspace.clone();
-    let parts = pulse_marketing::parts(&ctx);
+    let parts = pulse_marketing::services(&ctx);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         parts.campaigns.retire_ended().await.expect("retire");

@@ -102,12 +102,26 @@ impl MarketingClient {
         self.breaker.state()
     }
 
-    async fn call<T, F, Fut>(&self, what: &str, call: F) -> Result<T, VoucherCallError>
+    /// Sends `request` through `call` (one of the client's methods), with the deadline, the
+    /// retries and the breaker.
+    async fn call<R, T, F, Fut>(
+        &self,
+        what: &str,
+        request: R,
+        call: F,
+    ) -> Result<T, VoucherCallError>
     where
-        F: Fn(VouchersClient<Channel>, Duration) -> Fut,
+        R: Clone,
+        F: Fn(VouchersClient<Channel>, tonic::Request<R>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let result = self.call_with_retries(what, call).await;
+        let result = self
+            .call_with_retries(what, |client, timeout| {
+                let mut request = tonic::Request::new(request.clone());
+                request.set_timeout(timeout);
+                call(client, request)
+            })
+            .await;
         self.report_state();
         result
     }
@@ -170,10 +184,8 @@ impl MarketingClient {
             currency: currency.to_owned(),
         };
         let answer = self
-            .call("Validate", |mut client, timeout| {
-                let mut r = tonic::Request::new(request.clone());
-                r.set_timeout(timeout);
-                async move { client.validate(r).await }
+            .call("Validate", request, |mut client, request| async move {
+                client.validate(request).await
             })
             .await?;
         let rejection = match answer.rejection() {
@@ -211,10 +223,8 @@ impl MarketingClient {
             currency: currency.to_owned(),
         };
         let answer = self
-            .call("Redeem", |mut client, timeout| {
-                let mut r = tonic::Request::new(request.clone());
-                r.set_timeout(timeout);
-                async move { client.redeem(r).await }
+            .call("Redeem", request, |mut client, request| async move {
+                client.redeem(request).await
             })
             .await?;
         Ok(answer.discount_minor)
@@ -227,10 +237,8 @@ impl MarketingClient {
             order_id: order.to_string(),
         };
         let answer = self
-            .call("Release", |mut client, timeout| {
-                let mut r = tonic::Request::new(request.clone());
-                r.set_timeout(timeout);
-                async move { client.release(r).await }
+            .call("Release", request, |mut client, request| async move {
+                client.release(request).await
             })
             .await?;
         Ok(answer.released)

@@ -27,8 +27,9 @@ use redis::streams::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::checkout::SeckillCheckout;
 use crate::settings::ReservationSettings;
-use crate::store::{OrderError, Store};
+use crate::store::OrderError;
 
 /// The consumer group ordering reads reservations with.
 pub const GROUP: &str = "ordering";
@@ -100,8 +101,7 @@ fn classify(err: OrderError) -> Failure {
 pub struct ReservationConsumer {
     redis: RedisHandle,
     keyspace: String,
-    store: Store,
-    payment_timeout: Duration,
+    checkout: SeckillCheckout,
     settings: ReservationSettings,
     name: String,
     dead_letter: LuaScript,
@@ -122,12 +122,12 @@ fn fields(entry: &StreamId) -> BTreeMap<String, String> {
 }
 
 impl ReservationConsumer {
-    /// A consumer named `name` (unique per process) for `keyspace`.
+    /// A consumer named `name` (unique per process) for `keyspace`, placing orders through
+    /// `checkout`.
     pub fn new(
         redis: RedisHandle,
         keyspace: &str,
-        store: Store,
-        payment_timeout: Duration,
+        checkout: SeckillCheckout,
         settings: ReservationSettings,
         name: &str,
         metrics: ReservationMetrics,
@@ -135,8 +135,7 @@ impl ReservationConsumer {
         Self {
             redis,
             keyspace: keyspace.to_owned(),
-            store,
-            payment_timeout,
+            checkout,
             settings,
             name: name.to_owned(),
             dead_letter: LuaScript::new(DEAD_LETTER),
@@ -287,11 +286,7 @@ impl ReservationConsumer {
     async fn handle(&self, keys: &CampaignKeys, entry: &StreamId) {
         let outcome = match Reservation::parse(&fields(entry)) {
             Err(malformed) => Err(Failure::Permanent(malformed.to_string())),
-            Ok(reservation) => self
-                .store
-                .create_seckill_order(&reservation, self.payment_timeout)
-                .await
-                .map_err(classify),
+            Ok(reservation) => self.checkout.place(&reservation).await.map_err(classify),
         };
         match outcome {
             Ok(true) => self.metrics.created.inc(),

@@ -1,46 +1,24 @@
-//! Ordering's process settings, read from the environment (`PULSE_…`), with typed parsing and
-//! errors that name the variable.
+//! Ordering's process settings, read once at start-up through the kit's [`Env`] from the
+//! variables defined in [`pulse_kit::settings::ordering`] (their meaning and defaults are
+//! documented there). A variable that holds no usable value is an error that names it; nothing
+//! falls back silently. Defaults that point at this process (marketing on `--target all`, the
+//! sandbox's webhook, the return URL) use the ports of the server's own listeners.
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `PULSE_MARKETING_GRPC_URL` | `http://127.0.0.1:<port of PULSE_GRPC_ADDR>` (this process) | marketing's gRPC endpoint (`http://marketing.pulse-fr.svc:50051` in a cluster) |
-//! | `PULSE_MARKETING_GRPC_TIMEOUT_MS` | `800` | deadline of one call to marketing |
-//! | `PULSE_MARKETING_GRPC_RETRIES` | `2` | retries of a call that failed for a transient reason |
-//! | `PULSE_MARKETING_BREAKER_FAILURES` | `5` | failed calls in a row that open the circuit breaker |
-//! | `PULSE_MARKETING_BREAKER_OPEN_SECONDS` | `5` | how long an open breaker answers 503 before a trial call |
-//! | `PULSE_PAYMENT_PROVIDER` | `sandbox` | `sandbox` (local runs: pays by itself) or `stripe` |
-//! | `PULSE_PAYMENT_WEBHOOK_SECRET` | random (sandbox) / required (stripe) | webhook signing secret(s), comma-separated to accept several during a rotation |
-//! | `PULSE_STRIPE_API_KEY` | required for `stripe` | secret API key |
-//! | `PULSE_STRIPE_BASE_URL` | `https://api.stripe.com` | API base URL (a compatible service) |
-//! | `PULSE_PAYMENT_RETURN_URL` | `http://127.0.0.1:8080/v1/orders/{ORDER_ID}` | where the buyer lands after the checkout |
-//! | `PULSE_PAYMENT_SANDBOX_WEBHOOK_URL` | `http://127.0.0.1:<port of PULSE_HTTP_ADDR>/v1/payments/webhook` | where the sandbox sends its webhooks |
-//! | `PULSE_PAYMENT_SANDBOX_DELAY_MS` | `1000` | how long the sandbox "takes" to pay |
-//! | `PULSE_ORDERING_PRODUCT_PERMITS` | `16` | buyers of one product allowed to reach PostgreSQL at once |
-//! | `PULSE_ORDERING_PERMIT_WAIT_MS` | `2000` | how long a buyer waits for a permit before a 503 |
-//! | `PULSE_ORDERING_PERMIT_TTL_SECONDS` | `10` | expiry of a product's permit counter (fuse against crashed holders) |
-//! | `PULSE_ORDERING_RESERVATION_CLAIM_IDLE_MS` | `30000` | a reservation unacknowledged this long is claimed by another consumer |
-//! | `PULSE_ORDERING_RESERVATION_MAX_DELIVERIES` | `5` | deliveries after which a failing reservation goes to the dead-letter stream |
-//! | `PULSE_ORDERING_SWEEP_INTERVAL_MS` | `1000` | how often unpaid orders past their deadline are looked for |
+//! The sandbox payment provider pays every checkout by itself, so it is accepted only when the
+//! server runs in development mode (`PULSE_DEVELOPMENT_MODE=true`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use pulse_kit::breaker::BreakerConfig;
-
-/// A variable that does not hold a usable value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{var}: {message}")]
-pub struct SettingsError {
-    /// The variable.
-    pub var: &'static str,
-    /// What is wrong and what to put instead.
-    pub message: String,
-}
+use pulse_kit::server::ServerSettings;
+use pulse_kit::settings::ordering as vars;
+use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_vars};
 
 /// Which payment provider, and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentSettings {
-    /// Pays every checkout by itself and sends signed webhooks (local runs).
+    /// Pays every checkout by itself and sends signed webhooks (development mode only).
     Sandbox {
         /// Where webhooks go.
         webhook_url: String,
@@ -52,7 +30,7 @@ pub enum PaymentSettings {
         /// API base URL.
         base_url: String,
         /// Secret API key.
-        api_key: String,
+        api_key: Secret,
         /// Where the buyer lands afterwards (`{ORDER_ID}` is replaced).
         return_url: String,
     },
@@ -82,7 +60,7 @@ impl Default for ReservationSettings {
     }
 }
 
-/// Everything ordering reads from the environment.
+/// Everything ordering reads from the environment. `Debug` shows no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderingSettings {
     /// Marketing's gRPC endpoint.
@@ -95,8 +73,8 @@ pub struct OrderingSettings {
     pub marketing_breaker: BreakerConfig,
     /// Payment provider.
     pub payment: PaymentSettings,
-    /// Webhook signing secrets (any may sign).
-    pub webhook_secrets: Vec<Vec<u8>>,
+    /// Webhook signing secrets (any may sign; the sandbox signs with the first).
+    pub webhook_secrets: Vec<Secret>,
     /// Concurrent buyers of one product allowed at the database.
     pub product_permits: u32,
     /// How long a buyer waits for a permit.
@@ -109,185 +87,156 @@ pub struct OrderingSettings {
     pub sweep_interval: Duration,
 }
 
-impl Default for OrderingSettings {
-    /// Local defaults: marketing on the same process's gRPC port, sandbox payments with a random
-    /// secret.
-    fn default() -> Self {
-        Self {
-            marketing_grpc_url: "http://127.0.0.1:50051".into(),
-            marketing_timeout: Duration::from_millis(800),
-            marketing_retries: 2,
-            marketing_breaker: BreakerConfig::default(),
-            payment: PaymentSettings::Sandbox {
-                webhook_url: "http://127.0.0.1:8080/v1/payments/webhook".into(),
-                delay: Duration::from_secs(1),
-            },
-            webhook_secrets: vec![random_secret()],
-            product_permits: 16,
-            permit_wait: Duration::from_secs(2),
-            permit_ttl: Duration::from_secs(10),
-            reservations: ReservationSettings::default(),
-            sweep_interval: Duration::from_secs(1),
-        }
-    }
+/// Shortest webhook secret accepted.
+const MIN_SECRET_CHARS: usize = 16;
+
+fn millis(
+    env: &Env,
+    setting: &Setting,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, SettingError> {
+    env.number(setting, default, min, max)
+        .map(Duration::from_millis)
 }
 
-fn random_secret() -> Vec<u8> {
-    format!(
+/// A URL setting whose default is this process's own listener at `addr`, plus `path`.
+fn local_url(
+    env: &Env,
+    setting: &Setting,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<String, SettingError> {
+    if addr.port() == 0 && env.text(setting).is_none() {
+        return Err(SettingError::new(
+            setting,
+            format!(
+                "required: its default is this process's own listener, whose port ({addr}) is chosen at start-up"
+            ),
+        ));
+    }
+    env.url(setting, &format!("http://127.0.0.1:{}{path}", addr.port()))
+}
+
+fn webhook_secrets(env: &Env) -> Result<Vec<Secret>, SettingError> {
+    let Some(raw) = env.secret(&vars::PAYMENT_WEBHOOK_SECRET) else {
+        return Ok(Vec::new());
+    };
+    let secrets: Vec<Secret> = raw
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect();
+    if secrets
+        .iter()
+        .any(|s| s.expose().chars().count() < MIN_SECRET_CHARS)
+    {
+        return Err(SettingError::new(
+            &vars::PAYMENT_WEBHOOK_SECRET,
+            format!("each secret must be at least {MIN_SECRET_CHARS} characters"),
+        ));
+    }
+    Ok(secrets)
+}
+
+fn random_secret() -> Secret {
+    Secret::new(format!(
         "whsec_{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
-    )
-    .into_bytes()
+    ))
 }
 
-/// Reads variables through `get` (the environment, or a map in tests).
-struct Vars<F: Fn(&str) -> Option<String>>(F);
-
-impl<F: Fn(&str) -> Option<String>> Vars<F> {
-    fn text(&self, var: &'static str) -> Option<String> {
-        (self.0)(var)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
-        &self,
-        var: &'static str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, SettingsError> {
-        let Some(text) = self.text(var) else {
-            return Ok(default);
-        };
-        match text.parse::<T>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            _ => Err(SettingsError {
-                var,
-                message: format!("`{text}` must be a whole number from {min} to {max}"),
-            }),
+/// The payment provider and the webhook secrets it goes with.
+fn payment(
+    env: &Env,
+    server: &ServerSettings,
+) -> Result<(PaymentSettings, Vec<Secret>), SettingError> {
+    let provider = env
+        .text(&vars::PAYMENT_PROVIDER)
+        .map(|p| p.to_ascii_lowercase());
+    let secrets = webhook_secrets(env)?;
+    match provider.as_deref() {
+        Some("sandbox") | None if server.development_mode => {
+            let payment = PaymentSettings::Sandbox {
+                webhook_url: local_url(
+                    env,
+                    &vars::PAYMENT_SANDBOX_WEBHOOK_URL,
+                    server.http_addr,
+                    "/v1/payments/webhook",
+                )?,
+                delay: millis(env, &vars::PAYMENT_SANDBOX_DELAY_MS, 1000, 0, 600_000)?,
+            };
+            let secrets = if secrets.is_empty() {
+                vec![random_secret()]
+            } else {
+                secrets
+            };
+            Ok((payment, secrets))
         }
-    }
-
-    fn url(&self, var: &'static str, default: String) -> Result<String, SettingsError> {
-        let url = self.text(var).unwrap_or(default);
-        if (url.starts_with("http://") || url.starts_with("https://"))
-            && url.len() > "https://".len()
-        {
-            Ok(url)
-        } else {
-            Err(SettingsError {
-                var,
-                message: format!("`{url}` must be an http:// or https:// URL"),
-            })
+        Some("sandbox") => Err(SettingError::new(
+            &vars::PAYMENT_PROVIDER,
+            format!(
+                "`sandbox` pays every order by itself, so it runs only in development mode: set {}=true for local runs only, or use `stripe`",
+                server_vars::DEVELOPMENT_MODE.var
+            ),
+        )),
+        None => Err(SettingError::new(
+            &vars::PAYMENT_PROVIDER,
+            format!(
+                "required: `stripe` (or `sandbox` with {}=true, for local runs only)",
+                server_vars::DEVELOPMENT_MODE.var
+            ),
+        )),
+        Some("stripe") => {
+            let api_key = env.secret(&vars::STRIPE_API_KEY).ok_or_else(|| {
+                SettingError::new(
+                    &vars::STRIPE_API_KEY,
+                    "required when PULSE_PAYMENT_PROVIDER=stripe (the secret key, sk_…)",
+                )
+            })?;
+            if secrets.is_empty() {
+                return Err(SettingError::new(
+                    &vars::PAYMENT_WEBHOOK_SECRET,
+                    "required when PULSE_PAYMENT_PROVIDER=stripe (the endpoint's signing secret, whsec_…)",
+                ));
+            }
+            let payment = PaymentSettings::Stripe {
+                base_url: env.url(&vars::STRIPE_BASE_URL, "https://api.stripe.com")?,
+                api_key,
+                return_url: local_url(
+                    env,
+                    &vars::PAYMENT_RETURN_URL,
+                    server.http_addr,
+                    "/v1/orders/{ORDER_ID}",
+                )?,
+            };
+            Ok((payment, secrets))
         }
+        Some(other) => Err(SettingError::new(
+            &vars::PAYMENT_PROVIDER,
+            format!("unknown provider `{other}`: use `stripe`, or `sandbox` in development mode"),
+        )),
     }
 }
 
 impl OrderingSettings {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, SettingsError> {
-        Self::from_vars(|name| std::env::var(name).ok())
-    }
-
-    /// Reads variables through `get`.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let vars = Vars(get);
-        let defaults = Self::default();
-        let provider = vars
-            .text("PULSE_PAYMENT_PROVIDER")
-            .unwrap_or_else(|| "sandbox".into())
-            .to_ascii_lowercase();
-        let secrets: Vec<Vec<u8>> = vars
-            .text("PULSE_PAYMENT_WEBHOOK_SECRET")
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.as_bytes().to_vec())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if secrets.iter().any(|s| s.len() < 16) {
-            return Err(SettingsError {
-                var: "PULSE_PAYMENT_WEBHOOK_SECRET",
-                message: "each secret must be at least 16 characters".into(),
-            });
-        }
-        let port_of = |var: &'static str, default: u16| {
-            vars.text(var)
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-                .map_or(default, |a| a.port())
-        };
-        let (payment, webhook_secrets) = match provider.as_str() {
-            "sandbox" => {
-                let port = port_of("PULSE_HTTP_ADDR", 8080);
-                let payment = PaymentSettings::Sandbox {
-                    webhook_url: vars.url(
-                        "PULSE_PAYMENT_SANDBOX_WEBHOOK_URL",
-                        format!("http://127.0.0.1:{port}/v1/payments/webhook"),
-                    )?,
-                    delay: Duration::from_millis(vars.number(
-                        "PULSE_PAYMENT_SANDBOX_DELAY_MS",
-                        1000,
-                        0,
-                        600_000,
-                    )?),
-                };
-                let secrets = if secrets.is_empty() {
-                    defaults.webhook_secrets.clone()
-                } else {
-                    secrets
-                };
-                (payment, secrets)
-            }
-            "stripe" => {
-                let api_key = vars.text("PULSE_STRIPE_API_KEY").ok_or(SettingsError {
-                    var: "PULSE_STRIPE_API_KEY",
-                    message: "required when PULSE_PAYMENT_PROVIDER=stripe (the secret key, sk_…)"
-                        .into(),
-                })?;
-                if secrets.is_empty() {
-                    return Err(SettingsError {
-                        var: "PULSE_PAYMENT_WEBHOOK_SECRET",
-                        message: "required when PULSE_PAYMENT_PROVIDER=stripe (the endpoint's signing secret, whsec_…)".into(),
-                    });
-                }
-                let payment = PaymentSettings::Stripe {
-                    base_url: vars.url("PULSE_STRIPE_BASE_URL", "https://api.stripe.com".into())?,
-                    api_key,
-                    return_url: vars.url(
-                        "PULSE_PAYMENT_RETURN_URL",
-                        "http://127.0.0.1:8080/v1/orders/{ORDER_ID}".into(),
-                    )?,
-                };
-                (payment, secrets)
-            }
-            other => {
-                return Err(SettingsError {
-                    var: "PULSE_PAYMENT_PROVIDER",
-                    message: format!("unknown provider `{other}`: use `sandbox` or `stripe`"),
-                });
-            }
-        };
+    /// Reads ordering's settings from `env`; defaults that point at this process come from the
+    /// listeners of `server`, and `server.development_mode` decides whether the sandbox may run.
+    pub fn read(env: &Env, server: &ServerSettings) -> Result<Self, SettingError> {
+        let (payment, webhook_secrets) = payment(env, server)?;
         Ok(Self {
             // `--target all`: marketing answers on this process's own gRPC port.
-            marketing_grpc_url: vars.url(
-                "PULSE_MARKETING_GRPC_URL",
-                format!("http://127.0.0.1:{}", port_of("PULSE_GRPC_ADDR", 50051)),
-            )?,
-            marketing_timeout: Duration::from_millis(vars.number(
-                "PULSE_MARKETING_GRPC_TIMEOUT_MS",
-                800,
-                10,
-                60_000,
-            )?),
-            marketing_retries: vars.number("PULSE_MARKETING_GRPC_RETRIES", 2, 0, 10)?,
+            marketing_grpc_url: local_url(env, &vars::MARKETING_GRPC_URL, server.grpc_addr, "")?,
+            marketing_timeout: millis(env, &vars::MARKETING_GRPC_TIMEOUT_MS, 800, 10, 60_000)?,
+            marketing_retries: env.number(&vars::MARKETING_GRPC_RETRIES, 2, 0, 10)?,
             marketing_breaker: BreakerConfig {
-                failure_threshold: vars.number("PULSE_MARKETING_BREAKER_FAILURES", 5, 1, 1000)?,
-                open_for: Duration::from_secs(vars.number(
-                    "PULSE_MARKETING_BREAKER_OPEN_SECONDS",
+                failure_threshold: env.number(&vars::MARKETING_BREAKER_FAILURES, 5, 1, 1000)?,
+                open_for: Duration::from_secs(env.number(
+                    &vars::MARKETING_BREAKER_OPEN_SECONDS,
                     5,
                     1,
                     3600,
@@ -296,40 +245,21 @@ impl OrderingSettings {
             },
             payment,
             webhook_secrets,
-            product_permits: vars.number("PULSE_ORDERING_PRODUCT_PERMITS", 16, 1, 10_000)?,
-            permit_wait: Duration::from_millis(vars.number(
-                "PULSE_ORDERING_PERMIT_WAIT_MS",
-                2000,
-                0,
-                60_000,
-            )?),
-            permit_ttl: Duration::from_secs(vars.number(
-                "PULSE_ORDERING_PERMIT_TTL_SECONDS",
-                10,
-                1,
-                3600,
-            )?),
+            product_permits: env.number(&vars::PRODUCT_PERMITS, 16, 1, 10_000)?,
+            permit_wait: millis(env, &vars::PERMIT_WAIT_MS, 2000, 0, 60_000)?,
+            permit_ttl: Duration::from_secs(env.number(&vars::PERMIT_TTL_SECONDS, 10, 1, 3600)?),
             reservations: ReservationSettings {
-                claim_idle: Duration::from_millis(vars.number(
-                    "PULSE_ORDERING_RESERVATION_CLAIM_IDLE_MS",
+                claim_idle: millis(
+                    env,
+                    &vars::RESERVATION_CLAIM_IDLE_MS,
                     30_000,
                     100,
                     3_600_000,
-                )?),
-                max_deliveries: vars.number(
-                    "PULSE_ORDERING_RESERVATION_MAX_DELIVERIES",
-                    5,
-                    1,
-                    1000,
                 )?,
+                max_deliveries: env.number(&vars::RESERVATION_MAX_DELIVERIES, 5, 1, 1000)?,
                 ..ReservationSettings::default()
             },
-            sweep_interval: Duration::from_millis(vars.number(
-                "PULSE_ORDERING_SWEEP_INTERVAL_MS",
-                1000,
-                50,
-                600_000,
-            )?),
+            sweep_interval: millis(env, &vars::SWEEP_INTERVAL_MS, 1000, 50, 600_000)?,
         })
     }
 }
@@ -337,23 +267,36 @@ impl OrderingSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn read(vars: &[(&str, &str)]) -> Result<OrderingSettings, SettingsError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        OrderingSettings::from_vars(|name| map.get(name).cloned())
+    fn server(development_mode: bool) -> ServerSettings {
+        ServerSettings {
+            http_addr: ([0, 0, 0, 0], 8080).into(),
+            grpc_addr: ([0, 0, 0, 0], 50051).into(),
+            development_mode,
+            ..pulse_kit::testing::server_settings("postgres://unused", "redis://unused")
+        }
+    }
+
+    fn read_in(
+        server: &ServerSettings,
+        vars: &[(&str, &str)],
+    ) -> Result<OrderingSettings, SettingError> {
+        OrderingSettings::read(&Env::from_map(vars.iter().copied()), server)
+    }
+
+    /// Reads `vars` for a server in development mode on the default ports.
+    fn read(vars: &[(&str, &str)]) -> Result<OrderingSettings, SettingError> {
+        read_in(&server(true), vars)
     }
 
     #[test]
     fn defaults_are_a_local_sandbox() {
-        let settings = read(&[
-            ("PULSE_HTTP_ADDR", "0.0.0.0:8181"),
-            ("PULSE_GRPC_ADDR", "0.0.0.0:50052"),
-        ])
-        .expect("defaults");
+        let ports = ServerSettings {
+            http_addr: ([0, 0, 0, 0], 8181).into(),
+            grpc_addr: ([0, 0, 0, 0], 50052).into(),
+            ..server(true)
+        };
+        let settings = read_in(&ports, &[]).expect("defaults");
         assert_eq!(settings.marketing_grpc_url, "http://127.0.0.1:50052");
         assert_eq!(
             read(&[]).expect("defaults").marketing_grpc_url,
@@ -400,7 +343,10 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("PULSE_PAYMENT_PROVIDER", "paypal"),
+            ("PULSE_PAYMENT_PROVIDER", "nonsense"),
             ("PULSE_MARKETING_GRPC_URL", "marketing:50051"),
+            ("PULSE_MARKETING_GRPC_URL", "http://"),
+            ("PULSE_MARKETING_GRPC_URL", "http://host:port"),
             ("PULSE_MARKETING_GRPC_TIMEOUT_MS", "fast"),
             ("PULSE_MARKETING_GRPC_RETRIES", "-1"),
             ("PULSE_ORDERING_PRODUCT_PERMITS", "0"),
@@ -411,5 +357,81 @@ mod tests {
             assert_eq!(err.var, var, "{err}");
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn the_sandbox_runs_only_in_development_mode() {
+        let production = server(false);
+        let err = read_in(&production, &[("PULSE_PAYMENT_PROVIDER", "sandbox")])
+            .expect_err("sandbox outside development mode");
+        assert_eq!(err.var, "PULSE_PAYMENT_PROVIDER");
+        assert!(
+            err.to_string().starts_with("PULSE_PAYMENT_PROVIDER"),
+            "{err}"
+        );
+        assert!(err.message.contains("PULSE_DEVELOPMENT_MODE=true"), "{err}");
+        let err = read_in(&production, &[]).expect_err("no provider in production");
+        assert_eq!(err.var, "PULSE_PAYMENT_PROVIDER");
+        assert!(err.message.starts_with("required"), "{err}");
+        let err = read_in(&production, &[("PULSE_PAYMENT_PROVIDER", "nonsense")])
+            .expect_err("unknown provider");
+        assert_eq!(err.var, "PULSE_PAYMENT_PROVIDER");
+        let stripe = read_in(
+            &production,
+            &[
+                ("PULSE_PAYMENT_PROVIDER", "stripe"),
+                ("PULSE_STRIPE_API_KEY", "sk_live_1"),
+                ("PULSE_PAYMENT_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+            ],
+        )
+        .expect("stripe in production");
+        assert!(matches!(stripe.payment, PaymentSettings::Stripe { .. }));
+    }
+
+    #[test]
+    fn a_default_pointing_at_a_port_chosen_at_start_up_must_be_set() {
+        let any_port = ServerSettings {
+            grpc_addr: ([127, 0, 0, 1], 0).into(),
+            ..server(true)
+        };
+        let err = read_in(&any_port, &[]).expect_err("port 0");
+        assert_eq!(err.var, "PULSE_MARKETING_GRPC_URL");
+        let settings = read_in(
+            &any_port,
+            &[(
+                "PULSE_MARKETING_GRPC_URL",
+                "http://marketing.pulse-fr.svc:50051",
+            )],
+        )
+        .expect("set explicitly");
+        assert_eq!(
+            settings.marketing_grpc_url,
+            "http://marketing.pulse-fr.svc:50051"
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let settings = read(&[
+            ("PULSE_PAYMENT_PROVIDER", "stripe"),
+            ("PULSE_STRIPE_API_KEY", "sk_live_do_not_print_me"),
+            (
+                "PULSE_PAYMENT_WEBHOOK_SECRET",
+                "whsec_first_do_not_print,whsec_second_do_not_print",
+            ),
+        ])
+        .expect("stripe");
+        let shown = format!("{settings:?}");
+        for secret in [
+            "sk_live_do_not_print_me",
+            "whsec_first_do_not_print",
+            "whsec_second_do_not_print",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("redacted"), "{shown}");
+        let sandbox = read(&[("PULSE_PAYMENT_WEBHOOK_SECRET", "whsec_sandbox_do_not_print")])
+            .expect("sandbox");
+        assert!(!format!("{sandbox:?}").contains("whsec_sandbox_do_not_print"));
     }
 }

@@ -1,17 +1,17 @@
-//! PostgreSQL adapter of ordering: products, orders, payment events, the sweeper's query.
-//! Every state change commits together with its outbox event; every statement binds its values.
-
-use std::collections::BTreeMap;
-use std::time::Duration;
+//! PostgreSQL adapter of ordering: products, orders, payment events. Every statement binds its
+//! values. Writes that belong to a business flow take the flow's transaction (`tx`): the flows
+//! ([`crate::checkout`], [`crate::payments`]) begin it, decide, and commit, so a state change
+//! and its outbox event always commit together.
 
 use chrono::{DateTime, Utc};
 use pulse_kit::outbox::{Outbox, OutboxError};
-use pulse_marketing::reservation::Reservation;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{self, AmountError, OrderKind, OrderStatus, Outcome, Transition};
+use crate::domain::{
+    AmountError, Amounts, CancelReason, OrderKind, OrderStatus, ProductDraft, Transition,
+};
 use crate::payments::OrderRef;
 
 /// Event: an order exists.
@@ -22,6 +22,15 @@ pub const ORDER_PAID: &str = "OrderPaid";
 pub const ORDER_CANCELLED: &str = "OrderCancelled";
 /// Event: an order was refunded.
 pub const ORDER_REFUNDED: &str = "OrderRefunded";
+
+/// The event an order publishes when `transition` moves it.
+pub fn event_of(transition: Transition) -> &'static str {
+    match transition {
+        Transition::Pay => ORDER_PAID,
+        Transition::Cancel => ORDER_CANCELLED,
+        Transition::Refund => ORDER_REFUNDED,
+    }
+}
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +53,9 @@ pub enum OrderError {
         /// The order.
         id: Uuid,
         /// Its status.
-        status: &'static str,
+        status: OrderStatus,
         /// What was attempted.
-        action: &'static str,
+        action: Transition,
     },
     /// Amounts do not add up.
     #[error(transparent)]
@@ -84,8 +93,8 @@ pub struct ProductRow {
 pub struct OrderRow {
     /// Id.
     pub id: Uuid,
-    /// `SECKILL` or `PRODUCT`.
-    pub kind: String,
+    /// What it buys.
+    pub kind: OrderKind,
     /// Buyer.
     pub user_subject: String,
     /// Campaign (seckill).
@@ -107,7 +116,7 @@ pub struct OrderRow {
     /// Voucher used.
     pub voucher_id: Option<Uuid>,
     /// Status.
-    pub status: String,
+    pub status: OrderStatus,
     /// Cancelled if unpaid at this time.
     pub payment_deadline: DateTime<Utc>,
     /// Created.
@@ -117,7 +126,7 @@ pub struct OrderRow {
     /// Cancelled.
     pub cancelled_at: Option<DateTime<Utc>>,
     /// Why it was cancelled.
-    pub cancel_reason: Option<String>,
+    pub cancel_reason: Option<CancelReason>,
     /// Refunded.
     pub refunded_at: Option<DateTime<Utc>>,
     /// Provider that holds its payment.
@@ -132,28 +141,16 @@ pub struct OrderRow {
     pub refund_id: Option<String>,
 }
 
-impl OrderRow {
-    /// The parsed status.
-    pub fn status(&self) -> OrderStatus {
-        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Cancelled)
-    }
-
-    /// The parsed kind.
-    pub fn kind(&self) -> OrderKind {
-        OrderKind::parse(&self.kind).unwrap_or(OrderKind::Product)
-    }
-}
-
 /// The payload of every order event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderEvent {
     /// The order.
     pub order_id: Uuid,
-    /// `SECKILL` or `PRODUCT`.
-    pub kind: String,
+    /// What it buys.
+    pub kind: OrderKind,
     /// Status after the event.
-    pub status: String,
+    pub status: OrderStatus,
     /// Buyer.
     pub user_id: String,
     /// Campaign (seckill orders).
@@ -173,15 +170,15 @@ pub struct OrderEvent {
     pub voucher_id: Option<Uuid>,
     /// Why it was cancelled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<CancelReason>,
 }
 
 impl From<&OrderRow> for OrderEvent {
     fn from(row: &OrderRow) -> Self {
         Self {
             order_id: row.id,
-            kind: row.kind.clone(),
-            status: row.status.clone(),
+            kind: row.kind,
+            status: row.status,
             user_id: row.user_subject.clone(),
             campaign_id: row.campaign_id.clone(),
             product_id: row.product_id,
@@ -189,53 +186,50 @@ impl From<&OrderRow> for OrderEvent {
             amount_minor: row.amount_minor,
             currency: row.currency.clone(),
             voucher_id: row.voucher_id,
-            reason: row.cancel_reason.clone(),
+            reason: row.cancel_reason,
         }
     }
 }
 
-/// A product order to place.
-#[derive(Debug, Clone)]
-pub struct NewProductOrder {
-    /// Its id.
-    pub id: Uuid,
-    /// Buyer.
-    pub user: String,
-    /// Product.
-    pub product_id: Uuid,
-    /// Units.
-    pub quantity: u32,
-    /// Voucher held for it, and what it takes off.
-    pub voucher: Option<(Uuid, i64)>,
-    /// Payment time allowed.
-    pub payment_timeout: Duration,
+/// When an order must be paid by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// This long after the database's current time.
+    After(std::time::Duration),
+    /// At this time.
+    At(DateTime<Utc>),
 }
 
-/// What a webhook did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebhookOutcome {
-    /// The order changed.
-    Applied(Box<OrderRow>),
-    /// This event was applied before: nothing changed.
-    Duplicate,
-    /// Recorded, nothing to change (`outcome` says why).
-    NoChange(&'static str),
-    /// No order matches: nothing recorded.
-    UnknownOrder,
-    /// Paid after its order was cancelled: the money must go back.
-    LatePayment {
-        /// The order.
-        order: Uuid,
-        /// What to refund.
-        payment_intent: String,
-    },
+/// An order to write.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    /// Its id.
+    pub id: Uuid,
+    /// What it buys.
+    pub kind: OrderKind,
+    /// Buyer.
+    pub user: &'a str,
+    /// Campaign (seckill orders).
+    pub campaign_id: Option<&'a str>,
+    /// Product (product orders).
+    pub product_id: Option<Uuid>,
+    /// Its amounts.
+    pub amounts: Amounts,
+    /// Currency.
+    pub currency: &'a str,
+    /// Voucher held for it.
+    pub voucher_id: Option<Uuid>,
+    /// Its status (see [`OrderStatus::of_new_order`]).
+    pub status: OrderStatus,
+    /// Its payment deadline.
+    pub deadline: Deadline,
 }
 
 const ORDER_COLUMNS: &str = "id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor, subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status, payment_deadline, created_at, paid_at, cancelled_at, cancel_reason, refunded_at, payment_provider, checkout_session_id, checkout_url, payment_intent_id, refund_id";
 const PRODUCT_COLUMNS: &str = "id, name, price_minor, currency, stock, created_at, updated_at";
 
-fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
+fn int(n: impl TryInto<i32>) -> i32 {
+    n.try_into().unwrap_or(i32::MAX)
 }
 
 /// Ordering's tables.
@@ -251,7 +245,13 @@ impl Store {
         Self { pool, outbox }
     }
 
-    async fn publish(
+    /// Begins a flow's transaction.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, OrderError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Appends `event_type` about `row` to the outbox, in `tx`.
+    pub async fn publish(
         &self,
         tx: &mut PgConnection,
         event_type: &str,
@@ -268,20 +268,18 @@ impl Store {
     /// Creates a product.
     pub async fn create_product(
         &self,
-        name: &str,
-        price_minor: i64,
+        product: &ProductDraft,
         currency: &str,
-        stock: i32,
     ) -> Result<ProductRow, OrderError> {
         Ok(sqlx::query_as::<_, ProductRow>(&format!(
             "INSERT INTO products (id, name, price_minor, currency, stock) VALUES ($1, $2, $3, $4, $5)
              RETURNING {PRODUCT_COLUMNS}"
         ))
         .bind(pulse_kit::new_id())
-        .bind(name)
-        .bind(price_minor)
+        .bind(&product.name)
+        .bind(product.price_minor)
         .bind(currency)
-        .bind(stock)
+        .bind(product.stock)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -290,18 +288,16 @@ impl Store {
     pub async fn update_product(
         &self,
         id: Uuid,
-        name: &str,
-        price_minor: i64,
-        stock: i32,
+        product: &ProductDraft,
     ) -> Result<ProductRow, OrderError> {
         sqlx::query_as::<_, ProductRow>(&format!(
             "UPDATE products SET name = $2, price_minor = $3, stock = $4, updated_at = now()
              WHERE id = $1 RETURNING {PRODUCT_COLUMNS}"
         ))
         .bind(id)
-        .bind(name)
-        .bind(price_minor)
-        .bind(stock)
+        .bind(&product.name)
+        .bind(product.price_minor)
+        .bind(product.stock)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(OrderError::ProductNotFound(id))
@@ -328,111 +324,90 @@ impl Store {
         .await?)
     }
 
-    // ------------------------------------------------------------------------------ orders
-
-    /// Places a product order: takes the stock with one conditional `UPDATE … WHERE stock >= n`,
-    /// writes the order and its `OrderCreated` event, all in one transaction. An order with
-    /// nothing to pay is paid at once.
-    pub async fn place_product_order(&self, new: &NewProductOrder) -> Result<OrderRow, OrderError> {
-        let quantity = i32::try_from(new.quantity).unwrap_or(i32::MAX);
-        let mut tx = self.pool.begin().await?;
+    /// Takes `quantity` units of a product with one conditional `UPDATE … WHERE stock >= n`
+    /// (never below zero, whatever runs at the same time); returns its price and currency.
+    pub async fn take_stock(
+        &self,
+        tx: &mut PgConnection,
+        product: Uuid,
+        quantity: u32,
+    ) -> Result<(i64, String), OrderError> {
         let taken: Option<(i64, String)> = sqlx::query_as(
             "UPDATE products SET stock = stock - $2, updated_at = now()
              WHERE id = $1 AND stock >= $2 RETURNING price_minor, currency",
         )
-        .bind(new.product_id)
-        .bind(quantity)
+        .bind(product)
+        .bind(int(quantity))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((price, currency)) = taken else {
-            let stock: Option<i32> = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
-                .bind(new.product_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Err(match stock {
-                None => OrderError::ProductNotFound(new.product_id),
-                Some(available) => OrderError::OutOfStock { available },
-            });
+        if let Some(taken) = taken {
+            return Ok(taken);
+        }
+        let stock: Option<i32> = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+            .bind(product)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Err(match stock {
+            None => OrderError::ProductNotFound(product),
+            Some(available) => OrderError::OutOfStock { available },
+        })
+    }
+
+    /// Gives `quantity` units of a product back.
+    pub async fn return_stock(
+        &self,
+        tx: &mut PgConnection,
+        product: Uuid,
+        quantity: i64,
+    ) -> Result<(), OrderError> {
+        sqlx::query("UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1")
+            .bind(product)
+            .bind(int(quantity))
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------ orders
+
+    /// Writes an order; `None` if an order with its id exists already.
+    pub async fn insert_order(
+        &self,
+        tx: &mut PgConnection,
+        new: &NewOrder<'_>,
+    ) -> Result<Option<OrderRow>, OrderError> {
+        let (at, after) = match new.deadline {
+            Deadline::At(at) => (Some(at), None),
+            Deadline::After(timeout) => (None, Some(timeout.as_secs_f64())),
         };
-        let amounts = domain::amounts(price, new.quantity, new.voucher.map_or(0, |(_, d)| d))?;
-        let paid = amounts.amount_minor == 0;
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "INSERT INTO orders (id, kind, user_subject, product_id, quantity, unit_price_minor, subtotal_minor,
-                                 discount_minor, amount_minor, currency, voucher_id, status, payment_deadline, paid_at)
-             VALUES ($1, 'PRODUCT', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                     now() + make_interval(secs => $12), CASE WHEN $13 THEN now() END)
+        let amounts = &new.amounts;
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+            "INSERT INTO orders (id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
+                                 subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
+                                 payment_deadline, paid_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                     coalesce($14, now() + make_interval(secs => $15)), CASE WHEN $16 THEN now() END)
+             ON CONFLICT (id) DO NOTHING
              RETURNING {ORDER_COLUMNS}"
         ))
         .bind(new.id)
-        .bind(&new.user)
+        .bind(new.kind)
+        .bind(new.user)
+        .bind(new.campaign_id)
         .bind(new.product_id)
-        .bind(quantity)
+        .bind(int(amounts.quantity))
         .bind(amounts.unit_price_minor)
         .bind(amounts.subtotal_minor)
         .bind(amounts.discount_minor)
         .bind(amounts.amount_minor)
-        .bind(&currency)
-        .bind(new.voucher.map(|(v, _)| v))
-        .bind(if paid {
-            OrderStatus::Paid.as_str()
-        } else {
-            OrderStatus::PendingPayment.as_str()
-        })
-        .bind(seconds(new.payment_timeout))
-        .bind(paid)
-        .fetch_one(&mut *tx)
-        .await?;
-        self.publish(&mut tx, ORDER_CREATED, &row).await?;
-        if paid {
-            self.publish(&mut tx, ORDER_PAID, &row).await?;
-        }
-        tx.commit().await?;
-        Ok(row)
-    }
-
-    /// Creates the order of a seckill reservation, idempotently on its id; `true` if this call
-    /// created it. Its payment deadline runs from the reservation time.
-    pub async fn create_seckill_order(
-        &self,
-        reservation: &Reservation,
-        payment_timeout: Duration,
-    ) -> Result<bool, OrderError> {
-        let reserved_at = DateTime::<Utc>::from_timestamp_millis(reservation.reserved_at_ms)
-            .unwrap_or_else(Utc::now);
-        let deadline = reserved_at
-            + chrono::Duration::from_std(payment_timeout).unwrap_or(chrono::Duration::MAX);
-        let paid = reservation.price_minor == 0;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "INSERT INTO orders (id, kind, user_subject, campaign_id, quantity, unit_price_minor, subtotal_minor,
-                                 discount_minor, amount_minor, currency, status, payment_deadline, paid_at)
-             VALUES ($1, 'SECKILL', $2, $3, 1, $4, $4, 0, $4, $5, $6, $7, CASE WHEN $8 THEN now() END)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(reservation.order_id)
-        .bind(&reservation.user)
-        .bind(&reservation.campaign)
-        .bind(reservation.price_minor)
-        .bind(&reservation.currency)
-        .bind(if paid {
-            OrderStatus::Paid.as_str()
-        } else {
-            OrderStatus::PendingPayment.as_str()
-        })
-        .bind(deadline)
-        .bind(paid)
+        .bind(new.currency)
+        .bind(new.voucher_id)
+        .bind(new.status)
+        .bind(at)
+        .bind(after)
+        .bind(new.status == OrderStatus::Paid)
         .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        self.publish(&mut tx, ORDER_CREATED, &row).await?;
-        if paid {
-            self.publish(&mut tx, ORDER_PAID, &row).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        .await?)
     }
 
     /// One order.
@@ -455,85 +430,12 @@ impl Store {
         .await?)
     }
 
-    /// Remembers the checkout started for an unpaid order.
-    pub async fn attach_checkout(
-        &self,
-        id: Uuid,
-        provider: &str,
-        session_id: &str,
-        url: &str,
-    ) -> Result<OrderRow, OrderError> {
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "UPDATE orders SET payment_provider = $2, checkout_session_id = $3, checkout_url = $4, updated_at = now()
-             WHERE id = $1 AND status = 'PENDING_PAYMENT' RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(provider)
-        .bind(session_id)
-        .bind(url)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(row),
-            None => {
-                let order = self.order(id).await?;
-                Err(OrderError::WrongStatus {
-                    id,
-                    status: order.status().as_str(),
-                    action: "paying",
-                })
-            }
-        }
-    }
-
-    /// Moves an order along `transition` in `tx` (locked), with the transition's event.
-    async fn transition(
+    /// Locks one order in `tx`.
+    pub async fn lock_order(
         &self,
         tx: &mut PgConnection,
-        order: &OrderRow,
-        transition: Transition,
-        reason: Option<&str>,
-    ) -> Result<Option<OrderRow>, OrderError> {
-        let (status, event) = match domain::apply(order.status(), transition) {
-            Outcome::Moves(status) => (
-                status,
-                match transition {
-                    Transition::Pay => ORDER_PAID,
-                    Transition::Cancel => ORDER_CANCELLED,
-                    Transition::Refund => ORDER_REFUNDED,
-                },
-            ),
-            Outcome::AlreadyDone => return Ok(None),
-            Outcome::Refused => {
-                return Err(OrderError::WrongStatus {
-                    id: order.id,
-                    status: order.status().as_str(),
-                    action: match transition {
-                        Transition::Pay => "paying",
-                        Transition::Cancel => "cancelling",
-                        Transition::Refund => "refunding",
-                    },
-                });
-            }
-        };
-        let row = sqlx::query_as::<_, OrderRow>(&format!(
-            "UPDATE orders SET status = $2, updated_at = now(),
-                    paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END,
-                    cancelled_at = CASE WHEN $2 = 'CANCELLED' THEN now() ELSE cancelled_at END,
-                    cancel_reason = CASE WHEN $2 = 'CANCELLED' THEN $3 ELSE cancel_reason END,
-                    refunded_at = CASE WHEN $2 = 'REFUNDED' THEN now() ELSE refunded_at END
-             WHERE id = $1 RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(order.id)
-        .bind(status.as_str())
-        .bind(reason)
-        .fetch_one(&mut *tx)
-        .await?;
-        self.publish(tx, event, &row).await?;
-        Ok(Some(row))
-    }
-
-    async fn lock(&self, tx: &mut PgConnection, id: Uuid) -> Result<OrderRow, OrderError> {
+        id: Uuid,
+    ) -> Result<OrderRow, OrderError> {
         sqlx::query_as::<_, OrderRow>(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
         ))
@@ -543,104 +445,125 @@ impl Store {
         .ok_or(OrderError::OrderNotFound(id))
     }
 
-    /// Cancels unpaid orders in one transaction, giving product stock back (products in id
-    /// order, so concurrent sweepers cannot deadlock), each with its `OrderCancelled`.
-    async fn cancel_locked(
+    /// Locks the order a webhook names, if there is one.
+    pub async fn lock_by_ref(
         &self,
         tx: &mut PgConnection,
-        mut orders: Vec<OrderRow>,
-        reason: &str,
-    ) -> Result<Vec<OrderRow>, OrderError> {
-        orders.sort_by_key(|o| o.id);
-        let mut returned: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut cancelled = Vec::with_capacity(orders.len());
-        for order in &orders {
-            if let Some(row) = self
-                .transition(tx, order, Transition::Cancel, Some(reason))
-                .await?
-            {
-                if let Some(product) = row.product_id {
-                    *returned.entry(product).or_default() += i64::from(row.quantity);
-                }
-                cancelled.push(row);
-            }
-        }
-        for (product, quantity) in returned {
-            sqlx::query("UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1")
-                .bind(product)
-                .bind(i32::try_from(quantity).unwrap_or(i32::MAX))
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(cancelled)
+        order: &OrderRef,
+    ) -> Result<Option<OrderRow>, OrderError> {
+        let (column, value) = match order {
+            OrderRef::Id(id) => ("id", id.to_string()),
+            OrderRef::Session(session) => ("checkout_session_id", session.clone()),
+            OrderRef::PaymentIntent(intent) => ("payment_intent_id", intent.clone()),
+        };
+        let cast = if column == "id" { "uuid" } else { "text" };
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE {column} = $1::{cast} FOR UPDATE"
+        ))
+        .bind(value)
+        .fetch_optional(&mut *tx)
+        .await?)
     }
 
-    /// The durable sweeper's step: cancels up to `limit` unpaid orders past their deadline.
-    /// `FOR UPDATE SKIP LOCKED` lets many replicas sweep at once without taking the same order.
-    pub async fn sweep_expired(&self, limit: i64) -> Result<Vec<OrderRow>, OrderError> {
-        let mut tx = self.pool.begin().await?;
-        let expired = sqlx::query_as::<_, OrderRow>(&format!(
+    /// Locks up to `limit` unpaid orders past their deadline. `SKIP LOCKED` lets many replicas
+    /// sweep at once without taking the same order.
+    pub async fn lock_expired(
+        &self,
+        tx: &mut PgConnection,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, OrderError> {
+        // The status is a literal, not a parameter, so the partial index on unpaid orders
+        // serves the query.
+        let unpaid = OrderStatus::PendingPayment.as_str();
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders
-             WHERE status = 'PENDING_PAYMENT' AND payment_deadline <= now()
+             WHERE status = '{unpaid}' AND payment_deadline <= now()
              ORDER BY payment_deadline LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
         .bind(limit)
         .fetch_all(&mut *tx)
+        .await?)
+    }
+
+    /// Sets a locked order's status (and the time it got there, and why when cancelled).
+    pub async fn set_status(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        status: OrderStatus,
+        reason: Option<CancelReason>,
+    ) -> Result<OrderRow, OrderError> {
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+            "UPDATE orders SET status = $2, updated_at = now(),
+                    paid_at = CASE WHEN $4 THEN now() ELSE paid_at END,
+                    cancelled_at = CASE WHEN $5 THEN now() ELSE cancelled_at END,
+                    cancel_reason = CASE WHEN $5 THEN $3 ELSE cancel_reason END,
+                    refunded_at = CASE WHEN $6 THEN now() ELSE refunded_at END
+             WHERE id = $1 RETURNING {ORDER_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(status == OrderStatus::Paid)
+        .bind(status == OrderStatus::Cancelled)
+        .bind(status == OrderStatus::Refunded)
+        .fetch_one(&mut *tx)
+        .await?)
+    }
+
+    /// Remembers the checkout started for an order still unpaid; `None` if it is not unpaid.
+    pub async fn attach_checkout(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        provider: &str,
+        session_id: &str,
+        url: &str,
+    ) -> Result<Option<OrderRow>, OrderError> {
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+            "UPDATE orders SET payment_provider = $2, checkout_session_id = $3, checkout_url = $4, updated_at = now()
+             WHERE id = $1 AND status = $5 RETURNING {ORDER_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(provider)
+        .bind(session_id)
+        .bind(url)
+        .bind(OrderStatus::PendingPayment)
+        .fetch_optional(&mut *tx)
+        .await?)
+    }
+
+    /// Remembers the payment to refund, unless one is known already.
+    pub async fn record_payment_intent(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        intent: &str,
+    ) -> Result<(), OrderError> {
+        sqlx::query(
+            "UPDATE orders SET payment_intent_id = coalesce(payment_intent_id, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(intent)
+        .execute(&mut *tx)
         .await?;
-        if expired.is_empty() {
-            return Ok(Vec::new());
-        }
-        let cancelled = self
-            .cancel_locked(&mut tx, expired, "payment-timeout")
-            .await?;
-        tx.commit().await?;
-        Ok(cancelled)
+        Ok(())
     }
 
-    /// Cancels one unpaid order of `user` (idempotent).
-    pub async fn cancel(&self, id: Uuid, user: &str) -> Result<OrderRow, OrderError> {
-        let mut tx = self.pool.begin().await?;
-        let order = self.lock(&mut tx, id).await?;
-        if order.user_subject != user {
-            return Err(OrderError::OrderNotFound(id));
-        }
-        let mut cancelled = self
-            .cancel_locked(&mut tx, vec![order.clone()], "cancelled-by-buyer")
-            .await?;
-        tx.commit().await?;
-        Ok(cancelled.pop().unwrap_or(order))
-    }
-
-    /// Marks a paid order refunded (after the provider accepted the refund), with
-    /// `OrderRefunded`.
-    pub async fn mark_refunded(&self, id: Uuid, refund_id: &str) -> Result<OrderRow, OrderError> {
-        let mut tx = self.pool.begin().await?;
-        let order = self.lock(&mut tx, id).await?;
-        let row = self
-            .transition(&mut tx, &order, Transition::Refund, None)
-            .await?;
-        sqlx::query("UPDATE orders SET refund_id = coalesce(refund_id, $2) WHERE id = $1")
-            .bind(id)
-            .bind(refund_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        match row {
-            Some(row) => Ok(OrderRow {
-                refund_id: row.refund_id.or_else(|| Some(refund_id.to_owned())),
-                ..row
-            }),
-            None => self.order(id).await,
-        }
-    }
-
-    /// Records the refund of a payment that arrived after its order was cancelled.
-    pub async fn record_late_refund(&self, id: Uuid, refund_id: &str) -> Result<(), OrderError> {
-        sqlx::query("UPDATE orders SET refund_id = $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(refund_id)
-            .execute(&self.pool)
-            .await?;
+    /// Remembers the refund of an order's payment, unless one is known already.
+    pub async fn record_refund(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        refund_id: &str,
+    ) -> Result<(), OrderError> {
+        sqlx::query(
+            "UPDATE orders SET refund_id = coalesce(refund_id, $2), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(refund_id)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 
@@ -648,46 +571,17 @@ impl Store {
     pub async fn late_payments(&self, limit: i64) -> Result<Vec<(Uuid, String)>, OrderError> {
         Ok(sqlx::query_as(
             "SELECT id, payment_intent_id FROM orders
-             WHERE status = 'CANCELLED' AND payment_intent_id IS NOT NULL AND refund_id IS NULL
+             WHERE status = $2 AND payment_intent_id IS NOT NULL AND refund_id IS NULL
              ORDER BY cancelled_at LIMIT $1",
         )
         .bind(limit)
+        .bind(OrderStatus::Cancelled)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    async fn find_for_webhook(
-        &self,
-        tx: &mut PgConnection,
-        order: &OrderRef,
-    ) -> Result<Option<OrderRow>, OrderError> {
-        let query = |column: &str| {
-            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE {column} = $1 FOR UPDATE")
-        };
-        let found = match order {
-            OrderRef::Id(id) => {
-                sqlx::query_as::<_, OrderRow>(&query("id"))
-                    .bind(*id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            OrderRef::Session(session) => {
-                sqlx::query_as::<_, OrderRow>(&query("checkout_session_id"))
-                    .bind(session)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            OrderRef::PaymentIntent(intent) => {
-                sqlx::query_as::<_, OrderRow>(&query("payment_intent_id"))
-                    .bind(intent)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-        };
-        Ok(found)
-    }
-
-    async fn record_event(
+    /// Records a webhook event for an order; `false` if it was recorded before.
+    pub async fn record_payment_event(
         &self,
         tx: &mut PgConnection,
         event_id: &str,
@@ -707,114 +601,5 @@ impl Store {
         .await?
         .rows_affected();
         Ok(inserted == 1)
-    }
-
-    /// Applies a completed checkout: the order becomes `PAID` with `OrderPaid`, once per event
-    /// id and once per order.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn apply_checkout_completed(
-        &self,
-        event_id: &str,
-        event_type: &str,
-        order: &OrderRef,
-        paid: bool,
-        payment_intent: Option<&str>,
-        amount_minor: Option<i64>,
-        currency: Option<&str>,
-    ) -> Result<WebhookOutcome, OrderError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = self.find_for_webhook(&mut tx, order).await? else {
-            return Ok(WebhookOutcome::UnknownOrder);
-        };
-        let matches = amount_minor.is_none_or(|a| a == row.amount_minor)
-            && currency.is_none_or(|c| c == row.currency);
-        let (outcome, result) = if !paid {
-            ("not-paid-yet", WebhookOutcome::NoChange("not-paid-yet"))
-        } else if !matches {
-            tracing::error!(order = %row.id, ?amount_minor, ?currency, "webhook amount differs from the order; not marking it paid");
-            (
-                "amount-mismatch",
-                WebhookOutcome::NoChange("amount-mismatch"),
-            )
-        } else {
-            match row.status() {
-                OrderStatus::PendingPayment => ("paid", WebhookOutcome::NoChange("paid")),
-                OrderStatus::Paid | OrderStatus::Refunded => {
-                    ("already-paid", WebhookOutcome::NoChange("already-paid"))
-                }
-                OrderStatus::Cancelled => match payment_intent {
-                    Some(intent) => (
-                        "late-payment",
-                        WebhookOutcome::LatePayment {
-                            order: row.id,
-                            payment_intent: intent.to_owned(),
-                        },
-                    ),
-                    None => ("late-payment", WebhookOutcome::NoChange("late-payment")),
-                },
-            }
-        };
-        if !self
-            .record_event(&mut tx, event_id, event_type, row.id, outcome)
-            .await?
-        {
-            return Ok(WebhookOutcome::Duplicate);
-        }
-        if let Some(intent) = payment_intent {
-            sqlx::query(
-                "UPDATE orders SET payment_intent_id = coalesce(payment_intent_id, $2) WHERE id = $1",
-            )
-            .bind(row.id)
-            .bind(intent)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let result = if outcome == "paid" {
-            match self
-                .transition(&mut tx, &row, Transition::Pay, None)
-                .await?
-            {
-                Some(paid) => WebhookOutcome::Applied(Box::new(paid)),
-                None => WebhookOutcome::NoChange("already-paid"),
-            }
-        } else {
-            result
-        };
-        tx.commit().await?;
-        Ok(result)
-    }
-
-    /// Applies a refund made at the provider: a paid order becomes `REFUNDED`, once.
-    pub async fn apply_refunded(
-        &self,
-        event_id: &str,
-        event_type: &str,
-        order: &OrderRef,
-    ) -> Result<WebhookOutcome, OrderError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = self.find_for_webhook(&mut tx, order).await? else {
-            return Ok(WebhookOutcome::UnknownOrder);
-        };
-        let refundable = row.status() == OrderStatus::Paid;
-        let outcome = if refundable { "refunded" } else { "ignored" };
-        if !self
-            .record_event(&mut tx, event_id, event_type, row.id, outcome)
-            .await?
-        {
-            return Ok(WebhookOutcome::Duplicate);
-        }
-        let result = if refundable {
-            match self
-                .transition(&mut tx, &row, Transition::Refund, None)
-                .await?
-            {
-                Some(row) => WebhookOutcome::Applied(Box::new(row)),
-                None => WebhookOutcome::NoChange("ignored"),
-            }
-        } else {
-            WebhookOutcome::NoChange("ignored")
-        };
-        tx.commit().await?;
-        Ok(result)
     }
 }

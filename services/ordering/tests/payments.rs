@@ -433,7 +433,7 @@ async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_or
         settings: Box::new(move |s| {
             s.payment = PaymentSettings::Stripe {
                 base_url: format!("http://{fake_addr}"),
-                api_key: "sk_test_pulse".into(),
+                api_key: pulse_kit::settings::Secret::new("sk_test_pulse"),
                 return_url: "https://shop.example/orders/{ORDER_ID}".into(),
             };
         }),

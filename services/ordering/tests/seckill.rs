@@ -179,8 +179,7 @@ fn consumer(
     ReservationConsumer::new(
         pulse_kit::redis::RedisHandle::new(&pulse_kit::testing::redis_url()).expect("redis"),
         &app.keyspace,
-        store,
-        Duration::from_secs(900),
+        pulse_ordering::checkout::SeckillCheckout::new(store, Duration::from_secs(900)),
         settings,
         name,
         metrics,

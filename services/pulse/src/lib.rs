@@ -4,8 +4,6 @@
 //! Grafana Mimir pattern): locally everything runs together, in Kubernetes each Deployment runs
 //! one target. The same code path serves both.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +12,67 @@ use clap::{Args, Parser, Subcommand};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::server::{JwtSettings, ServerSettings};
+use pulse_kit::settings::{Env, Setting, SettingError, server as vars};
+use sqlx::migrate::Migrator;
 
-/// Every component, in start-up order. Adding a component means adding it here.
-pub fn components() -> Vec<Arc<dyn Component>> {
-    vec![
-        Arc::new(pulse_identity::Identity),
-        Arc::new(pulse_booking::Booking),
-        Arc::new(pulse_marketing::Marketing),
-        Arc::new(pulse_ordering::Ordering::from_env()),
-        Arc::new(pulse_notifier::Notifier),
-    ]
+/// Makes a component from the process's settings (its own are read from the `Env`).
+pub type LoadComponent = fn(&Env, &ServerSettings) -> Result<Arc<dyn Component>, SettingError>;
+
+/// A `--target`: a component's name and how to make it from the process's settings.
+pub struct Target {
+    /// The `--target` value (the component's name).
+    pub name: &'static str,
+    /// One line for `pulse --help`.
+    pub description: &'static str,
+    /// Makes the component; its own settings are read here, so a bad one stops start-up.
+    pub load: LoadComponent,
+    /// The settings the component reads besides the server's.
+    pub settings: &'static [&'static Setting],
+    /// The component's migrations (`pulse migrate` needs no settings but the database).
+    pub migrations: &'static Migrator,
 }
 
-/// The components named by a `--target` list (`all`, or comma-separated names).
-pub fn select_targets(spec: &str) -> anyhow::Result<Vec<Arc<dyn Component>>> {
-    let all = components();
+/// Every target, in start-up order. Adding a component means adding it here.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "identity",
+        description: "Identity: users, one-time passwords and the signing keys of access tokens.",
+        load: |_, _| Ok(Arc::new(pulse_identity::Identity)),
+        settings: &[],
+        migrations: &pulse_identity::MIGRATIONS,
+    },
+    Target {
+        name: "booking",
+        description: "Booking: practitioners, schedules, slots and appointments (the Doctolib flow).",
+        load: |_, _| Ok(Arc::new(pulse_booking::Booking)),
+        settings: &[],
+        migrations: &pulse_booking::MIGRATIONS,
+    },
+    Target {
+        name: "marketing",
+        description: "Marketing: seckill campaigns, vouchers and wallets.",
+        load: |_, _| Ok(Arc::new(pulse_marketing::Marketing)),
+        settings: &[],
+        migrations: &pulse_marketing::MIGRATIONS,
+    },
+    Target {
+        name: "ordering",
+        description: "Ordering: products, stock, orders and payments.",
+        load: |env, server| Ok(Arc::new(pulse_ordering::Ordering::read(env, server)?)),
+        settings: pulse_kit::settings::ordering::ALL,
+        migrations: &pulse_ordering::MIGRATIONS,
+    },
+    Target {
+        name: "notifier",
+        description: "Notifier: notifications and reminders sent for every event.",
+        load: |_, _| Ok(Arc::new(pulse_notifier::Notifier)),
+        settings: &[],
+        migrations: &pulse_notifier::MIGRATIONS,
+    },
+];
+
+/// The targets named by a `--target` list (`all`, or comma-separated names).
+pub fn select_targets(spec: &str) -> anyhow::Result<Vec<&'static Target>> {
     let names: Vec<&str> = spec
         .split(',')
         .map(str::trim)
@@ -37,38 +81,47 @@ pub fn select_targets(spec: &str) -> anyhow::Result<Vec<Arc<dyn Component>>> {
     if names.is_empty() {
         bail!(
             "--target is empty: name components or use `all` (known: {})",
-            known(&all)
+            known()
         );
     }
     if names.contains(&"all") {
-        return Ok(all);
+        return Ok(TARGETS.iter().collect());
     }
-    let mut chosen = Vec::new();
+    let mut chosen: Vec<&'static Target> = Vec::new();
     for name in names {
-        let component = all
+        let target = TARGETS
             .iter()
-            .find(|c| c.name() == name)
-            .with_context(|| format!("unknown target `{name}` (known: all, {})", known(&all)))?;
-        if !chosen.iter().any(|c: &Arc<dyn Component>| c.name() == name) {
-            chosen.push(Arc::clone(component));
+            .find(|t| t.name == name)
+            .with_context(|| format!("unknown target `{name}` (known: all, {})", known()))?;
+        if !chosen.iter().any(|t| t.name == name) {
+            chosen.push(target);
         }
     }
     Ok(chosen)
 }
 
-fn known(all: &[Arc<dyn Component>]) -> String {
-    all.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+fn known() -> String {
+    TARGETS
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn targets_help() -> String {
     let mut help = String::from("Targets (for --target; `all` runs every one):\n");
-    for component in components() {
-        help.push_str(&format!(
-            "  {:<10} {}\n",
-            component.name(),
-            component.description()
-        ));
+    for target in TARGETS {
+        help.push_str(&format!("  {:<10} {}\n", target.name, target.description));
     }
+    help.push_str("\nSettings (environment variables; `pulse serve` reads them once at start):\n");
+    let mut all: Vec<&Setting> = vars::ALL.to_vec();
+    for target in TARGETS {
+        all.extend(target.settings.iter().copied());
+    }
+    for setting in all {
+        help.push_str(&format!("  {:<42} {}\n", setting.var, setting.help));
+    }
+    help.push_str("  PULSE_COUNTRY__<FIELD>                     country configuration fields (PULSE_COUNTRY__BOOKING__HORIZON_DAYS=60)\n");
     help
 }
 
@@ -81,17 +134,25 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands.
+/// Subcommands. Settings come from the environment (see `pulse --help`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run components: HTTP, gRPC and admin listeners, outbox relays, consumers, jobs.
-    Serve(ServeArgs),
-    /// Create the components' schemas and apply their migrations.
-    Migrate(MigrateArgs),
-    /// Mint an access token for local use (needs the HS256 secret).
+    Serve(TargetArgs),
+    /// Create the components' schemas and apply their migrations (needs PULSE_DATABASE_URL).
+    Migrate(TargetArgs),
+    /// Mint an access token for local use (needs PULSE_JWT_SECRET).
     Token(TokenArgs),
     /// Load the demo data set (practitioners, schedules, slots) of a country; idempotent.
     Seed(SeedArgs),
+}
+
+/// Which components.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Components: `all` or a comma-separated list (default: PULSE_TARGET, else `all`).
+    #[arg(long)]
+    pub target: Option<String>,
 }
 
 /// `pulse seed`.
@@ -100,127 +161,6 @@ pub struct SeedArgs {
     /// The country whose demo data to load (`FR` or `DE`); it must match the configuration.
     #[arg(long)]
     pub country: String,
-    /// YAML file with the country configuration (a CountryTenant or a bare config).
-    #[arg(long, env = "PULSE_COUNTRY_FILE")]
-    pub country_file: Option<PathBuf>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub backends: Backends,
-}
-
-/// Where the dependencies are.
-#[derive(Debug, Clone, Args)]
-pub struct Backends {
-    /// PostgreSQL database of the country.
-    #[arg(long, env = "PULSE_DATABASE_URL")]
-    pub database_url: String,
-    /// Redis.
-    #[arg(
-        long,
-        env = "PULSE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
-    /// Kafka bootstrap brokers, comma-separated.
-    #[arg(
-        long,
-        env = "PULSE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        value_delimiter = ','
-    )]
-    pub kafka_brokers: Vec<String>,
-}
-
-/// How tokens are verified and minted.
-#[derive(Debug, Clone, Args)]
-pub struct JwtArgs {
-    /// Expected token issuer.
-    #[arg(long, env = "PULSE_JWT_ISSUER", default_value = "pulse")]
-    pub jwt_issuer: String,
-    /// Signature algorithm: HS256, RS256, ES256 or EdDSA.
-    #[arg(long, env = "PULSE_JWT_ALGORITHM", default_value = "HS256")]
-    pub jwt_algorithm: String,
-    /// HS256 shared secret (at least 32 bytes).
-    #[arg(long, env = "PULSE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-    /// PEM file with the public key for RS256/ES256/EdDSA.
-    #[arg(long, env = "PULSE_JWT_PUBLIC_KEY_FILE")]
-    pub jwt_public_key_file: Option<PathBuf>,
-}
-
-impl JwtArgs {
-    fn settings(&self) -> anyhow::Result<JwtSettings> {
-        let public_key_pem = match &self.jwt_public_key_file {
-            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-                format!("cannot read PULSE_JWT_PUBLIC_KEY_FILE {}", path.display())
-            })?),
-            None => None,
-        };
-        Ok(JwtSettings {
-            issuer: self.jwt_issuer.clone(),
-            algorithm: self.jwt_algorithm.clone(),
-            secret: self.jwt_secret.clone(),
-            public_key_pem,
-        })
-    }
-}
-
-/// `pulse serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Components to run: `all` or a comma-separated list.
-    #[arg(long, env = "PULSE_TARGET", default_value = "all")]
-    pub target: String,
-    /// YAML file with the country configuration (a CountryTenant or a bare config);
-    /// `PULSE_COUNTRY__*` variables override it.
-    #[arg(long, env = "PULSE_COUNTRY_FILE")]
-    pub country_file: Option<PathBuf>,
-    /// Public HTTP listener.
-    #[arg(long, env = "PULSE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
-    pub http_addr: SocketAddr,
-    /// gRPC listener.
-    #[arg(long, env = "PULSE_GRPC_ADDR", default_value = "0.0.0.0:50051")]
-    pub grpc_addr: SocketAddr,
-    /// Admin listener: /livez, /readyz, /metrics.
-    #[arg(long, env = "PULSE_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
-    pub admin_addr: SocketAddr,
-    /// Seconds readiness fails before the listeners close on SIGTERM.
-    #[arg(long, env = "PULSE_DRAIN_SECONDS", default_value_t = 5)]
-    pub drain_seconds: u64,
-    /// Connections per component pool.
-    #[arg(long, env = "PULSE_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
-    /// Partitions of the topics this process creates.
-    #[arg(long, env = "PULSE_KAFKA_PARTITIONS", default_value_t = 3)]
-    pub kafka_partitions: i32,
-    /// Instance name, when several deployments of one country share Redis and Kafka
-    /// (added to Redis keys and Kafka topics).
-    #[arg(long, env = "PULSE_INSTANCE")]
-    pub instance: Option<String>,
-    /// Take the client address for rate limits from the first `X-Forwarded-For` hop (set it
-    /// when an ingress or load balancer sits in front).
-    #[arg(long, env = "PULSE_TRUST_FORWARDED_FOR", default_value_t = false)]
-    pub trust_forwarded_for: bool,
-    /// Apply migrations before serving.
-    #[arg(long, env = "PULSE_MIGRATE_ON_START", default_value_t = false)]
-    pub migrate: bool,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub backends: Backends,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub jwt: JwtArgs,
-}
-
-/// `pulse migrate`.
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    /// Components to migrate: `all` or a comma-separated list.
-    #[arg(long, env = "PULSE_TARGET", default_value = "all")]
-    pub target: String,
-    /// PostgreSQL database of the country.
-    #[arg(long, env = "PULSE_DATABASE_URL")]
-    pub database_url: String,
 }
 
 /// `pulse token`.
@@ -238,9 +178,57 @@ pub struct TokenArgs {
     /// Lifetime: `90s`, `30m`, `24h`, `7d`.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub jwt: JwtArgs,
+}
+
+/// Everything `pulse serve` reads, read once.
+pub struct ServeSettings {
+    /// Listeners, backends, tokens.
+    pub server: ServerSettings,
+    /// The country.
+    pub country: CountryConfig,
+    /// The chosen components, made from their settings.
+    pub components: Vec<Arc<dyn Component>>,
+    /// Apply migrations before serving.
+    pub migrate: bool,
+}
+
+impl std::fmt::Debug for ServeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeSettings")
+            .field("server", &self.server)
+            .field("country", &self.country)
+            .field(
+                "components",
+                &self.components.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .field("migrate", &self.migrate)
+            .finish()
+    }
+}
+
+impl ServeSettings {
+    /// Reads the settings of `pulse serve --target <target>` from `env`; `target` defaults to
+    /// `PULSE_TARGET`, else `all`.
+    pub fn read(env: &Env, target: Option<&str>) -> anyhow::Result<Self> {
+        let target = target
+            .map(str::to_owned)
+            .or_else(|| env.text(&vars::TARGET))
+            .unwrap_or_else(|| "all".to_owned());
+        let targets = select_targets(&target)?;
+        let server = ServerSettings::read(env)?;
+        let country = CountryConfig::read(env)?;
+        let migrate = env.flag(&vars::MIGRATE_ON_START, false)?;
+        let components = targets
+            .iter()
+            .map(|t| (t.load)(env, &server))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            server,
+            country,
+            components,
+            migrate,
+        })
+    }
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -264,19 +252,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let env = Env::process();
     match cli.command {
-        Command::Serve(args) => serve(args).await,
-        Command::Migrate(args) => migrate(&args.database_url, &args.target).await,
+        Command::Serve(args) => serve(&env, args.target.as_deref()).await,
+        Command::Migrate(args) => {
+            let target = args
+                .target
+                .or_else(|| env.text(&vars::TARGET))
+                .unwrap_or_else(|| "all".to_owned());
+            migrate(&env.required(&vars::DATABASE_URL)?, &target).await
+        }
         Command::Token(args) => {
-            println!("{}", token(&args)?);
+            println!("{}", token(&args, &JwtSettings::read(&env)?)?);
             Ok(())
         }
-        Command::Seed(args) => seed(args).await,
+        Command::Seed(args) => seed(&env, &args).await,
     }
 }
 
-async fn seed(args: SeedArgs) -> anyhow::Result<()> {
-    let country = CountryConfig::load(args.country_file.as_deref())?;
+async fn seed(env: &Env, args: &SeedArgs) -> anyhow::Result<()> {
+    let country = CountryConfig::read(env)?;
     if !country.code.eq_ignore_ascii_case(&args.country) {
         bail!(
             "--country {} does not match the configured country {} (set PULSE_COUNTRY_FILE to that country's tenant)",
@@ -284,22 +279,20 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             country.code
         );
     }
+    let database_url = env.required(&vars::DATABASE_URL)?;
     let booking = pulse_booking::Booking;
-    pulse_kit::db::migrate(
-        &args.backends.database_url,
-        booking.name(),
-        booking.migrations(),
-    )
-    .await?;
+    pulse_kit::db::migrate(&database_url, booking.name(), booking.migrations()).await?;
+    let brokers = env.list(&vars::KAFKA_BROKERS);
     let ctx = pulse_kit::component::ComponentContext::standalone(
         booking.name(),
         country,
-        &args.backends.database_url,
-        &args.backends.redis_url,
-        args.backends.kafka_brokers.clone(),
+        &database_url,
+        &env.text(&vars::REDIS_URL)
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+        brokers,
     )?;
-    let parts = pulse_booking::parts(&ctx);
-    let created = pulse_booking::seed::seed(&parts.store, &parts.search, &ctx.country).await?;
+    let services = pulse_booking::Services::new(&ctx);
+    let created = pulse_booking::seed::seed(&services.practitioners, &ctx.country).await?;
     println!(
         "seeded {created} new practitioners for {}",
         ctx.country.code
@@ -308,58 +301,44 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(database_url: &str, target: &str) -> anyhow::Result<()> {
-    for component in select_targets(target)? {
-        pulse_kit::db::migrate(database_url, component.name(), component.migrations())
+    for target in select_targets(target)? {
+        pulse_kit::db::migrate(database_url, target.name, target.migrations)
             .await
-            .with_context(|| format!("migrating `{}`", component.name()))?;
-        tracing::info!(component = component.name(), "schema up to date");
+            .with_context(|| format!("migrating `{}`", target.name))?;
+        tracing::info!(component = target.name, "schema up to date");
     }
     Ok(())
 }
 
 /// Mints the token `pulse token` prints.
-pub fn token(args: &TokenArgs) -> anyhow::Result<String> {
+pub fn token(args: &TokenArgs, jwt: &JwtSettings) -> anyhow::Result<String> {
     let country = args.country.to_ascii_uppercase();
-    let authenticator = args
-        .jwt
-        .settings()?
+    let authenticator = jwt
         .authenticator(&country)
         .context("`pulse token` needs PULSE_JWT_SECRET (HS256)")?;
-    let claims = pulse_kit::auth::claims_for(
-        &args.subject,
-        &args.roles,
-        &country,
-        &args.jwt.jwt_issuer,
-        args.ttl,
-    );
+    let claims =
+        pulse_kit::auth::claims_for(&args.subject, &args.roles, &country, &jwt.issuer, args.ttl);
     Ok(authenticator.mint(&claims)?)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let components = select_targets(&args.target)?;
-    if components.iter().any(|c| c.name() == "ordering") {
-        // Bad PULSE_PAYMENT_* / PULSE_MARKETING_* / PULSE_ORDERING_* values stop start-up here.
-        pulse_ordering::Ordering::try_from_env().context("ordering settings")?;
+async fn serve(env: &Env, target: Option<&str>) -> anyhow::Result<()> {
+    let settings = ServeSettings::read(env, target)?;
+    tracing::info!(server = ?settings.server, country = %settings.country.code,
+        components = ?settings.components.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "settings read");
+    if settings.migrate {
+        for component in &settings.components {
+            pulse_kit::db::migrate(
+                settings.server.database_url.expose(),
+                component.name(),
+                component.migrations(),
+            )
+            .await
+            .with_context(|| format!("migrating `{}`", component.name()))?;
+        }
     }
-    let country = CountryConfig::load(args.country_file.as_deref())?;
-    if args.migrate {
-        migrate(&args.backends.database_url, &args.target).await?;
-    }
-    let settings = ServerSettings {
-        database_url: args.backends.database_url.clone(),
-        redis_url: args.backends.redis_url.clone(),
-        kafka_brokers: args.backends.kafka_brokers.clone(),
-        http_addr: args.http_addr,
-        grpc_addr: args.grpc_addr,
-        admin_addr: args.admin_addr,
-        jwt: args.jwt.settings()?,
-        drain_delay: Duration::from_secs(args.drain_seconds),
-        db_max_connections: args.db_max_connections,
-        kafka_partitions: args.kafka_partitions,
-        trust_forwarded_for: args.trust_forwarded_for,
-        instance: args.instance.clone(),
-    };
-    let server = pulse_kit::server::start(&settings, country, components).await?;
+    let server =
+        pulse_kit::server::start(&settings.server, settings.country, settings.components).await?;
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
@@ -395,7 +374,7 @@ mod tests {
     fn targets_select_components() {
         assert_eq!(select_targets("all").expect("all").len(), 5);
         let chosen = select_targets("booking, ordering,booking").expect("list");
-        let names: Vec<_> = chosen.iter().map(|c| c.name()).collect();
+        let names: Vec<_> = chosen.iter().map(|t| t.name).collect();
         assert_eq!(names, vec!["booking", "ordering"]);
         let err = select_targets("bookings")
             .err()
@@ -417,6 +396,97 @@ mod tests {
         }
     }
 
+    /// The smallest environment `pulse serve` accepts, locally.
+    fn local_env(extra: &[(&str, &str)]) -> Env {
+        let mut vars = vec![
+            (
+                "PULSE_DATABASE_URL",
+                "postgres://pulse:db-password-42@127.0.0.1:5432/pulse_fr",
+            ),
+            (
+                "PULSE_REDIS_URL",
+                "redis://:redis-password-42@127.0.0.1:6379",
+            ),
+            ("PULSE_JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-42"),
+            ("PULSE_DEVELOPMENT_MODE", "true"),
+            ("PULSE_COUNTRY__CODE", "FR"),
+            ("PULSE_COUNTRY__TIMEZONE", "Europe/Paris"),
+            ("PULSE_COUNTRY__CURRENCY", "EUR"),
+            ("PULSE_COUNTRY__LOCALE", "fr-FR"),
+        ];
+        vars.extend_from_slice(extra);
+        Env::from_map(vars)
+    }
+
+    #[test]
+    fn every_target_is_the_component_it_names() {
+        let env = local_env(&[]);
+        let server = ServerSettings::read(&env).expect("server settings");
+        for target in TARGETS {
+            let component = (target.load)(&env, &server).expect("component");
+            assert_eq!(component.name(), target.name);
+            assert_eq!(component.description(), target.description);
+        }
+    }
+
+    #[test]
+    fn bad_ordering_settings_stop_start_up_naming_the_variable() {
+        for (var, value) in [
+            ("PULSE_PAYMENT_PROVIDER", "nonsense"),
+            ("PULSE_MARKETING_GRPC_URL", "http://"),
+            ("PULSE_MARKETING_GRPC_URL", "marketing.pulse-fr.svc:50051"),
+        ] {
+            let err = ServeSettings::read(&local_env(&[(var, value)]), Some("ordering"))
+                .expect_err(value);
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        // Booking does not read ordering's settings.
+        ServeSettings::read(
+            &local_env(&[("PULSE_PAYMENT_PROVIDER", "nonsense")]),
+            Some("booking"),
+        )
+        .expect("booking ignores ordering's settings");
+    }
+
+    #[test]
+    fn the_sandbox_needs_the_development_switch() {
+        let env = local_env(&[
+            ("PULSE_DEVELOPMENT_MODE", "false"),
+            ("PULSE_PAYMENT_PROVIDER", "sandbox"),
+        ]);
+        let err = ServeSettings::read(&env, Some("ordering")).expect_err("sandbox in production");
+        let text = err.to_string();
+        assert!(
+            text.contains("PULSE_PAYMENT_PROVIDER") && text.contains("PULSE_DEVELOPMENT_MODE"),
+            "{text}"
+        );
+        let env = local_env(&[("PULSE_DEVELOPMENT_MODE", "false")]);
+        let err = ServeSettings::read(&env, Some("ordering")).expect_err("no provider");
+        assert!(err.to_string().contains("PULSE_PAYMENT_PROVIDER"), "{err}");
+        ServeSettings::read(&local_env(&[]), Some("ordering")).expect("sandbox in development");
+    }
+
+    #[test]
+    fn settings_debug_shows_no_secret() {
+        let env = local_env(&[
+            ("PULSE_PAYMENT_PROVIDER", "stripe"),
+            ("PULSE_STRIPE_API_KEY", "sk_test_stripe-key-42"),
+            ("PULSE_PAYMENT_WEBHOOK_SECRET", "whsec_webhook-secret-42"),
+        ]);
+        let settings = ServeSettings::read(&env, Some("all")).expect("settings");
+        let shown = format!("{settings:?}");
+        for secret in [
+            "db-password-42",
+            "redis-password-42",
+            "jwt-secret-jwt-secret",
+            "stripe-key-42",
+            "webhook-secret-42",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(shown.contains("127.0.0.1"), "{shown}");
+    }
+
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
@@ -434,20 +504,11 @@ mod tests {
             roles: vec!["patient".into()],
             country: "fr".into(),
             ttl: Duration::from_secs(60),
-            jwt: JwtArgs {
-                jwt_issuer: "pulse".into(),
-                jwt_algorithm: "HS256".into(),
-                jwt_secret: Some("x".repeat(40)),
-                jwt_public_key_file: None,
-            },
         };
-        let token = token(&args).expect("mint");
-        let verifier = args
-            .jwt
-            .settings()
-            .expect("settings")
-            .authenticator("FR")
-            .expect("auth");
+        let jwt = JwtSettings::read(&Env::from_map([("PULSE_JWT_SECRET", "x".repeat(40))]))
+            .expect("settings");
+        let token = token(&args, &jwt).expect("mint");
+        let verifier = jwt.authenticator("FR").expect("auth");
         let claims = verifier.verify(&token).expect("valid");
         assert_eq!(claims.country, "FR");
         assert_eq!(claims.sub, "demo");

@@ -49,14 +49,20 @@ fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
 pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
     let marketing = pulse_marketing::Marketing;
-    let ordering = pulse_ordering::Ordering::default();
-    pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations()).await?;
-    pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations()).await?;
     let settings = ServerSettings {
         db_max_connections: 32,
         kafka_partitions: 3,
+        // Fixed ports: ordering's defaults point at this process's own listeners.
+        http_addr: ([127, 0, 0, 1], testing::free_port()).into(),
+        grpc_addr: ([127, 0, 0, 1], testing::free_port()).into(),
         ..testing::server_settings(&db.url, &redis_url())
     };
+    let ordering = pulse_ordering::Ordering::read(
+        &pulse_kit::settings::Env::from_map([("PULSE_PAYMENT_PROVIDER", "sandbox")]),
+        &settings,
+    )?;
+    pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations()).await?;
+    pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations()).await?;
     let country = testing::france();
     let keyspace = format!(
         "{}-{}",

@@ -1,13 +1,12 @@
 //! A booking server for one test: its own database, real Redis and Kafka, HS256 tokens.
 #![allow(dead_code, missing_docs)]
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
-use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{RunningServer, start};
-use pulse_kit::testing::{self, TestDatabase, redis_url};
+use pulse_kit::settings::Secret;
+use pulse_kit::testing::{self, redis_url};
 use serde_json::{Value, json};
 
 /// France with a year-long horizon (to reach the next DST changes) and no practical rate limit.
@@ -15,14 +14,15 @@ pub fn france() -> CountryConfig {
     testing::france()
 }
 
-pub struct TestApp {
-    pub db: TestDatabase,
-    pub server: Option<RunningServer>,
-    pub base: String,
-    pub admin_base: String,
-    pub grpc: SocketAddr,
-    pub client: reqwest::Client,
-    pub country: CountryConfig,
+/// The kit's test harness running booking, plus booking's request helpers.
+pub struct TestApp(testing::TestApp);
+
+impl Deref for TestApp {
+    type Target = testing::TestApp;
+
+    fn deref(&self) -> &testing::TestApp {
+        &self.0
+    }
 }
 
 impl TestApp {
@@ -31,37 +31,15 @@ impl TestApp {
     }
 
     pub async fn start_with(country: CountryConfig, redis: &str) -> Self {
-        let db = TestDatabase::create().await;
-        let booking = pulse_booking::Booking;
-        pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations())
-            .await
-            .expect("migrate");
-        let settings = testing::server_settings(&db.url, redis);
-        let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
-        let server = start(&settings, country.clone(), components)
-            .await
-            .expect("server");
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .expect("client");
-        Self {
-            base: format!("http://{}", server.http_addr),
-            admin_base: format!("http://{}", server.admin_addr),
-            grpc: server.grpc_addr,
-            server: Some(server),
-            db,
-            client,
-            country,
-        }
-    }
-
-    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        testing::token(subject, roles, &self.country.code)
-    }
-
-    pub fn admin(&self) -> String {
-        self.token("admin-1", &["admin"])
+        let redis = redis.to_owned();
+        Self(
+            testing::TestApp::start_with(
+                vec![Arc::new(pulse_booking::Booking)],
+                country,
+                |settings| settings.redis_url = Secret::new(redis),
+            )
+            .await,
+        )
     }
 
     /// Creates a practitioner who works every day, 00:00–23:30, with `slot_minutes` slots.
@@ -134,19 +112,6 @@ impl TestApp {
             response.json().await.unwrap_or(Value::Null),
             headers,
         )
-    }
-
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.admin_base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        pulse_kit::testing::metric_value(&text, name)
     }
 }
 

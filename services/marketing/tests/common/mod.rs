@@ -1,81 +1,53 @@
 //! A marketing server for one test: its own database, real Redis and Kafka, its own keyspace.
 #![allow(dead_code, missing_docs)]
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, redis_url};
+use pulse_kit::testing;
 use pulse_marketing::reservation::CampaignKeys;
 use serde_json::{Value, json};
 
 /// The kit's test country (France).
 pub fn france() -> CountryConfig {
-    pulse_kit::testing::france()
+    testing::france()
 }
 
-pub struct TestApp {
-    pub db: TestDatabase,
-    pub server: Option<RunningServer>,
-    pub base: String,
-    pub grpc: SocketAddr,
-    pub client: reqwest::Client,
-    pub country: CountryConfig,
-    pub keyspace: String,
+/// The kit's test harness running marketing, plus marketing's request helpers.
+pub struct TestApp(testing::TestApp);
+
+impl Deref for TestApp {
+    type Target = testing::TestApp;
+
+    fn deref(&self) -> &testing::TestApp {
+        &self.0
+    }
 }
 
 impl TestApp {
     pub async fn start() -> Self {
-        Self::start_with(france(), &redis_url()).await
+        Self::start_with(france(), &testing::redis_url()).await
     }
 
     pub async fn start_with(country: CountryConfig, redis: &str) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let db = TestDatabase::create().await;
-        let marketing = pulse_marketing::Marketing;
-        pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations())
-            .await
-            .expect("migrate");
-        let settings = ServerSettings {
-            db_max_connections: 10,
-            ..pulse_kit::testing::server_settings(&db.url, redis)
-        };
-        let instance = settings.instance.clone().unwrap_or_default();
-        let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing)];
-        let server = start(&settings, country.clone(), components)
-            .await
-            .expect("server");
-        Self {
-            base: format!("http://{}", server.http_addr),
-            grpc: server.grpc_addr,
-            server: Some(server),
-            keyspace: format!("{}-{instance}", country.slug()),
-            db,
-            client: reqwest::Client::new(),
-            country,
-        }
-    }
-
-    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        pulse_kit::testing::token(subject, roles, &self.country.code)
-    }
-
-    pub fn admin(&self) -> String {
-        self.token("admin-1", &["admin"])
+        let redis = redis.to_owned();
+        Self(
+            testing::TestApp::start_with(
+                vec![Arc::new(pulse_marketing::Marketing)],
+                country,
+                |settings| {
+                    settings.db_max_connections = 10;
+                    settings.redis_url = pulse_kit::settings::Secret::new(redis);
+                },
+            )
+            .await,
+        )
     }
 
     pub fn keys(&self, campaign: &str) -> CampaignKeys {
         CampaignKeys::new(&self.keyspace, campaign)
-    }
-
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        pulse_kit::testing::redis_connection().await
     }
 
     pub fn body(
@@ -155,21 +127,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("get");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.0.get(None, path).await
     }
 }
 
-pub fn kind(problem: &Value) -> String {
-    problem["type"]
-        .as_str()
-        .and_then(|t| t.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned()
-}
+pub use testing::problem_kind as kind;

@@ -9,18 +9,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use pulse_kit::settings::Secret;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::signature;
-use super::{Checkout, CheckoutRequest, PaymentError, PaymentProvider, Refund};
+use super::{Checkout, CheckoutRequest, PaymentError, PaymentProvider, Refund, RefundStatus};
 
 /// The sandbox provider.
 #[derive(Debug, Clone)]
 pub struct SandboxProvider {
     http: reqwest::Client,
     webhook_url: String,
-    secret: Vec<u8>,
+    secret: Secret,
     delay: Duration,
     expired: Arc<Mutex<HashSet<String>>>,
 }
@@ -28,7 +29,7 @@ pub struct SandboxProvider {
 impl SandboxProvider {
     /// A sandbox that pays every checkout after `delay` and tells `webhook_url`, signing with
     /// `secret`.
-    pub fn new(webhook_url: &str, secret: &[u8], delay: Duration) -> Result<Self, PaymentError> {
+    pub fn new(webhook_url: &str, secret: Secret, delay: Duration) -> Result<Self, PaymentError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -36,7 +37,7 @@ impl SandboxProvider {
         Ok(Self {
             http,
             webhook_url: webhook_url.to_owned(),
-            secret: secret.to_vec(),
+            secret,
             delay,
             expired: Arc::default(),
         })
@@ -54,8 +55,11 @@ impl SandboxProvider {
     async fn deliver(&self, body: String) {
         let mut backoff = Duration::from_millis(200);
         for attempt in 1..=6 {
-            let header =
-                signature::header(&[&self.secret], Utc::now().timestamp(), body.as_bytes());
+            let header = signature::header(
+                &[self.secret.expose().as_bytes()],
+                Utc::now().timestamp(),
+                body.as_bytes(),
+            );
             let sent = self
                 .http
                 .post(&self.webhook_url)
@@ -129,7 +133,7 @@ impl PaymentProvider for SandboxProvider {
     async fn refund(&self, order_id: Uuid, _payment_intent: &str) -> Result<Refund, PaymentError> {
         Ok(Refund {
             refund_id: format!("re_sandbox_{}", order_id.simple()),
-            status: "succeeded".into(),
+            status: RefundStatus::Succeeded,
         })
     }
 

@@ -57,10 +57,10 @@ pub fn header(secrets: &[&[u8]], timestamp: i64, body: &[u8]) -> String {
 
 /// Verifies a `Stripe-Signature` header against `body` at time `now` (Unix seconds); returns the
 /// signed timestamp. Comparisons are constant-time.
-pub fn verify(
+pub fn verify<S: AsRef<[u8]>>(
     header: &str,
     body: &[u8],
-    secrets: &[Vec<u8>],
+    secrets: &[S],
     now: i64,
 ) -> Result<i64, SignatureError> {
     let mut timestamp = None;
@@ -89,7 +89,9 @@ pub fn verify(
     }
     for secret in secrets {
         for signature in &signatures {
-            if mac(secret, timestamp, body).is_some_and(|mac| mac.verify_slice(signature).is_ok()) {
+            if mac(secret.as_ref(), timestamp, body)
+                .is_some_and(|mac| mac.verify_slice(signature).is_ok())
+            {
                 return Ok(timestamp);
             }
         }

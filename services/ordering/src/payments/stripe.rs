@@ -6,17 +6,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pulse_kit::settings::Secret;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Checkout, CheckoutRequest, PaymentError, PaymentProvider, Refund};
+use super::{Checkout, CheckoutRequest, PaymentError, PaymentProvider, Refund, RefundStatus};
 
 /// The Stripe-compatible adapter.
 #[derive(Debug, Clone)]
 pub struct StripeProvider {
     http: reqwest::Client,
     base_url: String,
-    api_key: String,
+    api_key: Secret,
     return_url: String,
 }
 
@@ -31,7 +32,7 @@ struct SessionReply {
 struct RefundReply {
     id: String,
     #[serde(default)]
-    status: Option<String>,
+    status: Option<RefundStatus>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,7 +49,7 @@ struct ErrorBody {
 impl StripeProvider {
     /// An adapter calling `base_url` (`https://api.stripe.com`) with `api_key`; `return_url` is
     /// where the buyer lands after paying or giving up (`{ORDER_ID}` is replaced by the order).
-    pub fn new(base_url: &str, api_key: &str, return_url: &str) -> Result<Self, PaymentError> {
+    pub fn new(base_url: &str, api_key: Secret, return_url: &str) -> Result<Self, PaymentError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))
@@ -57,7 +58,7 @@ impl StripeProvider {
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: api_key.to_owned(),
+            api_key,
             return_url: return_url.to_owned(),
         })
     }
@@ -71,7 +72,7 @@ impl StripeProvider {
         let response = self
             .http
             .post(format!("{}{path}", self.base_url))
-            .bearer_auth(&self.api_key)
+            .bearer_auth(self.api_key.expose())
             .header("Idempotency-Key", idempotency_key)
             .form(form)
             .send()
@@ -155,7 +156,7 @@ impl PaymentProvider for StripeProvider {
             .await?;
         Ok(Refund {
             refund_id: refund.id,
-            status: refund.status.unwrap_or_else(|| "pending".into()),
+            status: refund.status.unwrap_or(RefundStatus::Pending),
         })
     }
 

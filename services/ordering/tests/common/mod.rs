@@ -3,35 +3,28 @@
 #![allow(dead_code, missing_docs)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::server::{RunningServer, ServerSettings, start};
-use pulse_kit::testing::{TestDatabase, redis_url};
+use pulse_kit::settings::{Env, Secret, ordering as vars};
+use pulse_kit::testing::{self, free_port, redis_url};
 use pulse_marketing::reservation::CampaignKeys;
-use pulse_ordering::settings::{OrderingSettings, PaymentSettings};
+use pulse_ordering::settings::OrderingSettings;
 use serde_json::{Value, json};
+
+pub use testing::{eventually, problem_kind as kind};
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
 
 /// France (the kit's test country), with a payment timeout of `timeout_seconds`.
 pub fn france(timeout_seconds: u32) -> CountryConfig {
-    let mut country = pulse_kit::testing::france();
+    let mut country = testing::france();
     // Below the production minimum of 30 s, so the tests do not wait.
     country.ordering.payment_timeout_seconds = timeout_seconds;
     country
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// What to run.
@@ -57,17 +50,19 @@ impl Default for Options {
     }
 }
 
+/// The kit's test harness running marketing and/or ordering, plus their request helpers.
 pub struct TestApp {
-    pub db: TestDatabase,
-    pub server: Option<RunningServer>,
-    pub base: String,
-    pub admin_base: String,
-    pub grpc: SocketAddr,
-    pub client: reqwest::Client,
-    pub country: CountryConfig,
-    pub keyspace: String,
+    app: testing::TestApp,
+    /// Ordering's settings, as the server runs them.
     pub settings: OrderingSettings,
-    pub pool: sqlx::PgPool,
+}
+
+impl Deref for TestApp {
+    type Target = testing::TestApp;
+
+    fn deref(&self) -> &testing::TestApp {
+        &self.app
+    }
 }
 
 impl TestApp {
@@ -76,89 +71,49 @@ impl TestApp {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        // Logs of the server under test, when RUST_LOG asks for them.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let db = TestDatabase::create().await;
-        let marketing = pulse_marketing::Marketing;
-        pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations())
-            .await
-            .expect("migrate marketing");
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let mut settings = OrderingSettings {
-            marketing_grpc_url: format!("http://127.0.0.1:{grpc_port}"),
-            payment: PaymentSettings::Sandbox {
-                webhook_url: format!("http://127.0.0.1:{http_port}/v1/payments/webhook"),
-                delay: Duration::from_millis(100),
-            },
-            webhook_secrets: vec![WEBHOOK_SECRET.as_bytes().to_vec()],
-            sweep_interval: Duration::from_millis(200),
-            ..OrderingSettings::default()
+        let (http_port, grpc_port) = (free_port(), free_port());
+        let redis = options.redis.clone();
+        let tune = move |settings: &mut pulse_kit::server::ServerSettings| {
+            settings.http_addr = ([127, 0, 0, 1], http_port).into();
+            settings.grpc_addr = ([127, 0, 0, 1], grpc_port).into();
+            settings.redis_url = Secret::new(redis.clone());
         };
+        let mut planned = testing::server_settings("postgres://planned", &options.redis);
+        tune(&mut planned);
+        // Marketing and the sandbox's webhooks default to this server's own ports. The sandbox
+        // pays a second after a checkout starts: tests start a payment and ask for it again
+        // before it is paid, which a loaded machine did not always do within 100 ms.
+        let mut settings = OrderingSettings::read(
+            &Env::from_map([
+                (vars::PAYMENT_WEBHOOK_SECRET.var, WEBHOOK_SECRET),
+                (vars::PAYMENT_SANDBOX_DELAY_MS.var, "1000"),
+                (vars::SWEEP_INTERVAL_MS.var, "200"),
+            ]),
+            &planned,
+        )
+        .expect("ordering settings");
         (options.settings)(&mut settings);
-        let ordering = pulse_ordering::Ordering::new(settings.clone());
+        let mut components: Vec<Arc<dyn Component>> = Vec::new();
+        if options.marketing {
+            components.push(Arc::new(pulse_marketing::Marketing));
+        }
+        // Ordering's schema exists even when its component does not run: tests read its tables.
+        let ordering = Arc::new(pulse_ordering::Ordering::new(settings.clone()));
+        let db = testing::TestDatabase::create().await;
         pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations())
             .await
             .expect("migrate ordering");
-        let server_settings = ServerSettings {
-            http_addr: SocketAddr::from(([127, 0, 0, 1], http_port)),
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
-            ..pulse_kit::testing::server_settings(&db.url, &options.redis)
-        };
-        let instance = server_settings.instance.clone().unwrap_or_default();
-        let mut components: Vec<Arc<dyn Component>> = Vec::new();
-        if options.marketing {
-            components.push(Arc::new(marketing));
-        }
         if options.ordering {
-            components.push(Arc::new(ordering));
+            components.push(ordering);
         }
-        let server = start(&server_settings, options.country.clone(), components)
-            .await
-            .expect("server");
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(512)
-            .build()
-            .expect("client");
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&db.url)
-            .await
-            .expect("pool");
-        Self {
-            base: format!("http://{}", server.http_addr),
-            admin_base: format!("http://{}", server.admin_addr),
-            grpc: server.grpc_addr,
-            server: Some(server),
-            keyspace: format!("{}-{instance}", options.country.slug()),
-            db,
-            client,
-            country: options.country,
-            settings,
-            pool,
-        }
-    }
-
-    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        pulse_kit::testing::token(subject, roles, &self.country.code)
-    }
-
-    pub fn admin(&self) -> String {
-        self.token("admin-1", &["admin"])
+        let app = testing::TestApp::start_on(db, components, options.country, tune).await;
+        Self { app, settings }
     }
 
     pub fn keys(&self, campaign: &str) -> CampaignKeys {
         CampaignKeys::new(&self.keyspace, campaign)
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        pulse_kit::testing::redis_connection().await
-    }
-
-    /// Creates a campaign open from now for an hour.
     pub async fn campaign(&self, id: &str, stock: u32, per_user_limit: u32) -> Value {
         let now = Utc::now();
         self.put_campaign(
@@ -243,27 +198,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("get");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.app.get(Some(token), path).await
     }
 
     pub async fn post(&self, token: &str, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("post");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.app.post(Some(token), path, None).await
     }
 
     pub async fn order_status(&self, id: &str) -> Option<String> {
@@ -296,19 +235,6 @@ impl TestApp {
         .await
         .expect("outbox")
     }
-
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.admin_base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        pulse_kit::testing::metric_value(&text, name)
-    }
 }
 
 pub fn encode(id: &str) -> String {
@@ -339,35 +265,6 @@ pub async fn seckill(
         response.json().await.unwrap_or(Value::Null),
         content_type,
     )
-}
-
-/// Waits until `check` holds (polling), or fails the test after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        // Slow enough to stay under the per-client rate limit when polling over HTTP.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The problem type's last segment.
-pub fn kind(problem: &Value) -> String {
-    problem["type"]
-        .as_str()
-        .and_then(|t| t.rsplit('/').next())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Counts by value.

@@ -1,12 +1,14 @@
-//! Booking rules, free of I/O: schedules, slot generation in the country's time zone, and the
-//! checks a booking or a cancellation must pass.
+//! Weekly schedules and the slots they generate in the country's time zone.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use pulse_kit::config::{BookingRules, CountryConfig, Weekday};
+use pulse_kit::config::{CountryConfig, Weekday};
 use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+use super::time::{local_day, resolve};
 
 /// A working range within a day, local time, `start < end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,23 +48,6 @@ pub struct Schedule {
     pub exceptions: Vec<DayOff>,
 }
 
-/// Why an input is invalid: the field and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    /// The offending field.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
 impl Schedule {
     /// The country's usual week: its working days and hours, with `slot_minutes` slots.
     pub fn country_default(country: &CountryConfig, slot_minutes: u16) -> Self {
@@ -88,17 +73,29 @@ impl Schedule {
         }
     }
 
-    /// Checks lengths, ordering and overlaps.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        if !(5..=240).contains(&self.slot_minutes) {
-            return Err(invalid("slotMinutes", "must be between 5 and 240"));
+    fn is_day_off(&self, date: NaiveDate) -> bool {
+        self.exceptions.iter().any(|e| e.date == date)
+    }
+}
+
+/// A [`Schedule`] that passed its checks; only [`ValidSchedule::parse`] makes one, so slot
+/// generation can rely on it (a slot length of zero would never end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidSchedule(Schedule);
+
+impl ValidSchedule {
+    /// Checks the slot length (5 to 240 minutes), each day's ranges (ordered, not overlapping, at
+    /// most 12) and the number of days off.
+    pub fn parse(schedule: Schedule) -> Result<Self, Invalid> {
+        if !(5..=240).contains(&schedule.slot_minutes) {
+            return Err(Invalid::new("slotMinutes", "must be between 5 and 240"));
         }
-        for (day, ranges) in &self.weekly {
+        for (day, ranges) in &schedule.weekly {
             let mut sorted = ranges.clone();
             sorted.sort_by_key(|r| r.start);
             for (i, range) in sorted.iter().enumerate() {
                 if range.start >= range.end {
-                    return Err(invalid(
+                    return Err(Invalid::new(
                         format!("weekly.{day:?}"),
                         format!(
                             "range {}–{} must end after it starts",
@@ -110,24 +107,25 @@ impl Schedule {
                 if let Some(next) = sorted.get(i + 1)
                     && next.start < range.end
                 {
-                    return Err(invalid(format!("weekly.{day:?}"), "ranges overlap"));
+                    return Err(Invalid::new(format!("weekly.{day:?}"), "ranges overlap"));
                 }
             }
             if ranges.len() > 12 {
-                return Err(invalid(
+                return Err(Invalid::new(
                     format!("weekly.{day:?}"),
                     "at most 12 ranges per day",
                 ));
             }
         }
-        if self.exceptions.len() > 400 {
-            return Err(invalid("exceptions", "at most 400 days off"));
+        if schedule.exceptions.len() > 400 {
+            return Err(Invalid::new("exceptions", "at most 400 days off"));
         }
-        Ok(())
+        Ok(Self(schedule))
     }
 
-    fn is_day_off(&self, date: NaiveDate) -> bool {
-        self.exceptions.iter().any(|e| e.date == date)
+    /// The schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.0
     }
 }
 
@@ -140,38 +138,16 @@ pub struct SlotTime {
     pub ends_at: DateTime<Utc>,
 }
 
-/// The instant a local wall-clock time denotes. A time skipped by a spring-forward change is
-/// moved past the gap; a time repeated by a fall-back change takes its first occurrence for a
-/// start (`earliest`) and its second for an end.
-fn resolve(tz: Tz, date: NaiveDate, time: NaiveTime, earliest: bool) -> Option<DateTime<Utc>> {
-    let local = date.and_time(time);
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(first, second) => {
-            Some(if earliest { first } else { second }.with_timezone(&Utc))
-        }
-        LocalResult::None => {
-            // Inside a gap: the first valid minute after it.
-            (1..=180).find_map(
-                |m| match tz.from_local_datetime(&(local + Duration::minutes(m))) {
-                    LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-                    LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
-                    LocalResult::None => None,
-                },
-            )
-        }
-    }
-}
-
 /// Slots of `schedule` on the local dates `from..=to` in time zone `tz`. Slots follow real time:
 /// on a spring-forward day a range crossing the gap has an hour fewer, on a fall-back day an
 /// hour more; every slot lasts exactly `slot_minutes`.
 pub fn generate_slots(
-    schedule: &Schedule,
+    schedule: &ValidSchedule,
     tz: Tz,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Vec<SlotTime> {
+    let schedule = schedule.schedule();
     let length = Duration::minutes(i64::from(schedule.slot_minutes));
     let mut out = Vec::new();
     let mut date = from;
@@ -221,100 +197,17 @@ pub fn weekday_of(date: NaiveDate) -> Weekday {
     }
 }
 
-/// The local date of an instant.
-pub fn local_day(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
-    at.with_timezone(&tz).date_naive()
-}
-
-/// An instant in the country's time zone, RFC 3339 with its offset (`2026-03-29T09:00:00+02:00`).
-pub fn local_rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
-}
-
-/// Why a booking or cancellation is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuleViolation {
-    /// The slot starts too soon.
-    #[error("this slot starts too soon: book at least {min_notice_minutes} minutes ahead")]
-    TooSoon {
-        /// The country's minimum notice.
-        min_notice_minutes: u32,
-    },
-    /// The slot is beyond the booking horizon.
-    #[error("this slot is too far ahead: bookings open {horizon_days} days in advance")]
-    BeyondHorizon {
-        /// The country's horizon.
-        horizon_days: u32,
-    },
-    /// The patient already has the maximum number of appointments that day.
-    #[error("you already have {max} appointment(s) on {day}, the most allowed per day")]
-    DailyLimit {
-        /// The limit.
-        max: u32,
-        /// The local day.
-        day: NaiveDate,
-    },
-    /// Too late to cancel.
-    #[error("appointments can be cancelled up to {cutoff_minutes} minutes before they start")]
-    CancellationTooLate {
-        /// The country's cut-off.
-        cutoff_minutes: u32,
-    },
-    /// The appointment has already started or is over.
-    #[error("this appointment has already started")]
-    AlreadyStarted,
-}
-
-/// Checks the country's rules for booking a slot starting at `starts_at`, given how many active
-/// appointments the patient already has on that local day.
-pub fn check_booking(
-    rules: &BookingRules,
+/// The slots `schedule` publishes from `now` to the last bookable day `until`, in the future
+/// only.
+pub fn future_slots(
+    schedule: &ValidSchedule,
     tz: Tz,
     now: DateTime<Utc>,
-    starts_at: DateTime<Utc>,
-    active_that_day: u32,
-) -> Result<(), RuleViolation> {
-    if starts_at < now + Duration::minutes(i64::from(rules.min_notice_minutes)) {
-        return Err(RuleViolation::TooSoon {
-            min_notice_minutes: rules.min_notice_minutes,
-        });
-    }
-    let last_day = local_day(now, tz) + Duration::days(i64::from(rules.horizon_days));
-    if local_day(starts_at, tz) > last_day {
-        return Err(RuleViolation::BeyondHorizon {
-            horizon_days: rules.horizon_days,
-        });
-    }
-    if active_that_day >= rules.max_appointments_per_patient_per_day {
-        return Err(RuleViolation::DailyLimit {
-            max: rules.max_appointments_per_patient_per_day,
-            day: local_day(starts_at, tz),
-        });
-    }
-    Ok(())
-}
-
-/// Checks whether an appointment starting at `starts_at` may be cancelled now. Practitioners
-/// may cancel their own agenda until the start; patients until the country's cut-off.
-pub fn check_cancellation(
-    rules: &BookingRules,
-    now: DateTime<Utc>,
-    starts_at: DateTime<Utc>,
-    by_practitioner: bool,
-) -> Result<(), RuleViolation> {
-    if starts_at <= now {
-        return Err(RuleViolation::AlreadyStarted);
-    }
-    if !by_practitioner
-        && starts_at < now + Duration::minutes(i64::from(rules.cancellation_cutoff_minutes))
-    {
-        return Err(RuleViolation::CancellationTooLate {
-            cutoff_minutes: rules.cancellation_cutoff_minutes,
-        });
-    }
-    Ok(())
+    until: NaiveDate,
+) -> Vec<SlotTime> {
+    let mut slots = generate_slots(schedule, tz, local_day(now, tz), until);
+    slots.retain(|s| s.starts_at > now);
+    slots
 }
 
 mod hhmm {
@@ -335,6 +228,18 @@ mod hhmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::local_rfc3339;
+
+    /// Slots of a valid `schedule` in Paris.
+    fn paris_slots(schedule: &Schedule, from: NaiveDate, to: NaiveDate) -> Vec<SlotTime> {
+        let schedule = ValidSchedule::parse(schedule.clone()).expect("valid schedule");
+        generate_slots(&schedule, chrono_tz::Europe::Paris, from, to)
+    }
+
+    /// One range `start`–`end` every day.
+    fn daily(start: NaiveTime, end: NaiveTime, slot_minutes: u16) -> Schedule {
+        every_day(vec![WorkingRange { start, end }], slot_minutes)
+    }
 
     fn hm(h: u32, m: u32) -> NaiveTime {
         NaiveTime::from_hms_opt(h, m, 0).expect("time")
@@ -382,12 +287,7 @@ mod tests {
             date: date(2026, 6, 2),
             reason: "holiday".into(),
         });
-        let slots = generate_slots(
-            &schedule,
-            chrono_tz::Europe::Paris,
-            date(2026, 6, 1),
-            date(2026, 6, 2),
-        );
+        let slots = paris_slots(&schedule, date(2026, 6, 1), date(2026, 6, 2));
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -402,19 +302,8 @@ mod tests {
     #[test]
     fn spring_forward_day_in_paris() {
         // 2026-03-29: clocks jump from 02:00 to 03:00 (+01:00 → +02:00).
-        let day = every_day(
-            vec![WorkingRange {
-                start: hm(9, 0),
-                end: hm(10, 0),
-            }],
-            30,
-        );
-        let slots = generate_slots(
-            &day,
-            chrono_tz::Europe::Paris,
-            date(2026, 3, 28),
-            date(2026, 3, 29),
-        );
+        let day = daily(hm(9, 0), hm(10, 0), 30);
+        let slots = paris_slots(&day, date(2026, 3, 28), date(2026, 3, 29));
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -426,19 +315,8 @@ mod tests {
         );
         assert_eq!(slots[2].starts_at.to_rfc3339(), "2026-03-29T07:00:00+00:00");
         // A night range across the gap: 01:00–04:00 local is two real hours.
-        let night = every_day(
-            vec![WorkingRange {
-                start: hm(1, 0),
-                end: hm(4, 0),
-            }],
-            30,
-        );
-        let slots = generate_slots(
-            &night,
-            chrono_tz::Europe::Paris,
-            date(2026, 3, 29),
-            date(2026, 3, 29),
-        );
+        let night = daily(hm(1, 0), hm(4, 0), 30);
+        let slots = paris_slots(&night, date(2026, 3, 29), date(2026, 3, 29));
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -449,19 +327,8 @@ mod tests {
             ]
         );
         // A range starting inside the gap starts when the clock resumes.
-        let gap = every_day(
-            vec![WorkingRange {
-                start: hm(2, 30),
-                end: hm(4, 0),
-            }],
-            30,
-        );
-        let slots = generate_slots(
-            &gap,
-            chrono_tz::Europe::Paris,
-            date(2026, 3, 29),
-            date(2026, 3, 29),
-        );
+        let gap = daily(hm(2, 30), hm(4, 0), 30);
+        let slots = paris_slots(&gap, date(2026, 3, 29), date(2026, 3, 29));
         assert_eq!(
             local_starts(&slots),
             vec!["2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00"]
@@ -471,38 +338,16 @@ mod tests {
     #[test]
     fn fall_back_day_in_paris() {
         // 2026-10-25: clocks go back from 03:00 to 02:00 (+02:00 → +01:00).
-        let day = every_day(
-            vec![WorkingRange {
-                start: hm(9, 0),
-                end: hm(10, 0),
-            }],
-            60,
-        );
-        let slots = generate_slots(
-            &day,
-            chrono_tz::Europe::Paris,
-            date(2026, 10, 24),
-            date(2026, 10, 25),
-        );
+        let day = daily(hm(9, 0), hm(10, 0), 60);
+        let slots = paris_slots(&day, date(2026, 10, 24), date(2026, 10, 25));
         assert_eq!(
             local_starts(&slots),
             vec!["2026-10-24T09:00:00+02:00", "2026-10-25T09:00:00+01:00"]
         );
         assert_eq!(slots[1].starts_at.to_rfc3339(), "2026-10-25T08:00:00+00:00");
         // 01:00–04:00 local is four real hours: 02:00 and 02:30 happen twice.
-        let night = every_day(
-            vec![WorkingRange {
-                start: hm(1, 0),
-                end: hm(4, 0),
-            }],
-            30,
-        );
-        let slots = generate_slots(
-            &night,
-            chrono_tz::Europe::Paris,
-            date(2026, 10, 25),
-            date(2026, 10, 25),
-        );
+        let night = daily(hm(1, 0), hm(4, 0), 30);
+        let slots = paris_slots(&night, date(2026, 10, 25), date(2026, 10, 25));
         assert_eq!(
             local_starts(&slots),
             vec![
@@ -525,16 +370,15 @@ mod tests {
 
     #[test]
     fn schedules_are_validated() {
-        let mut schedule = every_day(
-            vec![WorkingRange {
-                start: hm(9, 0),
-                end: hm(12, 0),
-            }],
-            30,
-        );
-        assert!(schedule.validate().is_ok());
+        let mut schedule = daily(hm(9, 0), hm(12, 0), 30);
+        assert!(ValidSchedule::parse(schedule.clone()).is_ok());
         schedule.slot_minutes = 2;
-        assert_eq!(schedule.validate().expect_err("short").field, "slotMinutes");
+        assert_eq!(
+            ValidSchedule::parse(schedule.clone())
+                .expect_err("short")
+                .field,
+            "slotMinutes"
+        );
         let overlapping = every_day(
             vec![
                 WorkingRange {
@@ -549,72 +393,12 @@ mod tests {
             30,
         );
         assert!(
-            overlapping
-                .validate()
+            ValidSchedule::parse(overlapping)
                 .expect_err("overlap")
                 .message
                 .contains("overlap")
         );
-        let backwards = every_day(
-            vec![WorkingRange {
-                start: hm(12, 0),
-                end: hm(9, 0),
-            }],
-            30,
-        );
-        assert!(backwards.validate().is_err());
-    }
-
-    fn rules() -> BookingRules {
-        BookingRules {
-            min_notice_minutes: 120,
-            cancellation_cutoff_minutes: 1440,
-            max_appointments_per_patient_per_day: 1,
-            horizon_days: 60,
-        }
-    }
-
-    #[test]
-    fn booking_rules() {
-        let tz = chrono_tz::Europe::Paris;
-        let now = Utc
-            .with_ymd_and_hms(2026, 6, 1, 8, 0, 0)
-            .single()
-            .expect("now");
-        assert!(check_booking(&rules(), tz, now, now + Duration::hours(3), 0).is_ok());
-        assert_eq!(
-            check_booking(&rules(), tz, now, now + Duration::minutes(90), 0),
-            Err(RuleViolation::TooSoon {
-                min_notice_minutes: 120
-            })
-        );
-        assert_eq!(
-            check_booking(&rules(), tz, now, now + Duration::days(61), 0),
-            Err(RuleViolation::BeyondHorizon { horizon_days: 60 })
-        );
-        assert!(matches!(
-            check_booking(&rules(), tz, now, now + Duration::hours(3), 1),
-            Err(RuleViolation::DailyLimit { max: 1, .. })
-        ));
-    }
-
-    #[test]
-    fn cancellation_rules() {
-        let now = Utc
-            .with_ymd_and_hms(2026, 6, 1, 8, 0, 0)
-            .single()
-            .expect("now");
-        assert!(check_cancellation(&rules(), now, now + Duration::days(2), false).is_ok());
-        assert_eq!(
-            check_cancellation(&rules(), now, now + Duration::hours(5), false),
-            Err(RuleViolation::CancellationTooLate {
-                cutoff_minutes: 1440
-            })
-        );
-        assert!(check_cancellation(&rules(), now, now + Duration::hours(5), true).is_ok());
-        assert_eq!(
-            check_cancellation(&rules(), now, now - Duration::hours(1), true),
-            Err(RuleViolation::AlreadyStarted)
-        );
+        let backwards = daily(hm(12, 0), hm(9, 0), 30);
+        assert!(ValidSchedule::parse(backwards.clone()).is_err());
     }
 }

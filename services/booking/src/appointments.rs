@@ -1,0 +1,360 @@
+//! The appointment flow: booking a slot, cancelling and rescheduling, and reading appointments
+//! back. HTTP and gRPC call it; it owns the slot lock, the transaction and the order in which the
+//! country's rules are checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use prometheus_client::metrics::counter::Counter;
+use pulse_kit::config::CountryConfig;
+use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
+use redis::aio::ConnectionManager;
+use sqlx::{PgConnection, Postgres, Transaction};
+use tracing::field::{Empty, display};
+use uuid::Uuid;
+
+use crate::domain::{self, Actor, SlotStatus};
+use crate::events::AppointmentEvent;
+use crate::flow::{BeforeCommit, BookingError};
+use crate::store::{AppointmentRow, NewAppointment, Store};
+
+/// How long a slot's Redis lock lives if its holder never releases it.
+const SLOT_LOCK_TTL: Duration = Duration::from_secs(5);
+/// Most appointments one list returns.
+const LIST_LIMIT: i64 = 500;
+
+/// Booking, cancelling and rescheduling appointments.
+///
+/// Each write is one function shaped `lock → begin → work → commit (event, hook, COMMIT) →
+/// unlock`:
+/// - a short Redis lock on the slot turns a crowd away at once (409 `slot-being-booked`); when
+///   Redis is unreachable the flow goes on without it (counted in `booking_slot_lock_bypassed`)
+///   and the database alone decides;
+/// - one PostgreSQL transaction locks the slot (`SELECT … FOR UPDATE`), checks the country's
+///   rules (minimum notice, horizon, appointments per patient per day), writes the appointment
+///   and its outbox event;
+/// - the caller's [`BeforeCommit`] hook runs in that transaction right before `COMMIT`: that is
+///   where the request's idempotency record goes, so it commits with the booking or not at all.
+#[derive(Clone)]
+pub struct Appointments {
+    store: Store,
+    country: Arc<CountryConfig>,
+    slot_locks: Arc<SlotLocks>,
+}
+
+impl Appointments {
+    /// The flow over booking's store; slot locks live in Redis under `keyspace`.
+    pub fn new(
+        store: Store,
+        country: Arc<CountryConfig>,
+        redis: RedisHandle,
+        keyspace: &str,
+    ) -> Self {
+        Self {
+            store,
+            country,
+            slot_locks: Arc::new(SlotLocks {
+                redis,
+                locks: RedisLock::new(),
+                prefix: crate::redis_prefix(keyspace),
+                bypassed: Counter::default(),
+            }),
+        }
+    }
+
+    /// Bookings decided by the database guard alone because Redis was unreachable.
+    pub fn lock_bypassed(&self) -> &Counter {
+        &self.slot_locks.bypassed
+    }
+
+    /// Books `slot_id` for `patient`.
+    #[tracing::instrument(name = "booking.book", skip_all, fields(%slot_id, appointment_id = Empty))]
+    pub async fn book(
+        &self,
+        slot_id: Uuid,
+        patient: &str,
+        hook: impl BeforeCommit<AppointmentRow>,
+    ) -> Result<AppointmentRow, BookingError> {
+        let booking = async {
+            let mut tx = self.store.begin().await?;
+            let appointment = self.take_slot(&mut tx, slot_id, patient, None).await?;
+            tracing::Span::current().record("appointment_id", display(appointment.id));
+            let event = AppointmentEvent::booked(&appointment);
+            self.commit(tx, &event, hook, appointment).await
+        };
+        self.slot_locks.around(slot_id, booking).await
+    }
+
+    /// Cancels an appointment and frees its slot. Patients may cancel their own until the
+    /// country's cut-off; its practitioner and admins until it starts.
+    #[tracing::instrument(name = "booking.cancel", skip_all, fields(appointment_id = %id))]
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        actor: &Actor,
+        hook: impl BeforeCommit<AppointmentRow>,
+    ) -> Result<AppointmentRow, BookingError> {
+        let mut tx = self.store.begin().await?;
+        let appointment = self.lock_active(&mut tx, id, actor).await?;
+        domain::check_cancellation(
+            &self.country.booking,
+            Utc::now(),
+            appointment.starts_at,
+            actor.cancels_for_the_practice(),
+        )?;
+        let cancelled = self.release_slot(&mut tx, &appointment, actor).await?;
+        let event = AppointmentEvent::cancelled(&cancelled, actor.subject());
+        self.commit(tx, &event, hook, cancelled).await
+    }
+
+    /// Moves a patient's appointment to `new_slot`: the new slot is booked and the old one freed
+    /// in one transaction. Moving counts as cancelling, so the cut-off applies.
+    #[tracing::instrument(
+        name = "booking.reschedule",
+        skip_all,
+        fields(appointment_id = %id, slot_id = %new_slot, new_appointment_id = Empty)
+    )]
+    pub async fn reschedule(
+        &self,
+        id: Uuid,
+        new_slot: Uuid,
+        patient: &str,
+        hook: impl BeforeCommit<AppointmentRow>,
+    ) -> Result<AppointmentRow, BookingError> {
+        let actor = Actor::Patient(patient.to_owned());
+        let moving = async {
+            let mut tx = self.store.begin().await?;
+            let old = self.lock_active(&mut tx, id, &actor).await?;
+            domain::check_cancellation(
+                &self.country.booking,
+                Utc::now(),
+                old.starts_at,
+                actor.cancels_for_the_practice(),
+            )?;
+            let new = self
+                .take_slot(&mut tx, new_slot, patient, Some(&old))
+                .await?;
+            tracing::Span::current().record("new_appointment_id", display(new.id));
+            self.release_slot(&mut tx, &old, &actor).await?;
+            let event = AppointmentEvent::rescheduled(&new, &old);
+            self.commit(tx, &event, hook, new).await
+        };
+        self.slot_locks.around(new_slot, moving).await
+    }
+
+    /// One appointment (internal callers).
+    #[tracing::instrument(name = "booking.get_appointment", skip_all, fields(appointment_id = %id))]
+    pub async fn get(&self, id: Uuid) -> Result<AppointmentRow, BookingError> {
+        self.store
+            .appointment(self.store.pool(), id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound(id))
+    }
+
+    /// One appointment, if `actor` may see it.
+    #[tracing::instrument(name = "booking.get_appointment", skip_all, fields(appointment_id = %id))]
+    pub async fn get_for(&self, id: Uuid, actor: &Actor) -> Result<AppointmentRow, BookingError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let appointment = self
+            .store
+            .appointment(&mut *conn, id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound(id))?;
+        if self.may_manage(&mut conn, &appointment, actor).await? {
+            Ok(appointment)
+        } else {
+            Err(BookingError::AppointmentNotFound(id))
+        }
+    }
+
+    /// A patient's appointments, newest first.
+    #[tracing::instrument(name = "booking.patient_appointments", skip_all)]
+    pub async fn of_patient(&self, patient: &str) -> Result<Vec<AppointmentRow>, BookingError> {
+        Ok(self.store.patient_appointments(patient, LIST_LIMIT).await?)
+    }
+
+    /// A practitioner's agenda (by account subject) from yesterday on, earliest first.
+    #[tracing::instrument(name = "booking.agenda", skip_all)]
+    pub async fn agenda(&self, account_subject: &str) -> Result<Vec<AppointmentRow>, BookingError> {
+        let from = Utc::now() - chrono::Duration::days(1);
+        Ok(self.store.agenda(account_subject, from, LIST_LIMIT).await?)
+    }
+
+    /// Ends a write: appends its outbox event, runs the caller's hook (the idempotency record's
+    /// place), then commits. Returns `outcome`, what the hook saw.
+    async fn commit(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        event: &AppointmentEvent,
+        hook: impl BeforeCommit<AppointmentRow>,
+        outcome: AppointmentRow,
+    ) -> Result<AppointmentRow, BookingError> {
+        self.store.append_event(&mut tx, event).await?;
+        hook.run(&mut tx, &outcome).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// In the flow's transaction: locks the free slot, checks the rules for `patient` and books
+    /// it (replacing `replacing`, which no longer counts towards the daily limit).
+    async fn take_slot(
+        &self,
+        tx: &mut PgConnection,
+        slot_id: Uuid,
+        patient: &str,
+        replacing: Option<&AppointmentRow>,
+    ) -> Result<AppointmentRow, BookingError> {
+        let slot = self
+            .store
+            .lock_slot(tx, slot_id)
+            .await?
+            .ok_or(BookingError::SlotNotFound(slot_id))?;
+        if slot.status != SlotStatus::Free {
+            return Err(BookingError::SlotTaken);
+        }
+        let tz = self.country.tz();
+        let day = domain::local_day(slot.starts_at, tz);
+        self.store.lock_patient_day(tx, patient, day).await?;
+        let replacing = replacing.map(|a| a.id);
+        let active = self
+            .store
+            .active_appointments_on(tx, patient, day, replacing)
+            .await?;
+        domain::check_booking(
+            &self.country.booking,
+            tz,
+            Utc::now(),
+            slot.starts_at,
+            u32::try_from(active).unwrap_or(u32::MAX),
+        )?;
+        let new = NewAppointment {
+            slot: &slot,
+            patient,
+            local_day: day,
+            replacing,
+        };
+        let appointment = self.store.insert_appointment(tx, new).await?;
+        self.store
+            .set_slot_status(tx, slot.id, SlotStatus::Booked)
+            .await?;
+        Ok(appointment)
+    }
+
+    /// In the flow's transaction: locks an active appointment `actor` may manage.
+    async fn lock_active(
+        &self,
+        tx: &mut PgConnection,
+        id: Uuid,
+        actor: &Actor,
+    ) -> Result<AppointmentRow, BookingError> {
+        let appointment = self
+            .store
+            .lock_appointment(tx, id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound(id))?;
+        if !self.may_manage(tx, &appointment, actor).await? {
+            return Err(BookingError::AppointmentNotFound(id));
+        }
+        if appointment.status != domain::AppointmentStatus::Booked {
+            return Err(BookingError::NotActive(id));
+        }
+        Ok(appointment)
+    }
+
+    async fn may_manage(
+        &self,
+        conn: &mut PgConnection,
+        appointment: &AppointmentRow,
+        actor: &Actor,
+    ) -> Result<bool, sqlx::Error> {
+        // Only a practitioner's claim needs the practice's account.
+        let account = match actor {
+            Actor::Practitioner(_) => {
+                self.store
+                    .practitioner_account(conn, appointment.practitioner_id)
+                    .await?
+            }
+            Actor::Patient(_) | Actor::Admin(_) => None,
+        };
+        Ok(actor.may_manage(&appointment.patient_subject, account.as_deref()))
+    }
+
+    /// In the flow's transaction: cancels `appointment` and frees its slot.
+    async fn release_slot(
+        &self,
+        tx: &mut PgConnection,
+        appointment: &AppointmentRow,
+        actor: &Actor,
+    ) -> Result<AppointmentRow, BookingError> {
+        let cancelled = self
+            .store
+            .cancel_appointment(tx, appointment.id, actor.subject())
+            .await?;
+        self.store
+            .set_slot_status(tx, appointment.slot_id, SlotStatus::Free)
+            .await?;
+        Ok(cancelled)
+    }
+}
+
+/// The short Redis locks that make a crowd on one slot fail fast instead of queueing on the
+/// slot's row in PostgreSQL.
+struct SlotLocks {
+    redis: RedisHandle,
+    locks: RedisLock,
+    prefix: String,
+    bypassed: Counter,
+}
+
+/// A slot lock taken, or passed over because Redis could not be reached.
+enum SlotLock {
+    Held(ConnectionManager, LockGuard),
+    Bypassed,
+}
+
+impl SlotLocks {
+    /// Runs `work` holding the slot's lock; fails fast with [`BookingError::SlotBeingBooked`]
+    /// if someone else holds it, and runs it anyway when Redis cannot be reached.
+    async fn around<T>(
+        &self,
+        slot: Uuid,
+        work: impl Future<Output = Result<T, BookingError>>,
+    ) -> Result<T, BookingError> {
+        let lock = self.acquire(slot).await?;
+        let result = work.await;
+        self.release(lock).await;
+        result
+    }
+
+    /// Takes the slot's lock; [`BookingError::SlotBeingBooked`] if someone else holds it.
+    async fn acquire(&self, slot: Uuid) -> Result<SlotLock, BookingError> {
+        let key = format!("{}:slot-lock:{slot}", self.prefix);
+        let mut conn = match self.redis.connection().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.bypassed.inc();
+                tracing::warn!(error = %err, "Redis unreachable; relying on the database guard");
+                return Ok(SlotLock::Bypassed);
+            }
+        };
+        match self.locks.try_acquire(&mut conn, &key, SLOT_LOCK_TTL).await {
+            Ok(Some(guard)) => Ok(SlotLock::Held(conn, guard)),
+            Ok(None) => Err(BookingError::SlotBeingBooked),
+            Err(err) => {
+                self.bypassed.inc();
+                tracing::warn!(error = %err, "Redis slot lock unavailable; relying on the database guard");
+                Ok(SlotLock::Bypassed)
+            }
+        }
+    }
+
+    /// Releases a held lock (one that cannot be released expires by itself).
+    async fn release(&self, lock: SlotLock) {
+        if let SlotLock::Held(mut conn, guard) = lock
+            && let Err(err) = self.locks.release(&mut conn, &guard).await
+        {
+            tracing::warn!(error = %err, "could not release the slot lock; it expires by itself");
+        }
+    }
+}

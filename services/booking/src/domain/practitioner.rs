@@ -1,0 +1,310 @@
+//! A practitioner's profile: what an admin writes ([`PractitionerInput`]), what parsing it gives
+//! ([`PractitionerProfile`]) and what is stored and shown ([`Practitioner`]).
+
+use std::ops::RangeInclusive;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Invalid;
+use super::schedule::{Schedule, ValidSchedule};
+
+const LATITUDE: RangeInclusive<f64> = -90.0..=90.0;
+const LONGITUDE: RangeInclusive<f64> = -180.0..=180.0;
+const PRICE_MINOR: RangeInclusive<i64> = 0..=100_000_000;
+const MAX_LANGUAGES: usize = 20;
+
+/// Body of `POST /v1/practitioners` and `PUT /v1/practitioners/{id}`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PractitionerInput {
+    /// Full name.
+    pub name: String,
+    /// Specialty (`general-practice`, `dermatology`, …).
+    pub specialty: String,
+    /// City.
+    pub city: String,
+    /// Street address.
+    pub address: String,
+    /// Latitude.
+    pub latitude: f64,
+    /// Longitude.
+    pub longitude: f64,
+    /// Spoken languages (ISO 639-1).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Consultation price in minor units of the country's currency.
+    pub consultation_price_minor: i64,
+    /// JWT subject of the practitioner's own account.
+    #[serde(default)]
+    pub account_subject: Option<String>,
+    /// Weekly schedule; the country's usual week with 30-minute slots when omitted on creation.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+}
+
+/// A parsed [`PractitionerInput`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PractitionerDraft {
+    /// The profile.
+    pub profile: PractitionerProfile,
+    /// The schedule, when one was given.
+    pub schedule: Option<ValidSchedule>,
+}
+
+impl PractitionerInput {
+    /// Checks every field, the profile's first, then the schedule's.
+    pub fn parse(self) -> Result<PractitionerDraft, Invalid> {
+        let position = Position::parse(self.latitude, self.longitude)?;
+        if !PRICE_MINOR.contains(&self.consultation_price_minor) {
+            return Err(Invalid::new(
+                "consultationPriceMinor",
+                format!(
+                    "must be between {} and {}",
+                    PRICE_MINOR.start(),
+                    PRICE_MINOR.end()
+                ),
+            ));
+        }
+        if self.languages.len() > MAX_LANGUAGES || !self.languages.iter().all(|l| is_iso_639_1(l)) {
+            return Err(Invalid::new(
+                "languages",
+                format!("at most {MAX_LANGUAGES} ISO 639-1 codes like `fr`"),
+            ));
+        }
+        let profile = PractitionerProfile {
+            name: text("name", &self.name, 200)?,
+            specialty: text("specialty", &self.specialty, 100)?.to_lowercase(),
+            city: text("city", &self.city, 100)?,
+            address: text("address", &self.address, 300)?,
+            position,
+            languages: self.languages,
+            consultation_price_minor: self.consultation_price_minor,
+            account_subject: match &self.account_subject {
+                Some(subject) => Some(text("accountSubject", subject, 200)?),
+                None => None,
+            },
+        };
+        Ok(PractitionerDraft {
+            profile,
+            schedule: self.schedule.map(ValidSchedule::parse).transpose()?,
+        })
+    }
+}
+
+fn is_iso_639_1(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// `value` trimmed, if it has 1 to `max` characters.
+fn text(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > max {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A point on Earth (WGS 84).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    latitude: f64,
+    longitude: f64,
+}
+
+impl Position {
+    /// Checks that the latitude is within ±90° and the longitude within ±180°.
+    pub fn parse(latitude: f64, longitude: f64) -> Result<Self, Invalid> {
+        if !LATITUDE.contains(&latitude) {
+            return Err(Invalid::new("latitude", "must be between -90 and 90"));
+        }
+        if !LONGITUDE.contains(&longitude) {
+            return Err(Invalid::new("longitude", "must be between -180 and 180"));
+        }
+        Ok(Self {
+            latitude,
+            longitude,
+        })
+    }
+
+    /// Latitude.
+    pub fn latitude(self) -> f64 {
+        self.latitude
+    }
+
+    /// Longitude.
+    pub fn longitude(self) -> f64 {
+        self.longitude
+    }
+}
+
+/// A practitioner's profile as an admin sets it; only [`PractitionerInput::parse`] makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PractitionerProfile {
+    name: String,
+    specialty: String,
+    city: String,
+    address: String,
+    position: Position,
+    languages: Vec<String>,
+    consultation_price_minor: i64,
+    account_subject: Option<String>,
+}
+
+impl PractitionerProfile {
+    /// Full name, trimmed.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Specialty, lower case.
+    pub fn specialty(&self) -> &str {
+        &self.specialty
+    }
+
+    /// City.
+    pub fn city(&self) -> &str {
+        &self.city
+    }
+
+    /// Street address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Where the practice is.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Spoken languages (ISO 639-1).
+    pub fn languages(&self) -> &[String] {
+        &self.languages
+    }
+
+    /// Consultation price in minor units of the country's currency.
+    pub fn consultation_price_minor(&self) -> i64 {
+        self.consultation_price_minor
+    }
+
+    /// JWT subject of the practitioner's own account.
+    pub fn account_subject(&self) -> Option<&str> {
+        self.account_subject.as_deref()
+    }
+}
+
+/// A practitioner's public profile.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Practitioner {
+    /// Id.
+    pub id: Uuid,
+    /// Full name.
+    pub name: String,
+    /// Specialty (lower case, e.g. `general-practice`).
+    pub specialty: String,
+    /// City.
+    pub city: String,
+    /// Street address.
+    pub address: String,
+    /// Latitude (WGS 84).
+    pub latitude: f64,
+    /// Longitude (WGS 84).
+    pub longitude: f64,
+    /// Spoken languages (ISO 639-1).
+    pub languages: Vec<String>,
+    /// Consultation price in minor units of `currency`.
+    pub consultation_price_minor: i64,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// JWT subject of the practitioner's own account, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_subject: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> PractitionerInput {
+        PractitionerInput {
+            name: "  Dr Test ".into(),
+            specialty: "Dermatology".into(),
+            city: "Paris".into(),
+            address: "1 rue de la Paix".into(),
+            latitude: 48.8566,
+            longitude: 2.3522,
+            languages: vec!["fr".into()],
+            consultation_price_minor: 2500,
+            account_subject: None,
+            schedule: None,
+        }
+    }
+
+    fn error(input: PractitionerInput) -> String {
+        input.parse().expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn a_profile_is_trimmed_and_its_specialty_lower_case() {
+        let draft = input().parse().expect("valid");
+        assert_eq!(draft.profile.name(), "Dr Test");
+        assert_eq!(draft.profile.specialty(), "dermatology");
+        assert_eq!(draft.schedule, None);
+    }
+
+    /// Spoils one field of a valid input.
+    type Spoil = fn(&mut PractitionerInput);
+
+    #[test]
+    fn each_field_says_what_is_wrong() {
+        let cases: [(Spoil, &str); 9] = [
+            (
+                |i| i.latitude = 100.0,
+                "latitude: must be between -90 and 90",
+            ),
+            (
+                |i| i.longitude = f64::NAN,
+                "longitude: must be between -180 and 180",
+            ),
+            (
+                |i| i.consultation_price_minor = -1,
+                "consultationPriceMinor: must be between 0 and 100000000",
+            ),
+            (
+                |i| i.languages = vec!["FR".into()],
+                "languages: at most 20 ISO 639-1 codes like `fr`",
+            ),
+            (|i| i.name = " ".into(), "name: must be 1 to 200 characters"),
+            (
+                |i| i.specialty = "x".repeat(101),
+                "specialty: must be 1 to 100 characters",
+            ),
+            (
+                |i| i.city = String::new(),
+                "city: must be 1 to 100 characters",
+            ),
+            (
+                |i| i.address = String::new(),
+                "address: must be 1 to 300 characters",
+            ),
+            (
+                |i| i.account_subject = Some(String::new()),
+                "accountSubject: must be 1 to 200 characters",
+            ),
+        ];
+        for (spoil, message) in cases {
+            let mut bad = input();
+            spoil(&mut bad);
+            assert_eq!(error(bad), message);
+        }
+        // The profile is checked before the schedule, and position before the name.
+        let mut both = input();
+        both.name = String::new();
+        both.latitude = 100.0;
+        assert_eq!(error(both), "latitude: must be between -90 and 90");
+    }
+}

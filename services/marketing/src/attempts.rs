@@ -1,0 +1,147 @@
+//! The seckill attempt flow: one user's try at one voucher of a campaign.
+//!
+//! The flow checks the user's attempt rate, then runs the reservation script, which decides
+//! everything else atomically in Redis (window, per-user limit, stock) and, on success, adds the
+//! reservation to the campaign's stream for ordering. Nothing is written anywhere else, so a
+//! refusal leaves no trace but its metric. The script is the one atomic step: whatever must be
+//! remembered with a reservation (such as the request's idempotency record) goes into it.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use pulse_kit::ratelimit::RateLimiter;
+use uuid::Uuid;
+
+use crate::domain;
+use crate::seckill::{Attempt, Seckill};
+
+/// Labels of the seckill outcome counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
+    /// `unavailable`, `rate_limited`.
+    pub outcome: String,
+}
+
+/// Why an attempt got no voucher.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The user tries more often than the country allows.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// When to try again.
+        retry_after_secs: u64,
+    },
+    /// No such campaign.
+    #[error("campaign `{0}` does not exist")]
+    UnknownCampaign(String),
+    /// Before the start.
+    #[error("not started")]
+    NotStarted,
+    /// After the end, or closed.
+    #[error("ended")]
+    Ended,
+    /// The user holds as many as one person may.
+    #[error("already bought")]
+    AlreadyBought,
+    /// Nothing left.
+    #[error("sold out")]
+    SoldOut,
+    /// Redis did not answer: nothing was reserved.
+    #[error("the seckill store is unreachable")]
+    Unavailable,
+}
+
+impl Refusal {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UnknownCampaign(_) => "unknown",
+            Self::NotStarted => "not_started",
+            Self::Ended => "ended",
+            Self::AlreadyBought => "already_bought",
+            Self::SoldOut => "sold_out",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A won attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The order ordering will create from the reservation.
+    pub order_id: Uuid,
+}
+
+/// The seckill attempt flow.
+#[derive(Clone)]
+pub struct Attempts {
+    seckill: Arc<Seckill>,
+    per_user: Arc<RateLimiter>,
+    outcomes: Family<OutcomeLabels, Counter>,
+}
+
+impl Attempts {
+    /// Attempts over `seckill`, limited per user by `per_user`, counted in `outcomes`.
+    pub fn new(
+        seckill: Arc<Seckill>,
+        per_user: Arc<RateLimiter>,
+        outcomes: Family<OutcomeLabels, Counter>,
+    ) -> Self {
+        Self {
+            seckill,
+            per_user,
+            outcomes,
+        }
+    }
+
+    /// One attempt by `user` at `campaign`.
+    #[tracing::instrument(skip(self), fields(order = tracing::field::Empty))]
+    pub async fn attempt(&self, campaign: &str, user: &str) -> Result<Reserved, Refusal> {
+        let result = self.decide(campaign, user).await;
+        let outcome = match &result {
+            Ok(reserved) => {
+                tracing::Span::current()
+                    .record("order", tracing::field::display(reserved.order_id));
+                "reserved"
+            }
+            Err(refusal) => refusal.outcome(),
+        };
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        result
+    }
+
+    async fn decide(&self, campaign: &str, user: &str) -> Result<Reserved, Refusal> {
+        if domain::check_campaign_id(campaign).is_err() {
+            return Err(Refusal::UnknownCampaign(campaign.to_owned()));
+        }
+        if let Err(retry_after_ms) = self.per_user.check(&format!("seckill:sub:{user}")).await {
+            return Err(Refusal::RateLimited {
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+            });
+        }
+        let order_id = pulse_kit::new_id();
+        match self
+            .seckill
+            .reserve(campaign, user, order_id, Utc::now())
+            .await
+        {
+            Ok(Attempt::Reserved) => Ok(Reserved { order_id }),
+            Ok(Attempt::SoldOut) => Err(Refusal::SoldOut),
+            Ok(Attempt::AlreadyBought) => Err(Refusal::AlreadyBought),
+            Ok(Attempt::NotStarted) => Err(Refusal::NotStarted),
+            Ok(Attempt::Ended) => Err(Refusal::Ended),
+            Ok(Attempt::Unknown) => Err(Refusal::UnknownCampaign(campaign.to_owned())),
+            Err(err) => {
+                tracing::warn!(error = %err, "seckill refused: Redis unavailable");
+                Err(Refusal::Unavailable)
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The `pulse` binary as an operator starts it: bad settings stop it with a message that names
+//! the variable, and its start-up log shows the settings without their secrets.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `pulse serve` with a clean environment plus `vars`.
+fn pulse_serve(target: &str, vars: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pulse"));
+    command
+        .args(["serve", "--target", target])
+        .env_clear()
+        .env("PULSE_DATABASE_URL", database_url())
+        .env(
+            "PULSE_JWT_SECRET",
+            "jwt-secret-that-must-never-be-logged-42",
+        )
+        .env("PULSE_COUNTRY__CODE", "FR")
+        .env("PULSE_COUNTRY__TIMEZONE", "Europe/Paris")
+        .env("PULSE_COUNTRY__CURRENCY", "EUR")
+        .env("PULSE_COUNTRY__LOCALE", "fr-FR")
+        .env("PULSE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PULSE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("PULSE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("PULSE_DRAIN_SECONDS", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in ["PULSE_REDIS_URL", "PULSE_KAFKA_BROKERS"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (*name, v)))
+    {
+        command.env(name, value);
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    command
+}
+
+/// A port nothing listens on now (ordering's defaults name this process's own ports, so they
+/// must be known before it starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn database_url() -> String {
+    let server = std::env::var("PULSE_PG_URL")
+        .unwrap_or_else(|_| "postgres://pulse:pulse@127.0.0.1:5432".to_owned());
+    format!("{server}/postgres")
+}
+
+/// Runs a `pulse serve` that must refuse to start; returns its stderr.
+fn refused(target: &str, vars: &[(&str, &str)]) -> String {
+    let output = pulse_serve(target, vars).output().expect("pulse runs");
+    assert!(
+        !output.status.success(),
+        "pulse started with {vars:?}; it must refuse"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_malformed_marketing_url_stops_ordering_naming_the_variable() {
+    for url in [
+        "http://",
+        "marketing.pulse-fr.svc:50051",
+        "http://marketing:port",
+    ] {
+        let stderr = refused(
+            "ordering",
+            &[
+                ("PULSE_DEVELOPMENT_MODE", "true"),
+                ("PULSE_MARKETING_GRPC_URL", url),
+            ],
+        );
+        assert!(
+            stderr.contains("PULSE_MARKETING_GRPC_URL"),
+            "{url}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_payment_provider_stops_ordering_naming_the_variable() {
+    let stderr = refused(
+        "ordering",
+        &[
+            ("PULSE_DEVELOPMENT_MODE", "true"),
+            ("PULSE_PAYMENT_PROVIDER", "nonsense"),
+        ],
+    );
+    assert!(stderr.contains("PULSE_PAYMENT_PROVIDER"), "{stderr}");
+    assert!(stderr.contains("nonsense"), "{stderr}");
+}
+
+#[test]
+fn the_sandbox_refuses_to_start_without_the_development_switch() {
+    let stderr = refused("all", &[("PULSE_PAYMENT_PROVIDER", "sandbox")]);
+    assert!(
+        stderr.contains("PULSE_PAYMENT_PROVIDER") && stderr.contains("PULSE_DEVELOPMENT_MODE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_start_up_log_shows_the_settings_without_secrets() {
+    let secrets = [
+        "jwt-secret-that-must-never-be-logged-42",
+        "sk_test_api-key-that-must-never-be-logged",
+        "whsec_webhook-secret-never-logged",
+    ];
+    let mut child = pulse_serve(
+        "all",
+        &[
+            ("PULSE_PAYMENT_PROVIDER", "stripe"),
+            ("PULSE_STRIPE_API_KEY", secrets[1]),
+            ("PULSE_PAYMENT_WEBHOOK_SECRET", secrets[2]),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .spawn()
+    .expect("pulse starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("\"serving\"")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("\"serving\""), "pulse did not start: {log}");
+    let settings_line = log
+        .lines()
+        .find(|l| l.contains("settings read"))
+        .unwrap_or_else(|| panic!("no settings line in {log}"));
+    assert!(
+        settings_line.contains("admin_addr: 127.0.0.1:0"),
+        "{settings_line}"
+    );
+    assert!(settings_line.contains("redacted"), "{settings_line}");
+    for secret in secrets.iter().copied().chain([database_url().as_str()]) {
+        assert!(
+            !log.contains(secret),
+            "`{secret}` appears in the log:\n{log}"
+        );
+    }
+}

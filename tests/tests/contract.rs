@@ -1,0 +1,234 @@
+//! The settings contract between the operator and `pulse serve`: for each example tenant (and a
+//! production variant of it), every variable the operator renders is read by the component it is
+//! given to, and every component starts with what it is given. Renaming a setting on one side
+//! fails here instead of in a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pulse_kit::settings::Env;
+use serde_json::Value;
+
+/// Stand-in for a value the operator takes from a Secret or a mounted file.
+const SECRET_VALUE: &str = "placeholder-secret-value-0123456789abcdef";
+
+fn example(name: &str) -> String {
+    let path = format!(
+        "{}/../manifests/examples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The example tenant as a production country would write it: Stripe, no development mode.
+fn production(text: &str) -> String {
+    let mut tenant: Value = serde_yaml::from_str(text).expect("yaml");
+    tenant["spec"]["development"] = Value::Bool(false);
+    tenant["spec"]["payments"] = serde_json::json!({
+        "provider": "stripe",
+        "secretRef": { "name": "pulse-fr-payments" },
+        "baseUrl": "https://api.stripe.com",
+    });
+    serde_yaml::to_string(&tenant).expect("yaml")
+}
+
+/// The objects `pulse-operator render` prints for `text`.
+fn render(text: &str, origin: &str) -> Vec<Value> {
+    let stream = pulse_operator::render::render_text(text, origin)
+        .unwrap_or_else(|e| panic!("{origin} renders: {e:#}"));
+    stream
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
+        .filter(|doc| doc.is_object())
+        .collect()
+}
+
+/// What one container of a Deployment is given.
+struct Given {
+    target: String,
+    args: Vec<String>,
+    /// Variables set on the container itself (not through the shared ConfigMap).
+    own: BTreeMap<String, String>,
+    /// Everything it sees, the shared ConfigMap included.
+    all: BTreeMap<String, String>,
+}
+
+fn containers(objects: &[Value]) -> Vec<Given> {
+    let config_maps: BTreeMap<String, BTreeMap<String, String>> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .map(|o| {
+            let data = o["data"]
+                .as_object()
+                .map(|d| {
+                    d.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                data,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let spec = &deployment["spec"]["template"]["spec"];
+        let all_containers = spec["containers"]
+            .as_array()
+            .into_iter()
+            .chain(spec["initContainers"].as_array())
+            .flatten();
+        for container in all_containers {
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let target = args
+                .iter()
+                .skip_while(|a| *a != "--target")
+                .nth(1)
+                .cloned()
+                .unwrap_or_else(|| panic!("{args:?} has no --target"));
+            let mut all = BTreeMap::new();
+            // A Secret given whole (`envFrom.secretRef`, the tenant's provider credentials) holds
+            // what its owner put in it; only the ConfigMaps are the operator's own writing.
+            for source in container["envFrom"].as_array().into_iter().flatten() {
+                let Some(name) = source["configMapRef"]["name"].as_str() else {
+                    continue;
+                };
+                let data = config_maps
+                    .get(name)
+                    .unwrap_or_else(|| panic!("envFrom names ConfigMap {name}, not rendered"));
+                all.extend(data.clone());
+            }
+            let mut own = BTreeMap::new();
+            for var in container["env"].as_array().into_iter().flatten() {
+                let name = var["name"].as_str().unwrap_or_default().to_owned();
+                let value = match var["value"].as_str() {
+                    Some(value) => value.to_owned(),
+                    None if var["valueFrom"]["secretKeyRef"].is_object() => SECRET_VALUE.to_owned(),
+                    None => panic!("{name}: a source this test does not know: {var}"),
+                };
+                own.insert(name, value);
+            }
+            all.extend(own.clone());
+            out.push(Given {
+                target,
+                args,
+                own,
+                all,
+            });
+        }
+    }
+    out
+}
+
+/// Files the operator mounts (the JWT public key): point them at a real key so `pulse` can read it.
+fn with_files(
+    mut vars: BTreeMap<String, String>,
+    key_file: &std::path::Path,
+) -> BTreeMap<String, String> {
+    if let Some(path) = vars.get_mut("PULSE_JWT_PUBLIC_KEY_FILE") {
+        *path = key_file.display().to_string();
+    }
+    vars
+}
+
+fn check_tenant(text: &str, origin: &str) {
+    let objects = render(text, origin);
+    let given = containers(&objects);
+    assert!(given.len() >= 5, "{origin}: too few containers rendered");
+    let shared: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .flat_map(|o| {
+            o["data"]
+                .as_object()
+                .map(|d| d.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .filter(|k| k.starts_with("PULSE_"))
+        .collect();
+    let key_file = std::env::temp_dir().join("pulse-contract-test-key.pem");
+    std::fs::write(&key_file, TEST_PUBLIC_KEY).expect("write key");
+    let mut read_by_some = BTreeSet::new();
+    for container in &given {
+        let vars = with_files(container.all.clone(), &key_file);
+        let env = Env::from_map(vars);
+        match container.args.first().map(String::as_str) {
+            Some("serve") => {
+                pulse::ServeSettings::read(&env, Some(&container.target)).unwrap_or_else(|e| {
+                    panic!(
+                        "{origin}: `pulse serve --target {}` refuses what the operator gives it: {e:#}",
+                        container.target
+                    )
+                });
+            }
+            Some("migrate") => {
+                env.required(&pulse_kit::settings::server::DATABASE_URL)
+                    .unwrap_or_else(|e| panic!("{origin}: `pulse migrate`: {e}"));
+            }
+            other => panic!("{origin}: unexpected command {other:?}"),
+        }
+        let read = env.read();
+        for var in container.own.keys().filter(|k| k.starts_with("PULSE_")) {
+            assert!(
+                read.contains(var),
+                "{origin}: the operator sets {var} on `pulse {}` for {}, which never reads it",
+                container.args.join(" "),
+                container.target
+            );
+        }
+        read_by_some.extend(read);
+    }
+    for var in &shared {
+        assert!(
+            read_by_some.contains(var),
+            "{origin}: the country ConfigMap sets {var}, which no component reads"
+        );
+    }
+}
+
+/// An Ed25519 public key, for tenants that verify tokens with a key file.
+const TEST_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PUBLIC KEY-----
+";
+
+#[test]
+fn every_example_tenant_gives_each_component_what_it_reads() {
+    for name in ["fr", "de"] {
+        let text = example(name);
+        check_tenant(&text, &format!("manifests/examples/{name}.yaml"));
+        check_tenant(
+            &production(&text),
+            &format!("{name} with stripe, no development mode"),
+        );
+    }
+}
+
+#[test]
+fn a_setting_the_operator_renders_but_pulse_ignores_fails_the_check() {
+    // The check itself must be able to fail: a variable nobody reads is caught.
+    let env = Env::from_map([
+        ("PULSE_DATABASE_URL", "postgres://u:p@db/pulse_fr"),
+        ("PULSE_JWT_SECRET", SECRET_VALUE),
+        ("PULSE_DEVELOPMENT_MODE", "true"),
+        ("PULSE_COUNTRY__CODE", "FR"),
+        ("PULSE_COUNTRY__TIMEZONE", "Europe/Paris"),
+        ("PULSE_COUNTRY__CURRENCY", "EUR"),
+        ("PULSE_COUNTRY__LOCALE", "fr-FR"),
+        ("PULSE_PAYMENTS_PROVIDER", "stripe"),
+    ]);
+    pulse::ServeSettings::read(&env, Some("booking")).expect("booking starts");
+    assert!(!env.read().contains("PULSE_PAYMENTS_PROVIDER"));
+    assert!(env.read().contains("PULSE_DATABASE_URL"));
+}
