@@ -3,3 +3,4 @@
 //! PostgreSQL, Redis and Kafka, and compares it with the servers' own benchmark tools.
 
 pub mod bench;
+pub mod support;

@@ -1,10 +1,11 @@
 //! The `pulse` server with every component, in-process, against real PostgreSQL, Redis and
-//! Kafka: probes, tenancy, errors, metrics, gRPC health, draining.
+//! Kafka: probes (readiness follows the database and draining, not Redis), tenancy, errors,
+//! metrics, gRPC health, draining.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pulse_e2e::support::{self, Persistence, PrivatePostgres, PrivateRedis};
 use pulse_kit::component::Component;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::server::ServerSettings;
@@ -33,6 +34,11 @@ fn every_component(settings: &ServerSettings) -> Vec<Arc<dyn Component>> {
 
 /// FR with every component, as `pulse serve --target all` runs it.
 async fn start_fr(redis: &str, drain: Duration) -> TestApp {
+    start_fr_on(testing::TestDatabase::create().await, redis, drain).await
+}
+
+/// [`start_fr`] on the database `db`.
+async fn start_fr_on(db: testing::TestDatabase, redis: &str, drain: Duration) -> TestApp {
     let (http, grpc) = (free_port(), free_port());
     let redis = redis.to_owned();
     let tune = move |settings: &mut ServerSettings| {
@@ -45,7 +51,7 @@ async fn start_fr(redis: &str, drain: Duration) -> TestApp {
     };
     let mut planned = testing::server_settings("postgres://planned", &redis_url());
     tune(&mut planned);
-    TestApp::start_with(every_component(&planned), country("FR"), tune).await
+    TestApp::start_on(db, every_component(&planned), country("FR"), tune).await
 }
 
 fn token(country: &str) -> String {
@@ -212,72 +218,131 @@ async fn every_component_gets_its_schema_and_migrations_are_repeatable() {
     pool.close().await;
 }
 
-struct PrivateRedis {
-    port: u16,
-    child: Child,
+/// `GET url`: (status, JSON body).
+async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
 }
 
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./dev test installs it)");
-        Self { port, child }
+/// Polls `/readyz` until `checks[name]` satisfies `want`; returns the last (status, body).
+async fn wait_check(
+    url: &str,
+    name: &str,
+    within: Duration,
+    want: impl Fn(&str) -> bool,
+) -> (u16, serde_json::Value) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let (status, body) = get_json(url).await;
+        if body["checks"][name].as_str().is_some_and(&want) {
+            return (status, body);
+        }
+        assert!(
+            started.elapsed() < within,
+            "{url}: check {name} not as wanted within {within:?}: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn metrics_text(admin: &str) -> String {
+    reqwest::get(format!("{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
 
-#[tokio::test]
-async fn readiness_follows_redis_and_draining() {
-    let port = free_port();
-    let redis = PrivateRedis::start(port);
-    let mut app = start_fr(
-        &format!("redis://127.0.0.1:{}", redis.port),
-        Duration::from_secs(2),
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_stays_up_without_redis_and_fails_while_draining() {
+    let mut redis = PrivateRedis::start(Persistence::None);
+    let mut app = start_fr(&redis.url(), Duration::from_secs(2)).await;
+    let readyz = format!("{}/readyz", app.base);
+    let admin_readyz = format!("{}/readyz", app.admin_base);
+    wait_status(&readyz, 200, Duration::from_secs(15)).await;
+    let (_, body) = get_json(&readyz).await;
+    for dependency in ["postgres", "redis", "kafka"] {
+        assert_eq!(body["checks"][dependency], "ok", "{body}");
+    }
+    let admin = app.admin();
+    let practitioner = support::practitioner(&app.client, &app.base, &admin).await;
+    let slots = support::free_slots(&app.client, &app.base, &practitioner, 2, 3).await;
+    assert!(slots.len() >= 2, "free slots: {slots:?}");
+
+    // Redis dies: readiness reports it and stays 200 on both listeners.
+    redis.kill();
+    let (status, body) = wait_check(&readyz, "redis", Duration::from_secs(10), |c| {
+        c.starts_with("down")
+    })
+    .await;
+    assert_eq!(
+        status, 200,
+        "Redis down does not make the pod unready: {body}"
+    );
+    assert_eq!(body["checks"]["postgres"], "ok", "{body}");
+    let (status, body) = get_json(&admin_readyz).await;
+    assert_eq!(status, 200, "admin /readyz: {body}");
+    let metrics = metrics_text(&app.admin_base).await;
+    assert!(
+        metrics.contains(r#"pulse_dependency_up{dependency="redis"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pulse_dependency_up{dependency="postgres"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pulse_redis_breaker_state 2"), "{metrics}");
+
+    // ... and the pod still serves: a booking goes through on the database's guard alone.
+    let epoch = std::time::Instant::now();
+    let booked = support::book(
+        &app.client,
+        &app.base,
+        &token("FR"),
+        &slots[0],
+        &pulse_kit::testing::unique("without-redis"),
+        epoch,
     )
     .await;
-    let readyz = format!("{}/readyz", app.base);
-    wait_status(&readyz, 200, Duration::from_secs(15)).await;
-
-    drop(redis);
-    let took = wait_status(&readyz, 503, Duration::from_secs(5)).await;
-    let body: serde_json::Value = reqwest::get(&readyz)
-        .await
-        .expect("readyz")
-        .json()
-        .await
-        .expect("json");
-    assert!(
-        body["checks"]["redis"].as_str().is_some_and(|s| s != "ok"),
-        "{body}"
+    assert_eq!(
+        booked.status, 201,
+        "booking without Redis: {:?}",
+        booked.body
     );
-    assert!(took < Duration::from_secs(5));
+    println!("a booking while Redis is down took {:?}", booked.latency);
+    let live = reqwest::get(format!("{}/livez", app.admin_base))
+        .await
+        .expect("livez");
+    assert_eq!(live.status(), 200);
 
-    let _redis = PrivateRedis::start(port);
-    wait_status(&readyz, 200, Duration::from_secs(10)).await;
+    // Redis comes back: reported again within a few seconds.
+    redis.start_again();
+    wait_check(&readyz, "redis", Duration::from_secs(15), |c| c == "ok").await;
+    assert!(
+        metrics_text(&app.admin_base)
+            .await
+            .contains(r#"pulse_dependency_up{dependency="redis"} 1"#)
+    );
 
     // Draining: readiness fails at once, while requests are still served.
     let server = app.server.take().expect("running");
     let stopping = tokio::spawn(server.shutdown());
     wait_status(&readyz, 503, Duration::from_secs(1)).await;
+    let (status, body) = get_json(&admin_readyz).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("draining")),
+        "{body}"
+    );
     let live = reqwest::get(format!("{}/livez", app.base))
         .await
         .expect("still serving");
@@ -287,6 +352,61 @@ async fn readiness_follows_redis_and_draining() {
         reqwest::get(&readyz).await.is_err(),
         "listeners are closed after the drain"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_database_is_down_and_liveness_does_not() {
+    let pg = PrivatePostgres::start();
+    let name = format!(
+        "pulse_ready_{}",
+        &pulse_kit::new_id().simple().to_string()[..12]
+    );
+    pg.create_database(&name).await;
+    let db = testing::TestDatabase {
+        url: pg.url(&name),
+        name,
+    };
+    let app = start_fr_on(db, &redis_url(), Duration::ZERO).await;
+    let readyz = format!("{}/readyz", app.base);
+    let admin_readyz = format!("{}/readyz", app.admin_base);
+    wait_status(&readyz, 200, Duration::from_secs(15)).await;
+
+    pg.stop();
+    let took = wait_status(&admin_readyz, 503, Duration::from_secs(10)).await;
+    println!("readiness failed {took:?} after the database stopped");
+    let (status, body) = get_json(&readyz).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["checks"]["postgres"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("down")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("postgres")),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["redis"], "ok", "{body}");
+    for base in [&app.base, &app.admin_base] {
+        let live = reqwest::get(format!("{base}/livez")).await.expect("livez");
+        assert_eq!(
+            live.status(),
+            200,
+            "liveness depends on nothing outside the process"
+        );
+    }
+    assert!(
+        metrics_text(&app.admin_base)
+            .await
+            .contains(r#"pulse_dependency_up{dependency="postgres"} 0"#)
+    );
+
+    pg.start_again();
+    let took = wait_status(&readyz, 200, Duration::from_secs(20)).await;
+    println!("ready again {took:?} after the database came back");
+    wait_status(&admin_readyz, 200, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

@@ -8,15 +8,17 @@ use std::time::Duration;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
+use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
+use pulse_kit::redis::{LockGuard, LuaScript, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tracing::field::{Empty, display};
 use uuid::Uuid;
 
 use crate::domain::{self, Actor, SlotStatus};
 use crate::events::AppointmentEvent;
-use crate::flow::{BeforeCommit, BookingError};
+use crate::flow::BookingError;
 use crate::store::{AppointmentRow, NewAppointment, Store};
 
 /// How long a slot's Redis lock lives if its holder never releases it.
@@ -30,7 +32,9 @@ const LIST_LIMIT: i64 = 500;
 /// unlock`:
 /// - a short Redis lock on the slot turns a crowd away at once (409 `slot-being-booked`); when
 ///   Redis is unreachable the flow goes on without it (counted in `booking_slot_lock_bypassed`)
-///   and the database alone decides;
+///   and the database alone decides. The lock belongs to the request (its caller and
+///   `Idempotency-Key`), not to the process: a retry of the same request takes back the lock
+///   its first attempt left behind, even if that attempt's process died holding it;
 /// - one PostgreSQL transaction locks the slot (`SELECT … FOR UPDATE`), checks the country's
 ///   rules (minimum notice, horizon, appointments per patient per day), writes the appointment
 ///   and its outbox event;
@@ -57,6 +61,7 @@ impl Appointments {
             slot_locks: Arc::new(SlotLocks {
                 redis,
                 locks: RedisLock::new(),
+                acquire: LuaScript::new(ACQUIRE_SLOT_LOCK),
                 prefix: crate::redis_prefix(keyspace),
                 bypassed: Counter::default(),
             }),
@@ -68,12 +73,14 @@ impl Appointments {
         &self.slot_locks.bypassed
     }
 
-    /// Books `slot_id` for `patient`.
+    /// Books `slot_id` for `patient`. `request` is the request's idempotency key, if any: every
+    /// attempt of that request shares the slot's lock (see [`Appointments`]).
     #[tracing::instrument(name = "booking.book", skip_all, fields(%slot_id, appointment_id = Empty))]
     pub async fn book(
         &self,
         slot_id: Uuid,
         patient: &str,
+        request: Option<&IdempotencyKey>,
         hook: impl BeforeCommit<AppointmentRow>,
     ) -> Result<AppointmentRow, BookingError> {
         let booking = async {
@@ -83,7 +90,7 @@ impl Appointments {
             let event = AppointmentEvent::booked(&appointment);
             self.commit(tx, &event, hook, appointment).await
         };
-        self.slot_locks.around(slot_id, booking).await
+        self.slot_locks.around(slot_id, request, booking).await
     }
 
     /// Cancels an appointment and frees its slot. Patients may cancel their own until the
@@ -109,7 +116,8 @@ impl Appointments {
     }
 
     /// Moves a patient's appointment to `new_slot`: the new slot is booked and the old one freed
-    /// in one transaction. Moving counts as cancelling, so the cut-off applies.
+    /// in one transaction. Moving counts as cancelling, so the cut-off applies. `request` is as
+    /// for [`Appointments::book`].
     #[tracing::instrument(
         name = "booking.reschedule",
         skip_all,
@@ -120,6 +128,7 @@ impl Appointments {
         id: Uuid,
         new_slot: Uuid,
         patient: &str,
+        request: Option<&IdempotencyKey>,
         hook: impl BeforeCommit<AppointmentRow>,
     ) -> Result<AppointmentRow, BookingError> {
         let actor = Actor::Patient(patient.to_owned());
@@ -140,7 +149,7 @@ impl Appointments {
             let event = AppointmentEvent::rescheduled(&new, &old);
             self.commit(tx, &event, hook, new).await
         };
-        self.slot_locks.around(new_slot, moving).await
+        self.slot_locks.around(new_slot, request, moving).await
     }
 
     /// One appointment (internal callers).
@@ -298,11 +307,26 @@ impl Appointments {
     }
 }
 
+/// Takes a slot's lock for `ARGV[1]` (the owner's token) for `ARGV[2]` milliseconds: free, or
+/// already held by the same owner (a retry of the same request), it is (re)taken; held by
+/// anyone else, it is not.
+const ACQUIRE_SLOT_LOCK: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// The short Redis locks that make a crowd on one slot fail fast instead of queueing on the
 /// slot's row in PostgreSQL.
 struct SlotLocks {
     redis: RedisHandle,
+    /// Releases (compare-and-delete).
     locks: RedisLock,
+    /// Takes, re-entrant for the same owner.
+    acquire: LuaScript,
     prefix: String,
     bypassed: Counter,
 }
@@ -315,20 +339,23 @@ enum SlotLock {
 
 impl SlotLocks {
     /// Runs `work` holding the slot's lock; fails fast with [`BookingError::SlotBeingBooked`]
-    /// if someone else holds it, and runs it anyway when Redis cannot be reached.
+    /// if someone else holds it, and runs it anyway when Redis cannot be reached. The lock is
+    /// `request`'s (see [`lock_token`]): its retries take it back.
     async fn around<T>(
         &self,
         slot: Uuid,
+        request: Option<&IdempotencyKey>,
         work: impl Future<Output = Result<T, BookingError>>,
     ) -> Result<T, BookingError> {
-        let lock = self.acquire(slot).await?;
+        let lock = self.acquire(slot, lock_token(request)).await?;
         let result = work.await;
         self.release(lock).await;
         result
     }
 
-    /// Takes the slot's lock; [`BookingError::SlotBeingBooked`] if someone else holds it.
-    async fn acquire(&self, slot: Uuid) -> Result<SlotLock, BookingError> {
+    /// Takes the slot's lock for `token`; [`BookingError::SlotBeingBooked`] if someone else
+    /// holds it.
+    async fn acquire(&self, slot: Uuid, token: String) -> Result<SlotLock, BookingError> {
         let key = format!("{}:slot-lock:{slot}", self.prefix);
         let mut conn = match self.redis.connection().await {
             Ok(conn) => conn,
@@ -338,9 +365,14 @@ impl SlotLocks {
                 return Ok(SlotLock::Bypassed);
             }
         };
-        match self.locks.try_acquire(&mut conn, &key, SLOT_LOCK_TTL).await {
-            Ok(Some(guard)) => Ok(SlotLock::Held(conn, guard)),
-            Ok(None) => Err(BookingError::SlotBeingBooked),
+        let ttl = SLOT_LOCK_TTL.as_millis().to_string();
+        let taken = self
+            .acquire
+            .run::<i64>(&mut conn, &[&key], &[&token, &ttl])
+            .await;
+        match taken {
+            Ok(1) => Ok(SlotLock::Held(conn, LockGuard { key, token })),
+            Ok(_) => Err(BookingError::SlotBeingBooked),
             Err(err) => {
                 self.bypassed.inc();
                 tracing::warn!(error = %err, "Redis slot lock unavailable; relying on the database guard");
@@ -356,5 +388,20 @@ impl SlotLocks {
         {
             tracing::warn!(error = %err, "could not release the slot lock; it expires by itself");
         }
+    }
+}
+
+/// The slot lock's token for `request`: derived from its caller and `Idempotency-Key`, so every
+/// attempt of one request (in any process) owns the same lock; without a key, a random one.
+fn lock_token(request: Option<&IdempotencyKey>) -> String {
+    match request {
+        Some(key) => {
+            let mut hasher = Sha256::new();
+            hasher.update(key.scope().as_bytes());
+            hasher.update(b"\n");
+            hasher.update(key.key().as_bytes());
+            format!("req:{}", hex::encode(hasher.finalize()))
+        }
+        None => format!("one:{}", Uuid::new_v4().simple()),
     }
 }

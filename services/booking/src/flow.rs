@@ -1,7 +1,8 @@
-//! What booking's flows share: their error, and the hook each write runs inside its transaction.
+//! What booking's flows share: their error. The hook each write runs inside its transaction (where
+//! the request's idempotency record goes) is the kit's
+//! [`BeforeCommit`](pulse_kit::idempotency::BeforeCommit).
 
 use pulse_kit::outbox::OutboxError;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{Invalid, RuleViolation};
@@ -39,30 +40,4 @@ pub enum BookingError {
     /// Outbox failure.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
-}
-
-/// Work that must commit with a flow's changes, or not at all.
-///
-/// Every write of a flow runs in one transaction, shaped `begin → work → hook → commit`: the
-/// hook runs after the flow's own writes and its outbox event, just before `COMMIT`, with what
-/// the flow is about to return. The request's idempotency record belongs here, so a crash can
-/// never keep a booking without its record, or a record without its booking. A failing hook
-/// rolls the whole flow back.
-pub trait BeforeCommit<T>: Send {
-    /// Runs on the flow's transaction.
-    fn run(
-        self,
-        tx: &mut PgConnection,
-        outcome: &T,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-}
-
-/// Nothing to add to a flow's transaction.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHook;
-
-impl<T: Sync> BeforeCommit<T> for NoHook {
-    async fn run(self, _tx: &mut PgConnection, _outcome: &T) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
 }

@@ -1,16 +1,22 @@
-//! Booking's HTTP API. Handlers are thin: parse, authorize, call a flow, shape the answer.
+//! Booking's HTTP API. Handlers are thin: authorize, parse, call a flow, shape the answer.
+//!
+//! Authorization comes first: a role extractor stands before the body in every handler that
+//! needs one, so the order of refusals is always 401 (no valid token), 403 (no role), then 4xx
+//! (invalid input). Every endpoint with an effect builds its answer with one function that the
+//! flow also records, in the effect's transaction, as the answer to the request's
+//! `Idempotency-Key` ([`RecordAnswer`]): a retry gets the first answer byte for byte.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
-use pulse_kit::auth::Principal;
+use pulse_kit::auth::{Admin, Patient, Principal};
 use pulse_kit::config::CountryConfig;
-use pulse_kit::idempotency::RequiredIdempotencyKey;
+use pulse_kit::idempotency::{Answer, IdempotencyKey, RecordAnswer};
 use pulse_kit::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,7 +29,7 @@ use crate::domain::{
 pub use crate::domain::{
     MAX_PAGE_SIZE, MAX_SLOT_RANGE_DAYS, PractitionerInput, SearchParams, SlotParams,
 };
-use crate::flow::{BookingError, NoHook};
+use crate::flow::BookingError;
 use crate::practitioners::Practitioners;
 use crate::search::{Search, SearchPage, SlotView};
 use crate::store::{AppointmentRow, SlotRow};
@@ -125,15 +131,6 @@ fn path_id(text: &str) -> Result<Uuid, Problem> {
     domain::parse_uuid("id", text).map_err(invalid_request)
 }
 
-/// 201 with `Location: location`.
-fn created(location: &str, body: impl IntoResponse) -> Response {
-    let mut response = (StatusCode::CREATED, body).into_response();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
-}
-
 // ----------------------------------------------------------------------------- practitioners
 
 /// Creates a practitioner (role `admin`).
@@ -142,49 +139,65 @@ fn created(location: &str, body: impl IntoResponse) -> Response {
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn create_practitioner(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
+    key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<PractitionerInput>,
-) -> Result<Response, Problem> {
-    principal.require_role("admin")?;
+) -> Result<Answer, Problem> {
     let draft = input.parse().map_err(invalid_body)?;
-    let practitioner = app.practitioners.create(draft, NoHook).await?;
-    let location = format!("/v1/practitioners/{}", practitioner.id);
-    Ok(created(&location, ApiJson(practitioner)))
+    let answer = |practitioner: &Practitioner| {
+        Answer::json(StatusCode::CREATED, practitioner)
+            .at(format!("/v1/practitioners/{}", practitioner.id))
+    };
+    let practitioner = app
+        .practitioners
+        .create(draft, RecordAnswer::new(key.as_ref(), &answer))
+        .await?;
+    Ok(answer(&practitioner))
 }
 
 /// Replaces a practitioner's profile (role `admin`); a schedule in the body replaces it too.
 #[utoipa::path(put, path = "/v1/practitioners/{id}", tag = "booking", request_body = PractitionerInput,
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Practitioner), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = Practitioner), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_practitioner(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
+    key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<PractitionerInput>,
-) -> Result<ApiJson<Practitioner>, Problem> {
-    principal.require_role("admin")?;
+) -> Result<Answer, Problem> {
     let id = path_id(&id)?;
     let draft = input.parse().map_err(invalid_body)?;
-    Ok(ApiJson(app.practitioners.update(id, draft, NoHook).await?))
+    let answer = |practitioner: &Practitioner| Answer::json(StatusCode::OK, practitioner);
+    let practitioner = app
+        .practitioners
+        .update(id, draft, RecordAnswer::new(key.as_ref(), &answer))
+        .await?;
+    Ok(answer(&practitioner))
 }
 
 /// Replaces a weekly schedule (role `admin`); future free slots are rebuilt, booked ones kept.
 #[utoipa::path(put, path = "/v1/practitioners/{id}/schedule", tag = "booking", request_body = Schedule,
     params(("id" = Uuid, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn put_schedule(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
+    key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
     ApiJson(schedule): ApiJson<Schedule>,
-) -> Result<StatusCode, Problem> {
-    principal.require_role("admin")?;
+) -> Result<Answer, Problem> {
     let id = path_id(&id)?;
     let schedule = ValidSchedule::parse(schedule).map_err(invalid_body)?;
-    app.practitioners.put_schedule(id, schedule, NoHook).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let answer = |(): &()| Answer::empty(StatusCode::NO_CONTENT);
+    app.practitioners
+        .put_schedule(id, schedule, RecordAnswer::new(key.as_ref(), &answer))
+        .await?;
+    Ok(answer(&()))
 }
 
 /// One practitioner.
@@ -285,12 +298,12 @@ pub struct Appointment {
 }
 
 impl Appointment {
-    fn from_row(row: AppointmentRow, tz: chrono_tz::Tz) -> Self {
+    fn from_row(row: &AppointmentRow, tz: chrono_tz::Tz) -> Self {
         Self {
             id: row.id,
             slot_id: row.slot_id,
             practitioner_id: row.practitioner_id,
-            patient_id: row.patient_subject,
+            patient_id: row.patient_subject.clone(),
             start: domain::local_rfc3339(row.starts_at, tz),
             end: domain::local_rfc3339(row.ends_at, tz),
             status: row.status,
@@ -301,8 +314,8 @@ impl Appointment {
 }
 
 impl AppState {
-    fn view(&self, row: AppointmentRow) -> ApiJson<Appointment> {
-        ApiJson(Appointment::from_row(row, self.country.tz()))
+    fn view(&self, row: &AppointmentRow) -> Appointment {
+        Appointment::from_row(row, self.country.tz())
     }
 }
 
@@ -317,24 +330,28 @@ pub struct BookInput {
 /// Books a slot (role `patient`; `Idempotency-Key` required).
 #[utoipa::path(post, path = "/v1/appointments", tag = "booking", request_body = BookInput,
     params(("Idempotency-Key" = String, Header, description = "unique per operation; reuse it to retry")),
-    responses((status = 201, body = Appointment), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+    responses((status = 201, body = Appointment), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn book(
     State(app): State<AppState>,
-    principal: Principal,
-    _key: RequiredIdempotencyKey,
+    Patient(principal): Patient,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<BookInput>,
-) -> Result<Response, Problem> {
-    principal.require_role("patient")?;
+) -> Result<Answer, Problem> {
+    let answer = |row: &AppointmentRow| {
+        Answer::json(StatusCode::CREATED, &app.view(row)).at(format!("/v1/appointments/{}", row.id))
+    };
     let row = app
         .appointments
-        .book(input.slot_id, principal.subject(), NoHook)
+        .book(
+            input.slot_id,
+            principal.subject(),
+            Some(&key),
+            RecordAnswer::new(Some(&key), &answer),
+        )
         .await?;
-    Ok(created(
-        &format!("/v1/appointments/{}", row.id),
-        app.view(row),
-    ))
+    Ok(answer(&row))
 }
 
 /// Appointments list.
@@ -360,7 +377,7 @@ pub async fn list_appointments(
     Ok(ApiJson(AppointmentList {
         items: rows
             .into_iter()
-            .map(|r| Appointment::from_row(r, tz))
+            .map(|r| Appointment::from_row(&r, tz))
             .collect(),
     }))
 }
@@ -386,45 +403,59 @@ pub async fn get_appointment(
 ) -> Result<ApiJson<Appointment>, Problem> {
     let id = path_id(&id)?;
     let row = app.appointments.get_for(id, &actor(&principal)).await?;
-    Ok(app.view(row))
+    Ok(ApiJson(app.view(&row)))
 }
 
 /// Cancels an appointment (its patient before the cut-off, its practitioner until the start)
 /// and frees the slot.
 #[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = Appointment), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn cancel(
     State(app): State<AppState>,
     principal: Principal,
+    key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<Appointment>, Problem> {
+) -> Result<Answer, Problem> {
     let id = path_id(&id)?;
+    let answer = |row: &AppointmentRow| Answer::json(StatusCode::OK, &app.view(row));
     let row = app
         .appointments
-        .cancel(id, &actor(&principal), NoHook)
+        .cancel(
+            id,
+            &actor(&principal),
+            RecordAnswer::new(key.as_ref(), &answer),
+        )
         .await?;
-    Ok(app.view(row))
+    Ok(answer(&row))
 }
 
 /// Moves an appointment to another slot in one transaction (role `patient`).
 #[utoipa::path(post, path = "/v1/appointments/{id}/reschedule", tag = "booking", params(("id" = Uuid, Path)),
     request_body = BookInput,
-    responses((status = 201, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+    responses((status = 201, body = Appointment), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn reschedule(
     State(app): State<AppState>,
-    principal: Principal,
+    Patient(principal): Patient,
+    key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<BookInput>,
-) -> Result<Response, Problem> {
-    principal.require_role("patient")?;
+) -> Result<Answer, Problem> {
     let id = path_id(&id)?;
+    let answer = |row: &AppointmentRow| Answer::json(StatusCode::CREATED, &app.view(row));
     let row = app
         .appointments
-        .reschedule(id, input.slot_id, principal.subject(), NoHook)
+        .reschedule(
+            id,
+            input.slot_id,
+            principal.subject(),
+            key.as_ref(),
+            RecordAnswer::new(key.as_ref(), &answer),
+        )
         .await?;
-    Ok((StatusCode::CREATED, app.view(row)).into_response())
+    Ok(answer(&row))
 }
 
 /// The OpenAPI document of booking's endpoints.

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pulse_kit::config::CountryConfig;
+use pulse_kit::idempotency::{BeforeCommit, NoHook};
 use sqlx::PgConnection;
 use tracing::field::{Empty, display};
 use uuid::Uuid;
 
 use crate::domain::{self, Practitioner, PractitionerDraft, Schedule, SlotRange, ValidSchedule};
-use crate::flow::{BeforeCommit, BookingError, NoHook};
+use crate::flow::BookingError;
 use crate::search::Search;
 use crate::store::{SlotRow, Store};
 

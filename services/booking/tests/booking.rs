@@ -602,10 +602,10 @@ async fn malformed_input_is_a_4xx_never_a_5xx() {
         .send()
         .await
         .expect("post");
-    assert!(
-        response.status() == 403 || response.status() == 422,
-        "{}",
-        response.status()
+    assert_eq!(
+        response.status(),
+        403,
+        "authorization comes before validation"
     );
 }
 
@@ -703,4 +703,241 @@ async fn idempotency_keys_belong_to_the_caller() {
     assert!(headers.get("idempotent-replayed").is_none());
     assert_eq!(second["patientId"], "patient-bob");
     assert_ne!(first["id"], second["id"]);
+}
+
+/// `method path` with an optional token, key and raw JSON body: the status.
+async fn status_of(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: &str,
+) -> u16 {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test]
+async fn authorization_comes_before_validation_on_every_write() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Paris", "neurology", 30).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let slot = app.slots(id, &paris_day(4), &paris_day(4)).await[0]["id"]
+        .as_str()
+        .expect("slot")
+        .to_owned();
+    let patient = app.token("patient-authz", &["patient"]);
+    let doctor = app.token("doctor-authz", &["practitioner"]);
+    let appointment = pulse_kit::new_id();
+    let writes = [
+        (reqwest::Method::POST, "/v1/practitioners".to_owned()),
+        (reqwest::Method::PUT, format!("/v1/practitioners/{id}")),
+        (
+            reqwest::Method::PUT,
+            format!("/v1/practitioners/{id}/schedule"),
+        ),
+        (reqwest::Method::POST, "/v1/appointments".to_owned()),
+        (
+            reqwest::Method::POST,
+            format!("/v1/appointments/{appointment}/cancel"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/appointments/{appointment}/reschedule"),
+        ),
+    ];
+    // No token (or a forged one): 401, whatever the body and the key (even an invalid key).
+    for (method, path) in &writes {
+        for body in ["{}", "{not json", r#"{"slotId": 42}"#, "[]"] {
+            for key in [None, Some("k-401"), Some("")] {
+                for token in [None, Some("not-a-token")] {
+                    let status = status_of(&app, method.clone(), path, token, key, body).await;
+                    assert_eq!(status, 401, "{method} {path} {body} {key:?} {token:?}");
+                }
+            }
+        }
+    }
+    // Without the role: 403 before the body is read (`{}` would be 422, `{not json` 400).
+    let admin_writes = &writes[..3];
+    for (method, path) in admin_writes {
+        for token in [&patient, &doctor] {
+            for body in ["{}", "{not json", "[]"] {
+                // Keys belong to the caller: each request gets its own.
+                for key in [None, Some(pulse_kit::new_id().to_string())] {
+                    let key = key.as_deref();
+                    let status =
+                        status_of(&app, method.clone(), path, Some(token), key, body).await;
+                    assert_eq!(status, 403, "{method} {path} {body} {key:?}");
+                }
+            }
+        }
+    }
+    for (method, path) in [&writes[3], &writes[5]] {
+        for body in ["{}", "{not json"] {
+            for token in [app.admin(), doctor.clone()] {
+                let key = pulse_kit::new_id().to_string();
+                let status =
+                    status_of(&app, method.clone(), path, Some(&token), Some(&key), body).await;
+                assert_eq!(status, 403, "{method} {path} {body}");
+            }
+        }
+    }
+    // With the role, validation speaks.
+    let admin = app.admin();
+    for (method, path) in admin_writes {
+        let status = status_of(&app, method.clone(), path, Some(&admin), None, "{}").await;
+        assert_eq!(status, 422, "{method} {path}");
+    }
+    let status = status_of(
+        &app,
+        reqwest::Method::POST,
+        "/v1/appointments",
+        Some(&patient),
+        Some("k-p"),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 422);
+    // A patient without a key: 400 (the key is required), never an appointment.
+    let body = json!({ "slotId": slot }).to_string();
+    let status = status_of(
+        &app,
+        reqwest::Method::POST,
+        "/v1/appointments",
+        Some(&patient),
+        None,
+        &body,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(active_appointments(&app, &slot).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_of_one_booking_get_the_same_answer() {
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Lille", "cardiology", 30).await;
+    let slots = app
+        .slots(
+            practitioner["id"].as_str().expect("id"),
+            &paris_day(3),
+            &paris_day(3),
+        )
+        .await;
+    for (round, slot) in slots.iter().take(5).enumerate() {
+        let slot = slot["id"].as_str().expect("slot").to_owned();
+        let patient = app.token(&format!("patient-dup-{round}"), &["patient"]);
+        let key = format!("dup-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let client = app.client.clone();
+            let url = format!("{}/v1/appointments", app.base);
+            let (patient, key, slot) = (patient.clone(), key.clone(), slot.clone());
+            tasks.push(tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(patient)
+                    .header("Idempotency-Key", key)
+                    .json(&json!({ "slotId": slot }))
+                    .send()
+                    .await
+                    .expect("book");
+                let status = response.status().as_u16();
+                let replayed = response.headers().contains_key("idempotent-replayed");
+                let location = response
+                    .headers()
+                    .get("location")
+                    .map(|l| l.to_str().unwrap_or_default().to_owned());
+                let body = response.bytes().await.expect("body");
+                (status, replayed, location, body)
+            }));
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.expect("task"));
+        }
+        let (status, _, location, body) = &answers[0];
+        assert_eq!(*status, 201, "round {round}: {answers:?}");
+        for (other_status, _, other_location, other_body) in &answers {
+            assert_eq!(
+                (other_status, other_location, other_body),
+                (status, location, body),
+                "round {round}: every duplicate gets the first answer byte for byte"
+            );
+        }
+        let fresh = answers
+            .iter()
+            .filter(|(_, replayed, _, _)| !replayed)
+            .count();
+        assert_eq!(
+            fresh, 1,
+            "round {round}: one answer is fresh, the others replayed"
+        );
+        assert_eq!(active_appointments(&app, &slot).await, 1, "round {round}");
+        let appointment: Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(
+            location.as_deref(),
+            Some(
+                format!(
+                    "/v1/appointments/{}",
+                    appointment["id"].as_str().expect("id")
+                )
+                .as_str()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retry_takes_back_the_slot_lock_its_dead_first_attempt_left() {
+    use redis::AsyncCommands;
+    use sha2::{Digest, Sha256};
+
+    let app = TestApp::start().await;
+    let practitioner = app.practitioner("Nice", "dermatology", 30).await;
+    let slots = app
+        .slots(
+            practitioner["id"].as_str().expect("id"),
+            &paris_day(3),
+            &paris_day(3),
+        )
+        .await;
+    let slot = slots[0]["id"].as_str().expect("slot");
+    // A process died holding the slot's lock for this patient's request "crash-key".
+    let token = {
+        let mut hasher = Sha256::new();
+        hasher.update(b"sub:patient-crash\ncrash-key");
+        format!("req:{}", hex::encode(hasher.finalize()))
+    };
+    let lock = format!("{{booking:{}}}:slot-lock:{slot}", app.keyspace);
+    let mut redis = app.redis().await;
+    let _: () = redis
+        .set_ex(&lock, &token, 30)
+        .await
+        .expect("a lock left behind");
+    // Someone else is turned away while it lives...
+    let other = app.token("patient-other", &["patient"]);
+    let (status, problem, _) = app.book(&other, slot, "other-key").await;
+    assert_eq!(
+        (status, pulse_kit::testing::problem_kind(&problem).as_str()),
+        (409, "slot-being-booked")
+    );
+    // ... but the retry of the request that holds it goes through at once.
+    let patient = app.token("patient-crash", &["patient"]);
+    let (status, appointment, _) = app.book(&patient, slot, "crash-key").await;
+    assert_eq!(status, 201, "{appointment}");
+    assert_eq!(appointment["patientId"], "patient-crash");
+    let left: Option<String> = redis.get(&lock).await.expect("get");
+    assert_eq!(left, None, "the retry released the lock");
 }

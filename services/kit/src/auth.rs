@@ -280,6 +280,46 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// Extractors for callers that must hold a role. Put them before the body in a handler's
+/// arguments: a caller without the role gets 403 before the body is even read, so the order is
+/// always authentication (401), then authorization (403), then validation (4xx).
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
+
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Problem;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let principal = Principal::from_request_parts(parts, state).await?;
+                principal.require_role($role)?;
+                Ok(Self(principal))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with the `admin` role.
+    Admin,
+    "admin"
+);
+role_extractor!(
+    /// A caller with the `patient` role.
+    Patient,
+    "patient"
+);
+role_extractor!(
+    /// A caller with the `practitioner` role.
+    Practitioner,
+    "practitioner"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,6 +220,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// Opens the circuit now for a full `open_for`, whatever the failure count: for a failure
+    /// that is certain on its own (a refused connection, say).
+    pub fn trip(&self) {
+        let mut phase = self.lock();
+        if !matches!(*phase, Phase::Open { .. }) {
+            tracing::warn!("circuit breaker opened");
+        }
+        *phase = Phase::Open {
+            until: Instant::now() + self.config.open_for,
+        };
+    }
+
     fn release_trial(&self) {
         let mut phase = self.lock();
         if let Phase::HalfOpen { ref mut in_flight } = *phase {
@@ -361,6 +373,15 @@ mod tests {
             .await;
         assert!(matches!(result, Err(BreakerError::Open(_))));
         assert!(!called, "an open circuit does not call");
+    }
+
+    #[test]
+    fn trip_opens_at_once_for_a_full_period() {
+        let b = breaker(5, 60_000, 1);
+        b.trip();
+        assert_eq!(b.state(), BreakerState::Open);
+        let refused = b.try_acquire().expect_err("open");
+        assert!(refused.retry_in > Duration::from_secs(59));
     }
 
     #[test]

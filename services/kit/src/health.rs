@@ -1,16 +1,27 @@
 //! Liveness and readiness.
 //!
-//! `/livez` answers 200 while the process runs. `/readyz` answers 200 only when every dependency
-//! check (PostgreSQL, Redis, Kafka) passed on its last run and the process is not draining; a
-//! background task re-runs the checks every second, so a probe never waits on a dead dependency.
+//! `/livez` answers 200 while the process runs; it depends on nothing outside the process, so
+//! an outage elsewhere never gets pods restarted. `/readyz` says whether this pod can serve:
+//! it answers 200 when every *required* check (the database: without it nothing works) passed
+//! on its last run and the process is not draining. The other checks (Redis, Kafka) are
+//! *reported*: the pod still serves without them (Redis is an accelerator with fallbacks, the
+//! outbox holds events while Kafka is away), so taking every pod out of the load balancer when
+//! they fail would turn a partial outage into a total one. Each check's outcome is in the
+//! `/readyz` body (`"checks": {"postgres": "ok", "redis": "down: …", "kafka": "ok"}`) and in
+//! the gauge `pulse_dependency_up{dependency}` (1 up, 0 down). A background task re-runs the
+//! checks every second, so a probe never waits on a dead dependency.
+//!
+//! [`outage_is_unavailable`] turns the 500 of a request that failed because the database went
+//! away into a 503 `service-unavailable`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,7 +29,18 @@ use futures::future::BoxFuture;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::problem::Problem;
+
+/// Labels of `pulse_dependency_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    /// The check's name (`postgres`, `redis`, `kafka`).
+    pub dependency: String,
+}
 
 /// A dependency check: `Ok` when reachable, `Err(reason)` otherwise.
 pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -28,10 +50,11 @@ pub type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send
 pub struct Check {
     name: String,
     run: CheckFn,
+    required: bool,
 }
 
 impl Check {
-    /// A check called `name`.
+    /// A check called `name` that readiness requires: while it fails, `/readyz` answers 503.
     pub fn new<F, Fut>(name: &str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -40,7 +63,26 @@ impl Check {
         Self {
             name: name.to_owned(),
             run: Arc::new(move || Box::pin(check())),
+            required: true,
         }
+    }
+
+    /// A check called `name` that is only reported (in the `/readyz` body and the
+    /// `pulse_dependency_up` gauge): the pod still serves while it fails.
+    pub fn reported<F, Fut>(name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self {
+            required: false,
+            ..Self::new(name, check)
+        }
+    }
+
+    /// Whether readiness requires it.
+    pub fn is_required(&self) -> bool {
+        self.required
     }
 }
 
@@ -50,7 +92,15 @@ pub struct Health {
     timeout: Duration,
     draining: AtomicBool,
     results: RwLock<Option<BTreeMap<String, Result<(), String>>>>,
+    up: Family<DependencyLabels, Gauge>,
+    /// The last on-demand run of the required checks: when, and what failed.
+    confirmed: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+    /// When a required check last failed, and what it said.
+    required_failed: std::sync::Mutex<Option<(Instant, String)>>,
 }
+
+/// How long an on-demand run of the required checks is reused by other callers.
+const CONFIRM_REUSE: Duration = Duration::from_millis(250);
 
 impl Health {
     /// Health over `checks`; not ready until the first round has passed.
@@ -60,26 +110,104 @@ impl Health {
             timeout: Duration::from_secs(1),
             draining: AtomicBool::new(false),
             results: RwLock::new(None),
+            up: Family::default(),
+            confirmed: tokio::sync::Mutex::new(None),
+            required_failed: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Remembers the failures of required checks among `outcomes`.
+    fn note_required_failures<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = (&'a String, &'a Result<(), String>)>,
+    ) {
+        for (name, outcome) in outcomes {
+            let required = self.checks.iter().any(|c| c.required && &c.name == name);
+            if let (true, Err(reason)) = (required, outcome)
+                && let Ok(mut last) = self.required_failed.lock()
+            {
+                *last = Some((Instant::now(), format!("{name} ({reason})")));
+            }
+        }
+    }
+
+    /// What a required check said when it last failed, if that was at or after `since`.
+    pub fn required_failed_since(&self, since: Instant) -> Option<String> {
+        self.required_failed
+            .lock()
+            .ok()?
+            .as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, failing)| failing.clone())
+    }
+
+    /// Runs the required checks now and names those that fail (`None`: all pass). One run at
+    /// a time; callers within [`CONFIRM_REUSE`] of a run share its outcome, so a burst of
+    /// failing requests costs one round trip to the database, not one each.
+    pub async fn required_failing_now(&self) -> Option<String> {
+        let mut last = self.confirmed.lock().await;
+        if let Some((at, failing)) = last.as_ref()
+            && at.elapsed() < CONFIRM_REUSE
+        {
+            return failing.clone();
+        }
+        let rounds = self
+            .checks
+            .iter()
+            .filter(|c| c.required)
+            .map(|check| self.run_one(check));
+        let outcomes = futures::future::join_all(rounds).await;
+        let failing: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(name, outcome)| {
+                outcome
+                    .as_ref()
+                    .err()
+                    .map(|reason| format!("{name} ({reason})"))
+            })
+            .collect();
+        self.note_required_failures(outcomes.iter().map(|(name, outcome)| (name, outcome)));
+        if let Some(results) = self.results.write().await.as_mut() {
+            for (name, outcome) in outcomes {
+                results.insert(name, outcome);
+            }
+        }
+        let failing = (!failing.is_empty()).then(|| failing.join(", "));
+        *last = Some((Instant::now(), failing.clone()));
+        failing
+    }
+
+    /// `pulse_dependency_up{dependency}`: 1 when the check passed on its last run, 0 when not;
+    /// register it with [`Metrics::register`](crate::metrics::Metrics::register).
+    pub fn dependency_gauge(&self) -> Family<DependencyLabels, Gauge> {
+        self.up.clone()
+    }
+
+    async fn run_one(&self, check: &Check) -> (String, Result<(), String>) {
+        let outcome = match tokio::time::timeout(self.timeout, (check.run)()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        (check.name.clone(), outcome)
     }
 
     /// Runs every check once, concurrently, each bounded by a timeout.
     pub async fn run_checks(&self) {
-        let rounds = self.checks.iter().map(|check| async move {
-            let outcome = match tokio::time::timeout(self.timeout, (check.run)()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-            };
-            (check.name.clone(), outcome)
-        });
+        let rounds = self.checks.iter().map(|check| self.run_one(check));
         let results: BTreeMap<_, _> = futures::future::join_all(rounds)
             .await
             .into_iter()
             .collect();
+        self.note_required_failures(&results);
         for (name, outcome) in &results {
             if let Err(reason) = outcome {
                 tracing::debug!(check = %name, %reason, "dependency check failed");
             }
+            self.up
+                .get_or_create(&DependencyLabels {
+                    dependency: name.clone(),
+                })
+                .set(i64::from(outcome.is_ok()));
         }
         *self.results.write().await = Some(results);
     }
@@ -112,7 +240,10 @@ impl Health {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Readiness, with the reason when not ready.
+    /// Readiness, with every check's outcome (`ok` or `down: <reason>`).
+    ///
+    /// Not ready before the first round of checks, while draining, and while a required check
+    /// fails; reported checks never make the process unready.
     pub async fn readiness(&self) -> (bool, BTreeMap<String, String>) {
         let results = self.results.read().await;
         let mut report = BTreeMap::new();
@@ -126,16 +257,18 @@ impl Health {
                 );
             }
             Some(results) => {
-                for (name, outcome) in results {
-                    match outcome {
-                        Ok(()) => {
-                            report.insert(name.clone(), "ok".to_owned());
-                        }
+                for check in &self.checks {
+                    let Some(outcome) = results.get(&check.name) else {
+                        continue;
+                    };
+                    let shown = match outcome {
+                        Ok(()) => "ok".to_owned(),
                         Err(reason) => {
-                            ready = false;
-                            report.insert(name.clone(), reason.clone());
+                            ready &= !check.required;
+                            format!("down: {reason}")
                         }
-                    }
+                    };
+                    report.insert(check.name.clone(), shown);
                 }
             }
         }
@@ -146,6 +279,14 @@ impl Health {
             );
         }
         (ready, report)
+    }
+
+    /// The names of the checks that readiness requires.
+    fn required(&self) -> impl Iterator<Item = &str> {
+        self.checks
+            .iter()
+            .filter(|c| c.required)
+            .map(|c| c.name.as_str())
     }
 
     /// `/livez` and `/readyz`.
@@ -170,13 +311,142 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
         )
             .into_response()
     } else {
-        let failing: Vec<String> = checks
+        // Only what makes the process unready goes into the detail.
+        let blocking: Vec<String> = checks
             .iter()
-            .filter(|(_, v)| v.as_str() != "ok")
+            .filter(|(name, outcome)| {
+                outcome.as_str() != "ok"
+                    && (health.required().any(|r| r == name.as_str())
+                        || name.as_str() == "draining"
+                        || name.as_str() == "startup")
+            })
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
-        Problem::unavailable(format!("not ready: {}", failing.join("; ")))
+        Problem::unavailable(format!("not ready: {}", blocking.join("; ")))
             .with("checks", serde_json::to_value(&checks).unwrap_or_default())
             .into_response()
+    }
+}
+
+/// Middleware of the public listener: a 500 answered while a required dependency is out (the
+/// database is down or restarting) becomes 503 `service-unavailable` with `Retry-After: 1`. A
+/// request that fails because the database went away is not a bug of the server: nothing was
+/// done (the effect and its answer commit together or not at all) and the client should retry,
+/// which is what a 503 says. "Out" means a required check failed while the request ran, or
+/// fails when asked again at the answer (one run shared by concurrent failures); a 500 while
+/// the database answered throughout stays a 500.
+pub async fn outage_is_unavailable(
+    State(health): State<Arc<Health>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let failing = match health.required_failing_now().await {
+        Some(failing) => Some(failing),
+        None => health.required_failed_since(started),
+    };
+    match failing {
+        None => response,
+        Some(failing) => {
+            tracing::warn!(%failing, "answering 503 instead of 500: a required dependency is down");
+            Problem::unavailable(format!("unavailable: {failing}; retry later"))
+                .with_retry_after(1)
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(postgres: bool, redis: bool) -> Arc<Health> {
+        let outcome = |up: bool| {
+            if up {
+                Ok(())
+            } else {
+                Err("refused".to_owned())
+            }
+        };
+        Health::new(vec![
+            Check::new("postgres", move || async move { outcome(postgres) }),
+            Check::reported("redis", move || async move { outcome(redis) }),
+        ])
+    }
+
+    #[tokio::test]
+    async fn only_required_checks_and_draining_decide_readiness() {
+        let h = health(true, true);
+        assert!(!h.readiness().await.0, "not ready before the first round");
+        h.run_checks().await;
+        let (ready, report) = h.readiness().await;
+        assert!(ready);
+        assert_eq!(report["postgres"], "ok");
+        assert_eq!(report["redis"], "ok");
+
+        let h = health(true, false);
+        h.run_checks().await;
+        let (ready, report) = h.readiness().await;
+        assert!(ready, "a reported check does not make the process unready");
+        assert_eq!(report["redis"], "down: refused");
+        let gauge = |name: &str| {
+            h.dependency_gauge()
+                .get_or_create(&DependencyLabels {
+                    dependency: name.to_owned(),
+                })
+                .get()
+        };
+        assert_eq!((gauge("postgres"), gauge("redis")), (1, 0));
+        h.start_draining();
+        assert!(!h.readiness().await.0, "draining");
+
+        let h = health(false, true);
+        h.run_checks().await;
+        let (ready, report) = h.readiness().await;
+        assert!(!ready, "a required check decides");
+        assert_eq!(report["postgres"], "down: refused");
+    }
+
+    async fn answer_of(health: Arc<Health>, status: StatusCode) -> (StatusCode, String) {
+        use tower::ServiceExt;
+        let router = Router::new()
+            .route("/x", get(move || async move { status }))
+            .layer(axum::middleware::from_fn_with_state(
+                health,
+                outage_is_unavailable,
+            ));
+        let response = router
+            .oneshot(
+                axum::http::Request::get("/x")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_500_while_the_database_is_down_is_a_503() {
+        let (status, body) =
+            answer_of(health(false, true), StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("service-unavailable") && body.contains("postgres"),
+            "{body}"
+        );
+        // The database answers: a 500 stays a 500 (a bug, not an outage); Redis does not count.
+        let (status, _) = answer_of(health(true, false), StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (status, _) = answer_of(health(false, true), StatusCode::CONFLICT).await;
+        assert_eq!(status, StatusCode::CONFLICT);
     }
 }

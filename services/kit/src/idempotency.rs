@@ -1,23 +1,36 @@
-//! `Idempotency-Key` for state-changing endpoints, with Stripe's semantics:
+//! `Idempotency-Key` for state-changing endpoints, with Stripe's promise: a retry returns the
+//! first outcome, whatever happened to the server in between.
 //!
 //! - same key, same request → the stored response (with `Idempotent-Replayed: true`);
 //! - same key, different request → 422;
-//! - same key while the first request is still running → 409;
+//! - same key while the first request still runs → the retry waits for it and gets its answer;
 //! - a 5xx is not stored, so the client may retry with the same key;
-//! - keys are scoped to the caller (the token's subject) and kept at least 24 hours.
+//! - keys are scoped to the authenticated caller (the token's subject) and kept at least 24
+//!   hours; a request without a valid token is not looked at (its handler answers 401).
 //!
-//! [`layer`] wraps a component's router; its table lives in the component's schema.
+//! A response with an effect is recorded by the flow itself, inside the transaction that makes
+//! the effect ([`IdempotencyKey::record`]): both commit or neither does, so a crash can never
+//! leave an effect without its answer, and nothing outlives a dead process (no lease, no lock).
+//! Answers without an effect (validation errors, refusals) are recorded by the [`middleware`]
+//! after the handler. A concurrent duplicate of a running request either finds the record when
+//! it is committed, or collides with it on the table's primary key, which makes its own
+//! transaction fail and roll back; either way it answers with the first request's response.
+//!
+//! [`layer`] wraps a component's router; the table lives in the component's schema.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::auth::Principal;
 use crate::problem::Problem;
@@ -31,28 +44,16 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Headers of the first response that are replayed with it.
 const STORED_HEADERS: &[&str] = &["content-type", "location"];
 
-/// Settings of the idempotency middleware.
+/// Where a component's keys are kept.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     pool: PgPool,
-    /// A `running` key older than this is considered abandoned (its process died).
-    running_lease: Duration,
 }
 
 impl IdempotencyStore {
     /// A store over the component's pool.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            pool,
-            running_lease: Duration::from_secs(60),
-        }
-    }
-
-    /// Changes how long a running request holds its key against a crashed process.
-    #[must_use]
-    pub fn with_running_lease(mut self, lease: Duration) -> Self {
-        self.running_lease = lease;
-        self
+        Self { pool }
     }
 }
 
@@ -76,7 +77,101 @@ pub async fn prune(pool: &PgPool, keep: Duration) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// Extractor for endpoints that require the header (400 when it is missing).
+/// The request's key, handed by the [`middleware`] to the handler: a flow records its answer
+/// with [`IdempotencyKey::record`] in the transaction that makes the effect.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    scope: String,
+    key: String,
+    fingerprint: Vec<u8>,
+    recorded: Arc<AtomicBool>,
+}
+
+impl IdempotencyKey {
+    /// The key as the client sent it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The caller it belongs to (`sub:<subject>`).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// Records `status`, `headers` and `body` as the answer to this key, on `tx`: it commits or
+    /// rolls back with the flow's effect. Fails (and so rolls the flow back) when a concurrent
+    /// request with the same key committed first; the middleware then answers with that one.
+    pub async fn record(
+        &self,
+        tx: &mut PgConnection,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        insert(tx, self, status, headers, body).await?;
+        self.recorded.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// [`IdempotencyKey::record`] of a JSON answer, optionally with a `Location`.
+    pub async fn record_json<T: Serialize>(
+        &self,
+        tx: &mut PgConnection,
+        status: StatusCode,
+        location: Option<&str>,
+        body: &T,
+    ) -> Result<(), sqlx::Error> {
+        let bytes = serde_json::to_vec(body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+            headers.insert(axum::http::header::LOCATION, location);
+        }
+        self.record(tx, status, &headers, &bytes).await
+    }
+}
+
+fn key_required() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "idempotency-key-required",
+        "Idempotency-Key required",
+    )
+    .with_detail("send an `Idempotency-Key` header with a unique value (a UUID) per operation; reuse it when you retry")
+}
+
+/// Endpoints that require the header: 400 when it is missing (or invalid).
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(key) = parts.extensions.get::<IdempotencyKey>() {
+            return Ok(key.clone());
+        }
+        match parts.headers.get(IDEMPOTENCY_KEY) {
+            Some(value) => validate_key(value).and(Err(key_required())),
+            None => Err(key_required()),
+        }
+    }
+}
+
+/// Endpoints where the header is optional.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<IdempotencyKey>().cloned())
+    }
+}
+
+/// Extractor for endpoints that require the header (400 when it is missing), for handlers that
+/// only need its text.
 #[derive(Debug, Clone)]
 pub struct RequiredIdempotencyKey(pub String);
 
@@ -86,12 +181,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequiredIdempotencyKey {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         match parts.headers.get(IDEMPOTENCY_KEY) {
             Some(value) => Ok(Self(validate_key(value)?.to_owned())),
-            None => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-required",
-                "Idempotency-Key required",
-            )
-            .with_detail("send an `Idempotency-Key` header with a unique value (a UUID) per operation; reuse it when you retry")),
+            None => Err(key_required()),
         }
     }
 }
@@ -116,24 +206,14 @@ fn is_state_changing(method: &Method) -> bool {
     )
 }
 
-/// The caller a key belongs to: the subject of the token verified by
-/// [`authenticate`](crate::auth::authenticate), or anonymous.
-fn scope_of(parts: &Parts) -> String {
-    match parts.extensions.get::<Principal>() {
-        Some(principal) => format!("sub:{}", principal.subject()),
-        None => "anonymous".to_owned(),
-    }
-}
-
-enum Existing {
+enum Stored {
     Done {
         status: u16,
         headers: serde_json::Value,
         body: Vec<u8>,
     },
-    Running,
     Mismatch,
-    Vanished,
+    Missing,
 }
 
 /// The middleware itself (see the module documentation).
@@ -148,11 +228,19 @@ pub async fn middleware(
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
+    // Keys belong to authenticated callers only; the handler answers the others (401).
+    let Some(subject) = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.subject().to_owned())
+    else {
+        return next.run(request).await;
+    };
     let key = match validate_key(&raw_key) {
         Ok(key) => key.to_owned(),
         Err(problem) => return problem.into_response(),
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -167,21 +255,19 @@ pub async fn middleware(
             .into_response();
         }
     };
-    let scope = scope_of(&parts);
-    let fingerprint = fingerprint(&parts, &bytes);
-
-    match claim(&store, &scope, &key, &fingerprint).await {
-        Ok(true) => {}
-        Ok(false) => return answer_existing(&store, &scope, &key, &fingerprint).await,
+    let idempotency = IdempotencyKey {
+        scope: format!("sub:{subject}"),
+        fingerprint: fingerprint(&parts, &bytes),
+        key,
+        recorded: Arc::default(),
+    };
+    match lookup(&store.pool, &idempotency).await {
+        Ok(Stored::Missing) => {}
+        Ok(stored) => return answer(stored, None),
         Err(err) => return Problem::internal(&err).into_response(),
     }
 
-    let mut guard = RunningKey {
-        pool: store.pool.clone(),
-        scope: scope.clone(),
-        key: key.clone(),
-        armed: true,
-    };
+    parts.extensions.insert(idempotency.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -190,18 +276,71 @@ pub async fn middleware(
         Ok(body) => body,
         Err(err) => return Problem::internal(&err).into_response(),
     };
-    if head.status.is_server_error() {
-        // Not stored: the guard frees the key so the client can retry.
-        return Response::from_parts(head, Body::from(body));
+    head.headers.remove(REPLAYED);
+    let fresh = Response::from_parts(head, Body::from(body.clone()));
+    if fresh.status().is_server_error() {
+        // Not stored, so the client may retry; but a duplicate that lost the race to a
+        // committed first request answers with that request's response.
+        return match lookup(&store.pool, &idempotency).await {
+            Ok(stored @ Stored::Done { .. }) => answer(stored, None),
+            _ => fresh,
+        };
     }
-    match complete(&store, &scope, &key, head.status, &head.headers, &body).await {
-        Ok(()) => guard.armed = false,
+    if idempotency.recorded.load(Ordering::SeqCst) {
+        return fresh;
+    }
+    // An answer without an effect (a refusal, a validation error): kept as the first outcome,
+    // unless a concurrent request with the key recorded one first.
+    let mut conn = match store.pool.acquire().await {
+        Ok(conn) => conn,
         Err(err) => {
-            tracing::error!(error = %err, "could not store the idempotent response; a retry will run again")
+            tracing::warn!(error = %err, "could not store an idempotent answer");
+            return fresh;
+        }
+    };
+    match insert(
+        &mut conn,
+        &idempotency,
+        fresh.status(),
+        fresh.headers(),
+        &body,
+    )
+    .await
+    {
+        Ok(()) => fresh,
+        Err(err) if is_unique_violation(&err) => match lookup(&store.pool, &idempotency).await {
+            Ok(Stored::Missing) | Err(_) => fresh,
+            Ok(stored) => answer(stored, Some(fresh)),
+        },
+        Err(err) => {
+            tracing::warn!(error = %err, "could not store an idempotent answer; a retry will run again");
+            fresh
         }
     }
-    head.headers.remove(REPLAYED);
-    Response::from_parts(head, Body::from(body))
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+fn answer(stored: Stored, fallback: Option<Response>) -> Response {
+    match stored {
+        Stored::Done {
+            status,
+            headers,
+            body,
+        } => replay(status, &headers, body),
+        Stored::Mismatch => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+        )
+        .with_detail("this Idempotency-Key was used for a different request; use a new key for a new operation")
+        .into_response(),
+        Stored::Missing => fallback.unwrap_or_else(|| {
+            Problem::internal(&"an idempotency record vanished").into_response()
+        }),
+    }
 }
 
 fn fingerprint(parts: &Parts, body: &Bytes) -> Vec<u8> {
@@ -221,42 +360,6 @@ fn fingerprint(parts: &Parts, body: &Bytes) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-/// Inserts the key as running; `false` if it already exists (and is not an abandoned run of
-/// the same request, which is taken over).
-async fn claim(
-    store: &IdempotencyStore,
-    scope: &str,
-    key: &str,
-    fingerprint: &[u8],
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, state)
-         VALUES ($1, $2, $3, 'running') ON CONFLICT DO NOTHING",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(fingerprint)
-    .execute(&store.pool)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(true);
-    }
-    let taken_over = sqlx::query(
-        "UPDATE idempotency_keys SET created_at = now()
-         WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3 AND state = 'running'
-           AND created_at < now() - make_interval(secs => $4)",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(fingerprint)
-    .bind(store.running_lease.as_secs_f64())
-    .execute(&store.pool)
-    .await?
-    .rows_affected();
-    Ok(taken_over == 1)
-}
-
 #[derive(sqlx::FromRow)]
 struct StoredKey {
     fingerprint: Vec<u8>,
@@ -266,62 +369,31 @@ struct StoredKey {
     response_body: Option<Vec<u8>>,
 }
 
-async fn lookup(
-    store: &IdempotencyStore,
-    scope: &str,
-    key: &str,
-    fingerprint: &[u8],
-) -> Result<Existing, sqlx::Error> {
+async fn lookup(pool: &PgPool, key: &IdempotencyKey) -> Result<Stored, sqlx::Error> {
     let row: Option<StoredKey> = sqlx::query_as(
         "SELECT fingerprint, state, response_status, response_headers, response_body
          FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
     )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(&store.pool)
+    .bind(&key.scope)
+    .bind(&key.key)
+    .fetch_optional(pool)
     .await?;
     Ok(match row {
-        None => Existing::Vanished,
-        Some(row) if row.fingerprint != fingerprint => Existing::Mismatch,
+        None => Stored::Missing,
+        Some(row) if row.fingerprint != key.fingerprint => Stored::Mismatch,
         Some(StoredKey {
             state,
             response_status: Some(status),
             response_headers,
             response_body,
             ..
-        }) if state == "done" => Existing::Done {
+        }) if state == "done" => Stored::Done {
             status: u16::try_from(status).unwrap_or(500),
             headers: response_headers.unwrap_or_default(),
             body: response_body.unwrap_or_default(),
         },
-        Some(_) => Existing::Running,
+        Some(_) => Stored::Missing,
     })
-}
-
-async fn answer_existing(
-    store: &IdempotencyStore,
-    scope: &str,
-    key: &str,
-    fingerprint: &[u8],
-) -> Response {
-    match lookup(store, scope, key, fingerprint).await {
-        Ok(Existing::Done { status, headers, body }) => replay(status, &headers, body),
-        Ok(Existing::Mismatch) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "Idempotency-Key reused",
-        )
-        .with_detail("this Idempotency-Key was used for a different request; use a new key for a new operation")
-        .into_response(),
-        Ok(Existing::Running) | Ok(Existing::Vanished) => Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-request-in-progress",
-            "Request in progress",
-        )
-        .with_detail("a request with this Idempotency-Key is still being processed; retry in a moment")
-        .into_response(),
-        Err(err) => Problem::internal(&err).into_response(),
-    }
 }
 
 fn replay(status: u16, headers: &serde_json::Value, body: Vec<u8>) -> Response {
@@ -343,13 +415,12 @@ fn replay(status: u16, headers: &serde_json::Value, body: Vec<u8>) -> Response {
     response
 }
 
-async fn complete(
-    store: &IdempotencyStore,
-    scope: &str,
-    key: &str,
+async fn insert(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
     status: StatusCode,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &[u8],
 ) -> Result<(), sqlx::Error> {
     let mut stored = serde_json::Map::new();
     for name in STORED_HEADERS {
@@ -358,51 +429,144 @@ async fn complete(
         }
     }
     sqlx::query(
-        "UPDATE idempotency_keys
-         SET state = 'done', response_status = $3, response_headers = $4, response_body = $5, completed_at = now()
-         WHERE scope = $1 AND idempotency_key = $2",
+        "INSERT INTO idempotency_keys
+             (scope, idempotency_key, fingerprint, state, response_status, response_headers, response_body, completed_at)
+         VALUES ($1, $2, $3, 'done', $4, $5, $6, now())",
     )
-    .bind(scope)
-    .bind(key)
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(&key.fingerprint)
     .bind(i16::try_from(status.as_u16()).unwrap_or(500))
     .bind(serde_json::Value::Object(stored))
-    .bind(body.as_ref())
-    .execute(&store.pool)
+    .bind(body)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Frees a running key when its request ends without a stored response (5xx, a client that
-/// went away, a panic), so a retry can run.
-struct RunningKey {
-    pool: PgPool,
-    scope: String,
-    key: String,
-    armed: bool,
+/// Work that must commit with a flow's changes, or not at all.
+///
+/// Every write of a flow runs in one transaction shaped `begin → work → hook → commit`: the
+/// hook runs after the flow's own writes and its outbox event, just before `COMMIT`, with what
+/// the flow is about to return. The request's idempotency record goes here ([`RecordAnswer`]),
+/// so a crash can never keep an effect without its answer, or an answer without its effect. A
+/// failing hook rolls the whole flow back.
+pub trait BeforeCommit<T>: Send {
+    /// Runs on the flow's transaction.
+    fn run(
+        self,
+        tx: &mut PgConnection,
+        outcome: &T,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-impl Drop for RunningKey {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+/// Nothing to add to a flow's transaction (jobs, consumers, seeding).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+impl<T: Sync> BeforeCommit<T> for NoHook {
+    async fn run(self, _tx: &mut PgConnection, _outcome: &T) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+/// The HTTP answer to a flow's outcome: a status, a JSON body and maybe a `Location`. The
+/// handler sends it and [`RecordAnswer`] stores it, from one function, so the replay of a retry
+/// is byte for byte the first answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// `Location` header.
+    pub location: Option<String>,
+    /// The JSON body, serialized once (`None`: no body, as for 204).
+    pub body: Option<Vec<u8>>,
+}
+
+impl Answer {
+    /// `status` with `body` as JSON (fields in their declared order).
+    pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Self {
+        Self {
+            status,
+            location: None,
+            body: Some(serde_json::to_vec(body).unwrap_or_default()),
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = self.pool.clone();
-        let scope = std::mem::take(&mut self.scope);
-        let key = std::mem::take(&mut self.key);
-        runtime.spawn(async move {
-            let freed = sqlx::query(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND state = 'running'",
-            )
-            .bind(&scope)
-            .bind(&key)
-            .execute(&pool)
-            .await;
-            if let Err(err) = freed {
-                tracing::warn!(error = %err, "could not free an unfinished idempotency key; it expires with its lease");
+    }
+
+    /// `status` without a body.
+    pub fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            location: None,
+            body: None,
+        }
+    }
+
+    /// Adds a `Location`.
+    #[must_use]
+    pub fn at(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+
+    fn parts(&self) -> (HeaderMap, Vec<u8>) {
+        let mut headers = HeaderMap::new();
+        let body = match &self.body {
+            Some(bytes) => {
+                headers.insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                bytes.clone()
             }
-        });
+            None => Vec::new(),
+        };
+        if let Some(location) = self
+            .location
+            .as_deref()
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            headers.insert(axum::http::header::LOCATION, location);
+        }
+        (headers, body)
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let (headers, body) = self.parts();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// Records the request's answer, built from the flow's outcome by `answer`, in the flow's
+/// transaction. Without a key (the client sent none) it does nothing.
+pub struct RecordAnswer<'a, F> {
+    key: Option<&'a IdempotencyKey>,
+    answer: &'a F,
+}
+
+impl<'a, F> RecordAnswer<'a, F> {
+    /// Records `answer(outcome)` under `key`.
+    pub fn new(key: Option<&'a IdempotencyKey>, answer: &'a F) -> Self {
+        Self { key, answer }
+    }
+}
+
+impl<T, F> BeforeCommit<T> for RecordAnswer<'_, F>
+where
+    T: Sync,
+    F: Fn(&T) -> Answer + Sync,
+{
+    async fn run(self, tx: &mut PgConnection, outcome: &T) -> Result<(), sqlx::Error> {
+        let Some(key) = self.key else {
+            return Ok(());
+        };
+        let answer = (self.answer)(outcome);
+        let (headers, body) = answer.parts();
+        key.record(tx, answer.status, &headers, &body).await
     }
 }

@@ -1,88 +1,341 @@
-//! Redis helpers: a lazily connecting, self-healing connection handle, scripts run by SHA
-//! (reloaded on `NOSCRIPT`), and a short lock with a random token released by compare-and-delete.
+//! Redis helpers: a lazily connecting, self-healing connection handle guarded by a circuit
+//! breaker, scripts run by SHA (reloaded on `NOSCRIPT`), and a short lock with a random token
+//! released by compare-and-delete.
+//!
+//! # The breaker in front of Redis
+//!
+//! Every component reaches Redis through [`RedisHandle::connection`]. Without a guard, while
+//! Redis is down each caller would wait for its own connection attempt or response timeout, so
+//! a request that only *uses* Redis as an accelerator (a slot lock, a search cache, a rate
+//! limit) would take seconds to fall back. The handle therefore keeps a
+//! [`CircuitBreaker`] and a watcher task (started on first use, stopped when the last clone of
+//! the handle is dropped) that `PING`s Redis every [`RedisTuning::probe_interval`]:
+//!
+//! - **closed**: `connection()` hands out the shared multiplexed connection;
+//! - [`RedisTuning::breaker`]`.failure_threshold` failed probes in a row (an error, or no
+//!   answer within [`RedisTuning::probe_timeout`]), or a refused connection, **open** it:
+//!   `connection()` then fails at once (an `IoError`, "circuit open") and callers take their
+//!   fallback in microseconds;
+//! - after `open_for` the watcher makes a **trial**: a `PING`, and if the old connection does
+//!   not answer, a fresh connection; its success closes the circuit, its failure opens it for
+//!   another period. Callers never wait for the trial.
+//!
+//! The metric `pulse_redis_breaker_state` (0 closed, 1 half-open, 2 open) shows the state and
+//! `pulse_redis_breaker_rejected_calls_total` counts the calls refused while it was not closed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
 
-/// A Redis connection that is made on first use and reconnects by itself afterwards.
-#[derive(Clone)]
-pub struct RedisHandle {
-    client: redis::Client,
-    manager: std::sync::Arc<OnceCell<ConnectionManager>>,
-    /// When the last connection attempt failed: for a short while callers fail at once
-    /// instead of each waiting for its own doomed attempt.
-    failed_at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use crate::metrics::Metrics;
+
+/// Timeouts and breaker tuning of a [`RedisHandle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisTuning {
+    /// Bound of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Bound of one command on the shared connection (a safety net; the breaker reacts first).
+    pub response_timeout: Duration,
+    /// How often the watcher `PING`s Redis while all is well (after a failed probe it probes
+    /// again at once, so a dead Redis opens the circuit within a few tens of milliseconds).
+    pub probe_interval: Duration,
+    /// A probe without an answer within this is a failure.
+    pub probe_timeout: Duration,
+    /// Failures in a row that open the circuit, how long it stays open before a trial.
+    pub breaker: BreakerConfig,
 }
 
-/// How long after a failed connection attempt callers fail fast.
-const CONNECT_COOLDOWN: Duration = Duration::from_millis(500);
+impl Default for RedisTuning {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(250),
+            // As long as a command may take: under a load that slows PING down this much, the
+            // callers' own commands are timing out anyway. Shorter would open the circuit on a
+            // busy but healthy Redis (a flash sale's peak) and turn buyers away.
+            probe_timeout: Duration::from_secs(1),
+            breaker: BreakerConfig {
+                failure_threshold: 3,
+                open_for: Duration::from_secs(1),
+                half_open_trials: 1,
+            },
+        }
+    }
+}
+
+/// Delay before the next probe after a failed one.
+const PROBE_AGAIN: Duration = Duration::from_millis(50);
+
+/// A Redis connection that is made on first use, reconnects by itself afterwards, and fails
+/// fast while Redis is known to be down (see the module documentation). Clones share the
+/// connection, the breaker and the watcher.
+#[derive(Clone)]
+pub struct RedisHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    tuning: RedisTuning,
+    manager: std::sync::RwLock<Option<ConnectionManager>>,
+    /// Serialises connection attempts, so a crowd does not connect once per caller.
+    connecting: tokio::sync::Mutex<()>,
+    breaker: CircuitBreaker,
+    watching: AtomicBool,
+    state: Gauge,
+    rejected: Counter,
+}
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHandle").finish_non_exhaustive()
+        f.debug_struct("RedisHandle")
+            .field("breaker", &self.inner.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn circuit_open() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::IoError,
+        "Redis unavailable",
+        "circuit open: Redis failed recently; calls fail fast until a probe succeeds".to_owned(),
+    ))
+}
+
+fn timed_out(what: &str, after: Duration) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::IoError,
+        "Redis did not answer",
+        format!("{what}: no answer within {after:?}"),
+    ))
+}
+
+/// The value of `pulse_redis_breaker_state` for `state`.
+fn state_code(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
     }
 }
 
 impl RedisHandle {
-    /// A handle for `url` (`redis://127.0.0.1:6379`); nothing is connected yet.
+    /// A handle for `url` (`redis://127.0.0.1:6379`) with the default [`RedisTuning`];
+    /// nothing is connected yet.
     pub fn new(url: &str) -> redis::RedisResult<Self> {
+        Self::with_tuning(url, RedisTuning::default())
+    }
+
+    /// A handle for `url` with its own timeouts and breaker tuning.
+    pub fn with_tuning(url: &str, tuning: RedisTuning) -> redis::RedisResult<Self> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            manager: std::sync::Arc::new(OnceCell::new()),
-            failed_at: std::sync::Arc::default(),
+            inner: Arc::new(Inner {
+                client: redis::Client::open(url)?,
+                tuning,
+                manager: std::sync::RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                breaker: CircuitBreaker::new(tuning.breaker),
+                watching: AtomicBool::new(false),
+                state: Gauge::default(),
+                rejected: Counter::default(),
+            }),
         })
     }
 
-    /// The shared multiplexed connection; the first call connects (bounded by a short timeout).
+    /// Registers `pulse_redis_breaker_state` and `pulse_redis_breaker_rejected_calls_total`.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register(
+            "redis_breaker_state",
+            "State of the circuit breaker in front of Redis: 0 closed, 1 half-open (trial), 2 open",
+            self.inner.state.clone(),
+        );
+        metrics.register(
+            "redis_breaker_rejected_calls",
+            "Redis calls refused at once because the circuit was not closed",
+            self.inner.rejected.clone(),
+        );
+    }
+
+    /// The breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// The shared multiplexed connection. The first call connects (bounded by
+    /// [`RedisTuning::connect_timeout`]); while the circuit is open it fails at once.
     pub async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        if let Some(manager) = self.manager.get() {
-            return Ok(manager.clone());
+        self.watch();
+        let inner = &self.inner;
+        if inner.breaker.state() != BreakerState::Closed {
+            inner.rejected.inc();
+            return Err(circuit_open());
         }
-        let result = self
-            .manager
-            .get_or_try_init(|| async {
-                // Callers queued behind a failed attempt fail at once instead of retrying one
-                // after the other.
-                if self.recently_failed() {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "Redis unreachable (the last attempt failed moments ago)",
-                    )));
-                }
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_secs(1))
-                    .set_response_timeout(Duration::from_secs(2))
-                    .set_number_of_retries(1)
-                    .set_max_delay(200);
-                let connected =
-                    ConnectionManager::new_with_config(self.client.clone(), config).await;
-                if connected.is_err()
-                    && let Ok(mut at) = self.failed_at.lock()
-                {
-                    *at = Some(std::time::Instant::now());
-                }
-                connected
-            })
-            .await?;
-        Ok(result.clone())
+        if let Some(manager) = inner.current() {
+            return Ok(manager);
+        }
+        let _connecting = inner.connecting.lock().await;
+        if let Some(manager) = inner.current() {
+            return Ok(manager);
+        }
+        // Callers queued behind a failed attempt fail at once instead of retrying one after
+        // the other.
+        if inner.breaker.state() != BreakerState::Closed {
+            inner.rejected.inc();
+            return Err(circuit_open());
+        }
+        match inner.connect().await {
+            Ok(manager) => Ok(manager),
+            Err(err) => {
+                inner.breaker.trip();
+                inner.publish_state();
+                tracing::warn!(error = %err, "cannot connect to Redis; failing fast until a probe succeeds");
+                Err(err)
+            }
+        }
     }
 
-    fn recently_failed(&self) -> bool {
-        self.failed_at
-            .lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| at.elapsed() < CONNECT_COOLDOWN)
-    }
-
-    /// `PING`, for readiness.
+    /// `PING`, for readiness: fails at once while the circuit is open (without counting as a
+    /// rejected call).
     pub async fn ping(&self) -> redis::RedisResult<()> {
+        if self.inner.breaker.state() != BreakerState::Closed {
+            self.watch();
+            return Err(circuit_open());
+        }
         let mut conn = self.connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
-        Ok(())
+        self.inner.ping(&mut conn).await
+    }
+
+    /// Starts the watcher once, on the caller's runtime.
+    fn watch(&self) {
+        if self.inner.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(watch(Arc::downgrade(&self.inner)));
+            }
+            Err(_) => self.inner.watching.store(false, Ordering::SeqCst),
+        }
+    }
+}
+
+/// Probes Redis until every handle is gone.
+async fn watch(inner: Weak<Inner>) {
+    let mut failed = false;
+    loop {
+        let pause = match inner.upgrade() {
+            None => return,
+            Some(inner) if failed || inner.breaker.state() != BreakerState::Closed => {
+                PROBE_AGAIN.min(inner.tuning.probe_interval)
+            }
+            Some(inner) => inner.tuning.probe_interval,
+        };
+        tokio::time::sleep(pause).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        failed = !inner.probe().await;
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Option<ConnectionManager> {
+        self.manager.read().ok().and_then(|slot| slot.clone())
+    }
+
+    fn publish_state(&self) {
+        self.state.set(state_code(self.breaker.state()));
+    }
+
+    /// A new connection, which replaces the shared one.
+    async fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.tuning.connect_timeout)
+            .set_response_timeout(self.tuning.response_timeout)
+            .set_number_of_retries(0);
+        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        // The connection timeout bounds the TCP connect; this bounds the handshake too.
+        let manager = tokio::time::timeout(self.tuning.connect_timeout * 2, connect)
+            .await
+            .map_err(|_| timed_out("connecting", self.tuning.connect_timeout * 2))??;
+        if let Ok(mut slot) = self.manager.write() {
+            *slot = Some(manager.clone());
+        }
+        Ok(manager)
+    }
+
+    async fn ping(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let timeout = self.tuning.probe_timeout;
+        let pong = tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(conn))
+            .await
+            .map_err(|_| timed_out("PING", timeout))??;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::ResponseError,
+                "unexpected answer to PING",
+                pong,
+            )))
+        }
+    }
+
+    /// One probe (a trial when the circuit is half-open); `true` when Redis answered.
+    async fn probe(&self) -> bool {
+        let Ok(attempt) = self.breaker.try_acquire() else {
+            // Open: nothing to do until the trial is due.
+            self.publish_state();
+            return false;
+        };
+        let was = self.breaker.state();
+        self.publish_state();
+        let ok = self.check(was != BreakerState::Closed).await;
+        if ok {
+            attempt.success();
+            if was != BreakerState::Closed {
+                tracing::info!("Redis answers again; circuit closed");
+            }
+        } else {
+            attempt.failure();
+        }
+        self.publish_state();
+        ok
+    }
+
+    /// `PING` on the shared connection. On a trial, or when there is no connection yet, a
+    /// fresh connection when that does not answer (the shared one may still be waiting out a
+    /// failed reconnection); it replaces the shared one.
+    async fn check(&self, trial: bool) -> bool {
+        let outcome = tokio::time::timeout(self.tuning.probe_timeout * 2, async {
+            if let Some(mut conn) = self.current() {
+                let pinged = self.ping(&mut conn).await;
+                if pinged.is_ok() || !trial {
+                    return pinged;
+                }
+            }
+            let _connecting = self.connecting.lock().await;
+            let mut conn = self.connect().await?;
+            self.ping(&mut conn).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "Redis probe failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("Redis probe got no answer");
+                false
+            }
+        }
     }
 }
 

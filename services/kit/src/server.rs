@@ -356,6 +356,12 @@ pub async fn start(
         .await;
 
     let health = Health::new(dependency_checks(settings, &redis, &kafka)?);
+    metrics.register(
+        "dependency_up",
+        "Whether a dependency answered its last check (1) or not (0); only the database decides readiness",
+        health.dependency_gauge(),
+    );
+    redis.register_metrics(&metrics);
     let limiter = Arc::new(ratelimit::RateLimiter::new(
         redis.clone(),
         &keyspace,
@@ -392,6 +398,10 @@ pub async fn start(
             )
             .merge(health.router())
             .fallback(problem::not_found_fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&health),
+                crate::health::outage_is_unavailable,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&limiter),
                 ratelimit::middleware,
@@ -491,6 +501,9 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
     listener.local_addr().unwrap_or(fallback)
 }
 
+/// Readiness requires the database only: without it nothing works. Redis and Kafka are
+/// checked and reported (`/readyz` body, `pulse_dependency_up`) but a pod without them still
+/// serves: Redis has fallbacks behind its breaker, the outbox holds events for Kafka.
 fn dependency_checks(
     settings: &ServerSettings,
     redis: &RedisHandle,
@@ -514,11 +527,11 @@ fn dependency_checks(
                     .map_err(|e| e.to_string())
             }
         }),
-        Check::new("redis", move || {
+        Check::reported("redis", move || {
             let redis = redis.clone();
             async move { redis.ping().await.map_err(|e| e.to_string()) }
         }),
-        Check::new("kafka", move || {
+        Check::reported("kafka", move || {
             let kafka = kafka.clone();
             async move { kafka.ping().await.map_err(|e| e.to_string()) }
         }),

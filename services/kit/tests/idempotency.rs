@@ -12,43 +12,108 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use http_body_util::BodyExt;
-use pulse_kit::idempotency::{self, IdempotencyStore, REPLAYED, RequiredIdempotencyKey};
+use pulse_kit::auth::Principal;
+use pulse_kit::idempotency::{self, IdempotencyKey, IdempotencyStore, REPLAYED};
 use pulse_kit::problem::{ApiJson, Problem};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Calls {
     count: Arc<AtomicUsize>,
     gate: Arc<Notify>,
+    pool: sqlx::PgPool,
+    /// The next call dies before its commit.
+    crash: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// A handler with an effect: one `effects` row, recorded with its answer in one transaction
+/// (the way every flow records its idempotent answer).
 async fn create(
     State(calls): State<Calls>,
-    _key: RequiredIdempotencyKey,
+    key: IdempotencyKey,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, ApiJson<serde_json::Value>), Problem> {
+    let n = calls.count.fetch_add(1, Ordering::SeqCst) + 1;
+    if body["fail"].as_bool() == Some(true) {
+        return Err(Problem::unavailable("dependency down"));
+    }
+    let id = pulse_kit::new_id();
+    let answer = serde_json::json!({ "call": n, "id": id });
+    let mut tx = calls
+        .pool
+        .begin()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    sqlx::query("INSERT INTO effects (event_id, seq) VALUES ($1, $2)")
+        .bind(id)
+        .bind(i64::try_from(n).unwrap_or_default())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     if body["wait"].as_bool() == Some(true) {
         calls.gate.notified().await;
     }
-    if body["fail"].as_bool() == Some(true) {
-        calls.count.fetch_add(1, Ordering::SeqCst);
-        return Err(Problem::unavailable("dependency down"));
+    if calls.crash.swap(false, Ordering::SeqCst) {
+        // The process dies before COMMIT: the transaction, effect and record included, is gone.
+        drop(tx);
+        return Err(Problem::unavailable("died before commit"));
     }
-    let n = calls.count.fetch_add(1, Ordering::SeqCst) + 1;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(serde_json::json!({ "call": n, "id": pulse_kit::new_id() })),
-    ))
+    key.record_json(&mut tx, StatusCode::CREATED, None, &answer)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    tx.commit().await.map_err(|e| Problem::internal(&e))?;
+    Ok((StatusCode::CREATED, ApiJson(answer)))
+}
+
+/// A handler without an effect: refuses.
+async fn refuse(_key: IdempotencyKey) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "sold-out", "Sold out")
+}
+
+async fn as_alice(
+    mut request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.headers().get("x-anonymous").is_none() {
+        request.extensions_mut().insert(Principal {
+            claims: pulse_kit::auth::claims_for(
+                "alice",
+                &["patient".to_owned()],
+                "FR",
+                "test",
+                Duration::from_secs(60),
+            ),
+        });
+    }
+    next.run(request).await
 }
 
 fn app(pool: sqlx::PgPool, calls: Calls) -> Router {
     idempotency::layer(
         Router::new()
             .route("/things", post(create))
+            .route("/refusals", post(refuse))
             .with_state(calls),
         IdempotencyStore::new(pool),
     )
+    .layer(axum::middleware::from_fn(as_alice))
+}
+
+fn calls(env: &common::Env) -> Calls {
+    Calls {
+        count: Arc::default(),
+        gate: Arc::default(),
+        pool: env.pool.clone(),
+        crash: Arc::default(),
+    }
+}
+
+async fn effects(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(pool)
+        .await
+        .expect("count")
 }
 
 fn request(key: Option<&str>, body: &str) -> Request<Body> {
@@ -79,7 +144,7 @@ async fn send(
 #[tokio::test]
 async fn same_key_same_request_returns_the_stored_response_once() {
     let env = common::env().await;
-    let calls = Calls::default();
+    let calls = calls(&env);
     let app = app(env.pool.clone(), calls.clone());
     let (status, headers, first) = send(&app, request(Some("k-1"), r#"{"a":1}"#)).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -104,7 +169,7 @@ async fn same_key_same_request_returns_the_stored_response_once() {
 #[tokio::test]
 async fn same_key_different_request_is_422() {
     let env = common::env().await;
-    let calls = Calls::default();
+    let calls = calls(&env);
     let app = app(env.pool.clone(), calls.clone());
     send(&app, request(Some("k"), r#"{"a":1}"#)).await;
     let (status, headers, problem) = send(&app, request(Some("k"), r#"{"a":2}"#)).await;
@@ -118,64 +183,103 @@ async fn same_key_different_request_is_422() {
 }
 
 #[tokio::test]
-async fn same_key_while_the_first_is_running_is_409() {
+async fn same_key_while_the_first_is_running_waits_for_its_answer() {
     let env = common::env().await;
-    let calls = Calls::default();
+    let calls = calls(&env);
     let app = app(env.pool.clone(), calls.clone());
     let first = tokio::spawn({
         let app = app.clone();
         async move { send(&app, request(Some("slow"), r#"{"wait":true}"#)).await }
     });
-    common::eventually(
-        Duration::from_secs(5),
-        "the first request holds the key",
-        || {
-            let pool = env.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM idempotency_keys WHERE state = 'running'",
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("count")
-                    == 1
-            }
-        },
-    )
+    common::eventually(Duration::from_secs(5), "the first request runs", || {
+        let calls = calls.clone();
+        async move { calls.count.load(Ordering::SeqCst) == 1 }
+    })
     .await;
-    let (status, _, problem) = send(&app, request(Some("slow"), r#"{"wait":true}"#)).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(
-        problem["type"],
-        "https://pulse.dev/problems/idempotency-request-in-progress"
-    );
+    let second = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, request(Some("slow"), r#"{"wait":true}"#)).await }
+    });
+    common::eventually(Duration::from_secs(5), "the duplicate runs too", || {
+        let calls = calls.clone();
+        async move { calls.count.load(Ordering::SeqCst) == 2 }
+    })
+    .await;
+    // Both wait inside their transactions; the first commits, the duplicate's record collides.
     calls.gate.notify_one();
-    let (status, _, _) = first.await.expect("first");
+    let (status, _, answer) = first.await.expect("first");
     assert_eq!(status, StatusCode::CREATED);
-    let (status, headers, _) = send(&app, request(Some("slow"), r#"{"wait":true}"#)).await;
+    calls.gate.notify_one();
+    let (status, headers, again) = second.await.expect("second");
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers[REPLAYED], "true");
-    assert_eq!(calls.count.load(Ordering::SeqCst), 1);
+    assert_eq!(again, answer, "the duplicate gets the first answer");
+    assert_eq!(effects(&env.pool).await, 1, "one effect");
+}
+
+#[tokio::test]
+async fn a_request_that_died_before_commit_leaves_its_key_free_at_once() {
+    let env = common::env().await;
+    let calls = calls(&env);
+    let app = app(env.pool.clone(), calls.clone());
+    calls.crash.store(true, Ordering::SeqCst);
+    let (status, _, _) = send(&app, request(Some("k"), r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(effects(&env.pool).await, 0, "nothing half-written");
+    // The client retries with its key at once: the request runs, no lease to wait out.
+    let (status, headers, _) = send(&app, request(Some("k"), r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get(REPLAYED).is_none());
+    assert_eq!(effects(&env.pool).await, 1);
+    let (status, headers, _) = send(&app, request(Some("k"), r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[REPLAYED], "true");
+    assert_eq!(effects(&env.pool).await, 1);
+}
+
+#[tokio::test]
+async fn refusals_are_kept_and_anonymous_requests_are_not_looked_at() {
+    let env = common::env().await;
+    let app = app(env.pool.clone(), calls(&env));
+    let refusal = |key: &str| {
+        Request::post("/refusals")
+            .header("idempotency-key", key)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let (status, headers, _) = send(&app, refusal("r")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(headers.get(REPLAYED).is_none());
+    let (status, headers, _) = send(&app, refusal("r")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(headers[REPLAYED], "true");
+    let anonymous = Request::post("/refusals")
+        .header("idempotency-key", "anon")
+        .header("x-anonymous", "1")
+        .body(Body::empty())
+        .expect("request");
+    let (status, _, problem) = send(&app, anonymous).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE idempotency_key = 'anon'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+    assert_eq!(stored, 0, "no key is claimed for a caller without a token");
 }
 
 #[tokio::test]
 async fn a_server_error_is_not_stored_so_a_retry_runs_again() {
     let env = common::env().await;
-    let calls = Calls::default();
+    let calls = calls(&env);
     let app = app(env.pool.clone(), calls.clone());
     let (status, _, _) = send(&app, request(Some("flaky"), r#"{"fail":true}"#)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    common::eventually(Duration::from_secs(5), "the key is freed", || {
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM idempotency_keys")
-                .fetch_one(&pool)
-                .await
-                .expect("count")
-                == 0
-        }
-    })
-    .await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "a 5xx is not kept");
     let (status, _, _) = send(&app, request(Some("flaky"), r#"{"fail":true}"#)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(calls.count.load(Ordering::SeqCst), 2, "the retry ran");
@@ -184,7 +288,7 @@ async fn a_server_error_is_not_stored_so_a_retry_runs_again() {
 #[tokio::test]
 async fn missing_and_malformed_keys_are_400() {
     let env = common::env().await;
-    let app = app(env.pool.clone(), Calls::default());
+    let app = app(env.pool.clone(), calls(&env));
     let (status, _, problem) = send(&app, request(None, "{}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -205,7 +309,7 @@ async fn missing_and_malformed_keys_are_400() {
 #[tokio::test]
 async fn keys_are_kept_24_hours_then_pruned() {
     let env = common::env().await;
-    let app = app(env.pool.clone(), Calls::default());
+    let app = app(env.pool.clone(), calls(&env));
     send(&app, request(Some("old"), "{}")).await;
     send(&app, request(Some("recent"), "{}")).await;
     sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE idempotency_key = 'old'")

@@ -4,7 +4,12 @@
 //! everything else atomically in Redis (window, per-user limit, stock) and, on success, adds the
 //! reservation to the campaign's stream for ordering. Nothing is written anywhere else, so a
 //! refusal leaves no trace but its metric. The script is the one atomic step: whatever must be
-//! remembered with a reservation (such as the request's idempotency record) goes into it.
+//! remembered with a reservation goes into it, such as the request's `Idempotency-Key` record
+//! (caller + key → order id): a retry with the key gets the same reservation back, even when the
+//! process died before the kit's idempotency middleware stored the first answer.
+//!
+//! When Redis does not know the campaign, the campaign upkeep job is woken up: if Redis lost
+//! its data, the campaign is rebuilt from its durable sales at once instead of at the next tick.
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use pulse_kit::ratelimit::RateLimiter;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain;
@@ -20,7 +26,7 @@ use crate::seckill::{Attempt, Seckill};
 /// Labels of the seckill outcome counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `reserved`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
+    /// `reserved`, `replayed`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
     /// `unavailable`, `rate_limited`.
     pub outcome: String,
 }
@@ -73,6 +79,8 @@ impl Refusal {
 pub struct Reserved {
     /// The order ordering will create from the reservation.
     pub order_id: Uuid,
+    /// The request's `Idempotency-Key` had reserved it already: this is that answer again.
+    pub replayed: bool,
 }
 
 /// The seckill attempt flow.
@@ -81,31 +89,44 @@ pub struct Attempts {
     seckill: Arc<Seckill>,
     per_user: Arc<RateLimiter>,
     outcomes: Family<OutcomeLabels, Counter>,
+    missing: Arc<Notify>,
 }
 
 impl Attempts {
-    /// Attempts over `seckill`, limited per user by `per_user`, counted in `outcomes`.
+    /// Attempts over `seckill`, limited per user by `per_user`, counted in `outcomes`;
+    /// `missing` is notified when Redis does not know a campaign.
     pub fn new(
         seckill: Arc<Seckill>,
         per_user: Arc<RateLimiter>,
         outcomes: Family<OutcomeLabels, Counter>,
+        missing: Arc<Notify>,
     ) -> Self {
         Self {
             seckill,
             per_user,
             outcomes,
+            missing,
         }
     }
 
-    /// One attempt by `user` at `campaign`.
+    /// One attempt by `user` at `campaign`, with the request's `Idempotency-Key` if it has one.
     #[tracing::instrument(skip(self), fields(order = tracing::field::Empty))]
-    pub async fn attempt(&self, campaign: &str, user: &str) -> Result<Reserved, Refusal> {
-        let result = self.decide(campaign, user).await;
+    pub async fn attempt(
+        &self,
+        campaign: &str,
+        user: &str,
+        key: Option<&str>,
+    ) -> Result<Reserved, Refusal> {
+        let result = self.decide(campaign, user, key).await;
         let outcome = match &result {
             Ok(reserved) => {
                 tracing::Span::current()
                     .record("order", tracing::field::display(reserved.order_id));
-                "reserved"
+                if reserved.replayed {
+                    "replayed"
+                } else {
+                    "reserved"
+                }
             }
             Err(refusal) => refusal.outcome(),
         };
@@ -117,7 +138,12 @@ impl Attempts {
         result
     }
 
-    async fn decide(&self, campaign: &str, user: &str) -> Result<Reserved, Refusal> {
+    async fn decide(
+        &self,
+        campaign: &str,
+        user: &str,
+        key: Option<&str>,
+    ) -> Result<Reserved, Refusal> {
         if domain::check_campaign_id(campaign).is_err() {
             return Err(Refusal::UnknownCampaign(campaign.to_owned()));
         }
@@ -129,15 +155,25 @@ impl Attempts {
         let order_id = pulse_kit::new_id();
         match self
             .seckill
-            .reserve(campaign, user, order_id, Utc::now())
+            .reserve_once(campaign, user, order_id, key, Utc::now())
             .await
         {
-            Ok(Attempt::Reserved) => Ok(Reserved { order_id }),
+            Ok(Attempt::Reserved) => Ok(Reserved {
+                order_id,
+                replayed: false,
+            }),
+            Ok(Attempt::Replayed(order_id)) => Ok(Reserved {
+                order_id,
+                replayed: true,
+            }),
             Ok(Attempt::SoldOut) => Err(Refusal::SoldOut),
             Ok(Attempt::AlreadyBought) => Err(Refusal::AlreadyBought),
             Ok(Attempt::NotStarted) => Err(Refusal::NotStarted),
             Ok(Attempt::Ended) => Err(Refusal::Ended),
-            Ok(Attempt::Unknown) => Err(Refusal::UnknownCampaign(campaign.to_owned())),
+            Ok(Attempt::Unknown) => {
+                self.missing.notify_one();
+                Err(Refusal::UnknownCampaign(campaign.to_owned()))
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "seckill refused: Redis unavailable");
                 Err(Refusal::Unavailable)

@@ -1,12 +1,17 @@
 //! Campaign administration shared by the gRPC `CampaignAdmin` service and the admin HTTP
-//! endpoints: PostgreSQL holds the definition, Redis the live counters.
+//! endpoints: PostgreSQL holds the definition and the durable sales, Redis the live counters.
+//!
+//! Redis's counters are never created from the configured stock: a campaign Redis does not know
+//! (new, or lost with Redis's data) is rebuilt from its durable sales (`seckill_sales`, written
+//! from ordering's events), under the campaign's lock, by one script that acts only if the
+//! campaign is still missing. Redis being unreachable rebuilds nothing: the script must run.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::{self, CampaignSpec, Invalid, Phase};
-use crate::seckill::{Counts, LoadSpec, Seckill};
+use crate::seckill::{Counts, LoadSpec, RebuildMode, Rebuilt, Seckill};
 use crate::store::{CampaignRow, Store, StoreError};
 
 /// Why a campaign operation failed.
@@ -83,7 +88,7 @@ impl Campaigns {
     pub async fn upsert(&self, spec: CampaignSpec) -> Result<CampaignStatus, CampaignError> {
         let spec = spec.validated()?;
         let row = self.store.upsert_campaign(&spec).await?;
-        let counts = self.seckill.load(&load_spec(&row)).await?;
+        let counts = self.load(&row).await?;
         Ok(CampaignStatus::new(row, Some(counts), Utc::now()))
     }
 
@@ -99,7 +104,7 @@ impl Campaigns {
             .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
         let counts = match self.counts(&row).await {
             Ok(counts) => Some(counts),
-            Err(err) if strict => return Err(err.into()),
+            Err(err) if strict => return Err(err),
             Err(err) => {
                 tracing::warn!(error = %err, campaign = id, "campaign counters unavailable");
                 None
@@ -108,11 +113,65 @@ impl Campaigns {
         Ok(CampaignStatus::new(row, counts, Utc::now()))
     }
 
-    async fn counts(&self, row: &CampaignRow) -> redis::RedisResult<Counts> {
+    async fn counts(&self, row: &CampaignRow) -> Result<Counts, CampaignError> {
         match self.seckill.counts(&row.id).await? {
             Some(counts) => Ok(counts),
-            None => self.seckill.load(&load_spec(row)).await,
+            None => self.load(row).await,
         }
+    }
+
+    /// Puts `row`'s definition into Redis: an update when Redis knows the campaign, else a
+    /// rebuild from its durable sales.
+    async fn load(&self, row: &CampaignRow) -> Result<Counts, CampaignError> {
+        for _ in 0..3 {
+            if let Some(counts) = self.seckill.update(&load_spec(row)).await? {
+                return Ok(counts);
+            }
+            if let Rebuilt::Done { counts, .. } =
+                self.rebuild(&row.id, RebuildMode::Missing).await?
+            {
+                return Ok(counts);
+            }
+            // Rebuilt by someone else in between: update that.
+        }
+        Err(CampaignError::Redis(redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "the campaign keeps vanishing from Redis",
+        ))))
+    }
+
+    /// Rebuilds a campaign's Redis counters from its durable sales (see [`RebuildMode`]), holding
+    /// the campaign's lock so that no sale changes meanwhile.
+    #[tracing::instrument(skip(self))]
+    pub async fn rebuild(&self, id: &str, mode: RebuildMode) -> Result<Rebuilt, CampaignError> {
+        let mut tx = self.store.begin().await?;
+        let row = self
+            .store
+            .lock_campaign(&mut tx, id)
+            .await?
+            .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
+        let sales = self
+            .store
+            .sales_of(&mut tx, id, mode == RebuildMode::Merge)
+            .await?;
+        let rebuilt = self.seckill.rebuild(&load_spec(&row), &sales, mode).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        if let Rebuilt::Done { counts, kept } = rebuilt {
+            if mode == RebuildMode::Missing && sales.is_empty() {
+                // A new campaign (or one that never sold): nothing was lost.
+                tracing::info!(campaign = id, "campaign loaded into Redis");
+                return Ok(rebuilt);
+            }
+            tracing::warn!(
+                campaign = id,
+                ?mode,
+                sold = counts.sold,
+                remaining = counts.remaining,
+                kept,
+                "seckill counters rebuilt from the durable sales"
+            );
+        }
+        Ok(rebuilt)
     }
 
     /// Campaigns ending after `since`, with their status (counters best effort).
@@ -141,7 +200,7 @@ impl Campaigns {
             .await?
             .ok_or_else(|| CampaignError::NotFound(id.to_owned()))?;
         if !self.seckill.close(id).await? {
-            self.seckill.load(&load_spec(&row)).await?;
+            self.load(&row).await?;
         }
         let counts = self.seckill.counts(id).await?;
         Ok(CampaignStatus::new(row, counts, Utc::now()))
@@ -171,18 +230,45 @@ impl Campaigns {
         Ok(retired)
     }
 
-    /// Loads into Redis every current campaign Redis does not know (after a Redis restart);
-    /// returns how many were loaded.
+    /// Rebuilds the Redis counters of every current campaign Redis lost (its keys are missing)
+    /// or holds older than the durable record (fewer sold than the live durable sales, e.g.
+    /// restored from an old snapshot), from the durable sales; returns how many. An unreachable
+    /// Redis is an error and rebuilds nothing.
     pub async fn reload_missing(&self) -> Result<usize, CampaignError> {
         let since = Utc::now() - chrono::Duration::hours(1);
-        let mut loaded = 0;
+        let live = self.store.live_sales(since).await?;
+        let mut rebuilt = 0;
         for row in self.store.campaigns_ending_after(since, 10_000).await? {
-            if !self.seckill.is_loaded(&row.id).await? {
-                tracing::warn!(campaign = %row.id, "campaign missing from Redis; loading it again");
-                self.seckill.load(&load_spec(&row)).await?;
-                loaded += 1;
+            let durable = live.get(&row.id).copied().unwrap_or(0);
+            let mode = match self.seckill.counts(&row.id).await? {
+                None => RebuildMode::Missing,
+                Some(counts) if i64::from(counts.sold) < durable => {
+                    tracing::warn!(campaign = %row.id, redis_sold = counts.sold, durable, "Redis counts fewer sales than the durable record");
+                    RebuildMode::Merge
+                }
+                Some(_) => continue,
+            };
+            if matches!(self.rebuild(&row.id, mode).await?, Rebuilt::Done { .. }) {
+                rebuilt += 1;
             }
         }
-        Ok(loaded)
+        Ok(rebuilt)
+    }
+
+    /// Gives back in Redis the units of cancelled sales it could not give back when their
+    /// `OrderCancelled` was applied (Redis failed then); returns how many were settled.
+    pub async fn release_cancelled(&self) -> Result<usize, CampaignError> {
+        let mut settled = 0;
+        for (order, campaign) in self.store.unreleased_sales(100).await? {
+            let mut tx = self.store.begin().await?;
+            if self.store.share_campaign(&mut tx, &campaign).await? {
+                let released = self.seckill.release(&campaign, order).await?;
+                tracing::info!(%order, %campaign, released, "cancelled seckill sale given back late");
+            }
+            self.store.sale_released(&mut tx, order).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 }

@@ -2,13 +2,20 @@
 //! [`crate::ORDER_EVENTS_GROUP`]). Database effects go through the consumer's transaction; the
 //! Redis effects are idempotent per order, so a redelivered or duplicated event changes nothing.
 //!
-//! - `OrderCreated` with a voucher: the held voucher becomes used.
+//! - `OrderCreated` with a voucher: the held voucher becomes used. Of a seckill order: the sale
+//!   is recorded durably (`seckill_sales`, what Redis is rebuilt from when it loses its data),
+//!   and counted in Redis if Redis had lost its reservation.
 //! - `OrderPaid` of a seckill order: its voucher goes into the buyer's wallet (`VoucherIssued`),
-//!   and the reservation can no longer be given back.
-//! - `OrderCancelled`: a seckill order gives its stock back and frees the buyer's slot; a voucher
-//!   the order used is given back.
+//!   the sale is marked paid, and the reservation can no longer be given back.
+//! - `OrderCancelled`: a seckill order's sale is marked cancelled, it gives its stock back and
+//!   frees the buyer's slot; a voucher the order used is given back.
 //! - `OrderRefunded`: the voucher a seckill order bought is revoked (unless in use); a voucher the
 //!   order used is given back.
+//!
+//! A seckill event holds its campaign in share mode ([`Store::share_campaign`]) for its
+//! transaction, so it never interleaves with a rebuild of the campaign's Redis counters. Redis
+//! failing never loses the durable record: the counters are repaired from it (a rebuild, or the
+//! late release of a cancelled sale by the campaign upkeep job).
 
 use std::sync::Arc;
 
@@ -19,7 +26,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::seckill::Seckill;
+use crate::seckill::{Adopted, Seckill};
 use crate::store::{self, Store};
 
 /// The fields of ordering's order events marketing needs.
@@ -51,6 +58,27 @@ impl OrderEventsHandler {
     pub fn new(store: Store, seckill: Arc<Seckill>) -> Self {
         Self { store, seckill }
     }
+
+    /// Makes Redis count a newly recorded sale if it lost its reservation (best effort: when
+    /// Redis fails, the campaign upkeep job sees fewer sold in Redis than recorded and rebuilds).
+    async fn adopt(&self, campaign: &str, order: &OrderEvent) {
+        match self
+            .seckill
+            .adopt(campaign, order.order_id, &order.user_id)
+            .await
+        {
+            Ok(Adopted::Known | Adopted::Missing) => {}
+            Ok(Adopted::Adopted) => {
+                tracing::warn!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again");
+            }
+            Ok(Adopted::Oversold) => {
+                tracing::error!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again, and the campaign is oversold");
+            }
+            Err(err) => {
+                tracing::warn!(order = %order.order_id, campaign, error = %err, "could not check the sale in Redis; the upkeep job will");
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -72,6 +100,18 @@ impl EventHandler for OrderEventsHandler {
             .campaign_id
             .as_deref()
             .filter(|_| order.kind == "SECKILL");
+        // Seckill events of a campaign marketing does not know change nothing of seckill.
+        let seckill_campaign = match seckill_campaign {
+            Some(campaign) => {
+                if !self.store.share_campaign(tx, campaign).await? {
+                    tracing::warn!(order = %order.order_id, campaign, "seckill order of an unknown campaign");
+                    None
+                } else {
+                    Some(campaign)
+                }
+            }
+            None => None,
+        };
         match kind {
             "OrderCreated" => {
                 if let Some(voucher) = order.voucher_id
@@ -79,9 +119,20 @@ impl EventHandler for OrderEventsHandler {
                 {
                     tracing::warn!(%voucher, order = %order.order_id, "voucher used by an order but held by another one");
                 }
+                if let Some(campaign) = seckill_campaign
+                    && self
+                        .store
+                        .record_sale(tx, order.order_id, campaign, &order.user_id)
+                        .await?
+                {
+                    self.adopt(campaign, &order).await;
+                }
             }
             "OrderPaid" => {
                 if let Some(campaign) = seckill_campaign {
+                    self.store
+                        .sale_paid(tx, order.order_id, campaign, &order.user_id)
+                        .await?;
                     let issued = self
                         .store
                         .issue_voucher(tx, order.order_id, &order.user_id, campaign)
@@ -89,13 +140,30 @@ impl EventHandler for OrderEventsHandler {
                     if issued.is_none() {
                         tracing::debug!(order = %order.order_id, "voucher already issued");
                     }
-                    self.seckill.settle(campaign, order.order_id).await?;
+                    // Best effort: a paid order is never cancelled, and a rebuild leaves paid
+                    // sales out of the releasable ones.
+                    if let Err(err) = self.seckill.settle(campaign, order.order_id).await {
+                        tracing::warn!(order = %order.order_id, error = %err, "could not settle a paid reservation in Redis");
+                    }
                 }
             }
             "OrderCancelled" => {
-                if let Some(campaign) = seckill_campaign {
-                    let released = self.seckill.release(campaign, order.order_id).await?;
-                    tracing::info!(order = %order.order_id, campaign, released, "seckill reservation given back");
+                if let Some(campaign) = seckill_campaign
+                    && self
+                        .store
+                        .sale_cancelled(tx, order.order_id, campaign, &order.user_id)
+                        .await?
+                {
+                    match self.seckill.release(campaign, order.order_id).await {
+                        Ok(released) => {
+                            self.store.sale_released(tx, order.order_id).await?;
+                            tracing::info!(order = %order.order_id, campaign, released, "seckill reservation given back");
+                        }
+                        // Recorded as not given back yet: the campaign upkeep job retries.
+                        Err(err) => {
+                            tracing::warn!(order = %order.order_id, campaign, error = %err, "seckill reservation not given back yet; retried later");
+                        }
+                    }
                 }
                 if let Some(voucher) = order.voucher_id {
                     store::release_in(tx, voucher, order.order_id).await?;

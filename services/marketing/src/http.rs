@@ -3,11 +3,11 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use pulse_kit::auth::Principal;
+use pulse_kit::auth::{Admin, Principal};
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -167,6 +167,9 @@ pub struct CampaignList {
 }
 
 /// Creates or updates a campaign (role `admin`); mirrors `CampaignAdmin/Upsert`.
+///
+/// The role is checked before the body is read (401, then 403, then 4xx). Idempotent: the same
+/// spec again gives the same campaign.
 #[utoipa::path(put, path = "/v1/campaigns/{id}", tag = "marketing", request_body = CampaignInput,
     params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
     responses((status = 200, body = CampaignView), (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -175,11 +178,10 @@ pub struct CampaignList {
     security(("bearer" = [])))]
 pub async fn put_campaign(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<CampaignInput>,
 ) -> Result<ApiJson<CampaignView>, Problem> {
-    principal.require_role("admin")?;
     let spec = CampaignSpec {
         id,
         voucher_title: input.voucher_title,
@@ -218,6 +220,8 @@ pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<Campa
 }
 
 /// Ends a campaign now (role `admin`); mirrors `CampaignAdmin/Close`.
+///
+/// Closing is idempotent: closing a closed campaign answers its state again.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/close", tag = "marketing",
     params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
     responses((status = 200, body = CampaignView), (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -225,10 +229,9 @@ pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<Campa
     security(("bearer" = [])))]
 pub async fn close_campaign(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<CampaignView>, Problem> {
-    principal.require_role("admin")?;
     Ok(ApiJson(app.campaigns.close(&id).await?.into()))
 }
 
@@ -296,11 +299,38 @@ impl From<Refusal> for Problem {
     }
 }
 
+/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII characters (the rule
+/// of `pulse_kit::idempotency`), else 400 `idempotency-key-invalid`.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(value) = headers.get(pulse_kit::idempotency::IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key-invalid",
+            "Invalid Idempotency-Key",
+        )
+        .with_detail("the Idempotency-Key must be 1 to 255 visible ASCII characters")),
+    }
+}
+
 /// Tries to buy one voucher of a seckill campaign (any signed-in user). One Redis script decides
 /// atomically; the order is created asynchronously: poll `GET /v1/orders/{orderId}`.
+///
+/// With an `Idempotency-Key`, a retry (the client lost the `202`) answers `202` with the same
+/// order id: the reservation script keeps caller + key → order id for 24 hours, atomically with
+/// the reservation, so this holds even if the server died right after reserving.
 #[utoipa::path(post, path = "/v1/seckill/{campaign}/orders", tag = "marketing",
-    params(("campaign" = String, Path, description = "campaign id, `/` percent-encoded")),
+    params(("campaign" = String, Path, description = "campaign id, `/` percent-encoded"),
+           ("Idempotency-Key" = Option<String>, Header, description = "unique per purchase; retry with the same key to get the same reservation back")),
     responses((status = 202, body = SeckillAccepted),
+              (status = 400, body = Problem, content_type = "application/problem+json", description = "idempotency-key-invalid"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "campaign-not-found"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "seckill-sold-out, seckill-already-bought or seckill-not-started"),
@@ -311,9 +341,14 @@ impl From<Refusal> for Problem {
 pub async fn seckill(
     State(app): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     ApiPath(campaign): ApiPath<String>,
 ) -> Result<Response, Problem> {
-    let reserved = app.attempts.attempt(&campaign, principal.subject()).await?;
+    let key = idempotency_key(&headers)?;
+    let reserved = app
+        .attempts
+        .attempt(&campaign, principal.subject(), key)
+        .await?;
     let order_id = reserved.order_id;
     let mut response = (
         StatusCode::ACCEPTED,

@@ -96,6 +96,7 @@ impl Component for Marketing {
             per_second,
             false,
         ));
+        let missing = Arc::new(tokio::sync::Notify::new());
         let mut parts = Parts {
             routes: http::routes(http::AppState {
                 campaigns: services.campaigns.clone(),
@@ -103,6 +104,7 @@ impl Component for Marketing {
                     Arc::clone(&services.seckill),
                     per_user,
                     outcomes,
+                    Arc::clone(&missing),
                 ),
                 store: services.store.clone(),
             }),
@@ -127,25 +129,35 @@ impl Component for Marketing {
             )),
         });
         parts.jobs = vec![
-            campaign_upkeep(services.campaigns),
+            campaign_upkeep(services.campaigns, missing),
             voucher_hold_expiry(services.store),
         ];
         Ok(parts)
     }
 }
 
-/// Loads campaigns Redis lost and retires ended ones, every 10 s.
-fn campaign_upkeep(campaigns: campaigns::Campaigns) -> Job {
+/// Every 10 s, and at most once a second sooner when a seckill attempt found a campaign missing
+/// from Redis: rebuilds the counters of campaigns Redis lost (from the durable sales), gives
+/// back cancelled sales Redis could not give back at the time, and retires ended campaigns.
+fn campaign_upkeep(campaigns: campaigns::Campaigns, missing: Arc<tokio::sync::Notify>) -> Job {
     Job::new("marketing-campaign-reload", move |shutdown| async move {
         loop {
             if let Err(err) = campaigns.reload_missing().await {
                 tracing::debug!(error = %err, "campaign reload skipped");
             }
+            if let Err(err) = campaigns.release_cancelled().await {
+                tracing::debug!(error = %err, "late seckill releases skipped");
+            }
             if let Err(err) = campaigns.retire_ended().await {
                 tracing::debug!(error = %err, "campaign retirement skipped");
             }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(9)) => {}
+                () = missing.notified() => {}
                 () = shutdown.cancelled() => return,
             }
         }

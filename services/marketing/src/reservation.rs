@@ -13,6 +13,7 @@
 //! | `<tag>:reservations` | stream | one entry per reservation (fields below) |
 //! | `<tag>:dead` | stream | entries ordering could not turn into an order, with `error` |
 //! | `<tag>:errors` | hash | entry id → last error, while ordering retries it |
+//! | `<tag>:idem:<len>:<user>:<key>` | string | order id answered to the user's `Idempotency-Key` (24 h) |
 //!
 //! `{seckill:<keyspace>}:campaigns` (a set) lists the campaign ids whose streams ordering reads.
 
@@ -56,6 +57,8 @@ pub struct CampaignKeys {
     pub dead: String,
     /// Last error per pending entry.
     pub errors: String,
+    /// `{seckill:<keyspace>:<campaign>}`.
+    tag: String,
 }
 
 impl CampaignKeys {
@@ -70,7 +73,16 @@ impl CampaignKeys {
             stream: format!("{tag}:reservations"),
             dead: format!("{tag}:dead"),
             errors: format!("{tag}:errors"),
+            tag,
         }
+    }
+
+    /// The record of `user`'s `Idempotency-Key` `key` on this campaign: the order id its
+    /// reservation got. The subject's length comes first, so no two (user, key) pairs share a
+    /// name whatever characters they hold; the campaign's hash tag keeps it in the reservation
+    /// script's slot on Redis Cluster.
+    pub fn idempotency(&self, user: &str, key: &str) -> String {
+        format!("{}:idem:{}:{user}:{key}", self.tag, user.len())
     }
 
     /// Every key of the campaign, for commands that treat them alike (expiry, clean-up).
@@ -176,6 +188,9 @@ mod tests {
             assert!(key.starts_with("{seckill:fr:pulse-fr/summer}:"), "{key}");
         }
         assert_ne!(registry_key("fr"), registry_key("de"));
+        let record = keys.idempotency("alice:x", "k");
+        assert_eq!(record, "{seckill:fr:pulse-fr/summer}:idem:7:alice:x:k");
+        assert_ne!(record, keys.idempotency("alice", "x:k"));
     }
 
     #[test]

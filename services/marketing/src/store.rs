@@ -1,12 +1,15 @@
 //! PostgreSQL adapter of marketing: campaigns and vouchers. Every statement binds its values.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use pulse_kit::outbox::{Outbox, OutboxError};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::domain::{self, CampaignSpec, Rejection, VoucherFacts, VoucherStatus};
+use crate::seckill::{Sale, SaleState};
 
 /// Event type: a voucher entered a wallet.
 pub const VOUCHER_ISSUED: &str = "VoucherIssued";
@@ -118,6 +121,28 @@ pub struct VoucherIssued {
     pub currency: String,
 }
 
+/// A row of `seckill_sales` as a rebuild reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct SaleRow {
+    order_id: Uuid,
+    buyer_subject: String,
+    status: String,
+}
+
+impl From<SaleRow> for Sale {
+    fn from(row: SaleRow) -> Self {
+        Self {
+            order_id: row.order_id,
+            buyer: row.buyer_subject,
+            state: match row.status.as_str() {
+                "UNPAID" => SaleState::Unpaid,
+                "CANCELLED" => SaleState::Cancelled,
+                _ => SaleState::Paid,
+            },
+        }
+    }
+}
+
 const CAMPAIGN_COLUMNS: &str = "id, voucher_title, voucher_value_minor, currency, price_minor, stock, per_user_limit, starts_at, ends_at, closed_at";
 const VOUCHER_COLUMNS: &str = "id, owner_subject, campaign_id, source_order_id, title, value_minor, currency, status, order_id, issued_at, used_at";
 
@@ -194,6 +219,180 @@ impl Store {
         ))
         .bind(id)
         .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A transaction on marketing's pool.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Locks a campaign exclusively for the rest of `tx` and returns it (`None` if it does not
+    /// exist): what a rebuild of its Redis counters holds.
+    ///
+    /// Whatever changes a campaign's seckill counters in Redis together with its durable sales
+    /// (the handlers of ordering's events, a late release) holds the campaign in share mode
+    /// ([`Store::share_campaign`]) meanwhile; a rebuild waits for them and they wait for it, so it
+    /// reads durable sales that no one is changing and writes Redis before anyone touches it
+    /// again. `FOR NO KEY UPDATE` leaves inserts that reference the campaign (vouchers, sales)
+    /// free.
+    pub async fn lock_campaign(
+        &self,
+        tx: &mut PgConnection,
+        id: &str,
+    ) -> Result<Option<CampaignRow>, StoreError> {
+        Ok(sqlx::query_as::<_, CampaignRow>(&format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1 FOR NO KEY UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?)
+    }
+
+    /// Holds a campaign in share mode for the rest of `tx` (see [`Store::lock_campaign`]):
+    /// changes of single sales run side by side, never beside a rebuild. `false` if the
+    /// campaign does not exist.
+    pub async fn share_campaign(
+        &self,
+        tx: &mut PgConnection,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM campaigns WHERE id = $1 FOR SHARE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// The durable sales of a campaign: the live ones (unpaid and paid), and with
+    /// `with_cancelled` the cancelled ones as well.
+    pub async fn sales_of(
+        &self,
+        conn: &mut PgConnection,
+        campaign: &str,
+        with_cancelled: bool,
+    ) -> Result<Vec<Sale>, StoreError> {
+        let rows = sqlx::query_as::<_, SaleRow>(
+            "SELECT order_id, buyer_subject, status FROM seckill_sales
+             WHERE campaign_id = $1 AND ($2 OR status <> 'CANCELLED') ORDER BY order_id",
+        )
+        .bind(campaign)
+        .bind(with_cancelled)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows.into_iter().map(Sale::from).collect())
+    }
+
+    /// Live sales (not cancelled) per campaign, for the campaigns ending after `since`.
+    pub async fn live_sales(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT s.campaign_id, count(*) FROM seckill_sales s
+             JOIN campaigns c ON c.id = s.campaign_id
+             WHERE c.ends_at > $1 AND s.status <> 'CANCELLED'
+             GROUP BY s.campaign_id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Records a seckill order ordering created (`UNPAID`); `true` if it was not recorded yet.
+    pub async fn record_sale(
+        &self,
+        tx: &mut PgConnection,
+        order: Uuid,
+        campaign: &str,
+        buyer: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status)
+             VALUES ($1, $2, $3, 'UNPAID') ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order)
+        .bind(campaign)
+        .bind(buyer)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a sale paid (recording it if its `OrderCreated` came before this table existed).
+    pub async fn sale_paid(
+        &self,
+        tx: &mut PgConnection,
+        order: Uuid,
+        campaign: &str,
+        buyer: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status, paid_at)
+             VALUES ($1, $2, $3, 'PAID', now())
+             ON CONFLICT (order_id) DO UPDATE SET status = 'PAID', paid_at = now(), updated_at = now()
+             WHERE seckill_sales.status = 'UNPAID'",
+        )
+        .bind(order)
+        .bind(campaign)
+        .bind(buyer)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks an unpaid sale cancelled (recording it if unknown); `true` if this call did, so
+    /// its unit is to be given back in Redis.
+    pub async fn sale_cancelled(
+        &self,
+        tx: &mut PgConnection,
+        order: Uuid,
+        campaign: &str,
+        buyer: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status, cancelled_at)
+             VALUES ($1, $2, $3, 'CANCELLED', now())
+             ON CONFLICT (order_id) DO UPDATE SET status = 'CANCELLED', cancelled_at = now(),
+                 updated_at = now()
+             WHERE seckill_sales.status = 'UNPAID'",
+        )
+        .bind(order)
+        .bind(campaign)
+        .bind(buyer)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Notes that Redis gave a cancelled sale's unit back.
+    pub async fn sale_released(
+        &self,
+        tx: &mut PgConnection,
+        order: Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE seckill_sales SET released_at = now(), updated_at = now()
+             WHERE order_id = $1 AND status = 'CANCELLED'",
+        )
+        .bind(order)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Cancelled sales whose unit Redis has not given back yet (Redis failed at the time):
+    /// (order, campaign), oldest first.
+    pub async fn unreleased_sales(&self, limit: i64) -> Result<Vec<(Uuid, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT order_id, campaign_id FROM seckill_sales
+             WHERE status = 'CANCELLED' AND released_at IS NULL
+             ORDER BY cancelled_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await?)
     }
 

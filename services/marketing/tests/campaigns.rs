@@ -608,3 +608,79 @@ async fn campaigns_over_for_a_day_leave_the_registry_and_their_keys_expire() {
     let ttl: i64 = redis.pttl(&app.keys("current").meta).await.expect("ttl");
     assert_eq!(ttl, -1, "current campaigns keep theirs");
 }
+
+#[tokio::test]
+async fn campaign_admin_endpoints_authorize_before_they_validate() {
+    let app = TestApp::start().await;
+    let patient = app.token("p", &["patient"]);
+    let url = |path: &str| format!("{}/v1/campaigns/{path}", app.base);
+    // No token: 401 whatever the body and the key.
+    for body in [json!({}), json!({ "stock": "many" })] {
+        for key in [None, Some("k-1")] {
+            let mut request = app.client.put(url("pulse-fr%2Fauth")).json(&body);
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let response = request.send().await.expect("put");
+            assert_eq!(response.status(), 401, "{body} {key:?}");
+        }
+        let response = app
+            .client
+            .post(url("pulse-fr%2Fauth/close"))
+            .json(&body)
+            .send()
+            .await
+            .expect("close");
+        assert_eq!(response.status(), 401);
+    }
+    // A patient: 403 before the body is looked at (an invalid one would be 422).
+    for body in [json!({}), json!({ "stock": "many" }), json!([])] {
+        let (status, problem) = app.put(&patient, "pulse-fr/auth", &body).await;
+        assert_eq!(
+            (status, kind(&problem).as_str()),
+            (403, "forbidden"),
+            "{body}"
+        );
+    }
+    let (status, problem) = app
+        .post(Some(&patient), "/v1/campaigns/unknown/close", None)
+        .await;
+    assert_eq!((status, kind(&problem).as_str()), (403, "forbidden"));
+    // An admin gets the validation problem.
+    let (status, problem) = app.put(&app.admin(), "pulse-fr/auth", &json!({})).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = app
+        .post(Some(&app.admin()), "/v1/campaigns/unknown/close", None)
+        .await;
+    assert_eq!(
+        (status, kind(&problem).as_str()),
+        (404, "campaign-not-found")
+    );
+
+    // Upsert and close are idempotent; a retry with the same key gets the first answer.
+    let now = Utc::now();
+    let body = TestApp::body(
+        10,
+        1,
+        now - chrono::Duration::seconds(1),
+        now + chrono::Duration::hours(1),
+    );
+    let put = |key: &'static str| {
+        app.client
+            .put(url("pulse-fr%2Fauth"))
+            .bearer_auth(app.admin())
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let first = put("upsert-1").await.expect("put");
+    assert_eq!(first.status(), 200);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again = put("upsert-1").await.expect("put again");
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.json::<serde_json::Value>().await.expect("json"),
+        first
+    );
+}

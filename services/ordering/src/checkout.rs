@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use pulse_kit::idempotency::BeforeCommit;
 use pulse_marketing::reservation::Reservation;
 use sqlx::PgConnection;
 use tracing::field::Empty;
@@ -58,10 +59,11 @@ struct HeldVoucher {
 /// held, the hold is released (compensation).
 ///
 /// [`Checkout::place_product_order`] writes in exactly one transaction, under the permit, in
-/// one private function: `begin → take stock → order → events → commit`. A record
-/// that must commit with the order (the idempotency record of the request, for crash safety)
-/// is written in that transaction right before its `commit`, where the code says "before
-/// commit".
+/// one private function: `begin → take stock → order → events → hook → commit`. The caller's
+/// [`BeforeCommit`] hook (the idempotency record of the request, for crash safety) runs in that
+/// transaction right before its `commit`, where the code says "before commit". A failing hook
+/// (a concurrent request with the same key committed first) rolls the order back, stock
+/// included, and the voucher hold is released like on any other failure.
 #[derive(Debug, Clone)]
 pub struct Checkout {
     store: Store,
@@ -87,12 +89,14 @@ impl Checkout {
         }
     }
 
-    /// Places `buyer`'s order. An order with nothing left to pay is paid at once.
+    /// Places `buyer`'s order; `hook` runs in its transaction right before the commit. An
+    /// order with nothing left to pay is paid at once.
     #[tracing::instrument(skip_all, fields(product = %request.product_id, order = Empty))]
     pub async fn place_product_order(
         &self,
         buyer: &str,
         request: &OrderRequest,
+        hook: impl BeforeCommit<OrderRow>,
     ) -> Result<OrderRow, CheckoutError> {
         let product = self.store.product(request.product_id).await?;
         let before = domain::amounts(product.price_minor, request.quantity, 0)
@@ -107,7 +111,7 @@ impl Checkout {
             None => None,
         };
         let placed = self
-            .write_order(order_id, buyer, &product, request.quantity, voucher)
+            .write_order(order_id, buyer, &product, request.quantity, voucher, hook)
             .await;
         if placed.is_err()
             && let Some(voucher) = voucher
@@ -160,16 +164,17 @@ impl Checkout {
         product: &ProductRow,
         quantity: u32,
         voucher: Option<HeldVoucher>,
+        hook: impl BeforeCommit<OrderRow>,
     ) -> Result<OrderRow, CheckoutError> {
         let permit = self.permits.acquire(product.id).await?;
         let written = self
-            .write_order_admitted(id, buyer, product.id, quantity, voucher)
+            .write_order_admitted(id, buyer, product.id, quantity, voucher, hook)
             .await;
         permit.release().await;
         Ok(written?)
     }
 
-    /// `begin → take stock → order → events → commit`.
+    /// `begin → take stock → order → events → hook → commit`.
     async fn write_order_admitted(
         &self,
         id: Uuid,
@@ -177,6 +182,7 @@ impl Checkout {
         product: Uuid,
         quantity: u32,
         voucher: Option<HeldVoucher>,
+        hook: impl BeforeCommit<OrderRow>,
     ) -> Result<OrderRow, OrderError> {
         let mut tx = self.store.begin().await?;
         let (price, currency) = self.store.take_stock(&mut tx, product, quantity).await?;
@@ -198,6 +204,7 @@ impl Checkout {
             .await?
             .ok_or(OrderError::Db(sqlx::Error::RowNotFound))?;
         // Before commit.
+        hook.run(&mut tx, &order).await?;
         tx.commit().await?;
         Ok(order)
     }

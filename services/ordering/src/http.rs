@@ -1,9 +1,18 @@
 //! Ordering's HTTP API: products, orders (normal sale, polling of seckill orders), payments and
-//! the provider's webhook. Handlers parse, authorize, call a flow ([`crate::checkout`],
-//! [`crate::payments`]) and answer; the flows' errors become problems in `http/problems.rs`,
-//! and the bodies are in `http/views.rs`.
+//! the provider's webhook. Handlers authorize, parse, call a flow ([`crate::catalogue`],
+//! [`crate::checkout`], [`crate::payments`]) and answer; the flows' errors become problems in
+//! `http/problems.rs`, and the bodies are in `http/views.rs`.
+//!
+//! Authorization comes first: a role extractor (or the [`Principal`]) stands before the body,
+//! so refusals always come in the order 401 (no valid token), 403 (no role), then 4xx (invalid
+//! input). Every endpoint with an effect builds its answer with one function ([`Reply`]) that
+//! the flow also records, in the effect's transaction, as the answer to the request's
+//! `Idempotency-Key` ([`RecordReply`]): a retry, or a concurrent duplicate, gets the first
+//! answer byte for byte.
 
+mod poll;
 mod problems;
+mod reply;
 mod views;
 
 use std::sync::Arc;
@@ -12,20 +21,22 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use pulse_kit::auth::Principal;
+use pulse_kit::auth::{Admin, Principal};
 use pulse_kit::config::CountryConfig;
-use pulse_kit::idempotency::RequiredIdempotencyKey;
+use pulse_kit::idempotency::IdempotencyKey;
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
-use serde::Serialize;
 use uuid::Uuid;
+
+pub use poll::RESERVATION_LOST_AFTER;
+pub use reply::{RecordReply, Reply};
 
 pub use views::{
     OrderInput, OrderList, OrderView, PaymentStarted, ProductInput, ProductList, WebhookAck,
 };
 
+use crate::catalogue::Catalogue;
 use crate::checkout::Checkout;
 use crate::domain::{CancelReason, OrderKind, OrderStatus};
 use crate::payments::{Payments, signature};
@@ -34,8 +45,10 @@ use crate::store::{OrderError, OrderRow, ProductRow, Store};
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// Tables (reads, and the product catalogue).
+    /// Tables (reads).
     pub store: Store,
+    /// Creating and replacing products.
+    pub catalogue: Catalogue,
     /// Placing product orders.
     pub checkout: Checkout,
     /// Paying, cancelling, refunding; webhooks.
@@ -70,52 +83,57 @@ fn parse_id(field: &str, text: &str) -> Result<Uuid, Problem> {
     })
 }
 
-/// `201 Created` with `Location: location` and `body`.
-fn created(location: &str, body: impl Serialize) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, location);
-    }
-    (StatusCode::CREATED, headers, ApiJson(body)).into_response()
-}
-
 // -------------------------------------------------------------------------------- products
 
 /// Creates a product (role `admin`), priced in the country's currency.
 #[utoipa::path(post, path = "/v1/products", tag = "ordering", request_body = ProductInput,
-    responses((status = 201, body = ProductRow), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 201, body = ProductRow), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_product(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
+    key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<Response, Problem> {
-    principal.require_role("admin")?;
+) -> Result<Reply, Problem> {
     let draft = input.draft()?;
+    let reply =
+        |product: &ProductRow| Reply::created(&format!("/v1/products/{}", product.id), product);
     let product = app
-        .store
-        .create_product(&draft, &app.country.currency)
+        .catalogue
+        .create(
+            &draft,
+            &app.country.currency,
+            RecordReply::new(key.as_ref(), &reply),
+        )
         .await?;
-    Ok(created(&format!("/v1/products/{}", product.id), product))
+    Ok(reply(&product))
 }
 
 /// Replaces a product's name, price and stock (role `admin`).
 #[utoipa::path(put, path = "/v1/products/{id}", tag = "ordering", request_body = ProductInput,
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = ProductRow), (status = 404, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = ProductRow), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_product(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
+    key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<ApiJson<ProductRow>, Problem> {
-    principal.require_role("admin")?;
+) -> Result<Reply, Problem> {
     let id = parse_id("id", &id)?;
     let draft = input.draft()?;
-    Ok(ApiJson(app.store.update_product(id, &draft).await?))
+    let reply = |product: &ProductRow| Reply::ok(product);
+    let product = app
+        .catalogue
+        .update(id, &draft, RecordReply::new(key.as_ref(), &reply))
+        .await?;
+    Ok(reply(&product))
 }
 
 /// Products on sale.
@@ -147,6 +165,7 @@ pub async fn get_product(
     params(("Idempotency-Key" = String, Header, description = "unique per operation; reuse it to retry")),
     responses((status = 201, body = OrderView),
               (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "product-not-found"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "out-of-stock"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "voucher-rejected or invalid input"),
@@ -155,24 +174,34 @@ pub async fn get_product(
 pub async fn place_order(
     State(app): State<AppState>,
     principal: Principal,
-    _key: RequiredIdempotencyKey,
+    key: IdempotencyKey,
     ApiJson(input): ApiJson<OrderInput>,
-) -> Result<Response, Problem> {
+) -> Result<Reply, Problem> {
+    let reply = |order: &OrderRow| {
+        Reply::created(
+            &format!("/v1/orders/{}", order.id),
+            &app.view(order.clone()),
+        )
+    };
     let order = app
         .checkout
-        .place_product_order(principal.subject(), &input.request())
+        .place_product_order(
+            principal.subject(),
+            &input.request(),
+            RecordReply::new(Some(&key), &reply),
+        )
         .await?;
-    Ok(created(
-        &format!("/v1/orders/{}", order.id),
-        app.view(order),
-    ))
+    Ok(reply(&order))
 }
 
 /// One of the caller's orders. A seckill order appears moments after its `202`; until then
-/// this answers 404 `order-not-found`.
+/// this answers 404 `order-not-found`. An order id still unknown [`RESERVATION_LOST_AFTER`]
+/// after it was made answers 410 `reservation-lost`: the reservation was lost before it became
+/// an order, nothing was charged, and the buyer may buy again.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "ordering", params(("id" = Uuid, Path)),
     responses((status = 200, body = OrderView), (status = 400, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "order-not-found (a seckill order may still be being created)"),
+              (status = 410, body = Problem, content_type = "application/problem+json", description = "reservation-lost: the seckill reservation never became an order; buy again")),
     security(("bearer" = [])))]
 pub async fn get_order(
     State(app): State<AppState>,
@@ -180,10 +209,14 @@ pub async fn get_order(
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<OrderView>, Problem> {
     let id = parse_id("id", &id)?;
-    let order = app.store.order(id).await?;
-    if order.user_subject != principal.subject() && !principal.has_role("admin") {
-        return Err(OrderError::OrderNotFound(id).into());
-    }
+    // Someone else's order answers like no order at all.
+    let order = match app.store.order(id).await {
+        Ok(order) if order.user_subject == principal.subject() || principal.has_role("admin") => {
+            order
+        }
+        Ok(_) | Err(OrderError::OrderNotFound(_)) => return Err(poll::unknown_order(id)),
+        Err(err) => return Err(err.into()),
+    };
     Ok(ApiJson(app.view(order)))
 }
 
@@ -210,10 +243,19 @@ pub async fn cancel(
     State(app): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<OrderView>, Problem> {
+    key: Option<IdempotencyKey>,
+) -> Result<Reply, Problem> {
     let id = parse_id("id", &id)?;
-    let order = app.payments.cancel(id, principal.subject()).await?;
-    Ok(ApiJson(app.view(order)))
+    let reply = |order: &OrderRow| Reply::ok(&app.view(order.clone()));
+    let order = app
+        .payments
+        .cancel(
+            id,
+            principal.subject(),
+            RecordReply::new(key.as_ref(), &reply),
+        )
+        .await?;
+    Ok(reply(&order))
 }
 
 /// Starts (or returns the already started) payment of one of the caller's unpaid orders.
@@ -226,26 +268,41 @@ pub async fn pay(
     State(app): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<PaymentStarted>, Problem> {
+    key: Option<IdempotencyKey>,
+) -> Result<Reply, Problem> {
     let id = parse_id("id", &id)?;
-    Ok(ApiJson(app.payments.pay(id, principal.subject()).await?))
+    let reply = |started: &PaymentStarted| Reply::ok(started);
+    let started = app
+        .payments
+        .pay(
+            id,
+            principal.subject(),
+            RecordReply::new(key.as_ref(), &reply),
+        )
+        .await?;
+    Ok(reply(&started))
 }
 
 /// Refunds a paid order in full (role `admin`): `REFUNDED`, with `OrderRefunded`.
 #[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "ordering", params(("id" = Uuid, Path)),
-    responses((status = 200, body = OrderView), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = OrderView), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 502, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn refund(
     State(app): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     ApiPath(id): ApiPath<String>,
-) -> Result<ApiJson<OrderView>, Problem> {
-    principal.require_role("admin")?;
+    key: Option<IdempotencyKey>,
+) -> Result<Reply, Problem> {
     let id = parse_id("id", &id)?;
-    let order = app.payments.refund(id).await?;
-    Ok(ApiJson(app.view(order)))
+    let reply = |order: &OrderRow| Reply::ok(&app.view(order.clone()));
+    let order = app
+        .payments
+        .refund(id, RecordReply::new(key.as_ref(), &reply))
+        .await?;
+    Ok(reply(&order))
 }
 
 // -------------------------------------------------------------------------------- webhooks

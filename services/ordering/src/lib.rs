@@ -2,14 +2,16 @@
 //!
 //! The component owns the PostgreSQL schema `ordering` and plugs into the `pulse` binary through
 //! [`pulse_kit::component::Component`]. Rules live in [`domain`] (no I/O). Each business flow is
-//! one service that owns its transaction, locks, rules and compensation: [`checkout`] places
-//! orders (products over HTTP, seckill reservations from [`reservations`]), [`payments`] pays,
-//! cancels, refunds and applies the provider's webhooks (the [`sweeper`] calls it for unpaid
-//! orders past their deadline). [`store`] is the PostgreSQL adapter, [`permit`] the per-product
-//! concurrency permit, [`marketing_client`] marketing's vouchers over gRPC behind a circuit
-//! breaker, and [`http`] the thin API over the flows. Settings are read once, before the
-//! component exists ([`settings`], [`Ordering::read`]).
+//! one service that owns its transaction, locks, rules and compensation: [`catalogue`] writes
+//! products, [`checkout`] places orders (products over HTTP, seckill reservations from
+//! [`reservations`]), [`payments`] pays, cancels, refunds and applies the provider's webhooks
+//! (the [`sweeper`] calls it for unpaid orders past their deadline). [`store`] is the
+//! PostgreSQL adapter, [`permit`] the per-product concurrency permit, [`marketing_client`]
+//! marketing's vouchers over gRPC behind a circuit breaker, and [`http`] the thin API over the
+//! flows. Settings are read once, before the component exists ([`settings`],
+//! [`Ordering::read`]).
 
+pub mod catalogue;
 pub mod checkout;
 pub mod domain;
 pub mod http;
@@ -212,6 +214,7 @@ impl Component for Ordering {
         let checkout = Checkout::new(store.clone(), permits, marketing, payment_timeout);
         let routes = http::routes(http::AppState {
             store: store.clone(),
+            catalogue: catalogue::Catalogue::new(store.clone()),
             checkout,
             payments: payments.clone(),
             country: Arc::clone(&ctx.country),

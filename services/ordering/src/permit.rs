@@ -1,10 +1,17 @@
-//! The per-product "resource semaphore": a Redis counter (`INCR` with a TTL fuse) that limits how
-//! many buyers of one hot product reach PostgreSQL at once. Correctness does not depend on it (the
+//! The per-product "resource semaphore": a Redis sorted set of holders that limits how many buyers
+//! of one hot product reach PostgreSQL at once. Correctness does not depend on it (the
 //! conditional `UPDATE … WHERE stock >= n` does); it keeps a crowd from queueing on one row.
 //!
-//! A permit is released on every path: explicitly after the transaction, or by its guard's drop
-//! when the request is abandoned; a process that dies holding permits leaks them only until the
-//! counter's TTL passes without new buyers.
+//! Each holder is one member whose score is its own expiry (Redis's clock), so a permit held by
+//! a process that died frees itself after the TTL, however many buyers keep coming; a shared
+//! counter whose TTL every buyer refreshes would keep such permits forever. A permit is released
+//! on every path: explicitly after the transaction, or by its guard's drop when the request is
+//! abandoned.
+//!
+//! Redis failing in between must not leak permits either: a release that fails is retried in
+//! the background, and a permit whose acquire may have happened (the script's answer was lost)
+//! is released like a taken one. Releasing removes only the holder's own member, so it can never
+//! free someone else's permit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,26 +22,27 @@ use prometheus_client::metrics::gauge::Gauge;
 use pulse_kit::redis::{LuaScript, RedisHandle};
 use uuid::Uuid;
 
-/// Takes a permit if fewer than `ARGV[1]` are held; refreshes the fuse (`ARGV[2]` ms).
+/// Takes a permit for holder `ARGV[3]` if fewer than `ARGV[1]` are held, for `ARGV[2]` ms.
+/// Expired holders are dropped first; times come from Redis's own clock, so replicas agree.
 const ACQUIRE: &str = r"
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if n > tonumber(ARGV[1]) then
-  local m = redis.call('DECR', KEYS[1])
-  if m <= 0 then redis.call('DEL', KEYS[1]) end
-  return 0
-end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
 ";
 
-/// Gives a permit back; never leaves the counter below zero.
+/// How often a failed release is tried again, in the background.
+const RELEASE_RETRIES: u32 = 5;
+/// The first pause before a release is tried again (doubled each time).
+const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Gives holder `ARGV[1]`'s permit back (nothing if it had none).
 const RELEASE: &str = r"
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n <= 1 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-return redis.call('DECR', KEYS[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
 ";
 
 /// No permit could be had.
@@ -74,7 +82,8 @@ pub struct Permits {
 /// releases it in the background.
 #[derive(Debug)]
 pub struct Permit {
-    key: Option<String>,
+    /// The product's key and this holder's member.
+    key: Option<(String, String)>,
     redis: RedisHandle,
     release: Arc<LuaScript>,
     in_flight: Option<Arc<AtomicI64>>,
@@ -88,20 +97,41 @@ impl Permit {
             in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         if let Some(key) = self.key.take() {
-            release(&self.redis, &self.release, &key).await;
+            release(&self.redis, &self.release, key).await;
         }
     }
 }
 
-async fn release(redis: &RedisHandle, script: &LuaScript, key: &str) {
-    let done: redis::RedisResult<i64> = async {
-        let mut conn = redis.connection().await?;
-        script.run(&mut conn, &[key], &[]).await
-    }
-    .await;
-    if let Err(err) = done {
-        tracing::warn!(error = %err, key, "permit not released; its TTL will clear it");
-    }
+async fn release_once(
+    redis: &RedisHandle,
+    script: &LuaScript,
+    (key, holder): &(String, String),
+) -> redis::RedisResult<()> {
+    let mut conn = redis.connection().await?;
+    let _: i64 = script.run(&mut conn, &[key], &[holder]).await?;
+    Ok(())
+}
+
+/// Releases a holder's permit now, or, if Redis fails, again in the background a few times.
+async fn release(redis: &RedisHandle, script: &Arc<LuaScript>, key: (String, String)) {
+    let Err(err) = release_once(redis, script, &key).await else {
+        return;
+    };
+    tracing::info!(error = %err, key = key.0, "permit not released yet; retrying");
+    let (redis, script) = (redis.clone(), Arc::clone(script));
+    tokio::spawn(async move {
+        let mut pause = RELEASE_BACKOFF;
+        let mut last = err;
+        for _ in 0..RELEASE_RETRIES {
+            tokio::time::sleep(pause).await;
+            match release_once(&redis, &script, &key).await {
+                Ok(()) => return,
+                Err(err) => last = err,
+            }
+            pause *= 2;
+        }
+        tracing::warn!(error = %last, key = key.0, "permit not released; its TTL will clear it");
+    });
 }
 
 impl Drop for Permit {
@@ -114,14 +144,14 @@ impl Drop for Permit {
         {
             let redis = self.redis.clone();
             let script = Arc::clone(&self.release);
-            runtime.spawn(async move { release(&redis, &script, &key).await });
+            runtime.spawn(async move { release(&redis, &script, key).await });
         }
     }
 }
 
 impl Permits {
-    /// `limit` permits per product, waiting at most `wait` for one; counters expire `ttl` after
-    /// the last buyer came.
+    /// `limit` permits per product, waiting at most `wait` for one; a permit that is never
+    /// released (its process died) expires `ttl` after it was taken.
     pub fn new(
         redis: RedisHandle,
         keyspace: &str,
@@ -143,12 +173,12 @@ impl Permits {
         }
     }
 
-    /// The Redis key of a product's counter.
+    /// The Redis key of a product's holders.
     pub fn key(&self, product: Uuid) -> String {
         format!("{{ordering:{}}}:permits:{product}", self.keyspace)
     }
 
-    fn admitted(&self, key: Option<String>) -> Permit {
+    fn admitted(&self, key: Option<(String, String)>) -> Permit {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         if now > self.metrics.max_in_flight.get() {
             self.metrics.max_in_flight.set(now);
@@ -161,11 +191,20 @@ impl Permits {
         }
     }
 
+    /// A buyer let through without a permit because Redis failed; `key` is released with it
+    /// when the permit may have been taken anyway.
+    fn bypass(&self, err: &redis::RedisError, key: Option<(String, String)>) -> Permit {
+        tracing::warn!(error = %err, "Redis unreachable; product permit bypassed");
+        self.metrics.bypassed.inc();
+        self.admitted(key)
+    }
+
     /// Takes a permit for `product`, waiting (with jittered backoff) up to the configured wait.
     /// If Redis is unreachable the buyer goes ahead without one (the database still guards the
     /// stock) and the bypass is counted.
     pub async fn acquire(&self, product: Uuid) -> Result<Permit, PermitError> {
         let key = self.key(product);
+        let holder = Uuid::new_v4().simple().to_string();
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         let limit = self.limit.to_string();
@@ -173,19 +212,21 @@ impl Permits {
             .unwrap_or(u64::MAX)
             .to_string();
         loop {
-            let taken: redis::RedisResult<i64> = async {
-                let mut conn = self.redis.connection().await?;
-                self.acquire.run(&mut conn, &[&key], &[&limit, &ttl]).await
-            }
-            .await;
-            match taken {
-                Ok(1) => return Ok(self.admitted(Some(key))),
+            let mut conn = match self.redis.connection().await {
+                Ok(conn) => conn,
+                // The script did not run: nothing to give back.
+                Err(err) => return Ok(self.bypass(&err, None)),
+            };
+            match self
+                .acquire
+                .run(&mut conn, &[&key], &[&limit, &ttl, &holder])
+                .await
+            {
+                Ok(1) => return Ok(self.admitted(Some((key, holder)))),
                 Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "Redis unreachable; product permit bypassed");
-                    self.metrics.bypassed.inc();
-                    return Ok(self.admitted(None));
-                }
+                // The script may have run and taken a permit (its answer lost): give it back
+                // with this one, so it cannot leak.
+                Err(err) => return Ok(self.bypass(&err, Some((key, holder)))),
             }
             if started.elapsed() >= self.wait {
                 self.metrics.busy.inc();

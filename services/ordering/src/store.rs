@@ -265,9 +265,10 @@ impl Store {
 
     // ---------------------------------------------------------------------------- products
 
-    /// Creates a product.
+    /// Creates a product, in `tx`.
     pub async fn create_product(
         &self,
+        tx: &mut PgConnection,
         product: &ProductDraft,
         currency: &str,
     ) -> Result<ProductRow, OrderError> {
@@ -280,13 +281,14 @@ impl Store {
         .bind(product.price_minor)
         .bind(currency)
         .bind(product.stock)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?)
     }
 
-    /// Replaces a product's name, price and stock.
+    /// Replaces a product's name, price and stock, in `tx`.
     pub async fn update_product(
         &self,
+        tx: &mut PgConnection,
         id: Uuid,
         product: &ProductDraft,
     ) -> Result<ProductRow, OrderError> {
@@ -298,7 +300,7 @@ impl Store {
         .bind(&product.name)
         .bind(product.price_minor)
         .bind(product.stock)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(OrderError::ProductNotFound(id))
     }

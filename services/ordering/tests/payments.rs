@@ -414,8 +414,8 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_orders() {
+/// A fake of the Stripe API on a free port, and the server using it: (what the fake saw, app).
+async fn with_fake_stripe() -> (Fake, TestApp) {
     let seen: Fake = Arc::default();
     let fake = axum::Router::new()
         .route("/v1/checkout/sessions", post(fake_sessions))
@@ -440,6 +440,12 @@ async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_or
         ..Options::default()
     })
     .await;
+    (seen, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_orders() {
+    let (seen, app) = with_fake_stripe().await;
     let buyer = app.token("gina", &["patient"]);
     let (order, amount) = pending_order(&app, &buyer).await;
     let (status, started) = app.post(&buyer, &format!("/v1/orders/{order}/pay")).await;
@@ -570,4 +576,82 @@ async fn a_payment_after_the_timeout_is_refunded_not_applied() {
             .expect("refund id");
     assert!(refund.is_some());
     assert_eq!(app.outbox_count("ordering", "OrderPaid", &order).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_of_a_payment_start_one_checkout_and_never_expire_it() {
+    let (seen, app) = with_fake_stripe().await;
+    let buyer = app.token("iris", &["patient"]);
+    let (order, _) = pending_order(&app, &buyer).await;
+    let key = pulse_kit::new_id().to_string();
+
+    // Both requests get past the idempotency lookup and ask the provider for a checkout before
+    // either stores it: the test holds the order's row until both wait for it. The first one
+    // stores the checkout with its answer; the second one's transaction collides with that
+    // answer and rolls back, and must not expire the checkout, which is the order's.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM ordering.orders WHERE id = $1::uuid FOR UPDATE")
+        .bind(&order)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the order");
+    let pay = || async {
+        let response = app
+            .client
+            .post(format!("{}/v1/orders/{order}/pay", app.base))
+            .bearer_auth(&buyer)
+            .header("Idempotency-Key", &key)
+            .send()
+            .await
+            .expect("pay");
+        let status = response.status().as_u16();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        (status, replayed, response.bytes().await.expect("body"))
+    };
+    let release = async {
+        eventually(
+            "both payments wait for the order",
+            Duration::from_secs(20),
+            || async {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&app.pool)
+                .await
+                .expect("pg_stat_activity");
+                waiting >= 2
+            },
+        )
+        .await;
+        blocker.commit().await.expect("unlock");
+    };
+    let ((first, second), ()) = tokio::join!(async { tokio::join!(pay(), pay()) }, release);
+
+    assert_eq!((first.0, second.0), (200, 200));
+    assert_eq!(first.2, second.2, "the same answer, byte for byte");
+    assert!(first.1 ^ second.1, "one of them is the replay of the other");
+    let started: Value = serde_json::from_slice(&first.2).expect("json");
+    assert_eq!(started["sessionId"], format!("cs_test_{order}"));
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT checkout_session_id FROM ordering.orders WHERE id = $1::uuid")
+            .bind(&order)
+            .fetch_one(&app.pool)
+            .await
+            .expect("session");
+    assert_eq!(stored.as_deref(), Some(format!("cs_test_{order}").as_str()));
+    let seen = seen.lock().expect("seen");
+    let paths: Vec<&str> = seen.requests.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/checkout/sessions", "/v1/checkout/sessions"],
+        "two creations of one checkout, no expiry"
+    );
+    for (_, headers, _) in &seen.requests {
+        assert_eq!(
+            headers["idempotency-key"],
+            format!("pulse-checkout-{order}").as_str(),
+            "the provider sees one operation"
+        );
+    }
 }

@@ -161,17 +161,54 @@ async fn pending_count(redis: &mut redis::aio::MultiplexedConnection, stream: &s
     }
 }
 
+/// A pool on ordering's schema whose connections carry `application_name`, so a test can see
+/// them in `pg_stat_activity`.
+fn pool_named(app: &TestApp, application_name: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_lazy_with(
+            pulse_kit::db::schema_options(&app.db.url, "ordering")
+                .expect("options")
+                .application_name(application_name),
+        )
+}
+
+/// Waits until PostgreSQL has no backend left for `application_name`: from then on, each of
+/// their transactions is either committed or rolled back, for good.
+async fn wait_for_backends_gone(app: &TestApp, application_name: &str) {
+    eventually(
+        "the killed consumer's database sessions are gone",
+        Duration::from_secs(30),
+        || async {
+            let left: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(application_name)
+            .fetch_one(&app.pool)
+            .await
+            .expect("pg_stat_activity");
+            left == 0
+        },
+    )
+    .await;
+}
+
 fn consumer(
     app: &TestApp,
     name: &str,
     settings: ReservationSettings,
     metrics: ReservationMetrics,
 ) -> ReservationConsumer {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .connect_lazy_with(
-            pulse_kit::db::schema_options(&app.db.url, "ordering").expect("options"),
-        );
+    consumer_on(app, pool_named(app, name), name, settings, metrics)
+}
+
+fn consumer_on(
+    app: &TestApp,
+    pool: sqlx::PgPool,
+    name: &str,
+    settings: ReservationSettings,
+    metrics: ReservationMetrics,
+) -> ReservationConsumer {
     let store = pulse_ordering::store::Store::new(
         pool,
         pulse_kit::outbox::Outbox::new(&app.country.code, &app.keyspace, "ordering"),
@@ -218,8 +255,19 @@ async fn the_order_consumer_killed_mid_stream_then_restarted_makes_each_reservat
     let stream = app.keys(campaign).stream;
     let mut redis = app.redis().await;
     let victim_metrics = ReservationMetrics::default();
+    // The victim has its own pool, named, so that after killing it the test can wait for its
+    // last transactions to end (committed or rolled back) before counting its orders.
+    let victim_app_name = pulse_kit::testing::unique("victim");
+    let victim_pool = pool_named(&app, &victim_app_name);
     let first = tokio::spawn(
-        consumer(&app, "victim", settings, victim_metrics.clone()).run(CancellationToken::new()),
+        consumer_on(
+            &app,
+            victim_pool.clone(),
+            "victim",
+            settings,
+            victim_metrics.clone(),
+        )
+        .run(CancellationToken::new()),
     );
     // Kill it while it holds delivered, unacknowledged entries.
     let mut killed_with = 0;
@@ -235,6 +283,12 @@ async fn the_order_consumer_killed_mid_stream_then_restarted_makes_each_reservat
     }
     assert!(killed_with > 0, "the consumer was killed mid-stream");
     let _ = first.await;
+    // A killed process's transactions can still commit after the kill (a COMMIT already sent):
+    // close its connections and wait until PostgreSQL has none of them left, so `before` is
+    // final.
+    let _ = tokio::time::timeout(Duration::from_secs(10), victim_pool.close()).await;
+    drop(victim_pool);
+    wait_for_backends_gone(&app, &victim_app_name).await;
     let before = app.orders_of_campaign(campaign).await.len();
     assert!(before < 600, "the first consumer did not finish ({before})");
     let left_pending = pending_count(&mut redis, &stream).await;

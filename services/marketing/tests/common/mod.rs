@@ -106,17 +106,28 @@ impl TestApp {
 
     /// One seckill attempt: (status, body, content type, headers).
     pub async fn seckill(&self, token: &str, id: &str) -> (u16, Value, reqwest::header::HeaderMap) {
-        let response = self
+        self.seckill_with_key(token, id, None).await
+    }
+
+    /// One seckill attempt with an optional `Idempotency-Key`: (status, body, headers).
+    pub async fn seckill_with_key(
+        &self,
+        token: &str,
+        id: &str,
+        key: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self
             .client
             .post(format!(
                 "{}/v1/seckill/{}/orders",
                 self.base,
                 id.replace('/', "%2F")
             ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("seckill");
+            .bearer_auth(token);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("seckill");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         (

@@ -46,6 +46,19 @@ impl From<OrderError> for Problem {
             OrderError::Db(sqlx::Error::PoolTimedOut) => {
                 Problem::unavailable("the database is busy; retry shortly")
             }
+            // A concurrent request with the same Idempotency-Key recorded its answer first and
+            // this one rolled back: not a failure; the idempotency middleware answers with the
+            // first request's response (a 5xx is what makes it look).
+            OrderError::Db(sqlx::Error::Database(db))
+                if db.is_unique_violation() && db.table() == Some("idempotency_keys") =>
+            {
+                retry_after(
+                    Problem::unavailable(
+                        "a request with the same Idempotency-Key was answered meanwhile; retry with it to get that answer",
+                    ),
+                    1,
+                )
+            }
             OrderError::Db(err) => Problem::internal(&err),
             OrderError::Outbox(err) => Problem::internal(&err),
         }

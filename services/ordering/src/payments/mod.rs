@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
+use pulse_kit::idempotency::BeforeCommit;
 use pulse_kit::settings::Secret;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -120,14 +121,16 @@ enum Applied {
 /// webhooks (signature, then one pure [`webhook::decide`] over the event and its order).
 ///
 /// Every write method owns exactly one transaction: `begin → lock the order → decide with
-/// [`domain::apply`] → write the change and its outbox event → commit`. A record that must
-/// commit with the change (the idempotency record of the request, for crash safety) is written
-/// in that transaction right before its `commit`, where the code says "before commit". Calls to
-/// the provider stay outside the transaction: before it (creating a checkout, refunding), or
-/// after the commit as compensation (expiring a checkout nobody may pay any more). The one
-/// exception is a payment that arrives after its order was cancelled: the webhook's
-/// transaction records the event, then the money is sent back and the refund recorded in a
-/// transaction of its own (the sweeper retries it until it is).
+/// [`domain::apply`] → write the change and its outbox event → hook → commit`. The caller's
+/// [`BeforeCommit`] hook (the idempotency record of the request, for crash safety) runs in that
+/// transaction right before its `commit`, where the code says "before commit"; if it fails (a
+/// concurrent request with the same key committed first), the change rolls back. Calls to the
+/// provider stay outside the transaction: before it (creating a checkout, refunding; both
+/// idempotent per order at the provider, so a retry or a concurrent duplicate gets the same
+/// session or refund), or after the commit as compensation (expiring a checkout nobody may pay
+/// any more). The one exception is a payment that arrives after its order was cancelled: the
+/// webhook's transaction records the event, then the money is sent back and the refund
+/// recorded in a transaction of its own (the sweeper retries it until it is).
 #[derive(Clone)]
 pub struct Payments {
     store: Store,
@@ -153,10 +156,18 @@ impl Payments {
         }
     }
 
-    /// Starts (or returns the already started) payment of one of `buyer`'s unpaid orders. If
-    /// the checkout cannot be stored, it is expired at the provider so nobody pays it.
+    /// Starts (or returns the already started) payment of one of `buyer`'s unpaid orders;
+    /// `hook` runs in the transaction that stores the checkout. The provider's checkout is
+    /// idempotent per order (the same session for a retry or a concurrent duplicate). If the
+    /// checkout cannot be stored and the order does not hold it, it is expired at the provider
+    /// so nobody pays it.
     #[tracing::instrument(skip_all, fields(order = %id))]
-    pub async fn pay(&self, id: Uuid, buyer: &str) -> Result<PaymentStarted, PaymentsError> {
+    pub async fn pay(
+        &self,
+        id: Uuid,
+        buyer: &str,
+        hook: impl BeforeCommit<PaymentStarted>,
+    ) -> Result<PaymentStarted, PaymentsError> {
         let order = self.store.order(id).await?;
         if order.user_subject != buyer {
             return Err(OrderError::OrderNotFound(id).into());
@@ -174,8 +185,8 @@ impl Payments {
             .provider
             .create_checkout(&CheckoutRequest::for_order(&order))
             .await?;
-        let attached = self.attach_checkout(id, &checkout).await;
-        if attached.is_err() {
+        let attached = self.attach_checkout(id, &checkout, hook).await;
+        if attached.is_err() && !self.holds_checkout(id, &checkout.session_id).await {
             self.provider
                 .expire_checkout(&checkout.session_id)
                 .await
@@ -184,10 +195,21 @@ impl Payments {
         attached
     }
 
+    /// Whether order `id` holds the checkout `session`: a concurrent request stored the same
+    /// (idempotent) session, which must stay payable. When the order cannot be read, it is
+    /// assumed to: a checkout left open can only pay this order.
+    async fn holds_checkout(&self, id: Uuid, session: &str) -> bool {
+        match self.store.order(id).await {
+            Ok(order) => order.checkout_session_id.as_deref() == Some(session),
+            Err(_) => true,
+        }
+    }
+
     async fn attach_checkout(
         &self,
         id: Uuid,
         checkout: &Checkout,
+        hook: impl BeforeCommit<PaymentStarted>,
     ) -> Result<PaymentStarted, PaymentsError> {
         let provider = self.provider.name();
         let mut tx = self.store.begin().await?;
@@ -199,21 +221,30 @@ impl Payments {
             let order = self.store.lock_order(&mut tx, id).await?;
             return Err(wrong_status(&order, Transition::Pay).into());
         };
-        // Before commit.
-        tx.commit().await.map_err(OrderError::from)?;
-        Ok(PaymentStarted {
+        let started = PaymentStarted {
             order_id: id,
             provider: provider.to_owned(),
             session_id: checkout.session_id.clone(),
             checkout_url: checkout.url.clone(),
             payment_deadline: order.payment_deadline,
-        })
+        };
+        // Before commit.
+        hook.run(&mut tx, &started)
+            .await
+            .map_err(OrderError::from)?;
+        tx.commit().await.map_err(OrderError::from)?;
+        Ok(started)
     }
 
     /// Cancels one of `buyer`'s unpaid orders (again: nothing changes); its stock is given back
-    /// and its checkout, if any, expired.
+    /// and its checkout, if any, expired. `hook` runs in the cancellation's transaction.
     #[tracing::instrument(skip_all, fields(order = %id))]
-    pub async fn cancel(&self, id: Uuid, buyer: &str) -> Result<OrderRow, OrderError> {
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        buyer: &str,
+        hook: impl BeforeCommit<OrderRow>,
+    ) -> Result<OrderRow, OrderError> {
         let mut tx = self.store.begin().await?;
         let order = self.store.lock_order(&mut tx, id).await?;
         if order.user_subject != buyer {
@@ -222,9 +253,10 @@ impl Payments {
         let mut cancelled = self
             .cancel_locked(&mut tx, vec![order.clone()], CancelReason::CancelledByBuyer)
             .await?;
-        // Before commit.
-        tx.commit().await?;
         let order = cancelled.pop().unwrap_or(order);
+        // Before commit.
+        hook.run(&mut tx, &order).await?;
+        tx.commit().await?;
         self.expire_checkout(&order).await;
         Ok(order)
     }
@@ -249,10 +281,15 @@ impl Payments {
         Ok(cancelled)
     }
 
-    /// Refunds a paid order in full: the provider first, then `REFUNDED` with `OrderRefunded`.
-    /// A refunded order is answered as it is.
+    /// Refunds a paid order in full: the provider first (idempotent per order), then
+    /// `REFUNDED` with `OrderRefunded`; `hook` runs in that transaction. A refunded order is
+    /// answered as it is.
     #[tracing::instrument(skip_all, fields(order = %id))]
-    pub async fn refund(&self, id: Uuid) -> Result<OrderRow, PaymentsError> {
+    pub async fn refund(
+        &self,
+        id: Uuid,
+        hook: impl BeforeCommit<OrderRow>,
+    ) -> Result<OrderRow, PaymentsError> {
         let order = self.store.order(id).await?;
         match order.status {
             OrderStatus::Refunded => return Ok(order),
@@ -268,15 +305,20 @@ impl Payments {
         let mut tx = self.store.begin().await?;
         let order = self.store.lock_order(&mut tx, id).await?;
         self.store.record_refund(&mut tx, id, &refund_id).await?;
-        let refunded = self
+        let refunded = match self
             .transition(&mut tx, &order, Transition::Refund, None)
-            .await?;
+            .await?
+        {
+            Some(order) => order,
+            // Refunded meanwhile: answered as it is now.
+            None => self.store.lock_order(&mut tx, id).await?,
+        };
         // Before commit.
+        hook.run(&mut tx, &refunded)
+            .await
+            .map_err(OrderError::from)?;
         tx.commit().await.map_err(OrderError::from)?;
-        match refunded {
-            Some(order) => Ok(order),
-            None => Ok(self.store.order(id).await?),
-        }
+        Ok(refunded)
     }
 
     /// Handles one webhook: checks its signature against the raw `body`, parses it, and applies
