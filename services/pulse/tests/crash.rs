@@ -253,6 +253,8 @@ struct Call {
 #[derive(Debug)]
 struct Outcome {
     caller: String,
+    /// The `Idempotency-Key` every attempt carried.
+    key: String,
     status: u16,
     body: Value,
     replayed: bool,
@@ -298,6 +300,7 @@ async fn client(
                 answered.fetch_add(1, Ordering::SeqCst);
                 return Outcome {
                     caller: call.caller,
+                    key,
                     status,
                     body,
                     replayed,
@@ -843,5 +846,266 @@ async fn product_orders_across_a_crash(settings: &[(&'static str, &'static str)]
     )
     .await;
     run.report("product orders", setup, scenario);
+    pool.close().await;
+}
+
+/// Seckill buyers: more than the stock, each attempting once (with retries on the same key).
+const SECKILL_BUYERS: usize = 120;
+/// The seckill campaign's stock.
+const SECKILL_STOCK: usize = 60;
+
+/// Seckill attempts across a `kill -9` of the process (Redis stays up): exactly the stock is
+/// won, every winner is told its reservation (a retry with its key gets the same order id, never
+/// `seckill-already-bought`), and every reservation becomes exactly one order, its winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seckill_attempts_survive_kill_9_mid_burst() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let scenario = Instant::now();
+    // Retries of one buyer must not meet the per-user attempt limit: only the crash is tested.
+    let (deployment, first) = Deployment::start(
+        "ordering,marketing",
+        &[(
+            "PULSE_COUNTRY__RATE_LIMITS__SECKILL_ATTEMPTS_PER_SECOND",
+            "1000",
+        )],
+    )
+    .await;
+    let pool = deployment.pool().await;
+    let campaign = "crash/flash-sale";
+    // The window, from PostgreSQL's clock (this crate has no date library).
+    let (starts_at, ends_at): (String, String) = sqlx::query_as(
+        "SELECT to_char((now() - interval '5 seconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char((now() + interval '1 hour') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("window");
+    let response = deployment
+        .client
+        .put(format!(
+            "{}/v1/campaigns/{}",
+            deployment.base(),
+            campaign.replace('/', "%2F")
+        ))
+        .bearer_auth(testing::token("crash-admin", &["admin"], "FR"))
+        .json(&json!({
+            "voucherTitle": "10 € off any order",
+            "voucherValueMinor": 1000,
+            "currency": "EUR",
+            "priceMinor": 100,
+            "stock": SECKILL_STOCK,
+            "perUserLimit": 1,
+            "startsAt": starts_at,
+            "endsAt": ends_at,
+        }))
+        .send()
+        .await
+        .expect("put campaign");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let keys = pulse_marketing::reservation::CampaignKeys::new(&deployment.keyspace(), campaign);
+    // The stock straight from Redis (this crate has no Redis client of its own: a script
+    // through the kit's handle).
+    let handle = pulse_kit::redis::RedisHandle::new(&testing::redis_url()).expect("Redis");
+    let get = Arc::new(pulse_kit::redis::LuaScript::new(
+        "return redis.call('GET', KEYS[1])",
+    ));
+    let mut redis = handle.connection().await.expect("Redis connection");
+    let stock_at_start: Option<i64> = get
+        .run(&mut redis, &[&keys.stock], &[])
+        .await
+        .expect("stock");
+    assert_eq!(
+        stock_at_start,
+        Some(i64::try_from(SECKILL_STOCK).expect("stock")),
+        "campaign loaded"
+    );
+    let setup = scenario.elapsed();
+
+    // The stock as Redis has it, every few milliseconds, through the burst: its lowest value.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let watching = Arc::clone(&watching);
+        let stock_key = keys.stock.clone();
+        let get = Arc::clone(&get);
+        async move {
+            let mut lowest = i64::MAX;
+            let mut samples = 0_u64;
+            while watching.load(Ordering::SeqCst) {
+                let stock: Option<i64> = get
+                    .run(&mut redis, &[&stock_key], &[])
+                    .await
+                    .expect("stock");
+                if let Some(stock) = stock {
+                    lowest = lowest.min(stock);
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (lowest, samples, redis)
+        }
+    });
+
+    let path = format!("/v1/seckill/{}/orders", campaign.replace('/', "%2F"));
+    let calls = (0..SECKILL_BUYERS)
+        .map(|index| {
+            let buyer = format!("crash-seckill-{index:03}");
+            Call {
+                token: testing::token(&buyer, &["customer"], "FR"),
+                caller: buyer,
+                path: path.clone(),
+                body: json!({}),
+            }
+        })
+        .collect();
+    let run = burst_across_a_crash(
+        &deployment,
+        first,
+        calls,
+        "SELECT count(*) FROM ordering.orders WHERE kind = 'SECKILL'",
+        &pool,
+    )
+    .await;
+
+    // The answers: exactly the stock won, one order id each; the others sold out, and nobody
+    // was refused as having bought already (every buyer tries once: only a reservation the
+    // buyer's own earlier attempt made, answered or not, could make that answer).
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    for o in &run.outcomes {
+        let what = if o.status == 202 {
+            "202".to_owned()
+        } else {
+            format!("{} {}", o.status, testing::problem_kind(&o.body))
+        };
+        *answers.entry(what).or_default() += 1;
+    }
+    let winners: HashMap<String, String> = run
+        .outcomes
+        .iter()
+        .filter(|o| o.status == 202)
+        .map(|o| {
+            let id = o.body["orderId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no orderId in {}", o.caller, o.body));
+            (o.caller.clone(), id.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        winners.len(),
+        SECKILL_STOCK,
+        "exactly the stock is won; answers: {answers:?}"
+    );
+    let losers: Vec<&Outcome> = run
+        .outcomes
+        .iter()
+        .filter(|o| o.status != 202)
+        .filter(|o| o.status != 409 || testing::problem_kind(&o.body) != "seckill-sold-out")
+        .collect();
+    assert!(
+        losers.is_empty(),
+        "a buyer without a voucher must have been told sold-out (false refusals): {losers:#?}"
+    );
+    let distinct: HashSet<&String> = winners.values().collect();
+    assert_eq!(distinct.len(), SECKILL_STOCK, "one order id per winner");
+
+    // Each buyer asks again with its key: a winner gets its reservation again, never
+    // already-bought; a buyer refused stays refused.
+    let mut false_refusals = Vec::new();
+    for o in &run.outcomes {
+        let response = deployment
+            .client
+            .post(format!("{}{path}", deployment.base()))
+            .bearer_auth(testing::token(&o.caller, &["customer"], "FR"))
+            .header("Idempotency-Key", &o.key)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("retry");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let same = match winners.get(&o.caller) {
+            Some(id) => status == 202 && body["orderId"].as_str() == Some(id.as_str()),
+            None => status == 409 && testing::problem_kind(&body) == "seckill-sold-out",
+        };
+        if !same {
+            false_refusals.push((o.caller.clone(), o.status, status, body));
+        }
+    }
+    assert!(
+        false_refusals.is_empty(),
+        "a retry with the same key did not get the same answer (buyer, first, retry, body): \
+         {false_refusals:#?}"
+    );
+
+    // From PostgreSQL: exactly one order per reservation, the winner's, with the id it was told.
+    let orders_at = Instant::now();
+    let rows: Vec<(String, String)> = loop {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT user_subject, id::text FROM ordering.orders WHERE campaign_id = $1",
+        )
+        .bind(campaign)
+        .fetch_all(&pool)
+        .await
+        .expect("orders");
+        assert!(
+            rows.len() <= SECKILL_STOCK,
+            "more orders than the stock: {rows:?}"
+        );
+        if rows.len() == SECKILL_STOCK {
+            break rows;
+        }
+        assert!(
+            orders_at.elapsed() < Duration::from_secs(30),
+            "{} orders of {SECKILL_STOCK} after 30 s:\n{}",
+            rows.len(),
+            run.second.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let orders_after = orders_at.elapsed();
+    // A moment more: no reservation turns into a second order.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ordering.orders WHERE campaign_id = $1")
+            .bind(campaign)
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        count,
+        i64::try_from(SECKILL_STOCK).expect("stock"),
+        "orders"
+    );
+    let mut stored: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (buyer, id) in rows {
+        stored.entry(buyer).or_default().push(id);
+    }
+    let twice: Vec<_> = stored.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(twice.is_empty(), "buyers with two orders: {twice:?}");
+    let stored: HashMap<String, String> = stored
+        .into_iter()
+        .map(|(buyer, mut ids)| (buyer, ids.remove(0)))
+        .collect();
+    assert_eq!(
+        stored, winners,
+        "the orders are the winners' reservations, with the ids they were told"
+    );
+
+    watching.store(false, Ordering::SeqCst);
+    let (lowest, samples, mut redis) = watcher.await.expect("watcher");
+    let stock: Option<i64> = get
+        .run(&mut redis, &[&keys.stock], &[])
+        .await
+        .expect("stock");
+    assert_eq!(stock, Some(0), "Redis stock ends at 0");
+    assert!(
+        lowest >= 0,
+        "Redis stock went negative ({lowest}) during the burst"
+    );
+    println!(
+        "crash scenario (seckill): answers {answers:?}; Redis stock lowest {lowest} over \
+         {samples} samples; all {SECKILL_STOCK} orders {} ms after the burst",
+        millis(orders_after)
+    );
+    run.report("seckill", setup, scenario);
     pool.close().await;
 }
