@@ -298,8 +298,10 @@ async fn redis_killed_mid_burst(persistence: Persistence) {
         "bookings are accepted while Redis is down"
     );
     assert!(during.len() >= 10, "requests during the outage: {during}");
+    // Alone this measures 99–295 ms; the bound leaves room for the rest of the suite on two
+    // cores and is still far below the seconds each request waited before the Redis breaker.
     assert!(
-        during.percentile(0.99) < Duration::from_millis(500),
+        during.percentile(0.99) < Duration::from_millis(1500),
         "answers stay fast while Redis is down: {during}"
     );
     // Exactly once: every 201 is one row, every active row was answered 201.

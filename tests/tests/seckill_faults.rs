@@ -28,8 +28,10 @@ const KILL_AFTER_PERCENT: usize = 30;
 /// How long Redis stays down.
 const OUTAGE: Duration = Duration::from_millis(2000);
 /// An attempt during the outage, once the Redis breaker has had time to open, must fail within
-/// this (99th percentile).
-const FAIL_FAST_P99: Duration = Duration::from_millis(500);
+/// this (99th percentile). Alone it measures 85–180 ms; the bound leaves room for the rest of the
+/// suite running beside it on two cores, and is still far below the ~4 s an attempt took before
+/// the breaker (each waited for its own connection attempt). Exact latency is `./dev bench`'s job.
+const FAIL_FAST_P99: Duration = Duration::from_millis(1500);
 /// How long the kit's Redis handle may take to notice the outage: three failed probes 250 ms
 /// apart open its breaker; until then an attempt waits for the shared connection's reconnection
 /// or its 1 s response timeout.
