@@ -123,6 +123,19 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// The answer to a failed dependency call: 503 with `Retry-After` when the cause (or any
+    /// error in its source chain) is the database being unreachable — refused, reset, shut
+    /// down, or no connection free in time — since nothing was done and a retry can succeed;
+    /// otherwise 500 ([`Problem::internal`]).
+    pub fn from_error(cause: &(dyn std::error::Error + 'static)) -> Self {
+        if is_outage(cause) {
+            tracing::warn!(error = %cause, "dependency unavailable");
+            return Self::unavailable("the database is unreachable, so nothing was done; retry shortly")
+                .with_retry_after(1);
+        }
+        Self::internal(&cause)
+    }
+
     /// 500: an unexpected failure. The cause is logged, never sent to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -133,6 +146,36 @@ impl Problem {
         )
         .with_detail("an unexpected error occurred; it has been logged")
     }
+}
+
+/// Whether `cause` or an error in its source chain says the database cannot be reached (as
+/// opposed to a bug or a bad statement).
+fn is_outage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(cause);
+    while let Some(err) = next {
+        if let Some(db) = err.downcast_ref::<sqlx::Error>() {
+            match db {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => return true,
+                // Class 08 (connection exception) and 57P01–57P03 (shutting down, cannot
+                // connect now): the server is going away or not there yet.
+                sqlx::Error::Database(e) => {
+                    let code = e.code();
+                    let code = code.as_deref().unwrap_or_default();
+                    return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+                }
+                _ => return false,
+            }
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 impl std::fmt::Display for Problem {

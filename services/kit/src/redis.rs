@@ -378,6 +378,16 @@ impl LuaScript {
     }
 }
 
+/// Takes `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms if it is free or already that owner's.
+const ACQUIRE_LOCK_AS: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
 const RELEASE_LOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -397,6 +407,7 @@ pub struct LockGuard {
 /// A short mutual-exclusion lock: `SET key token NX PX ttl`, released only by its owner.
 #[derive(Debug)]
 pub struct RedisLock {
+    acquire_as: LuaScript,
     release: LuaScript,
 }
 
@@ -410,8 +421,30 @@ impl RedisLock {
     /// The lock helper (holds the release script).
     pub fn new() -> Self {
         Self {
+            acquire_as: LuaScript::new(ACQUIRE_LOCK_AS),
             release: LuaScript::new(RELEASE_LOCK),
         }
+    }
+
+    /// Tries once to take `key` for `ttl` as `owner`: free, or already held by the same owner
+    /// (a retry of the same request whose first attempt died holding it), it is (re)taken;
+    /// `None` if someone else holds it.
+    pub async fn try_acquire_as(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<LockGuard>> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: i64 = self
+            .acquire_as
+            .run(conn, &[key], &[owner, &millis.to_string()])
+            .await?;
+        Ok((taken == 1).then(|| LockGuard {
+            key: key.to_owned(),
+            token: owner.to_owned(),
+        }))
     }
 
     /// Tries once to take `key` for `ttl`; `None` if someone else holds it.
