@@ -5,59 +5,13 @@
 //! A fault test never touches the shared servers `./dev` runs: it starts its own server of the
 //! kind it breaks and points the Pulse server under test at it.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-// ------------------------------------------------------------------ temporary directories
-
-/// A directory under the system's temporary directory, removed when dropped.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates `<tmp>/pulse-<prefix>-<random>`.
-    pub fn new(prefix: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(pulse_kit::testing::unique(&format!("pulse-{prefix}")));
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        Self(path)
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-fn wait_port(port: u16, what: &str, within: Duration) {
-    let started = Instant::now();
-    while !port_open(port) {
-        assert!(
-            started.elapsed() < within,
-            "{what} did not listen on 127.0.0.1:{port} within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use pulse_kit::testing::{Persistence, PrivateRedis, TempDir, wait_port};
 
 /// Sends `signal` (`KILL`, `STOP`, `CONT`) to process `pid`.
 pub fn signal(pid: u32, signal: &str) {
@@ -67,126 +21,6 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
     assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
-// ------------------------------------------------------------------ Redis
-
-/// How a [`PrivateRedis`] keeps its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Persistence {
-    /// Nothing on disk: a restart starts empty.
-    None,
-    /// Append-only file, fsync every second (what seckill needs in production): a restart
-    /// reloads everything but at most the last second of writes.
-    AppendOnly,
-}
-
-/// A `redis-server` of one test on its own port, with its own directory.
-#[derive(Debug)]
-pub struct PrivateRedis {
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    persistence: Persistence,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// Starts it on a free port and waits until it listens.
-    pub fn start(persistence: Persistence) -> Self {
-        Self::start_on(pulse_kit::testing::free_port(), persistence)
-    }
-
-    /// Starts it on `port` and waits until it listens.
-    pub fn start_on(port: u16, persistence: Persistence) -> Self {
-        let mut redis = Self {
-            port,
-            persistence,
-            dir: TempDir::new("redis"),
-            child: None,
-        };
-        redis.start_again();
-        redis
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Its process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// `kill -9`: no shutdown, no last fsync.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory (so with [`Persistence::AppendOnly`] it
-    /// reloads its append-only file) and waits until it listens.
-    pub fn start_again(&mut self) {
-        self.kill();
-        let dir = self.dir.path().display().to_string();
-        let port = self.port.to_string();
-        let mut args = vec![
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &dir,
-            "--save",
-            "",
-        ];
-        match self.persistence {
-            Persistence::None => args.extend(["--appendonly", "no"]),
-            Persistence::AppendOnly => {
-                args.extend(["--appendonly", "yes", "--appendfsync", "everysec"]);
-            }
-        }
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./dev test installs it)");
-        self.child = Some(child);
-        wait_port(self.port, "redis-server", Duration::from_secs(10));
-    }
-
-    /// A plain connection (not Pulse's handle), for checking keys.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url()).expect("url");
-        let started = Instant::now();
-        loop {
-            // A Redis reloading its append-only file answers LOADING for a moment.
-            let attempt = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await?;
-                Ok::<_, redis::RedisError>(conn)
-            };
-            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                Ok(Ok(conn)) => return conn,
-                outcome => assert!(
-                    started.elapsed() < Duration::from_secs(15),
-                    "private Redis on {} does not answer: {outcome:?}",
-                    self.port
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 // ------------------------------------------------------------------ Kafka (tansu)

@@ -9,7 +9,7 @@ use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
-use pulse_kit::redis::{LockGuard, LuaScript, RedisHandle, RedisLock};
+use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -34,7 +34,8 @@ const LIST_LIMIT: i64 = 500;
 ///   Redis is unreachable the flow goes on without it (counted in `booking_slot_lock_bypassed`)
 ///   and the database alone decides. The lock belongs to the request (its caller and
 ///   `Idempotency-Key`), not to the process: a retry of the same request takes back the lock
-///   its first attempt left behind, even if that attempt's process died holding it;
+///   its first attempt left behind, even if that attempt's process died holding it
+///   ([`RedisLock::try_acquire_as`]);
 /// - one PostgreSQL transaction locks the slot (`SELECT … FOR UPDATE`), checks the country's
 ///   rules (minimum notice, horizon, appointments per patient per day), writes the appointment
 ///   and its outbox event;
@@ -61,7 +62,6 @@ impl Appointments {
             slot_locks: Arc::new(SlotLocks {
                 redis,
                 locks: RedisLock::new(),
-                acquire: LuaScript::new(ACQUIRE_SLOT_LOCK),
                 prefix: crate::redis_prefix(keyspace),
                 bypassed: Counter::default(),
             }),
@@ -307,26 +307,12 @@ impl Appointments {
     }
 }
 
-/// Takes a slot's lock for `ARGV[1]` (the owner's token) for `ARGV[2]` milliseconds: free, or
-/// already held by the same owner (a retry of the same request), it is (re)taken; held by
-/// anyone else, it is not.
-const ACQUIRE_SLOT_LOCK: &str = r"
-local held = redis.call('GET', KEYS[1])
-if held == false or held == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
-
 /// The short Redis locks that make a crowd on one slot fail fast instead of queueing on the
 /// slot's row in PostgreSQL.
 struct SlotLocks {
     redis: RedisHandle,
-    /// Releases (compare-and-delete).
+    /// Takes (re-entrant for one request) and releases (compare-and-delete).
     locks: RedisLock,
-    /// Takes, re-entrant for the same owner.
-    acquire: LuaScript,
     prefix: String,
     bypassed: Counter,
 }
@@ -340,22 +326,26 @@ enum SlotLock {
 impl SlotLocks {
     /// Runs `work` holding the slot's lock; fails fast with [`BookingError::SlotBeingBooked`]
     /// if someone else holds it, and runs it anyway when Redis cannot be reached. The lock is
-    /// `request`'s (see [`lock_token`]): its retries take it back.
+    /// `request`'s (see [`lock_owner`]): its retries take it back.
     async fn around<T>(
         &self,
         slot: Uuid,
         request: Option<&IdempotencyKey>,
         work: impl Future<Output = Result<T, BookingError>>,
     ) -> Result<T, BookingError> {
-        let lock = self.acquire(slot, lock_token(request)).await?;
+        let lock = self.acquire(slot, request).await?;
         let result = work.await;
         self.release(lock).await;
         result
     }
 
-    /// Takes the slot's lock for `token`; [`BookingError::SlotBeingBooked`] if someone else
-    /// holds it.
-    async fn acquire(&self, slot: Uuid, token: String) -> Result<SlotLock, BookingError> {
+    /// Takes the slot's lock for `request` (re-entrant for its retries; a request without a key
+    /// gets a lock of its own); [`BookingError::SlotBeingBooked`] if someone else holds it.
+    async fn acquire(
+        &self,
+        slot: Uuid,
+        request: Option<&IdempotencyKey>,
+    ) -> Result<SlotLock, BookingError> {
         let key = format!("{}:slot-lock:{slot}", self.prefix);
         let mut conn = match self.redis.connection().await {
             Ok(conn) => conn,
@@ -365,14 +355,18 @@ impl SlotLocks {
                 return Ok(SlotLock::Bypassed);
             }
         };
-        let ttl = SLOT_LOCK_TTL.as_millis().to_string();
-        let taken = self
-            .acquire
-            .run::<i64>(&mut conn, &[&key], &[&token, &ttl])
-            .await;
+        let taken = match request {
+            Some(request) => {
+                let owner = lock_owner(request);
+                self.locks
+                    .try_acquire_as(&mut conn, &key, &owner, SLOT_LOCK_TTL)
+                    .await
+            }
+            None => self.locks.try_acquire(&mut conn, &key, SLOT_LOCK_TTL).await,
+        };
         match taken {
-            Ok(1) => Ok(SlotLock::Held(conn, LockGuard { key, token })),
-            Ok(_) => Err(BookingError::SlotBeingBooked),
+            Ok(Some(guard)) => Ok(SlotLock::Held(conn, guard)),
+            Ok(None) => Err(BookingError::SlotBeingBooked),
             Err(err) => {
                 self.bypassed.inc();
                 tracing::warn!(error = %err, "Redis slot lock unavailable; relying on the database guard");
@@ -391,17 +385,12 @@ impl SlotLocks {
     }
 }
 
-/// The slot lock's token for `request`: derived from its caller and `Idempotency-Key`, so every
-/// attempt of one request (in any process) owns the same lock; without a key, a random one.
-fn lock_token(request: Option<&IdempotencyKey>) -> String {
-    match request {
-        Some(key) => {
-            let mut hasher = Sha256::new();
-            hasher.update(key.scope().as_bytes());
-            hasher.update(b"\n");
-            hasher.update(key.key().as_bytes());
-            format!("req:{}", hex::encode(hasher.finalize()))
-        }
-        None => format!("one:{}", Uuid::new_v4().simple()),
-    }
+/// The slot lock's owner for `request`: derived from its caller and `Idempotency-Key`, so every
+/// attempt of one request (in any process) owns the same lock.
+fn lock_owner(request: &IdempotencyKey) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(request.scope().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(request.key().as_bytes());
+    format!("req:{}", hex::encode(hasher.finalize()))
 }

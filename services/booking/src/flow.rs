@@ -1,6 +1,8 @@
-//! What booking's flows share: their error. The hook each write runs inside its transaction (where
-//! the request's idempotency record goes) is the kit's
-//! [`BeforeCommit`](pulse_kit::idempotency::BeforeCommit).
+//! What booking's flows share: their error, [`BookingError`], and one shape. Each flow service
+//! ([`crate::appointments`], [`crate::practitioners`]) owns its transactions: every write is one
+//! function shaped `begin → work → hook → commit`, the hook being the caller's
+//! [`BeforeCommit`](pulse_kit::idempotency::BeforeCommit) (the kit's trait; the request's
+//! idempotency record goes there), so an effect and its answer commit together or not at all.
 
 use pulse_kit::outbox::OutboxError;
 use uuid::Uuid;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pulse_kit::config::CountryConfig;
+use pulse_kit::grpc::status_from_error;
 use pulse_proto::booking::v1 as pb;
 use pulse_proto::time::{from_timestamp, to_timestamp};
 use tonic::{Request, Response, Status};
@@ -60,7 +61,8 @@ impl From<BookingError> for Status {
             BookingError::AppointmentNotFound(_)
             | BookingError::PractitionerNotFound(_)
             | BookingError::SlotNotFound(_) => Status::not_found(err.to_string()),
-            BookingError::Db(sqlx::Error::PoolTimedOut) => Status::unavailable("database busy"),
+            BookingError::Db(err) => status_from_error(&err),
+            BookingError::Outbox(err) => status_from_error(&err),
             other => {
                 tracing::error!(error = %other, "booking gRPC call failed");
                 Status::internal("internal error")

@@ -100,8 +100,8 @@ impl From<BookingError> for Problem {
                 "Refused by the booking rules",
             ),
             BookingError::Invalid(invalid) => return invalid_body(invalid.clone()),
-            BookingError::Db(err) => return Problem::internal(err),
-            BookingError::Outbox(err) => return Problem::internal(err),
+            BookingError::Db(err) => return Problem::from_error(err),
+            BookingError::Outbox(err) => return Problem::from_error(err),
         };
         Problem::new(status, slug, title).with_detail(err.to_string())
     }
@@ -224,7 +224,7 @@ pub async fn search_practitioners(
         .search
         .search(&query)
         .await
-        .map_err(|e| Problem::internal(&e))?;
+        .map_err(|e| Problem::from_error(&e))?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         json.as_str().to_owned(),
@@ -395,7 +395,8 @@ fn actor(principal: &Principal) -> Actor {
 
 /// One appointment of the caller's.
 #[utoipa::path(get, path = "/v1/appointments/{id}", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Appointment), (status = 404, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+    responses((status = 200, body = Appointment), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+              (status = 404, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get_appointment(
     State(app): State<AppState>,
     principal: Principal,

@@ -81,13 +81,45 @@ pub struct SearchPage {
     pub total: i64,
 }
 
+/// Why a search could not be answered.
+#[derive(Debug, Clone)]
+pub enum SearchError {
+    /// The database query failed (shared by every search that waited for that query).
+    Db(Arc<sqlx::Error>),
+    /// The results could not be encoded.
+    Encode(Arc<str>),
+}
+
+impl std::fmt::Display for SearchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Db(err) => write!(f, "search query: {err}"),
+            Self::Encode(err) => write!(f, "search results: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for SearchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // The database error itself (not its `Arc`), so callers can tell an outage.
+            Self::Db(err) => Some(&**err),
+            Self::Encode(_) => None,
+        }
+    }
+}
+
+/// What one search computation ends with, shared by the searches that waited for it.
+type SearchOutcome = Result<Arc<String>, SearchError>;
+
 /// Search with its cache.
 pub struct Search {
     pool: PgPool,
     redis: RedisHandle,
     country: Arc<CountryConfig>,
-    keyspace: String,
-    flights: SingleFlight<String>,
+    /// [`crate::redis_prefix`] of the keyspace.
+    prefix: String,
+    flights: SingleFlight<SearchOutcome>,
     /// Database queries run by searches (cache misses).
     pub db_queries: Counter,
     /// Searches answered from the cache.
@@ -125,7 +157,7 @@ impl Search {
             pool,
             redis,
             country,
-            keyspace: keyspace.to_owned(),
+            prefix: crate::redis_prefix(keyspace),
             flights: SingleFlight::default(),
             db_queries: Counter::default(),
             cache_hits: Counter::default(),
@@ -133,17 +165,13 @@ impl Search {
         }
     }
 
-    fn key_prefix(&self) -> String {
-        crate::redis_prefix(&self.keyspace)
-    }
-
     /// The Redis key of the search generation.
     pub fn generation_key(&self) -> String {
-        format!("{}:search-generation", self.key_prefix())
+        format!("{}:search-generation", self.prefix)
     }
 
     fn geo_key(&self) -> String {
-        format!("{}:geo", self.key_prefix())
+        format!("{}:geo", self.prefix)
     }
 
     /// Retires every cached result (called by the appointment-event consumer).
@@ -171,23 +199,23 @@ impl Search {
     }
 
     /// Runs a search: cache, else one database query shared by concurrent identical searches.
-    pub async fn search(&self, query: &SearchQuery) -> Result<Arc<String>, Arc<str>> {
+    pub async fn search(&self, query: &SearchQuery) -> Result<Arc<String>, SearchError> {
         let fingerprint = hex::encode(Sha256::digest(
             serde_json::to_vec(query).unwrap_or_default(),
         ));
-        // No generation yet counts as 0; no answer from Redis means no caching at all.
-        let generation = match self.redis.connection().await {
-            Ok(mut conn) => conn
+        // No generation yet counts as 0; no answer from Redis means no caching at all. One
+        // connection serves both reads.
+        let mut conn = self.redis.connection().await.ok();
+        let generation = match &mut conn {
+            Some(conn) => conn
                 .get::<_, Option<i64>>(self.generation_key())
                 .await
                 .ok()
                 .map(|g| g.unwrap_or(0)),
-            Err(_) => None,
+            None => None,
         };
-        let cache_key =
-            generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.key_prefix()));
-        if let Some(key) = &cache_key
-            && let Ok(mut conn) = self.redis.connection().await
+        let cache_key = generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.prefix));
+        if let (Some(key), Some(conn)) = (&cache_key, &mut conn)
             && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
         {
             self.cache_hits.inc();
@@ -200,26 +228,7 @@ impl Search {
         let query = query.clone();
         self.flights
             .run(&flight_key, move || async move {
-                // A flight that finished between our cache miss and now has filled the cache.
-                if let Some(key) = &cache_key
-                    && let Ok(mut conn) = this.redis.connection().await
-                    && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
-                {
-                    return Ok(hit);
-                }
-                let page = this.query_database(&query).await?;
-                let json = serde_json::to_string(&page).map_err(|e| e.to_string())?;
-                if let Some(key) = cache_key {
-                    let jitter = rand::rng().random_range(0..=this.ttl.as_secs() / 4);
-                    if let Ok(mut conn) = this.redis.connection().await {
-                        let stored: redis::RedisResult<()> =
-                            conn.set_ex(&key, &json, this.ttl.as_secs() + jitter).await;
-                        if let Err(err) = stored {
-                            tracing::warn!(error = %err, "could not cache search results");
-                        }
-                    }
-                }
-                Ok::<_, String>(json)
+                this.fill(cache_key, &query).await
             })
             .await
     }
@@ -247,6 +256,34 @@ struct SearchWorker {
 }
 
 impl SearchWorker {
+    /// One search computation: the cache again (a flight that finished between the caller's
+    /// miss and now has filled it), else the database, whose answer is cached.
+    async fn fill(&self, cache_key: Option<String>, query: &SearchQuery) -> SearchOutcome {
+        if let Some(key) = &cache_key
+            && let Ok(mut conn) = self.redis.connection().await
+            && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
+        {
+            return Ok(Arc::new(hit));
+        }
+        let page = self
+            .query_database(query)
+            .await
+            .map_err(|err| SearchError::Db(Arc::new(err)))?;
+        let json = serde_json::to_string(&page)
+            .map_err(|err| SearchError::Encode(err.to_string().into()))?;
+        if let Some(key) = cache_key {
+            let jitter = rand::rng().random_range(0..=self.ttl.as_secs() / 4);
+            if let Ok(mut conn) = self.redis.connection().await {
+                let stored: redis::RedisResult<()> =
+                    conn.set_ex(&key, &json, self.ttl.as_secs() + jitter).await;
+                if let Err(err) = stored {
+                    tracing::warn!(error = %err, "could not cache search results");
+                }
+            }
+        }
+        Ok(Arc::new(json))
+    }
+
     /// Practitioner ids within the radius, nearest first, with distances (Redis GEO). `None`
     /// when the index is unavailable; the database then computes distances itself.
     async fn nearby(&self, lat: f64, lon: f64, radius_km: f64) -> Option<Vec<(Uuid, f64)>> {
@@ -278,7 +315,7 @@ impl SearchWorker {
         )
     }
 
-    async fn query_database(&self, query: &SearchQuery) -> Result<SearchPage, String> {
+    async fn query_database(&self, query: &SearchQuery) -> Result<SearchPage, sqlx::Error> {
         let tz = self.country.tz();
         let now = Utc::now();
         let earliest = domain::earliest_start(&self.country.booking, now);
@@ -361,8 +398,7 @@ impl SearchWorker {
         .bind(radius)
         .bind(offset)
         .fetch_all(&self.pool)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let total = rows.first().map_or(0, |r| r.total);
         let items = rows
             .into_iter()

@@ -11,22 +11,11 @@ use serde_json::{Value, json};
 async fn race(app: &TestApp, slot: &str, clients: usize) -> (Vec<u16>, Vec<Value>) {
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let client = app.client.clone();
-        let url = format!("{}/v1/appointments", app.base);
         let token = app.token(&format!("patient-{}", pulse_kit::new_id()), &["patient"]);
-        let slot = slot.to_owned();
+        let key = format!("race-{i}-{}", pulse_kit::new_id());
+        let request = app.book_request(&token, slot, &key);
         tasks.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .bearer_auth(token)
-                .header(
-                    "Idempotency-Key",
-                    format!("race-{i}-{}", pulse_kit::new_id()),
-                )
-                .json(&json!({ "slotId": slot }))
-                .send()
-                .await
-                .expect("book");
+            let response = request.send().await.expect("book");
             let status = response.status().as_u16();
             let content_type = response
                 .headers()
@@ -112,13 +101,8 @@ async fn without_redis_the_database_still_allows_one_appointment() {
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_response_and_books_nothing_more() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Lyon", "dermatology", 30).await;
-    let slots = app
-        .slots(
-            practitioner["id"].as_str().expect("id"),
-            &paris_day(3),
-            &paris_day(3),
-        )
+    let (_, slots) = app
+        .practitioner_with_slots("Lyon", "dermatology", 30, 3)
         .await;
     let patient = app.token("patient-retry", &["patient"]);
     let slot = slots[0]["id"].as_str().expect("slot");
@@ -612,9 +596,10 @@ async fn malformed_input_is_a_4xx_never_a_5xx() {
 #[tokio::test]
 async fn reschedule_moves_the_appointment_in_one_transaction() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Paris", "physiotherapy", 30).await;
+    let (practitioner, slots) = app
+        .practitioner_with_slots("Paris", "physiotherapy", 30, 6)
+        .await;
     let id = practitioner["id"].as_str().expect("id");
-    let slots = app.slots(id, &paris_day(6), &paris_day(6)).await;
     let patient = app.token("patient-move", &["patient"]);
     let (status, booked, _) = app
         .book(&patient, slots[0]["id"].as_str().expect("slot"), "m1")
@@ -681,13 +666,8 @@ async fn openapi_describes_the_endpoints() {
 #[tokio::test]
 async fn idempotency_keys_belong_to_the_caller() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Lyon", "gynecology", 30).await;
-    let slots = app
-        .slots(
-            practitioner["id"].as_str().expect("id"),
-            &paris_day(3),
-            &paris_day(3),
-        )
+    let (_, slots) = app
+        .practitioner_with_slots("Lyon", "gynecology", 30, 3)
         .await;
     // Two patients happen to pick the same key: each gets their own booking.
     let alice = app.token("patient-alice", &["patient"]);
@@ -731,12 +711,11 @@ async fn status_of(
 #[tokio::test]
 async fn authorization_comes_before_validation_on_every_write() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Paris", "neurology", 30).await;
+    let (practitioner, slots) = app
+        .practitioner_with_slots("Paris", "neurology", 30, 4)
+        .await;
     let id = practitioner["id"].as_str().expect("id");
-    let slot = app.slots(id, &paris_day(4), &paris_day(4)).await[0]["id"]
-        .as_str()
-        .expect("slot")
-        .to_owned();
+    let slot = slots[0]["id"].as_str().expect("slot").to_owned();
     let patient = app.token("patient-authz", &["patient"]);
     let doctor = app.token("doctor-authz", &["practitioner"]);
     let appointment = pulse_kit::new_id();
@@ -827,13 +806,8 @@ async fn authorization_comes_before_validation_on_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicates_of_one_booking_get_the_same_answer() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Lille", "cardiology", 30).await;
-    let slots = app
-        .slots(
-            practitioner["id"].as_str().expect("id"),
-            &paris_day(3),
-            &paris_day(3),
-        )
+    let (_, slots) = app
+        .practitioner_with_slots("Lille", "cardiology", 30, 3)
         .await;
     for (round, slot) in slots.iter().take(5).enumerate() {
         let slot = slot["id"].as_str().expect("slot").to_owned();
@@ -841,18 +815,9 @@ async fn concurrent_duplicates_of_one_booking_get_the_same_answer() {
         let key = format!("dup-{round}");
         let mut tasks = Vec::new();
         for _ in 0..8 {
-            let client = app.client.clone();
-            let url = format!("{}/v1/appointments", app.base);
-            let (patient, key, slot) = (patient.clone(), key.clone(), slot.clone());
+            let request = app.book_request(&patient, &slot, &key);
             tasks.push(tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .bearer_auth(patient)
-                    .header("Idempotency-Key", key)
-                    .json(&json!({ "slotId": slot }))
-                    .send()
-                    .await
-                    .expect("book");
+                let response = request.send().await.expect("book");
                 let status = response.status().as_u16();
                 let replayed = response.headers().contains_key("idempotent-replayed");
                 let location = response
@@ -905,13 +870,8 @@ async fn a_retry_takes_back_the_slot_lock_its_dead_first_attempt_left() {
     use sha2::{Digest, Sha256};
 
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Nice", "dermatology", 30).await;
-    let slots = app
-        .slots(
-            practitioner["id"].as_str().expect("id"),
-            &paris_day(3),
-            &paris_day(3),
-        )
+    let (_, slots) = app
+        .practitioner_with_slots("Nice", "dermatology", 30, 3)
         .await;
     let slot = slots[0]["id"].as_str().expect("slot");
     // A process died holding the slot's lock for this patient's request "crash-key".

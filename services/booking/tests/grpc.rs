@@ -4,16 +4,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, paris_day};
+use common::TestApp;
 use pulse_proto::booking::v1::availability_client::AvailabilityClient;
 use pulse_proto::booking::v1::{GetAppointmentRequest, ListFreeSlotsRequest};
 
 #[tokio::test]
 async fn internal_callers_read_appointments_and_free_slots_within_their_deadline() {
     let app = TestApp::start().await;
-    let practitioner = app.practitioner("Paris", "general-practice", 30).await;
+    let (practitioner, slots) = app
+        .practitioner_with_slots("Paris", "general-practice", 30, 2)
+        .await;
     let id = practitioner["id"].as_str().expect("id").to_owned();
-    let slots = app.slots(&id, &paris_day(2), &paris_day(2)).await;
     let patient = app.token("grpc-patient", &["patient"]);
     let (status, booked, _) = app
         .book(&patient, slots[0]["id"].as_str().expect("slot"), "g1")

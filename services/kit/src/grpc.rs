@@ -70,6 +70,19 @@ pub fn propagate_trace(
     Ok(request)
 }
 
+/// The gRPC status for a failed dependency call, by the rule of
+/// [`Problem::from_error`](crate::problem::Problem::from_error) (which also logs the cause):
+/// `UNAVAILABLE` when the database is unreachable (nothing was done; a retry can succeed),
+/// `INTERNAL` otherwise, without the cause's text.
+pub fn status_from_error(cause: &(dyn std::error::Error + 'static)) -> tonic::Status {
+    let problem = crate::problem::Problem::from_error(cause);
+    if problem.status == http::StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+        tonic::Status::unavailable(problem.detail.unwrap_or_default())
+    } else {
+        tonic::Status::internal("internal error")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +138,18 @@ mod tests {
             .expect("traceparent metadata")
             .to_owned();
         assert_eq!(trace_id(&sent), trace_id(PARENT));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_and_other_failures_internal() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            super::status_from_error(&refused).code(),
+            tonic::Code::Unavailable
+        );
+        let bug = sqlx::Error::RowNotFound;
+        let status = super::status_from_error(&bug);
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "internal error");
     }
 }

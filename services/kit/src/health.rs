@@ -11,17 +11,16 @@
 //! the gauge `pulse_dependency_up{dependency}` (1 up, 0 down). A background task re-runs the
 //! checks every second, so a probe never waits on a dead dependency.
 //!
-//! [`outage_is_unavailable`] turns the 500 of a request that failed because the database went
-//! away into a 503 `service-unavailable`.
+//! A request that fails because the database is unreachable answers 503 with `Retry-After`
+//! from the component's own error mapping ([`Problem::from_error`]), not from here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -93,14 +92,7 @@ pub struct Health {
     draining: AtomicBool,
     results: RwLock<Option<BTreeMap<String, Result<(), String>>>>,
     up: Family<DependencyLabels, Gauge>,
-    /// The last on-demand run of the required checks: when, and what failed.
-    confirmed: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
-    /// When a required check last failed, and what it said.
-    required_failed: std::sync::Mutex<Option<(Instant, String)>>,
 }
-
-/// How long an on-demand run of the required checks is reused by other callers.
-const CONFIRM_REUSE: Duration = Duration::from_millis(250);
 
 impl Health {
     /// Health over `checks`; not ready until the first round has passed.
@@ -111,70 +103,7 @@ impl Health {
             draining: AtomicBool::new(false),
             results: RwLock::new(None),
             up: Family::default(),
-            confirmed: tokio::sync::Mutex::new(None),
-            required_failed: std::sync::Mutex::new(None),
         })
-    }
-
-    /// Remembers the failures of required checks among `outcomes`.
-    fn note_required_failures<'a>(
-        &self,
-        outcomes: impl IntoIterator<Item = (&'a String, &'a Result<(), String>)>,
-    ) {
-        for (name, outcome) in outcomes {
-            let required = self.checks.iter().any(|c| c.required && &c.name == name);
-            if let (true, Err(reason)) = (required, outcome)
-                && let Ok(mut last) = self.required_failed.lock()
-            {
-                *last = Some((Instant::now(), format!("{name} ({reason})")));
-            }
-        }
-    }
-
-    /// What a required check said when it last failed, if that was at or after `since`.
-    pub fn required_failed_since(&self, since: Instant) -> Option<String> {
-        self.required_failed
-            .lock()
-            .ok()?
-            .as_ref()
-            .filter(|(at, _)| *at >= since)
-            .map(|(_, failing)| failing.clone())
-    }
-
-    /// Runs the required checks now and names those that fail (`None`: all pass). One run at
-    /// a time; callers within [`CONFIRM_REUSE`] of a run share its outcome, so a burst of
-    /// failing requests costs one round trip to the database, not one each.
-    pub async fn required_failing_now(&self) -> Option<String> {
-        let mut last = self.confirmed.lock().await;
-        if let Some((at, failing)) = last.as_ref()
-            && at.elapsed() < CONFIRM_REUSE
-        {
-            return failing.clone();
-        }
-        let rounds = self
-            .checks
-            .iter()
-            .filter(|c| c.required)
-            .map(|check| self.run_one(check));
-        let outcomes = futures::future::join_all(rounds).await;
-        let failing: Vec<String> = outcomes
-            .iter()
-            .filter_map(|(name, outcome)| {
-                outcome
-                    .as_ref()
-                    .err()
-                    .map(|reason| format!("{name} ({reason})"))
-            })
-            .collect();
-        self.note_required_failures(outcomes.iter().map(|(name, outcome)| (name, outcome)));
-        if let Some(results) = self.results.write().await.as_mut() {
-            for (name, outcome) in outcomes {
-                results.insert(name, outcome);
-            }
-        }
-        let failing = (!failing.is_empty()).then(|| failing.join(", "));
-        *last = Some((Instant::now(), failing.clone()));
-        failing
     }
 
     /// `pulse_dependency_up{dependency}`: 1 when the check passed on its last run, 0 when not;
@@ -198,7 +127,6 @@ impl Health {
             .await
             .into_iter()
             .collect();
-        self.note_required_failures(&results);
         for (name, outcome) in &results {
             if let Err(reason) = outcome {
                 tracing::debug!(check = %name, %reason, "dependency check failed");
@@ -328,38 +256,6 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     }
 }
 
-/// Middleware of the public listener: a 500 answered while a required dependency is out (the
-/// database is down or restarting) becomes 503 `service-unavailable` with `Retry-After: 1`. A
-/// request that fails because the database went away is not a bug of the server: nothing was
-/// done (the effect and its answer commit together or not at all) and the client should retry,
-/// which is what a 503 says. "Out" means a required check failed while the request ran, or
-/// fails when asked again at the answer (one run shared by concurrent failures); a 500 while
-/// the database answered throughout stays a 500.
-pub async fn outage_is_unavailable(
-    State(health): State<Arc<Health>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let response = next.run(request).await;
-    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
-        return response;
-    }
-    let failing = match health.required_failing_now().await {
-        Some(failing) => Some(failing),
-        None => health.required_failed_since(started),
-    };
-    match failing {
-        None => response,
-        Some(failing) => {
-            tracing::warn!(%failing, "answering 503 instead of 500: a required dependency is down");
-            Problem::unavailable(format!("unavailable: {failing}; retry later"))
-                .with_retry_after(1)
-                .into_response()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,44 +305,5 @@ mod tests {
         let (ready, report) = h.readiness().await;
         assert!(!ready, "a required check decides");
         assert_eq!(report["postgres"], "down: refused");
-    }
-
-    async fn answer_of(health: Arc<Health>, status: StatusCode) -> (StatusCode, String) {
-        use tower::ServiceExt;
-        let router = Router::new()
-            .route("/x", get(move || async move { status }))
-            .layer(axum::middleware::from_fn_with_state(
-                health,
-                outage_is_unavailable,
-            ));
-        let response = router
-            .oneshot(
-                axum::http::Request::get("/x")
-                    .body(axum::body::Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
-        let status = response.status();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[tokio::test]
-    async fn a_500_while_the_database_is_down_is_a_503() {
-        let (status, body) =
-            answer_of(health(false, true), StatusCode::INTERNAL_SERVER_ERROR).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            body.contains("service-unavailable") && body.contains("postgres"),
-            "{body}"
-        );
-        // The database answers: a 500 stays a 500 (a bug, not an outage); Redis does not count.
-        let (status, _) = answer_of(health(true, false), StatusCode::INTERNAL_SERVER_ERROR).await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        let (status, _) = answer_of(health(false, true), StatusCode::CONFLICT).await;
-        assert_eq!(status, StatusCode::CONFLICT);
     }
 }

@@ -264,7 +264,8 @@ pub async fn middleware(
     match lookup(&store.pool, &idempotency).await {
         Ok(Stored::Missing) => {}
         Ok(stored) => return answer(stored, None),
-        Err(err) => return Problem::internal(&err).into_response(),
+        // 503 when the database is unreachable: nothing was done, a retry can succeed.
+        Err(err) => return Problem::from_error(&err).into_response(),
     }
 
     parts.extensions.insert(idempotency.clone());

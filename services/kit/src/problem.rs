@@ -130,8 +130,10 @@ impl Problem {
     pub fn from_error(cause: &(dyn std::error::Error + 'static)) -> Self {
         if is_outage(cause) {
             tracing::warn!(error = %cause, "dependency unavailable");
-            return Self::unavailable("the database is unreachable, so nothing was done; retry shortly")
-                .with_retry_after(1);
+            return Self::unavailable(
+                "the database is unreachable, so nothing was done; retry shortly",
+            )
+            .with_retry_after(1);
         }
         Self::internal(&cause)
     }
@@ -263,6 +265,30 @@ pub async fn not_found_fallback(uri: axum::http::Uri) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_503_and_other_failures_are_500() {
+        let outage = sqlx::Error::PoolTimedOut;
+        let problem = Problem::from_error(&outage);
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.retry_after_secs, Some(1));
+        assert!(
+            problem
+                .detail
+                .as_deref()
+                .unwrap_or_default()
+                .contains("retry")
+        );
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Problem::from_error(&refused).status, 503);
+        // Wrapped in another error, the cause is still found.
+        let wrapped = crate::outbox::OutboxError::Sql(sqlx::Error::PoolClosed);
+        assert_eq!(Problem::from_error(&wrapped).status, 503);
+        let bug = sqlx::Error::RowNotFound;
+        assert_eq!(Problem::from_error(&bug).status, 500);
+        let decode = sqlx::Error::ColumnNotFound("x".into());
+        assert_eq!(Problem::from_error(&decode).status, 500);
+    }
 
     #[test]
     fn serializes_as_rfc9457() {

@@ -399,10 +399,6 @@ pub async fn start(
             .merge(health.router())
             .fallback(problem::not_found_fallback)
             .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&health),
-                crate::health::outage_is_unavailable,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&limiter),
                 ratelimit::middleware,
             ))

@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-type Flight<V> = Shared<BoxFuture<'static, Result<Arc<V>, Arc<str>>>>;
+type Flight<V> = Shared<BoxFuture<'static, V>>;
 
-/// Deduplicates in-flight computations by key.
+/// Deduplicates in-flight computations by key. `V` is the computation's whole outcome (for a
+/// fallible one, a `Result` with a cloneable error), handed to every caller that waited for it.
 pub struct SingleFlight<V> {
     flights: Mutex<HashMap<String, Flight<V>>>,
 }
@@ -23,14 +24,13 @@ impl<V> Default for SingleFlight<V> {
     }
 }
 
-impl<V: Send + Sync + 'static> SingleFlight<V> {
+impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
     /// Runs `compute` for `key` unless a computation for it is already running, in which case
-    /// waits for that one. Errors are shared as text.
-    pub async fn run<F, Fut, E>(&self, key: &str, compute: F) -> Result<Arc<V>, Arc<str>>
+    /// waits for that one and gets (a clone of) its outcome.
+    pub async fn run<F, Fut>(&self, key: &str, compute: F) -> V
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-        E: std::fmt::Display,
+        Fut: Future<Output = V> + Send + 'static,
     {
         let (flight, leader) = {
             let mut flights = match self.flights.lock() {
@@ -40,15 +40,7 @@ impl<V: Send + Sync + 'static> SingleFlight<V> {
             match flights.get(key) {
                 Some(flight) => (flight.clone(), false),
                 None => {
-                    let future = compute();
-                    let flight = async move {
-                        future
-                            .await
-                            .map(Arc::new)
-                            .map_err(|e| Arc::from(e.to_string()))
-                    }
-                    .boxed()
-                    .shared();
+                    let flight = compute().boxed().shared();
                     flights.insert(key.to_owned(), flight.clone());
                     (flight, true)
                 }
@@ -69,12 +61,13 @@ impl<V: Send + Sync + 'static> SingleFlight<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     #[tokio::test]
     async fn concurrent_callers_share_one_computation() {
-        let flights = Arc::new(SingleFlight::<usize>::default());
+        let flights = Arc::new(SingleFlight::<Result<usize, Arc<str>>>::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..100 {
@@ -84,20 +77,20 @@ mod tests {
                 flights
                     .run("k", || async move {
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<_, String>(runs.fetch_add(1, Ordering::SeqCst) + 1)
+                        Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
                     })
                     .await
             }));
         }
         for task in tasks {
-            assert_eq!(*task.await.expect("task").expect("value"), 1);
+            assert_eq!(task.await.expect("task"), Ok(1));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // Once finished, the next call computes again.
-        let again = flights
-            .run("k", || async { Ok::<_, String>(7) })
-            .await
-            .expect("value");
-        assert_eq!(*again, 7);
+        let again = flights.run("k", || async { Ok(7) }).await;
+        assert_eq!(again, Ok(7));
+        // A failure is shared too, with its type.
+        let failed = flights.run("k", || async { Err(Arc::from("down")) }).await;
+        assert_eq!(failed, Err(Arc::from("down")));
     }
 }

@@ -187,12 +187,16 @@ pub async fn redis_connection() -> ::redis::aio::MultiplexedConnection {
         })
 }
 
-/// A free loopback port (for settings that must name this server's own ports in advance).
+/// A loopback port nothing listens on now, for settings that must name a server's own ports in
+/// advance. It is picked below the ephemeral range (32768 and up on Linux), so no outgoing
+/// connection of another test takes it before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    loop {
+        let port = 20_000 + rand::random_range(0..12_000u16);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until `check` holds (polling every 100 ms, slow enough for the per-client rate limit
@@ -390,5 +394,178 @@ impl TestApp {
         body: Option<&serde_json::Value>,
     ) -> (u16, serde_json::Value) {
         self.call(reqwest::Method::POST, path, token, body).await
+    }
+}
+
+// Private servers for the tests that break them: a test never kills the shared servers.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A directory under the system's temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/pulse-<prefix>-<random>`.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(&format!("pulse-{prefix}")));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether something accepts connections on `127.0.0.1:port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// Waits until `port` accepts connections; fails the test after `within`.
+pub fn wait_port(port: u16, what: &str, within: Duration) {
+    let started = Instant::now();
+    while !port_open(port) {
+        assert!(
+            started.elapsed() < within,
+            "{what} did not listen on 127.0.0.1:{port} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How a [`PrivateRedis`] keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk: a restart starts empty.
+    None,
+    /// Append-only file, fsync every second (what seckill needs in production): a restart
+    /// reloads everything but at most the last second of writes.
+    AppendOnly,
+}
+
+/// A `redis-server` of one test on its own port, with its own directory.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    persistence: Persistence,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts it on a free port and waits until it listens.
+    pub fn start(persistence: Persistence) -> Self {
+        Self::start_on(free_port(), persistence)
+    }
+
+    /// Starts it on `port` and waits until it listens.
+    pub fn start_on(port: u16, persistence: Persistence) -> Self {
+        let mut redis = Self {
+            port,
+            persistence,
+            dir: TempDir::new("redis"),
+            child: None,
+        };
+        redis.start_again();
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: no shutdown, no last fsync.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (so with [`Persistence::AppendOnly`] it
+    /// reloads its append-only file) and waits until it listens.
+    pub fn start_again(&mut self) {
+        self.kill();
+        let dir = self.dir.path().display().to_string();
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir,
+            "--save",
+            "",
+        ];
+        match self.persistence {
+            Persistence::None => args.extend(["--appendonly", "no"]),
+            Persistence::AppendOnly => {
+                args.extend(["--appendonly", "yes", "--appendfsync", "everysec"]);
+            }
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (./dev test installs it)");
+        self.child = Some(child);
+        wait_port(self.port, "redis-server", Duration::from_secs(10));
+    }
+
+    /// A plain connection (not Pulse's handle), for checking keys.
+    pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
+        let client = ::redis::Client::open(self.url()).expect("url");
+        let started = Instant::now();
+        loop {
+            // A Redis reloading its append-only file answers LOADING for a moment.
+            let attempt = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                ::redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await?;
+                Ok::<_, ::redis::RedisError>(conn)
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(conn)) => return conn,
+                outcome => assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "private Redis on {} does not answer: {outcome:?}",
+                    self.port
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

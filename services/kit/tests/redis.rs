@@ -90,3 +90,46 @@ async fn a_lock_has_one_owner_expires_and_is_released_only_by_its_owner() {
         "the expired owner no longer owns it"
     );
 }
+
+#[tokio::test]
+async fn an_owned_lock_is_taken_back_by_its_owner_only() {
+    let redis = RedisHandle::new(&redis_url()).expect("url");
+    let mut conn = redis.connection().await.expect("connect");
+    let locks = RedisLock::new();
+    let key = pulse_kit::testing::unique("lock-as");
+    let ttl = Duration::from_secs(5);
+    let first = locks
+        .try_acquire_as(&mut conn, &key, "owner-a", ttl)
+        .await
+        .expect("redis")
+        .expect("free lock taken");
+    // The same owner (a retry whose first attempt died holding it) takes it again.
+    let again = locks
+        .try_acquire_as(&mut conn, &key, "owner-a", ttl)
+        .await
+        .expect("redis");
+    assert_eq!(again.as_ref(), Some(&first));
+    // Anyone else is refused, with or without an owner name.
+    assert!(
+        locks
+            .try_acquire_as(&mut conn, &key, "owner-b", ttl)
+            .await
+            .expect("redis")
+            .is_none()
+    );
+    assert!(
+        locks
+            .try_acquire(&mut conn, &key, ttl)
+            .await
+            .expect("redis")
+            .is_none()
+    );
+    assert!(locks.release(&mut conn, &first).await.expect("redis"));
+    assert!(
+        locks
+            .try_acquire_as(&mut conn, &key, "owner-b", ttl)
+            .await
+            .expect("redis")
+            .is_some()
+    );
+}

@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use pulse_proto::marketing::v1 as pb;
+use pulse_proto::time::{from_timestamp, to_timestamp};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::campaigns::{CampaignError, CampaignStatus, Campaigns};
-use pulse_proto::time::{from_timestamp, to_timestamp};
-
 use crate::domain::{self, CampaignSpec, Phase, Rejection};
 use crate::store::{Store, StoreError};
 
@@ -43,17 +42,11 @@ fn status_message(status: CampaignStatus) -> Result<pb::CampaignStatus, Status> 
     })
 }
 
+/// `UNAVAILABLE` for the database outages that HTTP answers with 503, `INTERNAL` for any other
+/// failure ([`pulse_kit::grpc::status_from_error`]).
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
-                Status::unavailable("database unavailable")
-            }
-            other => {
-                tracing::error!(error = %other, "marketing gRPC call failed");
-                Status::internal("internal error")
-            }
-        }
+        pulse_kit::grpc::status_from_error(&err)
     }
 }
 

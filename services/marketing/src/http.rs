@@ -3,11 +3,12 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use pulse_kit::auth::{Admin, Principal};
+use pulse_kit::idempotency::IdempotencyKey;
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,12 +64,7 @@ impl From<CampaignError> for Problem {
 
 impl From<StoreError> for Problem {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Db(sqlx::Error::PoolTimedOut) => {
-                Problem::unavailable("the database is busy; retry shortly")
-            }
-            other => Problem::internal(&other),
-        }
+        Problem::from_error(&err)
     }
 }
 
@@ -224,7 +220,7 @@ pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<Campa
 /// Closing is idempotent: closing a closed campaign answers its state again.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/close", tag = "marketing",
     params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
-    responses((status = 200, body = CampaignView), (status = 403, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = CampaignView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn close_campaign(
@@ -299,31 +295,11 @@ impl From<Refusal> for Problem {
     }
 }
 
-/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII characters (the rule
-/// of `pulse_kit::idempotency`), else 400 `idempotency-key-invalid`.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
-    let Some(value) = headers.get(pulse_kit::idempotency::IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(key)
-            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            Ok(Some(key))
-        }
-        _ => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency-key-invalid",
-            "Invalid Idempotency-Key",
-        )
-        .with_detail("the Idempotency-Key must be 1 to 255 visible ASCII characters")),
-    }
-}
-
 /// Tries to buy one voucher of a seckill campaign (any signed-in user). One Redis script decides
 /// atomically; the order is created asynchronously: poll `GET /v1/orders/{orderId}`.
 ///
-/// With an `Idempotency-Key`, a retry (the client lost the `202`) answers `202` with the same
+/// With an `Idempotency-Key` (the kit's middleware checks it, 400 `idempotency-key-invalid` when
+/// malformed, and hands it over), a retry (the client lost the `202`) answers `202` with the same
 /// order id: the reservation script keeps caller + key → order id for 24 hours, atomically with
 /// the reservation, so this holds even if the server died right after reserving.
 #[utoipa::path(post, path = "/v1/seckill/{campaign}/orders", tag = "marketing",
@@ -341,13 +317,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
 pub async fn seckill(
     State(app): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    key: Option<IdempotencyKey>,
     ApiPath(campaign): ApiPath<String>,
 ) -> Result<Response, Problem> {
-    let key = idempotency_key(&headers)?;
     let reserved = app
         .attempts
-        .attempt(&campaign, principal.subject(), key)
+        .attempt(
+            &campaign,
+            principal.subject(),
+            key.as_ref().map(IdempotencyKey::key),
+        )
         .await?;
     let order_id = reserved.order_id;
     let mut response = (
@@ -431,7 +410,7 @@ pub async fn wallet(
 
 /// One of the caller's vouchers.
 #[utoipa::path(get, path = "/v1/vouchers/{id}", tag = "marketing", params(("id" = Uuid, Path)),
-    responses((status = 200, body = VoucherView), (status = 400, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = VoucherView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_voucher(

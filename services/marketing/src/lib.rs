@@ -1,10 +1,12 @@
 //! Marketing: seckill campaigns, vouchers and wallets.
 //!
 //! The component owns the PostgreSQL schema `marketing` and plugs into the `pulse` binary through
-//! [`pulse_kit::component::Component`]. Rules live in [`domain`] (no I/O); [`store`] is the
-//! PostgreSQL adapter, [`seckill`] the Redis side (one Lua script per seckill attempt),
-//! [`reservation`] the stream contract ordering reads, [`http`] and [`grpc`] the APIs, and
-//! [`events`] reacts to ordering's events (vouchers into wallets, stock given back).
+//! [`pulse_kit::component::Component`]. Rules live in [`domain`] (no I/O); the flows are
+//! [`campaigns`] (administration, Redis counters rebuilt from durable sales) and [`attempts`]
+//! (one user's seckill try); [`store`] is the PostgreSQL adapter, [`seckill`] the Redis side (one
+//! Lua script per seckill attempt), [`reservation`] the stream contract ordering reads, [`http`]
+//! and [`grpc`] the APIs, and [`events`] reacts to ordering's events (vouchers into wallets,
+//! stock given back).
 
 pub mod attempts;
 pub mod campaigns;

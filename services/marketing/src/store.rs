@@ -309,16 +309,15 @@ impl Store {
         campaign: &str,
         buyer: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        write_sale(
+            tx,
             "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status)
              VALUES ($1, $2, $3, 'UNPAID') ON CONFLICT (order_id) DO NOTHING",
+            order,
+            campaign,
+            buyer,
         )
-        .bind(order)
-        .bind(campaign)
-        .bind(buyer)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// Marks a sale paid (recording it if its `OrderCreated` came before this table existed).
@@ -329,16 +328,16 @@ impl Store {
         campaign: &str,
         buyer: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        write_sale(
+            tx,
             "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status, paid_at)
              VALUES ($1, $2, $3, 'PAID', now())
              ON CONFLICT (order_id) DO UPDATE SET status = 'PAID', paid_at = now(), updated_at = now()
              WHERE seckill_sales.status = 'UNPAID'",
+            order,
+            campaign,
+            buyer,
         )
-        .bind(order)
-        .bind(campaign)
-        .bind(buyer)
-        .execute(&mut *tx)
         .await?;
         Ok(())
     }
@@ -352,19 +351,18 @@ impl Store {
         campaign: &str,
         buyer: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        write_sale(
+            tx,
             "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status, cancelled_at)
              VALUES ($1, $2, $3, 'CANCELLED', now())
              ON CONFLICT (order_id) DO UPDATE SET status = 'CANCELLED', cancelled_at = now(),
                  updated_at = now()
              WHERE seckill_sales.status = 'UNPAID'",
+            order,
+            campaign,
+            buyer,
         )
-        .bind(order)
-        .bind(campaign)
-        .bind(buyer)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .await
     }
 
     /// Notes that Redis gave a cancelled sale's unit back.
@@ -570,6 +568,24 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Runs `statement`, a write of one sale taking `$1` order, `$2` campaign and `$3` buyer, on
+/// `tx`; `true` if it changed the sale's row.
+async fn write_sale(
+    tx: &mut PgConnection,
+    statement: &'static str,
+    order: Uuid,
+    campaign: &str,
+    buyer: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(statement)
+        .bind(order)
+        .bind(campaign)
+        .bind(buyer)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Gives a voucher back if `order` holds or used it, on `conn` (inside the caller's transaction

@@ -573,16 +573,7 @@ async fn campaigns_over_for_a_day_leave_the_registry_and_their_keys_expire() {
 
     // What the marketing job runs every few seconds; the server's own job may get there first,
     // so retire until only the current campaign is registered.
-    let mut ctx = pulse_kit::component::ComponentContext::standalone(
-        "marketing",
-        app.country.clone(),
-        &app.db.url,
-        &pulse_kit::testing::redis_url(),
-        pulse_kit::testing::kafka_brokers(),
-    )
-    .expect("context");
-    ctx.keyspace = app.keyspace.clone();
-    let parts = pulse_marketing::services(&ctx);
+    let parts = app.services(&pulse_kit::testing::redis_url());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         parts.campaigns.retire_ended().await.expect("retire");

@@ -8,26 +8,19 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{TestApp, kind};
-use pulse_kit::component::ComponentContext;
 use pulse_kit::redis::RedisHandle;
 use pulse_kit::testing::{redis_url, unique};
-use pulse_marketing::seckill::{Adopted, Attempt, LoadSpec, Seckill};
+use pulse_marketing::seckill::{Adopted, Attempt, Counts, LoadSpec, Seckill};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
-/// Marketing's services on the app's database and keyspace, over `redis` (what the campaign
-/// upkeep job runs, driven by hand).
-fn services(app: &TestApp, redis: &str) -> pulse_marketing::Services {
-    let mut ctx = ComponentContext::standalone(
-        "marketing",
-        app.country.clone(),
-        &app.db.url,
-        redis,
-        pulse_kit::testing::kafka_brokers(),
-    )
-    .expect("context");
-    ctx.keyspace = app.keyspace.clone();
-    pulse_marketing::services(&ctx)
+/// The counters of a campaign Redis must know.
+async fn loaded_counts(seckill: &Seckill, campaign: &str) -> Counts {
+    seckill
+        .counts(campaign)
+        .await
+        .expect("counts")
+        .expect("loaded")
 }
 
 #[tokio::test]
@@ -103,7 +96,7 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_same_reservation() {
     );
 
     // The script alone: the first order id under a key is the answer to every retry.
-    let seckill = services(&app, &redis_url()).seckill;
+    let seckill = app.services(&redis_url()).seckill;
     let now = Utc::now();
     let first_id = pulse_kit::new_id();
     assert_eq!(
@@ -169,20 +162,15 @@ async fn a_campaign_redis_lost_is_rebuilt_from_the_durable_sales_not_from_the_st
     pipe.query_async::<()>(&mut redis).await.expect("lose");
 
     // Unreachable Redis: nothing is rebuilt (and nothing is written anywhere).
-    let down = services(&app, "redis://127.0.0.1:1");
+    let down = app.services("redis://127.0.0.1:1");
     assert!(down.campaigns.reload_missing().await.is_err());
     let exists: bool = redis.exists(&keys.meta).await.expect("exists");
     assert!(!exists, "no rebuild while Redis is unreachable");
 
     // Reachable and missing: rebuilt from the sales. The server's own job may get there first.
-    let services = services(&app, &redis_url());
+    let services = app.services(&redis_url());
     services.campaigns.reload_missing().await.expect("reload");
-    let counts = services
-        .seckill
-        .counts(campaign)
-        .await
-        .expect("counts")
-        .expect("loaded again");
+    let counts = loaded_counts(&services.seckill, campaign).await;
     assert_eq!(
         (counts.total, counts.sold, counts.remaining),
         (10, 4, 6),
@@ -233,12 +221,7 @@ async fn a_campaign_redis_lost_is_rebuilt_from_the_durable_sales_not_from_the_st
         .await
         .expect("stale");
     services.campaigns.reload_missing().await.expect("reload");
-    let counts = services
-        .seckill
-        .counts(campaign)
-        .await
-        .expect("counts")
-        .expect("loaded");
+    let counts = loaded_counts(&services.seckill, campaign).await;
     assert_eq!((counts.sold, counts.remaining), (5, 5));
     let buyers = hash(&mut redis, &keys.buyers).await;
     assert_eq!(buyers.get("u1").map(String::as_str), Some("2"));
@@ -301,7 +284,7 @@ async fn redis_counts_an_order_whose_reservation_it_lost_and_never_invents_a_cam
             .expect("adopt"),
         Adopted::Oversold
     );
-    let counts = seckill.counts("c").await.expect("counts").expect("loaded");
+    let counts = loaded_counts(&seckill, "c").await;
     assert_eq!((counts.sold, counts.remaining), (2, 0));
     assert_eq!(
         seckill

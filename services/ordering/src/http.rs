@@ -5,14 +5,13 @@
 //!
 //! Authorization comes first: a role extractor (or the [`Principal`]) stands before the body,
 //! so refusals always come in the order 401 (no valid token), 403 (no role), then 4xx (invalid
-//! input). Every endpoint with an effect builds its answer with one function ([`Reply`]) that
-//! the flow also records, in the effect's transaction, as the answer to the request's
-//! `Idempotency-Key` ([`RecordReply`]): a retry, or a concurrent duplicate, gets the first
-//! answer byte for byte.
+//! input). Every endpoint with an effect builds its answer ([`Answer`]) with one function of the
+//! flow's outcome: the flow records it, in the effect's transaction, as the answer to the
+//! request's `Idempotency-Key` ([`RecordAnswer`]), and the handler sends it. A retry, or a
+//! concurrent duplicate, gets the first answer byte for byte.
 
 mod poll;
 mod problems;
-mod reply;
 mod views;
 
 use std::sync::Arc;
@@ -21,16 +20,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use pulse_kit::auth::{Admin, Principal};
 use pulse_kit::config::CountryConfig;
-use pulse_kit::idempotency::IdempotencyKey;
+use pulse_kit::idempotency::{Answer, IdempotencyKey, RecordAnswer};
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
 use uuid::Uuid;
 
 pub use poll::RESERVATION_LOST_AFTER;
-pub use reply::{RecordReply, Reply};
 
 pub use views::{
     OrderInput, OrderList, OrderView, PaymentStarted, ProductInput, ProductList, WebhookAck,
@@ -96,19 +94,20 @@ pub async fn create_product(
     _admin: Admin,
     key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<Reply, Problem> {
+) -> Result<Answer, Problem> {
     let draft = input.draft()?;
-    let reply =
-        |product: &ProductRow| Reply::created(&format!("/v1/products/{}", product.id), product);
+    let answer = |product: &ProductRow| {
+        Answer::json(StatusCode::CREATED, product).at(format!("/v1/products/{}", product.id))
+    };
     let product = app
         .catalogue
         .create(
             &draft,
             &app.country.currency,
-            RecordReply::new(key.as_ref(), &reply),
+            RecordAnswer::new(key.as_ref(), &answer),
         )
         .await?;
-    Ok(reply(&product))
+    Ok(answer(&product))
 }
 
 /// Replaces a product's name, price and stock (role `admin`).
@@ -125,15 +124,15 @@ pub async fn update_product(
     ApiPath(id): ApiPath<String>,
     key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<Reply, Problem> {
+) -> Result<Answer, Problem> {
     let id = parse_id("id", &id)?;
     let draft = input.draft()?;
-    let reply = |product: &ProductRow| Reply::ok(product);
+    let answer = |product: &ProductRow| Answer::json(StatusCode::OK, product);
     let product = app
         .catalogue
-        .update(id, &draft, RecordReply::new(key.as_ref(), &reply))
+        .update(id, &draft, RecordAnswer::new(key.as_ref(), &answer))
         .await?;
-    Ok(reply(&product))
+    Ok(answer(&product))
 }
 
 /// Products on sale.
@@ -176,22 +175,20 @@ pub async fn place_order(
     principal: Principal,
     key: IdempotencyKey,
     ApiJson(input): ApiJson<OrderInput>,
-) -> Result<Reply, Problem> {
-    let reply = |order: &OrderRow| {
-        Reply::created(
-            &format!("/v1/orders/{}", order.id),
-            &app.view(order.clone()),
-        )
+) -> Result<Answer, Problem> {
+    let answer = |order: &OrderRow| {
+        Answer::json(StatusCode::CREATED, &app.view(order.clone()))
+            .at(format!("/v1/orders/{}", order.id))
     };
     let order = app
         .checkout
         .place_product_order(
             principal.subject(),
             &input.request(),
-            RecordReply::new(Some(&key), &reply),
+            RecordAnswer::new(Some(&key), &answer),
         )
         .await?;
-    Ok(reply(&order))
+    Ok(answer(&order))
 }
 
 /// One of the caller's orders. A seckill order appears moments after its `202`; until then
@@ -244,18 +241,18 @@ pub async fn cancel(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
     key: Option<IdempotencyKey>,
-) -> Result<Reply, Problem> {
+) -> Result<Answer, Problem> {
     let id = parse_id("id", &id)?;
-    let reply = |order: &OrderRow| Reply::ok(&app.view(order.clone()));
+    let answer = |order: &OrderRow| Answer::json(StatusCode::OK, &app.view(order.clone()));
     let order = app
         .payments
         .cancel(
             id,
             principal.subject(),
-            RecordReply::new(key.as_ref(), &reply),
+            RecordAnswer::new(key.as_ref(), &answer),
         )
         .await?;
-    Ok(reply(&order))
+    Ok(answer(&order))
 }
 
 /// Starts (or returns the already started) payment of one of the caller's unpaid orders.
@@ -269,18 +266,18 @@ pub async fn pay(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
     key: Option<IdempotencyKey>,
-) -> Result<Reply, Problem> {
+) -> Result<Answer, Problem> {
     let id = parse_id("id", &id)?;
-    let reply = |started: &PaymentStarted| Reply::ok(started);
+    let answer = |started: &PaymentStarted| Answer::json(StatusCode::OK, started);
     let started = app
         .payments
         .pay(
             id,
             principal.subject(),
-            RecordReply::new(key.as_ref(), &reply),
+            RecordAnswer::new(key.as_ref(), &answer),
         )
         .await?;
-    Ok(reply(&started))
+    Ok(answer(&started))
 }
 
 /// Refunds a paid order in full (role `admin`): `REFUNDED`, with `OrderRefunded`.
@@ -295,14 +292,14 @@ pub async fn refund(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
     key: Option<IdempotencyKey>,
-) -> Result<Reply, Problem> {
+) -> Result<Answer, Problem> {
     let id = parse_id("id", &id)?;
-    let reply = |order: &OrderRow| Reply::ok(&app.view(order.clone()));
+    let answer = |order: &OrderRow| Answer::json(StatusCode::OK, &app.view(order.clone()));
     let order = app
         .payments
-        .refund(id, RecordReply::new(key.as_ref(), &reply))
+        .refund(id, RecordAnswer::new(key.as_ref(), &answer))
         .await?;
-    Ok(reply(&order))
+    Ok(answer(&order))
 }
 
 // -------------------------------------------------------------------------------- webhooks

@@ -79,7 +79,8 @@ pub struct OrderingSettings {
     pub product_permits: u32,
     /// How long a buyer waits for a permit.
     pub permit_wait: Duration,
-    /// Expiry of a permit counter.
+    /// How long a permit lasts unless released: each holder's own expiry, which frees the
+    /// permits of a process that died holding them.
     pub permit_ttl: Duration,
     /// Reservation consumer.
     pub reservations: ReservationSettings,

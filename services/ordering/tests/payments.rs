@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
-use common::{Options, TestApp, WEBHOOK_SECRET, eventually, kind};
+use common::{Options, TestApp, WEBHOOK_SECRET, eventually, kind, raw};
 use futures::StreamExt;
 use pulse_ordering::payments::signature;
-use pulse_ordering::settings::PaymentSettings;
+use pulse_ordering::settings::{OrderingSettings, PaymentSettings};
 use serde_json::{Value, json};
 
 fn checkout_completed(event_id: &str, order: &str, amount: i64) -> String {
@@ -59,6 +59,14 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// A sandbox that never pays by itself (the test sends the webhooks).
+fn sandbox_never_pays(settings: &mut OrderingSettings) {
+    settings.payment = PaymentSettings::Sandbox {
+        webhook_url: "http://127.0.0.1:9/unused".into(),
+        delay: Duration::from_secs(3600),
+    };
+}
+
 /// A product order waiting for its payment: (order id, amount).
 async fn pending_order(app: &TestApp, buyer: &str) -> (String, i64) {
     let product = app.product(1999, 10).await;
@@ -84,12 +92,7 @@ async fn paid_at(app: &TestApp, order: &str) -> Option<chrono::DateTime<chrono::
 async fn bad_stale_or_unknown_webhooks_change_nothing_and_a_repeated_event_changes_once() {
     let app = TestApp::start_with(Options {
         // The sandbox is not used here; keep it from paying anything by itself.
-        settings: Box::new(|s| {
-            s.payment = PaymentSettings::Sandbox {
-                webhook_url: "http://127.0.0.1:9/unused".into(),
-                delay: Duration::from_secs(3600),
-            };
-        }),
+        settings: Box::new(sandbox_never_pays),
         ..Options::default()
     })
     .await;
@@ -145,10 +148,9 @@ async fn bad_stale_or_unknown_webhooks_change_nothing_and_a_repeated_event_chang
         Some("PENDING_PAYMENT")
     );
     assert_eq!(app.outbox_count("ordering", "OrderPaid", &order).await, 0);
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.payment_events")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let recorded = app
+        .count("SELECT count(*) FROM ordering.payment_events")
+        .await;
     assert_eq!(recorded, 0, "refused webhooks record nothing");
     assert!(app.metric("pulse_ordering_webhooks_refused_total").await >= 6.0);
 
@@ -546,12 +548,7 @@ async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_or
 async fn a_payment_after_the_timeout_is_refunded_not_applied() {
     let app = TestApp::start_with(Options {
         country: common::france(1),
-        settings: Box::new(|s| {
-            s.payment = PaymentSettings::Sandbox {
-                webhook_url: "http://127.0.0.1:9/unused".into(),
-                delay: Duration::from_secs(3600),
-            };
-        }),
+        settings: Box::new(sandbox_never_pays),
         ..Options::default()
     })
     .await;
@@ -589,44 +586,20 @@ async fn concurrent_duplicates_of_a_payment_start_one_checkout_and_never_expire_
     // either stores it: the test holds the order's row until both wait for it. The first one
     // stores the checkout with its answer; the second one's transaction collides with that
     // answer and rolls back, and must not expire the checkout, which is the order's.
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM ordering.orders WHERE id = $1::uuid FOR UPDATE")
-        .bind(&order)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock the order");
     let pay = || async {
-        let response = app
-            .client
-            .post(format!("{}/v1/orders/{order}/pay", app.base))
-            .bearer_auth(&buyer)
-            .header("Idempotency-Key", &key)
-            .send()
-            .await
-            .expect("pay");
-        let status = response.status().as_u16();
-        let replayed = response.headers().contains_key("idempotent-replayed");
-        (status, replayed, response.bytes().await.expect("body"))
+        let (status, headers, body) =
+            raw(app.post_with_key(&buyer, &format!("/v1/orders/{order}/pay"), &key)).await;
+        (status, headers.contains_key("idempotent-replayed"), body)
     };
-    let release = async {
-        eventually(
+    let (first, second) = app
+        .while_row_locked(
+            "ordering.orders",
+            &order,
+            2,
             "both payments wait for the order",
-            Duration::from_secs(20),
-            || async {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&app.pool)
-                .await
-                .expect("pg_stat_activity");
-                waiting >= 2
-            },
+            async { tokio::join!(pay(), pay()) },
         )
         .await;
-        blocker.commit().await.expect("unlock");
-    };
-    let ((first, second), ()) = tokio::join!(async { tokio::join!(pay(), pay()) }, release);
 
     assert_eq!((first.0, second.0), (200, 200));
     assert_eq!(first.2, second.2, "the same answer, byte for byte");

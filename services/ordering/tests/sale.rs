@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, TestApp, eventually, kind, tally};
+use common::{Options, Raw, TestApp, eventually, kind, raw, replayed, tally};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -39,16 +39,14 @@ async fn stock(app: &TestApp, product: &str) -> i64 {
 async fn three_hundred_buyers_of_fifty_units_make_exactly_fifty_orders() {
     let permits = 8;
     let app = TestApp::start_with(Options {
-        marketing: false,
         settings: Box::new(move |s| {
             s.product_permits = permits;
             s.permit_wait = Duration::from_millis(300);
         }),
-        ..Options::default()
+        ..Options::without_marketing()
     })
     .await;
-    let product = app.product(1500, 50).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let id = app.product_id(1500, 50).await;
     let tokens: Vec<String> = (0..300)
         .map(|i| app.token(&format!("shopper-{i}"), &["patient"]))
         .collect();
@@ -144,7 +142,6 @@ async fn with_marketing_unreachable_the_breaker_opens_and_orders_without_a_vouch
     let marketing = format!("http://{}", black_hole.local_addr().expect("address"));
     let deadline = Duration::from_secs(1);
     let app = TestApp::start_with(Options {
-        marketing: false,
         settings: Box::new(move |s| {
             s.marketing_grpc_url = marketing;
             s.marketing_timeout = deadline;
@@ -152,11 +149,10 @@ async fn with_marketing_unreachable_the_breaker_opens_and_orders_without_a_vouch
             s.marketing_breaker.failure_threshold = 3;
             s.marketing_breaker.open_for = Duration::from_secs(60);
         }),
-        ..Options::default()
+        ..Options::without_marketing()
     })
     .await;
-    let product = app.product(900, 20).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let id = app.product_id(900, 20).await;
     let buyer = app.token("ivy", &["patient"]);
     let with_voucher = json!({ "productId": id, "voucherId": pulse_kit::new_id() });
 
@@ -237,8 +233,7 @@ async fn a_voucher_takes_its_value_off_once_and_comes_back_when_the_order_dies()
         .expect("voucher")
         .to_owned();
 
-    let product = app.product(2500, 2).await;
-    let pid = product["id"].as_str().expect("id").to_owned();
+    let pid = app.product_id(2500, 2).await;
     // Someone else's voucher is refused.
     let (status, problem, _) = app
         .order(
@@ -333,13 +328,8 @@ async fn a_voucher_takes_its_value_off_once_and_comes_back_when_the_order_dies()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_orders_are_problems_and_write_nothing() {
-    let app = TestApp::start_with(Options {
-        marketing: false,
-        ..Options::default()
-    })
-    .await;
-    let product = app.product(100, 5).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let app = TestApp::start_with(Options::without_marketing()).await;
+    let id = app.product_id(100, 5).await;
     let buyer = app.token("leo", &["patient"]);
     let cases = [
         (json!({ "productId": id, "quantity": 0 }), 422),
@@ -384,11 +374,7 @@ async fn bad_orders_are_problems_and_write_nothing() {
         .expect("product");
     assert_eq!(response.status(), 403);
     assert_eq!(stock(&app, &id).await, 5);
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.orders")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(orders, 0);
+    assert_eq!(app.count("SELECT count(*) FROM ordering.orders").await, 0);
     // Someone else's order is not found.
     let (status, order, _) = app.order(&buyer, &json!({ "productId": id })).await;
     assert_eq!(status, 201);
@@ -403,31 +389,10 @@ async fn bad_orders_are_problems_and_write_nothing() {
     assert_eq!((status, problem["field"].as_str()), (400, Some("id")));
 }
 
-/// One raw answer: status, headers, body bytes.
-type Raw = (u16, reqwest::header::HeaderMap, bytes::Bytes);
-
-async fn raw(request: reqwest::RequestBuilder) -> Raw {
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.bytes().await.expect("body"))
-}
-
-fn replayed(headers: &reqwest::header::HeaderMap) -> bool {
-    headers
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicates_of_an_order_make_one_order_and_answer_it_byte_for_byte() {
-    let app = TestApp::start_with(Options {
-        marketing: false,
-        ..Options::default()
-    })
-    .await;
-    let product = app.product(1200, 10).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let app = TestApp::start_with(Options::without_marketing()).await;
+    let id = app.product_id(1200, 10).await;
     let buyer = app.token("nina", &["patient"]);
     let key = pulse_kit::new_id().to_string();
     let body = json!({ "productId": id, "quantity": 1 });
@@ -438,39 +403,18 @@ async fn concurrent_duplicates_of_an_order_make_one_order_and_answer_it_byte_for
     // commits, and each of the others takes the stock in its own transaction, collides with
     // the first one's record on commit's doorstep and rolls back.
     let duplicates: i64 = 8;
-    let mut blocker = app.pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM ordering.products WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock the product");
-    let requests = futures::future::join_all((0..duplicates).map(|_| {
-        raw(app
-            .client
-            .post(format!("{}/v1/orders", app.base))
-            .bearer_auth(&buyer)
-            .header("Idempotency-Key", &key)
-            .json(&body))
-    }));
-    let release = async {
-        eventually(
+    let requests = futures::future::join_all(
+        (0..duplicates).map(|_| raw(app.order_request(&buyer, &key, &body))),
+    );
+    let answers: Vec<Raw> = app
+        .while_row_locked(
+            "ordering.products",
+            &id,
+            duplicates,
             "every duplicate waits for the stock",
-            Duration::from_secs(20),
-            || async {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&app.pool)
-                .await
-                .expect("pg_stat_activity");
-                waiting >= duplicates
-            },
+            requests,
         )
         .await;
-        blocker.commit().await.expect("unlock");
-    };
-    let (answers, ()): (Vec<Raw>, ()) = tokio::join!(requests, release);
 
     for (status, _, bytes) in &answers {
         assert_eq!(*status, 201, "{}", String::from_utf8_lossy(bytes));
@@ -496,38 +440,20 @@ async fn concurrent_duplicates_of_an_order_make_one_order_and_answer_it_byte_for
     );
 
     // One order, one stock unit, one event; the losers' transactions left nothing behind.
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.orders")
-        .fetch_one(&app.pool)
-        .await
-        .expect("orders");
-    assert_eq!(orders, 1);
+    assert_eq!(app.count("SELECT count(*) FROM ordering.orders").await, 1);
     assert_eq!(stock(&app, &id).await, 9);
-    let created_events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ordering.outbox WHERE event_type = 'OrderCreated'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("events");
+    let created_events = app
+        .count("SELECT count(*) FROM ordering.outbox WHERE event_type = 'OrderCreated'")
+        .await;
     assert_eq!(created_events, 1);
     no_permit_leaked(&app, &id).await;
 
     // Later, the same key still answers the same order; another body with it is refused.
-    let (status, headers, bytes) = raw(app
-        .client
-        .post(format!("{}/v1/orders", app.base))
-        .bearer_auth(&buyer)
-        .header("Idempotency-Key", &key)
-        .json(&body))
-    .await;
+    let (status, headers, bytes) = raw(app.order_request(&buyer, &key, &body)).await;
     assert_eq!((status, replayed(&headers)), (201, true));
     assert_eq!(&bytes, first_body);
-    let (status, _, bytes) = raw(app
-        .client
-        .post(format!("{}/v1/orders", app.base))
-        .bearer_auth(&buyer)
-        .header("Idempotency-Key", &key)
-        .json(&json!({ "productId": id, "quantity": 2 })))
-    .await;
+    let (status, _, bytes) =
+        raw(app.order_request(&buyer, &key, &json!({ "productId": id, "quantity": 2 }))).await;
     let problem: Value = serde_json::from_slice(&bytes).expect("problem");
     assert_eq!(
         (status, kind(&problem).as_str()),
@@ -538,13 +464,8 @@ async fn concurrent_duplicates_of_an_order_make_one_order_and_answer_it_byte_for
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_buyer_without_a_token_gets_401_whatever_the_body_or_the_key() {
-    let app = TestApp::start_with(Options {
-        marketing: false,
-        ..Options::default()
-    })
-    .await;
-    let product = app.product(100, 5).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let app = TestApp::start_with(Options::without_marketing()).await;
+    let id = app.product_id(100, 5).await;
     let order = format!("{}/v1/orders", app.base);
     let bodies = [
         json!({ "productId": id }),
@@ -594,23 +515,14 @@ async fn a_buyer_without_a_token_gets_401_whatever_the_body_or_the_key() {
         .await;
         assert_eq!(status, 401, "{action}");
     }
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.orders")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(orders, 0);
+    assert_eq!(app.count("SELECT count(*) FROM ordering.orders").await, 0);
     assert_eq!(stock(&app, &id).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn products_are_admin_business_before_their_body_is_even_read() {
-    let app = TestApp::start_with(Options {
-        marketing: false,
-        ..Options::default()
-    })
-    .await;
-    let product = app.product(100, 5).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let app = TestApp::start_with(Options::without_marketing()).await;
+    let id = app.product_id(100, 5).await;
     let buyer = app.token("otto", &["patient"]);
     let products = format!("{}/v1/products", app.base);
     let one = format!("{products}/{id}");
@@ -644,19 +556,13 @@ async fn products_are_admin_business_before_their_body_is_even_read() {
         .json(&json!({})))
     .await;
     assert_eq!(status, 422);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.products")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let count = app.count("SELECT count(*) FROM ordering.products").await;
     assert_eq!(count, 1, "nothing was created");
 
     // An admin retrying a creation with its key gets the first product back, byte for byte.
     let key = pulse_kit::new_id().to_string();
     let create = || {
-        app.client
-            .post(&products)
-            .bearer_auth(app.admin())
-            .header("Idempotency-Key", &key)
+        app.post_with_key(&app.admin(), "/v1/products", &key)
             .json(&json!({ "name": "Desk", "priceMinor": 9900, "stock": 3 }))
     };
     let (status, headers, first) = raw(create()).await;
@@ -665,9 +571,6 @@ async fn products_are_admin_business_before_their_body_is_even_read() {
     assert_eq!((status, replayed(&again_headers)), (201, true));
     assert_eq!(again, first);
     assert_eq!(again_headers["location"], headers["location"]);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM ordering.products")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let count = app.count("SELECT count(*) FROM ordering.products").await;
     assert_eq!(count, 2, "one product for the two requests");
 }

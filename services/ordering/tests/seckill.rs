@@ -571,8 +571,7 @@ async fn an_unpaid_product_order_is_cancelled_and_its_stock_comes_back() {
         ..Options::default()
     })
     .await;
-    let product = app.product(2500, 3).await;
-    let id = product["id"].as_str().expect("id").to_owned();
+    let id = app.product_id(2500, 3).await;
     let buyer = app.token("carol", &["patient"]);
     let (status, order, _) = app
         .order(

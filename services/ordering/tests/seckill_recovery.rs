@@ -6,78 +6,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Options, TestApp, eventually, kind};
 use futures::StreamExt;
-use pulse_kit::testing::free_port;
+use pulse_kit::testing::{Persistence, PrivateRedis};
 use redis::AsyncCommands;
 use serde_json::Value;
 use uuid::Uuid;
-
-/// A redis-server of this test alone, with no persistence: restarted, it is empty.
-struct PrivateRedis {
-    port: u16,
-    child: Child,
-}
-
-impl PrivateRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (./dev test installs it)");
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: whatever it held is gone.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url()).expect("url");
-        for _ in 0..100 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return conn;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "the private redis-server on port {} never answered",
-            self.port
-        );
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn attempt(app: &TestApp, user: &str, campaign: &str) -> (u16, Value) {
     let (status, body, _) = app.seckill(&app.token(user, &["patient"]), campaign).await;
@@ -110,7 +47,7 @@ async fn live_orders_per_buyer(app: &TestApp, campaign: &str) -> HashMap<String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_redis_loses_its_data_a_campaign_never_sells_more_than_its_stock() {
-    let mut redis_server = PrivateRedis::start(free_port());
+    let mut redis_server = PrivateRedis::start(Persistence::None);
     let mut redis = redis_server.connection().await;
     let app = TestApp::start_with(Options {
         redis: redis_server.url(),
@@ -160,9 +97,7 @@ async fn after_redis_loses_its_data_a_campaign_never_sells_more_than_its_stock()
 
     // Redis dies and comes back empty.
     redis_server.kill();
-    let port = redis_server.port;
-    drop(redis_server);
-    let redis_server = PrivateRedis::start(port);
+    redis_server.start_again();
     let mut redis = redis_server.connection().await;
     let keyspace_keys: Vec<String> = redis.keys("*").await.expect("keys");
     assert!(
@@ -304,11 +239,7 @@ async fn after_redis_loses_its_data_a_campaign_never_sells_more_than_its_stock()
 
 #[tokio::test]
 async fn an_order_id_unknown_for_too_long_answers_reservation_lost() {
-    let app = TestApp::start_with(Options {
-        marketing: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::start_with(Options::without_marketing()).await;
     let buyer = app.token("polly", &["patient"]);
     let made = |ago: Duration| {
         let since = (SystemTime::now() - ago)

@@ -20,8 +20,14 @@ fn pulse_serve(target: &str, vars: &[(&str, &str)]) -> Command {
         .env("PULSE_COUNTRY__TIMEZONE", "Europe/Paris")
         .env("PULSE_COUNTRY__CURRENCY", "EUR")
         .env("PULSE_COUNTRY__LOCALE", "fr-FR")
-        .env("PULSE_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("PULSE_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "PULSE_HTTP_ADDR",
+            format!("127.0.0.1:{}", pulse_kit::testing::free_port()),
+        )
+        .env(
+            "PULSE_GRPC_ADDR",
+            format!("127.0.0.1:{}", pulse_kit::testing::free_port()),
+        )
         .env("PULSE_ADMIN_ADDR", "127.0.0.1:0")
         .env("PULSE_DRAIN_SECONDS", "0")
         .stdin(Stdio::null())
@@ -37,15 +43,6 @@ fn pulse_serve(target: &str, vars: &[(&str, &str)]) -> Command {
         command.env(name, value);
     }
     command
-}
-
-/// A port nothing listens on now (ordering's defaults name this process's own ports, so they
-/// must be known before it starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn database_url() -> String {

@@ -96,8 +96,11 @@ impl Deployment {
             if deployment.ready_or_port_taken(&mut first).await {
                 return (Arc::new(deployment), first);
             }
-            (deployment.http, deployment.grpc, deployment.admin) =
-                (fixed_port(), fixed_port(), fixed_port());
+            (deployment.http, deployment.grpc, deployment.admin) = (
+                pulse_kit::testing::free_port(),
+                pulse_kit::testing::free_port(),
+                pulse_kit::testing::free_port(),
+            );
         }
         panic!("no free ports for pulse after 5 tries");
     }
@@ -139,9 +142,9 @@ impl Deployment {
             db,
             target,
             settings: settings.to_vec(),
-            http: fixed_port(),
-            grpc: fixed_port(),
-            admin: fixed_port(),
+            http: pulse_kit::testing::free_port(),
+            grpc: pulse_kit::testing::free_port(),
+            admin: pulse_kit::testing::free_port(),
             instance,
             logs,
             client: reqwest::Client::builder()
@@ -639,22 +642,6 @@ async fn assert_events_published(
             run.second.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A port nothing listens on now, below the ephemeral range (32768 and up on Linux), so no
-/// outgoing connection takes it before the process listens on it.
-fn fixed_port() -> u16 {
-    loop {
-        let random = u16::from_le_bytes(
-            uuid::Uuid::new_v4().as_bytes()[..2]
-                .try_into()
-                .expect("two bytes"),
-        );
-        let port = 20_000 + random % 12_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

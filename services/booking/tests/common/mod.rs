@@ -89,7 +89,34 @@ impl TestApp {
         body["slots"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Books a slot; returns (status, body).
+    /// Creates a practitioner as [`TestApp::practitioner`] does; returns it with its free slots
+    /// on the local day `days` from today in Paris.
+    pub async fn practitioner_with_slots(
+        &self,
+        city: &str,
+        specialty: &str,
+        slot_minutes: u16,
+        days: i64,
+    ) -> (Value, Vec<Value>) {
+        let practitioner = self.practitioner(city, specialty, slot_minutes).await;
+        let day = paris_day(days);
+        let slots = self
+            .slots(practitioner["id"].as_str().expect("id"), &day, &day)
+            .await;
+        (practitioner, slots)
+    }
+
+    /// `POST /v1/appointments` booking `slot` as `token` with `key`, ready to send (from a task,
+    /// to race others).
+    pub fn book_request(&self, token: &str, slot: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/v1/appointments", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "slotId": slot }))
+    }
+
+    /// Books a slot; returns (status, body, headers).
     pub async fn book(
         &self,
         token: &str,
@@ -97,11 +124,7 @@ impl TestApp {
         key: &str,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
         let response = self
-            .client
-            .post(format!("{}/v1/appointments", self.base))
-            .bearer_auth(token)
-            .header("Idempotency-Key", key)
-            .json(&json!({ "slotId": slot }))
+            .book_request(token, slot, key)
             .send()
             .await
             .expect("book");

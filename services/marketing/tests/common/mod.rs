@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use pulse_kit::component::ComponentContext;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::testing;
 use pulse_marketing::reservation::CampaignKeys;
@@ -48,6 +49,21 @@ impl TestApp {
 
     pub fn keys(&self, campaign: &str) -> CampaignKeys {
         CampaignKeys::new(&self.keyspace, campaign)
+    }
+
+    /// Marketing's services on this app's database and keyspace, over `redis`: what its jobs
+    /// run, driven by hand.
+    pub fn services(&self, redis: &str) -> pulse_marketing::Services {
+        let mut ctx = ComponentContext::standalone(
+            "marketing",
+            self.country.clone(),
+            &self.db.url,
+            redis,
+            testing::kafka_brokers(),
+        )
+        .expect("context");
+        ctx.keyspace = self.keyspace.clone();
+        pulse_marketing::services(&ctx)
     }
 
     pub fn body(

@@ -43,9 +43,6 @@ impl From<OrderError> for Problem {
             .with_detail(err.to_string())
             .with("status", status.as_str()),
             OrderError::Amount(err) => Problem::unprocessable(err.to_string()),
-            OrderError::Db(sqlx::Error::PoolTimedOut) => {
-                Problem::unavailable("the database is busy; retry shortly")
-            }
             // A concurrent request with the same Idempotency-Key recorded its answer first and
             // this one rolled back: not a failure; the idempotency middleware answers with the
             // first request's response (a 5xx is what makes it look).
@@ -59,8 +56,10 @@ impl From<OrderError> for Problem {
                     1,
                 )
             }
-            OrderError::Db(err) => Problem::internal(&err),
-            OrderError::Outbox(err) => Problem::internal(&err),
+            // 503 with `Retry-After` when the database is unreachable (nothing was done; a
+            // retry can succeed), 500 otherwise.
+            OrderError::Db(err) => Problem::from_error(&err),
+            OrderError::Outbox(err) => Problem::from_error(&err),
         }
     }
 }
@@ -193,4 +192,38 @@ impl From<WebhookError> for Problem {
 /// `problem`, with a `Retry-After` of at least a second.
 fn retry_after(problem: Problem, seconds: u64) -> Problem {
     problem.with_retry_after(seconds.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use pulse_kit::outbox::OutboxError;
+
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_other_database_errors_a_500() {
+        let refused =
+            || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for err in [
+            OrderError::Db(sqlx::Error::PoolTimedOut),
+            OrderError::Db(refused()),
+            OrderError::Outbox(OutboxError::Sql(refused())),
+        ] {
+            let shown = err.to_string();
+            let problem = Problem::from(err);
+            assert_eq!(
+                (problem.status, problem.retry_after_secs),
+                (503, Some(1)),
+                "{shown}"
+            );
+            assert!(problem.detail.is_some(), "{shown}");
+        }
+        for err in [
+            OrderError::Db(sqlx::Error::RowNotFound),
+            OrderError::Outbox(OutboxError::Sql(sqlx::Error::RowNotFound)),
+        ] {
+            let problem = Problem::from(err);
+            assert_eq!((problem.status, problem.retry_after_secs), (500, None));
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pulse_kit::component::Component;
@@ -46,6 +47,16 @@ impl Default for Options {
             country: france(900),
             redis: redis_url(),
             settings: Box::new(|_| {}),
+        }
+    }
+}
+
+impl Options {
+    /// Ordering without marketing (no voucher, no seckill).
+    pub fn without_marketing() -> Self {
+        Self {
+            marketing: false,
+            ..Self::default()
         }
     }
 }
@@ -173,6 +184,27 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// A new product's id.
+    pub async fn product_id(&self, price_minor: i64, stock: u32) -> String {
+        self.product(price_minor, stock).await["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    }
+
+    /// `POST path` as `token` with `Idempotency-Key: key`, to send.
+    pub fn post_with_key(&self, token: &str, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+    }
+
+    /// `POST /v1/orders` of `body` as `token` with `Idempotency-Key: key`, to send.
+    pub fn order_request(&self, token: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.post_with_key(token, "/v1/orders", key).json(body)
+    }
+
     /// `POST /v1/orders`: (status, body, headers).
     pub async fn order(
         &self,
@@ -223,6 +255,56 @@ impl TestApp {
         .expect("orders")
     }
 
+    /// What a `SELECT count(*) …` without parameters counts.
+    pub async fn count(&self, query: &str) -> i64 {
+        sqlx::query_scalar(query)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    /// Sessions of the test's database waiting for a lock.
+    pub async fn lock_waiters(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+    }
+
+    /// Runs `requests` while the test holds the row lock of `id` in `table` (`ordering.orders`,
+    /// `ordering.products`), and lets the row go once `waiters` sessions wait for a lock: so
+    /// every request gets past what it does before the row (the idempotency lookup, a call to
+    /// the provider) before any of them goes on. `what` names the wait in a timeout.
+    pub async fn while_row_locked<T>(
+        &self,
+        table: &str,
+        id: &str,
+        waiters: i64,
+        what: &str,
+        requests: impl Future<Output = T>,
+    ) -> T {
+        // The table is one of the literals chosen by the tests.
+        assert!(table == "ordering.orders" || table == "ordering.products");
+        let mut blocker = self.pool.begin().await.expect("begin");
+        sqlx::query(&format!(
+            "SELECT 1 FROM {table} WHERE id = $1::uuid FOR UPDATE"
+        ))
+        .bind(id)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the row");
+        let release = async {
+            eventually(what, Duration::from_secs(20), || async {
+                self.lock_waiters().await >= waiters
+            })
+            .await;
+            blocker.commit().await.expect("unlock");
+        };
+        let (answers, ()) = tokio::join!(requests, release);
+        answers
+    }
+
     pub async fn outbox_count(&self, schema: &str, event_type: &str, key: &str) -> i64 {
         // The schema is one of two literals chosen by the tests.
         assert!(schema == "ordering" || schema == "marketing");
@@ -265,6 +347,24 @@ pub async fn seckill(
         response.json().await.unwrap_or(Value::Null),
         content_type,
     )
+}
+
+/// One raw answer: status, headers, body bytes.
+pub type Raw = (u16, reqwest::header::HeaderMap, bytes::Bytes);
+
+/// Sends `request`: its raw answer.
+pub async fn raw(request: reqwest::RequestBuilder) -> Raw {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.expect("body"))
+}
+
+/// Whether an answer is the replay of an earlier one (`Idempotent-Replayed: true`).
+pub fn replayed(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
 }
 
 /// Counts by value.
