@@ -32,13 +32,14 @@ const OUTAGE: Duration = Duration::from_millis(2000);
 /// suite running beside it on two cores, and is still far below the ~4 s an attempt took before
 /// the breaker (each waited for its own connection attempt). Exact latency is `./dev bench`'s job.
 const FAIL_FAST_P99: Duration = Duration::from_millis(1500);
-/// How long the kit's Redis handle may take to notice the outage: three failed probes 250 ms
-/// apart open its breaker; until then an attempt waits for the shared connection's reconnection
-/// or its 1 s response timeout.
+/// How long the kit's Redis handle may take to notice the outage: three failed probes (one every
+/// 100 ms, at once after a failure) open its breaker; until then an attempt waits for the shared
+/// connection's reconnection or its 1 s response timeout.
 const DETECTION: Duration = Duration::from_secs(1);
-/// No attempt during the outage, even before the breaker opened, may take longer than this
-/// (the 1 s response timeout, plus scheduling).
-const FAIL_AT_MOST: Duration = Duration::from_millis(1500);
+/// No attempt during the outage, even before the breaker opened, may take longer than this: the
+/// 1 s response timeout, plus scheduling. Alone the slowest takes about 0.6 s; with builds beside
+/// the suite on two cores (load 7) one took 1.7 s. Without the timeout an attempt took ~4 s.
+const FAIL_AT_MOST: Duration = Duration::from_millis(2500);
 const CAMPAIGN: &str = "faults/flash-sale";
 
 /// One HTTP attempt.

@@ -2,8 +2,8 @@
 //! started on the same ports: every client that retries with its `Idempotency-Key` (on
 //! connection errors and 5xx) ends with the answer of what happened, nothing is done twice,
 //! nothing is refused falsely, every committed effect's event reaches Kafka, and a key caught by
-//! the crash works again within [`USABLE_WITHIN`] of the new process being up. Two bursts:
-//! bookings (`POST /v1/appointments`) and product orders (`POST /v1/orders`).
+//! the crash works again within [`USABLE_WITHIN`] of the new process being ready. Bursts:
+//! bookings (`POST /v1/appointments`), product orders (`POST /v1/orders`) and seckill attempts.
 //!
 //! The real binary (`CARGO_BIN_EXE_pulse`) runs against the servers `./dev test` provides, with
 //! its own database, keyspace (`PULSE_INSTANCE`) and fixed ports, so the second process is, for
@@ -39,7 +39,10 @@ const STAGGER: Duration = Duration::from_millis(1000);
 const KILL_AFTER_PERCENT: usize = 40;
 /// The scenarios measure times: they run one at a time, not against each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-/// A retry must succeed within this after the new process is up.
+/// A retry must have its answer within this after the new process is ready (`/readyz` 200).
+/// Measured from readiness, not from the kill: how long a new process takes to start is the
+/// platform's business (in a cluster the other replicas serve meanwhile); what this bounds is
+/// that nothing the dead process held — an idempotency key, a lock — keeps its requests waiting.
 const USABLE_WITHIN: Duration = Duration::from_secs(2);
 
 /// One `pulse serve` process; killed (SIGKILL) when dropped.
@@ -417,15 +420,17 @@ async fn burst_across_a_crash(
 
 impl CrashRun {
     /// Prints what happened; fails if a key caught by the crash took longer than
-    /// [`USABLE_WITHIN`] after the new process was up to get its answer.
-    fn report(&self, what: &str, setup: Duration, scenario: Instant) {
-        // Clients caught by the crash: how soon after the new process was up they had their
+    /// [`USABLE_WITHIN`] plus `held_for` after the new process was ready to get its answer.
+    /// `held_for` is how long the dead process may hold something by design (a product permit
+    /// until its TTL).
+    fn report(&self, what: &str, setup: Duration, scenario: Instant, held_for: Duration) {
+        // Clients caught by the crash: how soon after the new process was ready they had their
         // answer.
         let mut after_restart: Vec<Duration> = self
             .outcomes
             .iter()
             .filter(|o| o.failures.iter().any(|(at, _)| *at >= self.killed_at))
-            .map(|o| o.answered_at.saturating_duration_since(self.up_at))
+            .map(|o| o.answered_at.saturating_duration_since(self.ready_at))
             .collect();
         after_restart.sort();
         let retried = after_restart.len();
@@ -452,7 +457,7 @@ impl CrashRun {
             "crash scenario ({what}): {} clients, {attempts} attempts; killed {} ms into the \
              burst after {} answers ({} effects committed); new process up {} ms after the kill, \
              ready {} ms after that; {retried} clients retried across the crash, {replayed} \
-             answers replayed; key usable again after the new process was up: median {} ms, \
+             answers replayed; key usable again after the new process was ready: median {} ms, \
              slowest {} ms (failed attempts after it by status, 0 = no answer: \
              {failed_after_up:?}); setup {} ms, burst {} ms, scenario {} ms",
             self.outcomes.len(),
@@ -468,10 +473,11 @@ impl CrashRun {
             millis(scenario.elapsed()),
         );
         assert!(retried > 0, "no client was caught by the crash");
+        let bound = USABLE_WITHIN + held_for;
         assert!(
-            slowest <= USABLE_WITHIN,
-            "a key caught by the crash took {slowest:?} after the new process was up to get its \
-             answer (at most {USABLE_WITHIN:?})"
+            slowest <= bound,
+            "a key caught by the crash took {slowest:?} after the new process was ready to get \
+             its answer (at most {bound:?})"
         );
     }
 
@@ -734,7 +740,7 @@ async fn bookings_survive_kill_9_mid_burst() {
         &committed,
     )
     .await;
-    run.report("booking", setup, scenario);
+    run.report("booking", setup, scenario, Duration::ZERO);
     pool.close().await;
 }
 
@@ -742,16 +748,29 @@ async fn bookings_survive_kill_9_mid_burst() {
 async fn product_orders_survive_kill_9_mid_burst() {
     // Permits the killed process held free themselves after their TTL (10 s by default; 1 s
     // here, so the keys' recovery bound is measured, not the fuse).
-    product_orders_across_a_crash(&[("PULSE_ORDERING_PERMIT_TTL_SECONDS", "1")]).await;
+    product_orders_across_a_crash(
+        &[("PULSE_ORDERING_PERMIT_TTL_SECONDS", "1")],
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 /// The same with the product permits out of the way: the checkout's own crash safety.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn product_orders_survive_kill_9_mid_burst_without_the_permit_limit() {
-    product_orders_across_a_crash(&[("PULSE_ORDERING_PRODUCT_PERMITS", "10000")]).await;
+    product_orders_across_a_crash(
+        &[("PULSE_ORDERING_PRODUCT_PERMITS", "10000")],
+        Duration::ZERO,
+    )
+    .await;
 }
 
-async fn product_orders_across_a_crash(settings: &[(&'static str, &'static str)]) {
+/// Product orders across a crash, with `settings`; `permits_held_for` is how long the permits
+/// of the dead process keep blocking (their TTL).
+async fn product_orders_across_a_crash(
+    settings: &[(&'static str, &'static str)],
+    permits_held_for: Duration,
+) {
     let _alone = ONE_AT_A_TIME.lock().await;
     let scenario = Instant::now();
     let (deployment, first) = Deployment::start("ordering,marketing", settings).await;
@@ -832,7 +851,7 @@ async fn product_orders_across_a_crash(settings: &[(&'static str, &'static str)]
         &committed,
     )
     .await;
-    run.report("product orders", setup, scenario);
+    run.report("product orders", setup, scenario, permits_held_for);
     pool.close().await;
 }
 
@@ -1093,6 +1112,6 @@ async fn seckill_attempts_survive_kill_9_mid_burst() {
          {samples} samples; all {SECKILL_STOCK} orders {} ms after the burst",
         millis(orders_after)
     );
-    run.report("seckill", setup, scenario);
+    run.report("seckill", setup, scenario, Duration::ZERO);
     pool.close().await;
 }
