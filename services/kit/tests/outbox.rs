@@ -42,6 +42,9 @@ async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
     // Two concurrent transactions on the same key: the first appends, then takes its time to
     // commit; the second appends meanwhile and commits at once. The outbox must publish them
     // in the order they committed.
+    // The second starts once the first has appended (not after a fixed delay, which a busy
+    // machine can outrun).
+    let (appended, first_appended) = tokio::sync::oneshot::channel();
     let slow = {
         let pool = env.pool.clone();
         let outbox = outbox.clone();
@@ -52,12 +55,15 @@ async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
                 .append(&mut tx, key, "TestEvent", &serde_json::json!({ "seq": 10 }))
                 .await
                 .expect("append");
+            let _ = appended.send(());
             tokio::time::sleep(Duration::from_millis(400)).await;
             tx.commit().await.expect("commit");
             committed.lock().expect("lock").push(10);
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    first_appended
+        .await
+        .expect("the first transaction appended");
     let fast = {
         let pool = env.pool.clone();
         let outbox = outbox.clone();
