@@ -21,6 +21,8 @@ use tower::ServiceExt;
 #[derive(Clone)]
 struct Calls {
     count: Arc<AtomicUsize>,
+    /// Calls waiting at `gate`, registered in arrival order.
+    waiting: Arc<AtomicUsize>,
     gate: Arc<Notify>,
     pool: sqlx::PgPool,
     /// The next call dies before its commit.
@@ -52,7 +54,13 @@ async fn create(
         .await
         .map_err(|e| Problem::internal(&e))?;
     if body["wait"].as_bool() == Some(true) {
-        calls.gate.notified().await;
+        // Registered before it is counted, so the test's `notify_one` wakes the calls in the
+        // order they arrived.
+        let opened = calls.gate.notified();
+        tokio::pin!(opened);
+        opened.as_mut().enable();
+        calls.waiting.fetch_add(1, Ordering::SeqCst);
+        opened.await;
     }
     if calls.crash.swap(false, Ordering::SeqCst) {
         // The process dies before COMMIT: the transaction, effect and record included, is gone.
@@ -103,6 +111,7 @@ fn app(pool: sqlx::PgPool, calls: Calls) -> Router {
 fn calls(env: &common::Env) -> Calls {
     Calls {
         count: Arc::default(),
+        waiting: Arc::default(),
         gate: Arc::default(),
         pool: env.pool.clone(),
         crash: Arc::default(),
@@ -191,18 +200,18 @@ async fn same_key_while_the_first_is_running_waits_for_its_answer() {
         let app = app.clone();
         async move { send(&app, request(Some("slow"), r#"{"wait":true}"#)).await }
     });
-    common::eventually(Duration::from_secs(5), "the first request runs", || {
+    common::eventually(Duration::from_secs(5), "the first request waits", || {
         let calls = calls.clone();
-        async move { calls.count.load(Ordering::SeqCst) == 1 }
+        async move { calls.waiting.load(Ordering::SeqCst) == 1 }
     })
     .await;
     let second = tokio::spawn({
         let app = app.clone();
         async move { send(&app, request(Some("slow"), r#"{"wait":true}"#)).await }
     });
-    common::eventually(Duration::from_secs(5), "the duplicate runs too", || {
+    common::eventually(Duration::from_secs(5), "the duplicate waits too", || {
         let calls = calls.clone();
-        async move { calls.count.load(Ordering::SeqCst) == 2 }
+        async move { calls.waiting.load(Ordering::SeqCst) == 2 }
     })
     .await;
     // Both wait inside their transactions; the first commits, the duplicate's record collides.
