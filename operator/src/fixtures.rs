@@ -19,7 +19,8 @@ use tower_test::mock::{self, Handle};
 
 use crate::crd::{
     AuthSpec, Components, Condition, CountryTenant, CountryTenantSpec, DeletionPolicy, IngressSpec,
-    JwtSecretRefs, PaymentProvider, PaymentsSpec, SecretKeyRef, SecretName, SecretRefs, condition,
+    JwtSecretRefs, PaymentProvider, PaymentsSpec, SecretKeyRef, SecretName, SecretRefs,
+    SmsProvider, SmsSpec, condition,
 };
 use crate::metrics::Metrics;
 use crate::reconciler::{Context, Error, Reconcile, reconcile};
@@ -34,8 +35,8 @@ fn secret(name: &str, key: &str) -> SecretKeyRef {
     }
 }
 
-/// France in production shape, everything enabled, with an Ingress and Stripe payments, as the
-/// API server would hold it.
+/// France in production shape, everything enabled, with an Ingress, EdDSA tokens only, Stripe
+/// payments and Twilio SMS, as the API server would hold it.
 pub fn tenant() -> CountryTenant {
     let country: CountryConfig = serde_json::from_value(json!({
         "code": "FR",
@@ -64,10 +65,8 @@ pub fn tenant() -> CountryTenant {
                 database: secret("pulse-fr-backends", "database-url"),
                 redis: secret("pulse-fr-backends", "redis-url"),
                 kafka: secret("pulse-fr-backends", "kafka-brokers"),
-                jwt: JwtSecretRefs {
-                    secret: Some(secret("pulse-fr-jwt", "secret")),
-                    public_key: None,
-                },
+                jwt: JwtSecretRefs::default(),
+                identity_keyring: Some(secret("pulse-fr-identity", "keyring")),
                 providers: vec![SecretName {
                     name: "pulse-fr-providers".into(),
                 }],
@@ -78,6 +77,13 @@ pub fn tenant() -> CountryTenant {
                     name: "pulse-fr-payments".into(),
                 }),
                 base_url: None,
+            }),
+            sms: Some(SmsSpec {
+                provider: SmsProvider::Twilio,
+                base_url: None,
+                account: Some("AC0123456789abcdef0123456789abcdef".into()),
+                from: Some("+33700000000".into()),
+                auth_token: Some(secret("pulse-fr-sms", "auth-token")),
             }),
             development: false,
             deletion_policy: DeletionPolicy::Retain,

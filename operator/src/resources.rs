@@ -33,9 +33,78 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    Component, ComponentSpec, CountryTenant, JwtAlgorithm, PaymentProvider, PaymentsSpec,
-    ResourceAmounts, SecretKeyRef,
+    Component, ComponentSpec, CountryTenant, PaymentProvider, PaymentsSpec, ResourceAmounts,
+    SecretKeyRef, SmsProvider, SmsSpec,
 };
+
+/// Identity's own settings, which the operator renders for identity only.
+///
+/// They are defined by identity (`pulse_identity::settings`, same constant names), which the
+/// operator does not depend on (it would pull identity's whole stack into the operator), and
+/// not yet in `pulse_kit::settings`, so they are spelled here by the contract's names.
+/// `tests/tests/contract.rs` proves that `pulse serve --target identity` reads every one the
+/// operator renders.
+pub mod identity_vars {
+    use pulse_kit::settings::Setting;
+
+    const fn plain(var: &'static str, help: &'static str) -> Setting {
+        Setting {
+            var,
+            help,
+            secret: false,
+        }
+    }
+
+    /// File with the secret sealing identity's signing keys.
+    pub const KEYRING_SECRET_FILE: Setting = plain(
+        "PULSE_IDENTITY_KEYRING_SECRET_FILE",
+        "file with the secret (at least 32 bytes) that seals identity's signing keys",
+    );
+    /// Identity's signing algorithm.
+    pub const SIGNING_ALGORITHM: Setting = plain(
+        "PULSE_IDENTITY_SIGNING_ALGORITHM",
+        "algorithm identity signs tokens with: EdDSA or ES256",
+    );
+    /// Identity's scheduled key rotation period.
+    pub const KEY_ROTATION_DAYS: Setting = plain(
+        "PULSE_IDENTITY_KEY_ROTATION_DAYS",
+        "days between scheduled rotations of identity's signing key",
+    );
+    /// Identity's SMS provider.
+    pub const SMS_PROVIDER: Setting = plain(
+        "PULSE_IDENTITY_SMS_PROVIDER",
+        "SMS provider of identity: twilio or sandbox",
+    );
+    /// Base URL of the Twilio-compatible provider.
+    pub const SMS_BASE_URL: Setting = plain(
+        "PULSE_IDENTITY_SMS_BASE_URL",
+        "API base URL of the Twilio-compatible SMS provider",
+    );
+    /// Account SID.
+    pub const SMS_ACCOUNT: Setting = plain(
+        "PULSE_IDENTITY_SMS_ACCOUNT",
+        "account SID of the SMS provider",
+    );
+    /// Auth token.
+    pub const SMS_AUTH_TOKEN: Setting = Setting {
+        var: "PULSE_IDENTITY_SMS_AUTH_TOKEN",
+        help: "auth token of the SMS provider",
+        secret: true,
+    };
+    /// Sender number.
+    pub const SMS_FROM: Setting =
+        plain("PULSE_IDENTITY_SMS_FROM", "sender number of the SMS, E.164");
+    /// Where the sandbox SMS provider writes.
+    pub const SANDBOX_SMS_FILE: Setting = plain(
+        "PULSE_IDENTITY_SANDBOX_SMS_FILE",
+        "file the sandbox SMS provider appends each message to, as a JSON line",
+    );
+    /// Where e-mail verification codes are written in development mode.
+    pub const SANDBOX_EMAIL_FILE: Setting = plain(
+        "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
+        "file e-mail verification codes are appended to in development mode, as JSON lines",
+    );
+}
 
 /// Field manager of every server-side apply, and the `managed-by` label value.
 pub const MANAGER: &str = "pulse-operator";
@@ -49,10 +118,18 @@ pub const CONFIG_HASH_ANNOTATION: &str = "pulse.dev/config-hash";
 pub const TENANT_LABEL: &str = "pulse.dev/tenant";
 /// User and group the containers run as (the image's non-root user).
 pub const RUN_AS: i64 = 65532;
-/// Where the JWT public key is mounted.
-pub const JWT_PUBLIC_KEY_DIR: &str = "/etc/pulse/jwt";
-/// File name of the mounted JWT public key.
-pub const JWT_PUBLIC_KEY_FILE: &str = "public-key.pem";
+/// Where identity's keyring Secret is mounted (read-only, identity's pods only).
+pub const IDENTITY_KEYRING_DIR: &str = "/etc/pulse/identity";
+/// File name of the mounted keyring.
+pub const IDENTITY_KEYRING_FILE: &str = "keyring";
+/// Where the sandbox SMS provider writes: the pod's writable `/tmp` (the root file system is
+/// read-only), read with `kubectl exec deploy/identity -- cat /tmp/sms-sandbox.jsonl`.
+pub const SANDBOX_SMS_PATH: &str = "/tmp/sms-sandbox.jsonl";
+/// Where identity writes e-mail verification codes on a development tenant (it has no mail
+/// provider yet): the pod's writable `/tmp` too.
+pub const SANDBOX_EMAIL_PATH: &str = "/tmp/email-sandbox.jsonl";
+/// Path of identity's JWKS.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Why a tenant cannot be turned into objects.
 #[derive(Debug, thiserror::Error)]
@@ -71,16 +148,50 @@ pub enum SpecError {
     /// The country configuration is invalid (time zone, currency, …).
     #[error("spec.country: {0}")]
     Country(#[from] pulse_kit::config::ConfigError),
-    /// The JWT algorithm and the referenced keys do not fit together.
+    /// The allow-list has no algorithm identity can sign with.
     #[error(
-        "spec.auth.algorithm {algorithm} needs spec.secrets.jwt.{needed}: reference the Secret key holding it"
+        "spec.auth.algorithms must contain ES256 or EdDSA: identity signs its tokens with the first of them, and HS256 alone would leave it nothing to sign with"
     )]
-    JwtKey {
-        /// The algorithm.
-        algorithm: &'static str,
-        /// The missing reference.
-        needed: &'static str,
+    NoSigningAlgorithm,
+    /// HS256 is allowed without its shared secret.
+    #[error(
+        "spec.auth.algorithms lists HS256, which needs spec.secrets.jwt.secret (the shared secret, at least 32 bytes): reference it, or leave HS256 out"
+    )]
+    NoJwtSecret,
+    /// The tenant has no `spec.secrets.identityKeyring` (stored before the field existed).
+    #[error(
+        "spec.secrets.identityKeyring is missing, so nothing is deployed: identity cannot seal its signing keys without it, and no component could verify a token. Create a Secret in {namespace} with a random value of at least 32 bytes (kubectl -n {namespace} create secret generic {namespace}-identity --from-literal=keyring=\"$(openssl rand -hex 32)\") and reference it as spec.secrets.identityKeyring {{name, key}}"
+    )]
+    NoIdentityKeyring {
+        /// Where the Secret must be.
+        namespace: String,
     },
+    /// The tenant has no `spec.sms` (stored before the field existed).
+    #[error(
+        "spec.sms is missing, so nothing is deployed: identity could not send sign-in codes. Add spec.sms with provider twilio, account, from and authToken (a Secret key in {namespace}), or provider sandbox on a tenant with spec.development: true"
+    )]
+    NoSmsProvider {
+        /// Where the auth token's Secret must be.
+        namespace: String,
+    },
+    /// The sandbox SMS provider on a tenant that is not a development one.
+    #[error(
+        "spec.sms.provider sandbox writes sign-in codes to a file instead of sending them and is for development only: set spec.development: true on a development cluster, or use provider twilio with spec.sms.account, spec.sms.from and spec.sms.authToken"
+    )]
+    SmsSandboxOutsideDevelopment,
+    /// Twilio without what it needs.
+    #[error(
+        "spec.sms.provider twilio needs spec.sms.{missing}: the account SID (account), the sender number in E.164 (from) and the auth token's Secret key in {namespace} (authToken)"
+    )]
+    SmsIncomplete {
+        /// The first missing field.
+        missing: &'static str,
+        /// Where the auth token's Secret must be.
+        namespace: String,
+    },
+    /// `spec.sms.baseUrl` is not a usable URL.
+    #[error("spec.sms.baseUrl: {0}")]
+    SmsBaseUrl(SettingError),
     /// The tenant has no `spec.payments` (stored before the field became required).
     #[error(
         "spec.payments is missing, so nothing is deployed: ordering would fall back to the sandbox provider, which pays every order by itself. Add spec.payments with provider stripe and secretRef (a Secret with keys api-key and webhook-secret), or provider sandbox on a tenant with spec.development: true"
@@ -121,6 +232,8 @@ impl SpecError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NoPaymentProvider => "NoPaymentProvider",
+            Self::NoIdentityKeyring { .. } => "NoIdentityKeyring",
+            Self::NoSmsProvider { .. } => "NoSmsProvider",
             _ => "InvalidSpec",
         }
     }
@@ -246,23 +359,20 @@ pub fn check(tenant: &CountryTenant) -> Result<(), SpecError> {
         });
     }
     spec.country.validate()?;
-    let jwt = &spec.secrets.jwt;
-    match spec.auth.algorithm {
-        JwtAlgorithm::HS256 if jwt.secret.is_none() => {
-            return Err(SpecError::JwtKey {
-                algorithm: "HS256",
-                needed: "secret",
-            });
-        }
-        algorithm if algorithm != JwtAlgorithm::HS256 && jwt.public_key.is_none() => {
-            return Err(SpecError::JwtKey {
-                algorithm: algorithm.as_str(),
-                needed: "publicKey",
-            });
-        }
-        _ => {}
+    let namespace = || cluster::namespace(&spec.country.code);
+    if spec.secrets.identity_keyring.is_none() {
+        return Err(SpecError::NoIdentityKeyring {
+            namespace: namespace(),
+        });
+    }
+    if spec.auth.signing_algorithm().is_none() {
+        return Err(SpecError::NoSigningAlgorithm);
+    }
+    if spec.auth.accepts_hs256() && spec.secrets.jwt.secret.is_none() {
+        return Err(SpecError::NoJwtSecret);
     }
     check_payments(spec.payments.as_ref(), spec.development, &spec.country.code)?;
+    check_sms(spec.sms.as_ref(), spec.development, &spec.country.code)?;
     for component in Component::ALL {
         let settings = spec.components.get(component);
         if settings.min_replicas > settings.max_replicas {
@@ -304,13 +414,62 @@ fn check_payments(
     Ok(())
 }
 
+/// The SMS rules of the CRD schema, for a tenant stored before them or sent around them.
+fn check_sms(sms: Option<&SmsSpec>, development: bool, code: &str) -> Result<(), SpecError> {
+    let namespace = || cluster::namespace(code);
+    let sms = sms.ok_or_else(|| SpecError::NoSmsProvider {
+        namespace: namespace(),
+    })?;
+    match sms.provider {
+        SmsProvider::Sandbox if !development => {
+            return Err(SpecError::SmsSandboxOutsideDevelopment);
+        }
+        SmsProvider::Sandbox => {}
+        SmsProvider::Twilio => {
+            let missing = [
+                ("account", sms.account.is_none()),
+                ("from", sms.from.is_none()),
+                ("authToken", sms.auth_token.is_none()),
+            ]
+            .into_iter()
+            .find_map(|(field, absent)| absent.then_some(field));
+            if let Some(missing) = missing {
+                return Err(SpecError::SmsIncomplete {
+                    missing,
+                    namespace: namespace(),
+                });
+            }
+        }
+    }
+    if let Some(url) = &sms.base_url {
+        // The same check `pulse` makes when it reads the variable.
+        let setting = identity_vars::SMS_BASE_URL;
+        Env::from_map([(setting.var, url.as_str())])
+            .url(&setting, url)
+            .map_err(SpecError::SmsBaseUrl)?;
+    }
+    Ok(())
+}
+
+/// Identity's JWKS in namespace `ns`, through its Service's HTTP port: where every component
+/// fetches the public keys of the tokens.
+pub fn jwks_url(ns: &str) -> String {
+    format!(
+        "http://{}:{}{JWKS_PATH}",
+        cluster::service_host(Component::Identity.name(), ns),
+        cluster::HTTP_PORT
+    )
+}
+
 /// The country's plain settings, which every component reads from the ConfigMap.
 fn config_data(tenant: &CountryTenant, ns: &str, url: Option<&str>) -> BTreeMap<String, String> {
     let spec = &tenant.spec;
     let mut data = spec.country.to_env();
     let mut set = |setting: &Setting, value: String| data.insert(setting.var.to_owned(), value);
-    set(&server::JWT_ALGORITHM, spec.auth.algorithm.as_str().into());
+    set(&server::JWT_ALGORITHMS, spec.auth.algorithms_var());
     set(&server::JWT_ISSUER, spec.auth.issuer.clone());
+    // Every component, identity too, verifies tokens with the keys identity publishes.
+    set(&server::JWKS_URL, jwks_url(ns));
     // Clients arrive through the Ingress: their address is the first X-Forwarded-For hop.
     set(&server::TRUST_FORWARDED_FOR, "true".into());
     set(&server::DEVELOPMENT_MODE, spec.development.to_string());
@@ -486,6 +645,87 @@ fn payment_secrets(payments: Option<&PaymentsSpec>) -> Vec<EnvVar> {
     env
 }
 
+/// Name of the volume holding identity's keyring.
+const KEYRING_VOLUME: &str = "identity-keyring";
+
+/// The keyring Secret's one key as a file, readable by its owner (root) and the pod's group
+/// only: the kubelet makes the files of a Secret volume group-owned by the pod's `fsGroup`.
+fn keyring_volume(keyring: &SecretKeyRef) -> Volume {
+    Volume {
+        name: KEYRING_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(keyring.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: keyring.key.clone(),
+                path: IDENTITY_KEYRING_FILE.to_owned(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// Identity's own settings: how it signs and rotates, and how it sends its codes. Only identity
+/// gets them, on its container (the SMS auth token as a Secret reference), never in the
+/// ConfigMap.
+fn identity_env(tenant: &CountryTenant) -> Vec<EnvVar> {
+    let spec = &tenant.spec;
+    let mut env = Vec::new();
+    if let Some(algorithm) = spec.auth.signing_algorithm() {
+        env.push(plain_env(
+            &identity_vars::SIGNING_ALGORITHM,
+            algorithm.as_str(),
+        ));
+    }
+    if let Some(days) = spec.auth.key_rotation_days {
+        env.push(plain_env(
+            &identity_vars::KEY_ROTATION_DAYS,
+            days.to_string(),
+        ));
+    }
+    if let Some(sms) = &spec.sms {
+        env.push(plain_env(
+            &identity_vars::SMS_PROVIDER,
+            sms.provider.as_str(),
+        ));
+        match sms.provider {
+            // Only the Twilio adapter calls out: the sandbox reads none of its settings.
+            SmsProvider::Twilio => {
+                let plain = [
+                    (&identity_vars::SMS_BASE_URL, &sms.base_url),
+                    (&identity_vars::SMS_ACCOUNT, &sms.account),
+                    (&identity_vars::SMS_FROM, &sms.from),
+                ];
+                for (setting, value) in plain {
+                    if let Some(value) = value {
+                        env.push(plain_env(setting, value.clone()));
+                    }
+                }
+                if let Some(token) = &sms.auth_token {
+                    env.push(secret_env(&identity_vars::SMS_AUTH_TOKEN, token));
+                }
+            }
+            SmsProvider::Sandbox => {
+                env.push(plain_env(
+                    &identity_vars::SANDBOX_SMS_FILE,
+                    SANDBOX_SMS_PATH,
+                ));
+            }
+        }
+    }
+    // Only development mode writes e-mail codes to a file; its default, in the working
+    // directory, is on the read-only root file system.
+    if spec.development {
+        env.push(plain_env(
+            &identity_vars::SANDBOX_EMAIL_FILE,
+            SANDBOX_EMAIL_PATH,
+        ));
+    }
+    env
+}
+
 /// A container port of `pulse serve`.
 fn container_port(name: &str, port: u16) -> ContainerPort {
     ContainerPort {
@@ -551,36 +791,31 @@ fn deployment(
         mount_path: "/tmp".to_owned(),
         ..VolumeMount::default()
     }];
-    if let Some(secret) = &spec.secrets.jwt.secret {
+    // The shared secret only while HS256 tokens are accepted: nobody else needs it.
+    if let Some(secret) = spec.secrets.jwt.secret.as_ref()
+        && spec.auth.accepts_hs256()
+    {
         env.push(secret_env(&server::JWT_SECRET, secret));
     }
-    if let Some(key) = &spec.secrets.jwt.public_key {
-        env.push(plain_env(
-            &server::JWT_PUBLIC_KEY_FILE,
-            format!("{JWT_PUBLIC_KEY_DIR}/{JWT_PUBLIC_KEY_FILE}"),
-        ));
-        volumes.push(Volume {
-            name: "jwt-public-key".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(key.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: key.key.clone(),
-                    path: JWT_PUBLIC_KEY_FILE.to_owned(),
-                    ..KeyToPath::default()
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "jwt-public-key".to_owned(),
-            mount_path: JWT_PUBLIC_KEY_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-    }
-    if component == Component::Ordering {
-        env.extend(payment_secrets(spec.payments.as_ref()));
+    match component {
+        Component::Identity => {
+            if let Some(keyring) = &spec.secrets.identity_keyring {
+                env.push(plain_env(
+                    &identity_vars::KEYRING_SECRET_FILE,
+                    format!("{IDENTITY_KEYRING_DIR}/{IDENTITY_KEYRING_FILE}"),
+                ));
+                volumes.push(keyring_volume(keyring));
+                mounts.push(VolumeMount {
+                    name: KEYRING_VOLUME.to_owned(),
+                    mount_path: IDENTITY_KEYRING_DIR.to_owned(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                });
+            }
+            env.extend(identity_env(tenant));
+        }
+        Component::Ordering => env.extend(payment_secrets(spec.payments.as_ref())),
+        _ => {}
     }
     let listen = |port: u16| format!("0.0.0.0:{port}");
     env.push(plain_env(&server::HTTP_ADDR, listen(cluster::HTTP_PORT)));
@@ -803,6 +1038,40 @@ fn pdb(
     }
 }
 
+/// The Ingress paths of `routes` (public path, component), most specific first.
+///
+/// The Ingress API gives a request to the longest matching `Prefix` path, element by element,
+/// whatever the order of the list, so `/v1/me/profile` (identity) wins over a shorter `/v1/me`
+/// of another component. Listing the paths with more elements first makes controllers that
+/// match in list order (first match wins) route the same way. The sort is stable: paths of
+/// equal depth keep the components' order.
+fn ingress_paths(routes: impl IntoIterator<Item = (String, Component)>) -> Vec<HTTPIngressPath> {
+    let mut routes: Vec<(String, Component)> = routes.into_iter().collect();
+    routes.sort_by_key(|(path, _)| std::cmp::Reverse(path_elements(path).count()));
+    routes
+        .into_iter()
+        .map(|(path, component)| HTTPIngressPath {
+            path: Some(path),
+            path_type: "Prefix".to_owned(),
+            backend: IngressBackend {
+                service: Some(IngressServiceBackend {
+                    name: component.name().to_owned(),
+                    port: Some(ServiceBackendPort {
+                        name: Some("http".to_owned()),
+                        ..ServiceBackendPort::default()
+                    }),
+                }),
+                ..IngressBackend::default()
+            },
+        })
+        .collect()
+}
+
+/// The `/`-separated elements of a path, as `Prefix` matching compares them.
+fn path_elements(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|element| !element.is_empty())
+}
+
 fn ingress(
     tenant: &CountryTenant,
     components: &[ComponentObjects],
@@ -810,28 +1079,13 @@ fn ingress(
     owner: Option<&OwnerReference>,
 ) -> Option<Ingress> {
     let settings = tenant.spec.ingress.as_ref()?;
-    let paths: Vec<HTTPIngressPath> = components
-        .iter()
-        .flat_map(|c| {
-            c.component
-                .public_paths()
-                .iter()
-                .map(|path| HTTPIngressPath {
-                    path: Some(format!("{}{path}", settings.path_prefix)),
-                    path_type: "Prefix".to_owned(),
-                    backend: IngressBackend {
-                        service: Some(IngressServiceBackend {
-                            name: c.component.name().to_owned(),
-                            port: Some(ServiceBackendPort {
-                                name: Some("http".to_owned()),
-                                ..ServiceBackendPort::default()
-                            }),
-                        }),
-                        ..IngressBackend::default()
-                    },
-                })
-        })
-        .collect();
+    let routes = components.iter().flat_map(|c| {
+        c.component
+            .public_paths()
+            .iter()
+            .map(|path| (format!("{}{path}", settings.path_prefix), c.component))
+    });
+    let paths = ingress_paths(routes);
     if paths.is_empty() {
         return None;
     }
@@ -863,7 +1117,7 @@ fn ingress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{JwtAlgorithm, JwtSecretRefs, SecretName};
+    use crate::crd::{JwtAlgorithm, SecretName};
     use crate::fixtures::{UID, tenant};
     use pulse_kit::config::COUNTRY_ENV_PREFIX;
 
@@ -920,8 +1174,12 @@ mod tests {
             data[&format!("{COUNTRY_ENV_PREFIX}TIMEZONE")],
             "Europe/Paris"
         );
-        assert_eq!(data[server::JWT_ALGORITHM.var], "HS256");
+        assert_eq!(data[server::JWT_ALGORITHMS.var], "EdDSA");
         assert_eq!(data[server::JWT_ISSUER.var], "pulse");
+        assert_eq!(
+            data[server::JWKS_URL.var],
+            "http://identity.pulse-fr.svc:8080/.well-known/jwks.json"
+        );
         assert_eq!(data[server::TRUST_FORWARDED_FOR.var], "true");
         assert_eq!(
             data[ordering::MARKETING_GRPC_URL.var],
@@ -1006,41 +1264,36 @@ mod tests {
     #[test]
     fn secrets_are_referenced_never_inlined() {
         let desired = desired(&tenant()).expect("valid tenant");
-        let serve = container(&desired.components[0].deployment);
-        let env = serve.env.clone().unwrap_or_default();
-        for (name, secret, key) in [
-            (
-                server::DATABASE_URL.var,
-                "pulse-fr-backends",
-                "database-url",
-            ),
-            (server::REDIS_URL.var, "pulse-fr-backends", "redis-url"),
-            (
-                server::KAFKA_BROKERS.var,
-                "pulse-fr-backends",
-                "kafka-brokers",
-            ),
-            (server::JWT_SECRET.var, "pulse-fr-jwt", "secret"),
-        ] {
-            let var = env
-                .iter()
-                .find(|v| v.name == name)
-                .unwrap_or_else(|| panic!("{name} missing"));
-            assert_eq!(var.value, None, "{name} must not be inlined");
-            let selector = var
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-                .unwrap_or_else(|| panic!("{name} is not a secretKeyRef"));
-            assert_eq!(
-                (selector.name.as_str(), selector.key.as_str()),
-                (secret, key)
-            );
+        for objects in &desired.components {
+            let env = container(&objects.deployment)
+                .env
+                .clone()
+                .unwrap_or_default();
+            for (name, secret, key) in [
+                (
+                    server::DATABASE_URL.var,
+                    "pulse-fr-backends",
+                    "database-url",
+                ),
+                (server::REDIS_URL.var, "pulse-fr-backends", "redis-url"),
+                (
+                    server::KAFKA_BROKERS.var,
+                    "pulse-fr-backends",
+                    "kafka-brokers",
+                ),
+            ] {
+                assert_eq!(
+                    env_source(&env, name),
+                    Some((None, Some((secret.to_owned(), key.to_owned())))),
+                    "{name} of {} must be a secretKeyRef",
+                    objects.component.name()
+                );
+            }
+            // EdDSA only: no shared secret, and no public key either (that is the JWKS's job).
+            assert!(env_source(&env, server::JWT_SECRET.var).is_none());
+            assert!(env_source(&env, "PULSE_JWT_PUBLIC_KEY_FILE").is_none());
         }
-        assert!(
-            env.iter()
-                .all(|v| v.name != server::JWT_PUBLIC_KEY_FILE.var)
-        );
+        let serve = container(&desired.components[0].deployment);
         let env_from = serve.env_from.clone().unwrap_or_default();
         assert_eq!(
             env_from[0].config_map_ref.as_ref().map(|c| c.name.as_str()),
@@ -1052,55 +1305,280 @@ mod tests {
         );
         // Nothing secret in the ConfigMap either.
         let data = desired.config_map.data.clone().unwrap_or_default();
-        assert!(
-            data.keys()
-                .all(|k| !k.contains("SECRET") && !k.contains("DATABASE"))
-        );
+        assert!(data.keys().all(|k| !k.contains("SECRET")
+            && !k.contains("DATABASE")
+            && !k.contains("KEYRING")
+            && !k.contains("TOKEN")));
     }
 
     #[test]
-    fn asymmetric_tokens_mount_the_public_key() {
+    fn hs256_gets_the_shared_secret_only_while_allowed() {
         let mut t = tenant();
-        t.spec.auth.algorithm = JwtAlgorithm::ES256;
-        t.spec.secrets.jwt = JwtSecretRefs {
-            secret: None,
-            public_key: Some(SecretKeyRef {
-                name: "pulse-fr-jwt".into(),
-                key: "public.pem".into(),
-            }),
-        };
-        let desired = desired(&t).expect("valid tenant");
+        t.spec.auth.algorithms = vec![JwtAlgorithm::EdDSA, JwtAlgorithm::HS256];
+        t.spec.secrets.jwt.secret = Some(SecretKeyRef {
+            name: "pulse-fr-jwt".into(),
+            key: "secret".into(),
+        });
+        let allowed = desired_of(&t);
+        assert_eq!(
+            allowed.config_map.data.clone().unwrap_or_default()[server::JWT_ALGORITHMS.var],
+            "EdDSA,HS256"
+        );
+        for component in Component::ALL {
+            assert_eq!(
+                env_source(&env_of(&allowed, component), server::JWT_SECRET.var),
+                Some((None, Some(("pulse-fr-jwt".into(), "secret".into())))),
+                "{}",
+                component.name()
+            );
+        }
+        // The secret stays referenced, but HS256 is off: nobody gets it.
+        t.spec.auth.algorithms = vec![JwtAlgorithm::ES256];
+        let refused = desired_of(&t);
+        for component in Component::ALL {
+            assert!(env_source(&env_of(&refused, component), server::JWT_SECRET.var).is_none());
+        }
+        // The list is a set: a repeated algorithm is written once.
+        t.spec.auth.algorithms = vec![JwtAlgorithm::ES256, JwtAlgorithm::ES256];
+        assert_eq!(
+            desired_of(&t).config_map.data.clone().unwrap_or_default()[server::JWT_ALGORITHMS.var],
+            "ES256"
+        );
+    }
+
+    /// Identity's container env, as name → plain value or `secret:<name>/<key>`.
+    fn identity_vars(desired: &Desired) -> BTreeMap<String, String> {
+        env_of(desired, Component::Identity)
+            .into_iter()
+            .filter(|v| v.name.starts_with("PULSE_IDENTITY_"))
+            .map(|v| {
+                let value = match (v.value, v.value_from.and_then(|f| f.secret_key_ref)) {
+                    (Some(value), None) => value,
+                    (None, Some(s)) => format!("secret:{}/{}", s.name, s.key),
+                    other => panic!("{}: {other:?}", v.name),
+                };
+                (v.name, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identity_gets_its_keyring_signing_and_sms_settings() {
+        let mut t = tenant();
+        t.spec.auth.algorithms = vec![
+            JwtAlgorithm::HS256,
+            JwtAlgorithm::ES256,
+            JwtAlgorithm::EdDSA,
+        ];
+        t.spec.secrets.jwt.secret = Some(SecretKeyRef {
+            name: "pulse-fr-jwt".into(),
+            key: "secret".into(),
+        });
+        t.spec.auth.key_rotation_days = Some(14);
+        if let Some(sms) = t.spec.sms.as_mut() {
+            sms.base_url = Some("https://sms.internal.example".into());
+        }
+        let desired = desired_of(&t);
+        let expected: BTreeMap<String, String> = [
+            (
+                identity_vars::KEYRING_SECRET_FILE.var,
+                "/etc/pulse/identity/keyring",
+            ),
+            // The first algorithm identity can sign with, not the first of the list.
+            (identity_vars::SIGNING_ALGORITHM.var, "ES256"),
+            (identity_vars::KEY_ROTATION_DAYS.var, "14"),
+            (identity_vars::SMS_PROVIDER.var, "twilio"),
+            (
+                identity_vars::SMS_BASE_URL.var,
+                "https://sms.internal.example",
+            ),
+            (
+                identity_vars::SMS_ACCOUNT.var,
+                "AC0123456789abcdef0123456789abcdef",
+            ),
+            (identity_vars::SMS_FROM.var, "+33700000000"),
+            (
+                identity_vars::SMS_AUTH_TOKEN.var,
+                "secret:pulse-fr-sms/auth-token",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(identity_vars(&desired), expected);
+
+        // The keyring is a read-only file of identity's pod, from the referenced key only.
         let deployment = &desired.components[0].deployment;
-        let serve = container(deployment);
-        let env = serve.env.clone().unwrap_or_default();
-        let file = env
-            .iter()
-            .find(|v| v.name == server::JWT_PUBLIC_KEY_FILE.var)
-            .expect("key file var");
-        assert_eq!(file.value.as_deref(), Some("/etc/pulse/jwt/public-key.pem"));
-        assert!(env.iter().all(|v| v.name != server::JWT_SECRET.var));
         let volume = pod_spec(deployment)
             .volumes
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .find(|v| v.name == "jwt-public-key")
-            .expect("volume");
+            .find(|v| v.name == "identity-keyring")
+            .expect("keyring volume");
         let source = volume.secret.expect("secret volume");
-        assert_eq!(source.secret_name.as_deref(), Some("pulse-fr-jwt"));
-        assert_eq!(source.items.unwrap_or_default()[0].key, "public.pem");
-        assert!(
-            serve
-                .volume_mounts
+        assert_eq!(source.secret_name.as_deref(), Some("pulse-fr-identity"));
+        let items = source.items.unwrap_or_default();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("keyring", IDENTITY_KEYRING_FILE)
+        );
+        assert_eq!(source.default_mode, Some(0o440));
+        let mount = container(deployment)
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.name == "identity-keyring")
+            .expect("keyring mount");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (IDENTITY_KEYRING_DIR, Some(true))
+        );
+        // The init container migrates with the database URL alone.
+        let init = &pod_spec(deployment)
+            .init_containers
+            .clone()
+            .unwrap_or_default()[0];
+        assert_eq!(
+            init.env
                 .clone()
                 .unwrap_or_default()
                 .iter()
-                .any(|m| m.mount_path == JWT_PUBLIC_KEY_DIR)
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            [server::DATABASE_URL.var]
         );
+
+        // Nobody else gets identity's settings, its keyring or its SMS token.
+        for objects in desired.components.iter().skip(1) {
+            let serve = container(&objects.deployment);
+            assert!(
+                serve
+                    .env
+                    .iter()
+                    .flatten()
+                    .all(|v| !v.name.starts_with("PULSE_IDENTITY_")),
+                "{}",
+                objects.component.name()
+            );
+            assert!(
+                pod_spec(&objects.deployment)
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .all(|v| v.name != "identity-keyring")
+            );
+        }
+        let data = desired.config_map.data.clone().unwrap_or_default();
+        assert!(
+            data.keys().all(|k| !k.starts_with("PULSE_IDENTITY_")),
+            "{data:?}"
+        );
+
+        // Defaults: EdDSA, identity's own rotation period, the base URL left to identity.
+        let plain = desired_of(&tenant());
+        let vars_of = identity_vars(&plain);
+        assert_eq!(vars_of[identity_vars::SIGNING_ALGORITHM.var], "EdDSA");
+        assert!(!vars_of.contains_key(identity_vars::KEY_ROTATION_DAYS.var));
+        assert!(!vars_of.contains_key(identity_vars::SMS_BASE_URL.var));
+    }
+
+    #[test]
+    fn the_sms_sandbox_writes_to_the_writable_tmp_and_reads_no_credentials() {
+        let mut t = tenant();
+        t.spec.development = true;
+        t.spec.sms = Some(SmsSpec {
+            provider: SmsProvider::Sandbox,
+            base_url: Some("https://sms.internal.example".into()),
+            account: Some("AC1".into()),
+            from: Some("+33700000000".into()),
+            auth_token: Some(SecretKeyRef {
+                name: "pulse-fr-sms".into(),
+                key: "auth-token".into(),
+            }),
+        });
+        let desired = desired_of(&t);
+        let identity = identity_vars(&desired);
+        assert_eq!(identity[identity_vars::SMS_PROVIDER.var], "sandbox");
         assert_eq!(
-            desired.config_map.data.clone().unwrap_or_default()[server::JWT_ALGORITHM.var],
-            "ES256"
+            identity[identity_vars::SANDBOX_SMS_FILE.var],
+            SANDBOX_SMS_PATH
         );
+        // Development mode also writes e-mail codes to a file: in `/tmp` as well.
+        assert_eq!(
+            identity[identity_vars::SANDBOX_EMAIL_FILE.var],
+            SANDBOX_EMAIL_PATH
+        );
+        for setting in [
+            identity_vars::SMS_BASE_URL,
+            identity_vars::SMS_ACCOUNT,
+            identity_vars::SMS_FROM,
+            identity_vars::SMS_AUTH_TOKEN,
+        ] {
+            assert!(!identity.contains_key(setting.var), "{setting}");
+        }
+        // `/tmp` is the pod's one writable directory.
+        assert!(SANDBOX_SMS_PATH.starts_with("/tmp/") && SANDBOX_EMAIL_PATH.starts_with("/tmp/"));
+        assert!(
+            container(&desired.components[0].deployment)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/tmp")
+        );
+    }
+
+    #[test]
+    fn sms_rules_are_checked_here_too() {
+        let mut sandbox = tenant();
+        sandbox.spec.sms = Some(SmsSpec {
+            provider: SmsProvider::Sandbox,
+            base_url: None,
+            account: None,
+            from: None,
+            auth_token: None,
+        });
+        let err = desired(&sandbox).expect_err("sandbox outside development");
+        assert!(err.to_string().contains("spec.development: true"), "{err}");
+        assert_eq!(err.reason(), "InvalidSpec");
+
+        for missing in ["account", "from", "authToken"] {
+            let mut incomplete = tenant();
+            if let Some(sms) = incomplete.spec.sms.as_mut() {
+                match missing {
+                    "account" => sms.account = None,
+                    "from" => sms.from = None,
+                    _ => sms.auth_token = None,
+                }
+            }
+            let err = desired(&incomplete).expect_err("twilio without all it needs");
+            assert!(
+                err.to_string()
+                    .contains(&format!("needs spec.sms.{missing}"))
+                    && err.to_string().contains("pulse-fr"),
+                "{err}"
+            );
+        }
+
+        let mut bad_url = tenant();
+        if let Some(sms) = bad_url.spec.sms.as_mut() {
+            sms.base_url = Some("https://user:pw@api.twilio.example".into());
+        }
+        let err = desired(&bad_url).expect_err("credentials in the URL");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "spec.sms.baseUrl: {}",
+                identity_vars::SMS_BASE_URL.var
+            )),
+            "{err}"
+        );
+
+        let mut missing = tenant();
+        missing.spec.sms = None;
+        let err = desired(&missing).expect_err("no SMS provider");
+        assert_eq!(err.reason(), "NoSmsProvider");
+        assert!(err.to_string().contains("nothing is deployed"), "{err}");
     }
 
     #[test]
@@ -1253,8 +1731,10 @@ mod tests {
         let desired = desired(&tenant()).expect("valid tenant");
         let paths = ingress_paths(&desired);
         let expected: Vec<(String, String)> = [
+            // Deepest first (see `ingress_paths`), then in the components' order.
+            ("/v1/me/profile", "identity"),
             ("/v1/auth", "identity"),
-            ("/.well-known", "identity"),
+            ("/v1/users", "identity"),
             ("/v1/practitioners", "booking"),
             ("/v1/appointments", "booking"),
             ("/v1/campaigns", "marketing"),
@@ -1264,6 +1744,7 @@ mod tests {
             ("/v1/orders", "ordering"),
             ("/v1/payments", "ordering"),
             ("/v1/notifications", "notifier"),
+            ("/.well-known", "identity"),
         ]
         .into_iter()
         .map(|(p, s)| (p.to_owned(), s.to_owned()))
@@ -1278,6 +1759,97 @@ mod tests {
             spec.rules.unwrap_or_default()[0].host.as_deref(),
             Some("fr.pulse.example")
         );
+    }
+
+    /// The service a request for `request` reaches, by the Ingress API's rules: among the
+    /// `Prefix` paths whose elements begin the request's elements, the longest wins. `first`
+    /// instead takes the first match in list order, as some controllers do.
+    fn route(paths: &[(String, String)], request: &str, first: bool) -> Option<String> {
+        let request: Vec<&str> = path_elements(request).collect();
+        let mut matches = paths.iter().filter(|(path, _)| {
+            let prefix: Vec<&str> = path_elements(path).collect();
+            request.starts_with(&prefix)
+        });
+        let chosen = if first {
+            matches.next()
+        } else {
+            matches.max_by_key(|(path, _)| path_elements(path).count())
+        };
+        chosen.map(|(_, service)| service.clone())
+    }
+
+    #[test]
+    fn every_identity_path_reaches_identity_and_profile_wins_over_me() {
+        let desired = desired(&tenant()).expect("valid tenant");
+        let paths = ingress_paths(&desired);
+        for request in [
+            "/v1/auth/otp",
+            "/v1/auth/token",
+            "/.well-known/jwks.json",
+            "/v1/me/profile",
+            "/v1/me/profile/email",
+            "/v1/users/0192b0c4-0000-7000-8000-000000000000/roles",
+        ] {
+            for first in [false, true] {
+                assert_eq!(
+                    route(&paths, request, first).as_deref(),
+                    Some("identity"),
+                    "{request}"
+                );
+            }
+        }
+        // Element-wise: `/v1/me/profile` does not catch `/v1/me/profiles`.
+        assert_eq!(route(&paths, "/v1/me/profiles", false), None);
+
+        // Should another component ever route `/v1/me` (or `/v1`), the more specific identity
+        // path still wins, by length and by position.
+        let routes = Component::ALL.into_iter().flat_map(|c| {
+            c.public_paths()
+                .iter()
+                .map(move |path| ((*path).to_owned(), c))
+        });
+        let shadowing = [
+            ("/v1".to_owned(), Component::Booking),
+            ("/v1/me".to_owned(), Component::Notifier),
+        ];
+        let paths: Vec<(String, String)> =
+            super::ingress_paths(shadowing.into_iter().chain(routes))
+                .into_iter()
+                .map(|p| {
+                    let service = p.backend.service.map(|s| s.name).unwrap_or_default();
+                    (p.path.unwrap_or_default(), service)
+                })
+                .collect();
+        for first in [false, true] {
+            assert_eq!(
+                route(&paths, "/v1/me/profile", first).as_deref(),
+                Some("identity")
+            );
+            assert_eq!(route(&paths, "/v1/me", first).as_deref(), Some("notifier"));
+            assert_eq!(
+                route(&paths, "/v1/me/vouchers", first).as_deref(),
+                Some("notifier")
+            );
+            assert_eq!(
+                route(&paths, "/v1/orders/1", first).as_deref(),
+                Some("ordering")
+            );
+            assert_eq!(
+                route(&paths, "/v1/other", first).as_deref(),
+                Some("booking")
+            );
+        }
+        // No path comes after a path that is its prefix.
+        for (i, (later, _)) in paths.iter().enumerate() {
+            let later: Vec<&str> = path_elements(later).collect();
+            for (earlier, _) in &paths[..i] {
+                let earlier: Vec<&str> = path_elements(earlier).collect();
+                assert!(
+                    !(later.starts_with(&earlier) && later.len() > earlier.len()),
+                    "{later:?} comes after its prefix {earlier:?}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1435,9 +2007,33 @@ mod tests {
         );
 
         let mut no_key = tenant();
+        no_key.spec.auth.algorithms = vec![JwtAlgorithm::EdDSA, JwtAlgorithm::HS256];
         no_key.spec.secrets.jwt.secret = None;
         let err = desired(&no_key).expect_err("HS256 needs a secret");
         assert!(err.to_string().contains("secrets.jwt.secret"), "{err}");
+
+        for algorithms in [vec![JwtAlgorithm::HS256], vec![]] {
+            let mut no_signer = tenant();
+            no_signer.spec.auth.algorithms = algorithms;
+            no_signer.spec.secrets.jwt.secret = Some(SecretKeyRef {
+                name: "pulse-fr-jwt".into(),
+                key: "secret".into(),
+            });
+            let err = desired(&no_signer).expect_err("identity needs an algorithm to sign with");
+            assert!(err.to_string().contains("ES256 or EdDSA"), "{err}");
+            assert_eq!(err.reason(), "InvalidSpec");
+        }
+
+        let mut no_keyring = tenant();
+        no_keyring.spec.secrets.identity_keyring = None;
+        let err = desired(&no_keyring).expect_err("identity needs its keyring");
+        assert_eq!(err.reason(), "NoIdentityKeyring");
+        assert!(
+            err.to_string().contains("spec.secrets.identityKeyring")
+                && err.to_string().contains("pulse-fr")
+                && err.to_string().contains("nothing is deployed"),
+            "{err}"
+        );
     }
 
     /// Where a variable comes from: a plain value, or a Secret's name and key.

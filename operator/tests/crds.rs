@@ -65,7 +65,29 @@ fn crds_have_the_names_printer_columns_and_status() {
         .filter_map(|r| r.as_str())
         .collect();
     assert!(required.contains(&"payments"), "{required:?}");
+    assert!(required.contains(&"sms"), "{required:?}");
     assert_eq!(spec["properties"]["payments"].get("nullable"), None);
+    assert_eq!(spec["properties"]["sms"].get("nullable"), None);
+    let secrets = &spec["properties"]["secrets"];
+    assert!(
+        secrets["required"]
+            .as_array()
+            .expect("required secrets")
+            .contains(&serde_json::json!("identityKeyring")),
+        "{secrets}"
+    );
+    assert!(
+        secrets["properties"]["jwt"]["properties"]
+            .get("publicKey")
+            .is_none()
+    );
+    let algorithms = &spec["properties"]["auth"]["properties"]["algorithms"];
+    assert_eq!(algorithms["default"], serde_json::json!(["EdDSA"]));
+    assert_eq!(algorithms["x-kubernetes-list-type"], "set");
+    assert_eq!(
+        algorithms["items"]["enum"],
+        serde_json::json!(["HS256", "ES256", "EdDSA"])
+    );
     assert_eq!(spec["properties"]["development"]["default"], false);
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

@@ -124,6 +124,12 @@ fn set(mut object: Value, pointer: &str, value: Value) -> Value {
     object
 }
 
+/// `object` with `key` (absent or not) set to `value`.
+fn with(mut object: Value, key: &str, value: Value) -> Value {
+    object[key] = value;
+    object
+}
+
 fn remove(mut object: Value, parent: &str, key: &str) -> Value {
     object
         .pointer_mut(parent)
@@ -174,11 +180,66 @@ fn broken_tenants_are_refused() {
         "minimum",
         "zero replicas",
     );
+    // Tokens: identity must have an algorithm to sign with; HS256 only with its secret.
     assert_refused(
-        &set(fr.clone(), "/spec/auth/algorithm", json!("RS256")),
+        &set(fr.clone(), "/spec/auth/algorithms", json!(["HS256"])),
         None,
-        "secrets.jwt.publicKey",
-        "RS256 without a public key",
+        "auth.algorithms must contain ES256 or EdDSA",
+        "algorithms without ES256 or EdDSA",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/auth/algorithms", json!([])),
+        None,
+        "auth.algorithms must contain ES256 or EdDSA",
+        "no algorithm at all",
+    );
+    assert_refused(
+        &remove(fr.clone(), "/spec/secrets", "jwt"),
+        None,
+        "lists HS256, which needs secrets.jwt.secret",
+        "HS256 without its secret",
+    );
+    assert_refused(
+        &set(
+            fr.clone(),
+            "/spec/auth/algorithms",
+            json!(["EdDSA", "RS256"]),
+        ),
+        None,
+        "RS256",
+        "an algorithm identity does not publish",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/auth/keyRotationDays", json!(0)),
+        None,
+        "minimum",
+        "a zero rotation period",
+    );
+    let eddsa_only = remove(
+        set(fr.clone(), "/spec/auth/algorithms", json!(["EdDSA"])),
+        "/spec/secrets",
+        "jwt",
+    );
+    validate(&eddsa_only, None).expect("EdDSA without any shared secret");
+    let defaulted = validate(&remove(fr.clone(), "/spec/auth", "algorithms"), None)
+        .expect("algorithms left to the default");
+    assert_eq!(defaulted["spec"]["auth"]["algorithms"], json!(["EdDSA"]));
+    // Identity's keyring: required, a Secret key, never a value.
+    assert_refused(
+        &remove(fr.clone(), "/spec/secrets", "identityKeyring"),
+        None,
+        "\"identityKeyring\" is a required property",
+        "no identity keyring",
+    );
+    assert_refused(
+        &set(
+            fr.clone(),
+            "/spec/secrets/identityKeyring",
+            json!("0123456789abcdef0123456789abcdef"),
+        ),
+        None,
+        "object",
+        "an inlined keyring",
     );
     assert_refused(
         &set(fr.clone(), "/spec/deletionPolicy", json!("Keep")),
@@ -214,13 +275,13 @@ fn broken_tenants_are_refused() {
     assert_refused(
         &set(fr.clone(), "/spec/development", json!(false)),
         None,
-        "set development: true",
+        "payments.provider sandbox pays every order by itself",
         "sandbox without development",
     );
     assert_refused(
         &remove(fr.clone(), "/spec", "development"),
         None,
-        "set development: true",
+        "payments.provider sandbox pays every order by itself",
         "sandbox with development left to its default",
     );
     assert_refused(
@@ -235,6 +296,13 @@ fn broken_tenants_are_refused() {
         "paypal",
         "unknown provider",
     );
+    // A production tenant also sends its codes with Twilio (the SMS sandbox is development-only).
+    let twilio = json!({
+        "provider": "twilio",
+        "account": "AC0123456789abcdef0123456789abcdef",
+        "from": "+33700000000",
+        "authToken": {"name": "pulse-fr-sms", "key": "auth-token"},
+    });
     let stripe = |base_url: Option<&str>| {
         let mut payments =
             json!({"provider": "stripe", "secretRef": {"name": "pulse-fr-payments"}});
@@ -242,6 +310,7 @@ fn broken_tenants_are_refused() {
             payments["baseUrl"] = json!(url);
         }
         let production = remove(fr.clone(), "/spec", "development");
+        let production = set(production, "/spec/sms", twilio.clone());
         set(production, "/spec/payments", payments)
     };
     let defaulted = validate(&stripe(None), None).expect("a production tenant with Stripe");
@@ -257,6 +326,78 @@ fn broken_tenants_are_refused() {
         None,
     )
     .expect("a base URL");
+    // SMS: required, the sandbox only on a development tenant, Twilio with what it needs.
+    let paid = |tenant: Value| {
+        set(
+            tenant,
+            "/spec/payments",
+            json!({"provider": "stripe", "secretRef": {"name": "pulse-fr-payments"}}),
+        )
+    };
+    assert_refused(
+        &remove(fr.clone(), "/spec", "sms"),
+        None,
+        "\"sms\" is a required property",
+        "no SMS provider",
+    );
+    assert_refused(
+        &set(paid(fr.clone()), "/spec/development", json!(false)),
+        None,
+        "sms.provider sandbox writes sign-in codes to a file",
+        "SMS sandbox without development",
+    );
+    assert_refused(
+        &remove(paid(fr.clone()), "/spec", "development"),
+        None,
+        "sms.provider sandbox writes sign-in codes to a file",
+        "SMS sandbox with development left to its default",
+    );
+    assert_refused(
+        &set(fr.clone(), "/spec/sms/provider", json!("ovh")),
+        None,
+        "ovh",
+        "unknown SMS provider",
+    );
+    let production = |sms: Value| {
+        let tenant = remove(paid(fr.clone()), "/spec", "development");
+        set(tenant, "/spec/sms", sms)
+    };
+    validate(&production(twilio.clone()), None).expect("a production tenant with Twilio");
+    for field in ["account", "from", "authToken"] {
+        assert_refused(
+            &production(remove(twilio.clone(), "", field)),
+            None,
+            "sms.provider twilio needs sms.account",
+            &format!("twilio without {field}"),
+        );
+    }
+    assert_refused(
+        &production(set(twilio.clone(), "/from", json!("0700000000"))),
+        None,
+        "0700000000",
+        "a sender number that is not E.164",
+    );
+    assert_refused(
+        &production(set(twilio.clone(), "/account", json!("AC/../x"))),
+        None,
+        "AC/../x",
+        "an account SID that could leave the URL path",
+    );
+    assert_refused(
+        &production(with(twilio.clone(), "baseUrl", json!("api.twilio.com"))),
+        None,
+        "api.twilio.com",
+        "an SMS base URL without a scheme",
+    );
+    validate(
+        &production(with(
+            twilio.clone(),
+            "baseUrl",
+            json!("https://twilio-mock.pulse-dev.svc:4010"),
+        )),
+        None,
+    )
+    .expect("an SMS base URL");
     // A transition: the code cannot change on update.
     let renamed = set(fr.clone(), "/spec/country/code", json!("DE"));
     assert_refused(

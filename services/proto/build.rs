@@ -3,6 +3,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/booking/v1/availability.proto",
+        "proto/identity/v1/directory.proto",
         "proto/marketing/v1/campaigns.proto",
         "proto/marketing/v1/vouchers.proto",
     ];

@@ -11,6 +11,9 @@ use serde_json::Value;
 /// Stand-in for a value the operator takes from a Secret or a mounted file.
 const SECRET_VALUE: &str = "placeholder-secret-value-0123456789abcdef";
 
+/// The variable naming identity's mounted keyring file.
+const KEYRING_FILE_VAR: &str = "PULSE_IDENTITY_KEYRING_SECRET_FILE";
+
 fn example(name: &str) -> String {
     let path = format!(
         "{}/../manifests/examples/{name}.yaml",
@@ -19,7 +22,8 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The example tenant as a production country would write it: Stripe, no development mode.
+/// The example tenant as a production country would write it: Stripe, Twilio, tokens from
+/// identity only (no HS256), no development mode.
 fn production(text: &str) -> String {
     let mut tenant: Value = serde_yaml::from_str(text).expect("yaml");
     tenant["spec"]["development"] = Value::Bool(false);
@@ -28,6 +32,14 @@ fn production(text: &str) -> String {
         "secretRef": { "name": "pulse-fr-payments" },
         "baseUrl": "https://api.stripe.com",
     });
+    tenant["spec"]["sms"] = serde_json::json!({
+        "provider": "twilio",
+        "baseUrl": "https://api.twilio.com",
+        "account": "AC0123456789abcdef0123456789abcdef",
+        "from": "+33700000000",
+        "authToken": { "name": "pulse-fr-sms", "key": "auth-token" },
+    });
+    tenant["spec"]["auth"]["algorithms"] = serde_json::json!(["ES256", "EdDSA"]);
     serde_yaml::to_string(&tenant).expect("yaml")
 }
 
@@ -131,15 +143,87 @@ fn containers(objects: &[Value]) -> Vec<Given> {
     out
 }
 
-/// Files the operator mounts (the JWT public key): point them at a real key so `pulse` can read it.
+/// Files the operator mounts (identity's keyring): point them at a real file so `pulse` can
+/// read it.
 fn with_files(
     mut vars: BTreeMap<String, String>,
-    key_file: &std::path::Path,
+    keyring_file: &std::path::Path,
 ) -> BTreeMap<String, String> {
-    if let Some(path) = vars.get_mut("PULSE_JWT_PUBLIC_KEY_FILE") {
-        *path = key_file.display().to_string();
+    if let Some(path) = vars.get_mut(KEYRING_FILE_VAR) {
+        *path = keyring_file.display().to_string();
     }
     vars
+}
+
+/// What every component needs to verify tokens, and what identity alone needs to sign them and
+/// send its codes, is given to the right containers.
+fn check_token_wiring(objects: &[Value], given: &[Given], origin: &str) {
+    let namespace = objects
+        .iter()
+        .find(|o| o["kind"] == "Namespace")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .unwrap_or_else(|| panic!("{origin}: no Namespace"));
+    let jwks = format!("http://identity.{namespace}.svc:8080/.well-known/jwks.json");
+    // The URL's port is the identity Service's HTTP port.
+    let identity_service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "identity")
+        .unwrap_or_else(|| panic!("{origin}: no identity Service"));
+    assert!(
+        identity_service["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "http" && p["port"] == 8080),
+        "{origin}: {identity_service}"
+    );
+    for container in given
+        .iter()
+        .filter(|c| c.args.first().map(String::as_str) == Some("serve"))
+    {
+        let target = &container.target;
+        assert_eq!(
+            container.all.get("PULSE_JWKS_URL"),
+            Some(&jwks),
+            "{origin}: {target}"
+        );
+        let algorithms = container
+            .all
+            .get("PULSE_JWT_ALGORITHMS")
+            .unwrap_or_else(|| panic!("{origin}: {target} has no PULSE_JWT_ALGORITHMS"));
+        assert!(
+            algorithms.split(',').any(|a| a == "ES256" || a == "EdDSA"),
+            "{origin}: {target}: {algorithms}"
+        );
+        for gone in ["PULSE_JWT_ALGORITHM", "PULSE_JWT_PUBLIC_KEY_FILE"] {
+            assert!(
+                !container.all.contains_key(gone),
+                "{origin}: {target} gets {gone}"
+            );
+        }
+        let identity_vars: Vec<&String> = container
+            .own
+            .keys()
+            .filter(|k| k.starts_with("PULSE_IDENTITY_"))
+            .collect();
+        if target == "identity" {
+            for var in [
+                KEYRING_FILE_VAR,
+                "PULSE_IDENTITY_SIGNING_ALGORITHM",
+                "PULSE_IDENTITY_SMS_PROVIDER",
+            ] {
+                assert!(
+                    identity_vars.iter().any(|v| *v == var),
+                    "{origin}: identity lacks {var}"
+                );
+            }
+        } else {
+            assert!(
+                identity_vars.is_empty(),
+                "{origin}: {target} gets {identity_vars:?}"
+            );
+        }
+    }
 }
 
 fn check_tenant(text: &str, origin: &str) {
@@ -157,11 +241,15 @@ fn check_tenant(text: &str, origin: &str) {
         })
         .filter(|k| k.starts_with("PULSE_"))
         .collect();
-    let key_file = std::env::temp_dir().join("pulse-contract-test-key.pem");
-    std::fs::write(&key_file, TEST_PUBLIC_KEY).expect("write key");
+    check_token_wiring(&objects, &given, origin);
+    let keyring_file = std::env::temp_dir().join(format!(
+        "pulse-contract-test-keyring-{}",
+        std::process::id()
+    ));
+    std::fs::write(&keyring_file, SECRET_VALUE).expect("write keyring");
     let mut read_by_some = BTreeSet::new();
     for container in &given {
-        let vars = with_files(container.all.clone(), &key_file);
+        let vars = with_files(container.all.clone(), &keyring_file);
         let env = Env::from_map(vars);
         match container.args.first().map(String::as_str) {
             Some("serve") => {
@@ -187,8 +275,19 @@ fn check_tenant(text: &str, origin: &str) {
                 container.target
             );
         }
+        // Every component verifies tokens itself: it must read the shared token settings.
+        if container.args.first().map(String::as_str) == Some("serve") {
+            for var in ["PULSE_JWT_ALGORITHMS", "PULSE_JWKS_URL", "PULSE_JWT_ISSUER"] {
+                assert!(
+                    read.contains(var),
+                    "{origin}: `pulse serve --target {}` never reads {var}",
+                    container.target
+                );
+            }
+        }
         read_by_some.extend(read);
     }
+    std::fs::remove_file(&keyring_file).ok();
     for var in &shared {
         assert!(
             read_by_some.contains(var),
@@ -196,12 +295,6 @@ fn check_tenant(text: &str, origin: &str) {
         );
     }
 }
-
-/// An Ed25519 public key, for tenants that verify tokens with a key file.
-const TEST_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
------END PUBLIC KEY-----
-";
 
 #[test]
 fn every_example_tenant_gives_each_component_what_it_reads() {

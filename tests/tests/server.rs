@@ -23,9 +23,22 @@ fn country(code: &str) -> CountryConfig {
         .expect("the example tenant is valid")
 }
 
-/// Every component, made by `pulse`'s own target table for `settings`.
+/// Every component, made by `pulse`'s own target table for `settings` (development mode: the
+/// sandbox payment and SMS providers).
 fn every_component(settings: &ServerSettings) -> Vec<Arc<dyn Component>> {
-    let env = Env::from_map([("PULSE_PAYMENT_PROVIDER", "sandbox")]);
+    let dir = testing::TempDir::new("keyring");
+    let keyring = dir.path().join("keyring");
+    std::fs::write(&keyring, testing::unique("keyring-secret-of-this-test-run")).expect("keyring");
+    let sms = dir.path().join("sms.jsonl");
+    let env = Env::from_map([
+        ("PULSE_PAYMENT_PROVIDER", "sandbox".to_owned()),
+        (
+            "PULSE_IDENTITY_KEYRING_SECRET_FILE",
+            keyring.display().to_string(),
+        ),
+        ("PULSE_IDENTITY_SMS_PROVIDER", "sandbox".to_owned()),
+        ("PULSE_IDENTITY_SANDBOX_SMS_FILE", sms.display().to_string()),
+    ]);
     pulse::TARGETS
         .iter()
         .map(|target| (target.load)(&env, settings).expect("component"))

@@ -477,6 +477,45 @@ async fn a_tenant_without_a_payment_provider_is_degraded_without_deploying() {
     assert_eq!(events_of(&recorded), [warning("NoPaymentProvider")]);
 }
 
+/// A tenant stored before `spec.secrets.identityKeyring` and `spec.sms` existed: nothing is
+/// deployed (identity could not seal its keys, so no token could be verified anywhere; or it
+/// could not send a code), and the status says what to add, with its own reason.
+#[tokio::test]
+async fn a_tenant_without_identity_keyring_or_sms_is_degraded_without_deploying() {
+    let mut no_keyring = finalized(tenant());
+    no_keyring.spec.secrets.identity_keyring = None;
+    let mut no_sms = finalized(tenant());
+    no_sms.spec.sms = None;
+    for (t, reason, needles) in [
+        (
+            no_keyring,
+            "NoIdentityKeyring",
+            ["spec.secrets.identityKeyring", "openssl rand"],
+        ),
+        (no_sms, "NoSmsProvider", ["spec.sms", "twilio"]),
+    ] {
+        let calls = vec![status_call(&t), event_call()];
+        let (result, recorded, ctx) = reconcile_with(t, calls).await;
+        assert_eq!(result.expect_err(reason).metric_label(), "invalid_spec");
+        assert_eq!(ctx.metrics.failure_count(CONTROLLER, "invalid_spec"), 1);
+        let status = status_of(&recorded);
+        let degraded = condition_of(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status, degraded.reason.as_str()),
+            (ConditionStatus::True, reason)
+        );
+        for needle in needles {
+            assert!(
+                degraded.message.contains(needle),
+                "{reason}: {}",
+                degraded.message
+            );
+        }
+        assert_eq!(condition_of(&status, READY).status, ConditionStatus::False);
+        assert_eq!(events_of(&recorded), [warning(reason)]);
+    }
+}
+
 #[tokio::test]
 async fn disabled_components_are_removed() {
     let mut t = finalized(tenant());

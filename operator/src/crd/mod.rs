@@ -12,7 +12,7 @@ pub use tenant::{
     AuthSpec, Component, ComponentSpec, ComponentStatus, Components, CountryTenant,
     CountryTenantSpec, CountryTenantStatus, DeletionPolicy, IngressSpec, JwtAlgorithm,
     JwtSecretRefs, PaymentProvider, PaymentsSpec, PullPolicy, ResourceAmounts, ResourceSpec,
-    SecretKeyRef, SecretName, SecretRefs,
+    SecretKeyRef, SecretName, SecretRefs, SmsProvider, SmsSpec,
 };
 
 use kube::CustomResourceExt;

@@ -38,17 +38,20 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Development","type":"boolean","jsonPath":".spec.development"}"#,
     printcolumn = r#"{"name":"Payments","type":"string","priority":1,"jsonPath":".spec.payments.provider"}"#,
+    printcolumn = r#"{"name":"SMS","type":"string","priority":1,"jsonPath":".spec.sms.provider"}"#,
     printcolumn = r#"{"name":"Image","type":"string","priority":1,"jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = kube::core::Rule::new("self.auth.algorithm == 'HS256' ? has(self.secrets.jwt.secret) : has(self.secrets.jwt.publicKey)")
-        .message("auth.algorithm HS256 needs secrets.jwt.secret; RS256, ES256 and EdDSA need secrets.jwt.publicKey"),
+    validation = kube::core::Rule::new("!self.auth.algorithms.exists(a, a == 'HS256') || has(self.secrets.jwt.secret)")
+        .message("auth.algorithms lists HS256, which needs secrets.jwt.secret (the shared secret, at least 32 bytes): reference it, or leave HS256 out"),
     validation = kube::core::Rule::new("self.country.code == oldSelf.country.code")
         .message("country.code is immutable"),
     validation = kube::core::Rule::new("!has(self.payments) || self.payments.provider != 'sandbox' || (has(self.development) && self.development)")
-        .message("payments.provider sandbox pays every order by itself and is for development only: set development: true on a development cluster, or use provider stripe with payments.secretRef")
+        .message("payments.provider sandbox pays every order by itself and is for development only: set development: true on a development cluster, or use provider stripe with payments.secretRef"),
+    validation = kube::core::Rule::new("!has(self.sms) || self.sms.provider != 'sandbox' || (has(self.development) && self.development)")
+        .message("sms.provider sandbox writes sign-in codes to a file instead of sending them and is for development only: set development: true on a development cluster, or use provider twilio with sms.account, sms.from and sms.authToken")
 )]
 pub struct CountryTenantSpec {
     /// Human-readable name of the country (`France`).
@@ -69,7 +72,7 @@ pub struct CountryTenantSpec {
     /// Public HTTP routing; no Ingress when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
-    /// How tokens are checked.
+    /// Which tokens are accepted and how identity signs them.
     #[serde(default)]
     pub auth: AuthSpec,
     /// References to Secrets in namespace `pulse-<code>` (never the values themselves).
@@ -81,8 +84,15 @@ pub struct CountryTenantSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
     pub payments: Option<PaymentsSpec>,
+    /// How `identity` sends sign-in codes. Required for the same reason as `payments`: the
+    /// `sandbox` provider sends nothing and writes the codes to a file.
+    // An `Option` only so that a tenant stored before the field existed can still be read, and
+    // be reported as `Degraded` instead of deployed; the schema requires it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
+    pub sms: Option<SmsSpec>,
     /// A development tenant (a laptop or CI cluster): development-only parts such as the
-    /// `sandbox` payment provider may run (`PULSE_DEVELOPMENT_MODE`). Never in production.
+    /// `sandbox` payment and SMS providers may run (`PULSE_DEVELOPMENT_MODE`). Never in production.
     #[serde(default)]
     pub development: bool,
     /// What happens to namespace `pulse-<code>` when the tenant is deleted. The operator's
@@ -169,7 +179,7 @@ impl Component {
     /// the component's Service, so a route outside these prefixes is unreachable from outside.
     pub fn public_paths(self) -> &'static [&'static str] {
         match self {
-            Self::Identity => &["/v1/auth", "/.well-known"],
+            Self::Identity => &["/v1/auth", "/.well-known", "/v1/me/profile", "/v1/users"],
             Self::Booking => &["/v1/practitioners", "/v1/appointments"],
             Self::Marketing => &["/v1/campaigns", "/v1/seckill", "/v1/vouchers"],
             Self::Ordering => &["/v1/products", "/v1/orders", "/v1/payments"],
@@ -359,49 +369,101 @@ impl IngressSpec {
     }
 }
 
-/// How access tokens are checked (`PULSE_JWT_ALGORITHM`, `PULSE_JWT_ISSUER`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
+/// Which access tokens every component accepts (`PULSE_JWT_ALGORITHMS`, `PULSE_JWT_ISSUER`,
+/// verified through identity's JWKS) and how `identity` signs them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.algorithms.exists(a, a == 'ES256' || a == 'EdDSA')")
+        .message("auth.algorithms must contain ES256 or EdDSA: identity signs its tokens with the first of them (HS256 alone would leave it nothing to sign with)")
+)]
 pub struct AuthSpec {
-    /// Signature algorithm of the tokens.
-    pub algorithm: JwtAlgorithm,
-    /// Expected `iss` of the tokens.
+    /// Signature algorithms a token may use: the allow-list every component enforces (the
+    /// token's header never decides). Must contain `ES256` or `EdDSA`; `identity` signs with the
+    /// first of those two in the list. `HS256` (tokens from `pulse token`, for development and
+    /// tests) needs `secrets.jwt.secret`.
+    #[serde(default = "eddsa")]
+    #[schemars(length(min = 1, max = 3), extend("x-kubernetes-list-type" = "set"))]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Expected `iss` of the tokens, and the `iss` identity writes.
+    #[serde(default = "pulse")]
     #[schemars(length(min = 1))]
     pub issuer: String,
+    /// Days between two scheduled rotations of identity's signing key
+    /// (`PULSE_IDENTITY_KEY_ROTATION_DAYS`); identity's default (30) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 365))]
+    pub key_rotation_days: Option<u32>,
+}
+
+fn eddsa() -> Vec<JwtAlgorithm> {
+    vec![JwtAlgorithm::EdDSA]
+}
+
+fn pulse() -> String {
+    "pulse".into()
 }
 
 impl Default for AuthSpec {
     fn default() -> Self {
         Self {
-            algorithm: JwtAlgorithm::HS256,
-            issuer: "pulse".into(),
+            algorithms: eddsa(),
+            issuer: pulse(),
+            key_rotation_days: None,
         }
     }
 }
 
+impl AuthSpec {
+    /// The algorithm `identity` signs with: the first asymmetric one of the list.
+    pub fn signing_algorithm(&self) -> Option<JwtAlgorithm> {
+        self.algorithms.iter().copied().find(|a| a.can_sign())
+    }
+
+    /// Whether tokens signed with the shared HS256 secret are accepted.
+    pub fn accepts_hs256(&self) -> bool {
+        self.algorithms.contains(&JwtAlgorithm::HS256)
+    }
+
+    /// The allow-list as `PULSE_JWT_ALGORITHMS` spells it: comma-separated, in the tenant's
+    /// order, each once.
+    pub fn algorithms_var(&self) -> String {
+        let mut seen: Vec<&str> = Vec::new();
+        for algorithm in &self.algorithms {
+            if !seen.contains(&algorithm.as_str()) {
+                seen.push(algorithm.as_str());
+            }
+        }
+        seen.join(",")
+    }
+}
+
 /// JWT signature algorithm.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum JwtAlgorithm {
-    /// HMAC with SHA-256 (shared secret).
-    #[default]
+    /// HMAC with SHA-256 (the shared secret of `secrets.jwt.secret`; development and tests).
     HS256,
-    /// RSA PKCS#1 with SHA-256.
-    RS256,
-    /// ECDSA P-256 with SHA-256.
+    /// ECDSA P-256 with SHA-256: identity can sign with it.
     ES256,
-    /// Ed25519.
+    /// Ed25519: identity can sign with it.
     EdDSA,
 }
 
 impl JwtAlgorithm {
-    /// The spelling `pulse` expects in `PULSE_JWT_ALGORITHM`.
+    /// The spelling `pulse` expects in `PULSE_JWT_ALGORITHMS` and
+    /// `PULSE_IDENTITY_SIGNING_ALGORITHM`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::HS256 => "HS256",
-            Self::RS256 => "RS256",
             Self::ES256 => "ES256",
             Self::EdDSA => "EdDSA",
         }
+    }
+
+    /// Whether `identity` can sign with it (an asymmetric algorithm whose public key it
+    /// publishes in its JWKS).
+    pub fn can_sign(self) -> bool {
+        matches!(self, Self::ES256 | Self::EdDSA)
     }
 }
 
@@ -415,13 +477,74 @@ pub struct SecretRefs {
     pub redis: SecretKeyRef,
     /// Kafka bootstrap brokers, comma-separated (`PULSE_KAFKA_BROKERS`).
     pub kafka: SecretKeyRef,
-    /// Token keys.
+    /// The HS256 shared secret, when `auth.algorithms` lists HS256.
     #[serde(default)]
     pub jwt: JwtSecretRefs,
-    /// Secrets whose keys all become environment variables of every component (SMTP and SMS
-    /// credentials; payment credentials go to `payments.secretRef`, which only `ordering` gets).
+    /// The secret (at least 32 bytes) that seals identity's token-signing keys in its database
+    /// and keys its sign-in code hashes. Mounted read-only as a file into identity's pods only
+    /// (`PULSE_IDENTITY_KEYRING_SECRET_FILE`); never inlined. Changing it makes the sealed keys
+    /// unreadable: identity then needs new keys (`pulse keys rotate`).
+    // An `Option` only so that a tenant stored before the field existed can still be read, and
+    // be reported as `Degraded` instead of deployed; the schema requires it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(required)]
+    pub identity_keyring: Option<SecretKeyRef>,
+    /// Secrets whose keys all become environment variables of every component (SMTP
+    /// credentials; the SMS auth token goes to `sms.authToken`, which only `identity` gets, and
+    /// payment credentials to `payments.secretRef`, which only `ordering` gets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<SecretName>,
+}
+
+/// How `identity` sends its sign-in codes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.provider != 'twilio' || (has(self.account) && has(self.from) && has(self.authToken))")
+        .message("sms.provider twilio needs sms.account (the account SID), sms.from (the sender number, E.164) and sms.authToken (a Secret key in namespace pulse-<code>)")
+)]
+pub struct SmsSpec {
+    /// The SMS provider (`PULSE_IDENTITY_SMS_PROVIDER`).
+    pub provider: SmsProvider,
+    /// API base URL of the Twilio-compatible provider (`PULSE_IDENTITY_SMS_BASE_URL`);
+    /// identity's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(r"^https?://[^\s/@]+(/\S*)?$"))]
+    pub base_url: Option<String>,
+    /// Account SID, letters and digits (`PULSE_IDENTITY_SMS_ACCOUNT`); required for `twilio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9]+$"))]
+    pub account: Option<String>,
+    /// Sender number in E.164 form, `+33700000000` (`PULSE_IDENTITY_SMS_FROM`); required for
+    /// `twilio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^\+[1-9][0-9]{6,14}$"))]
+    pub from: Option<String>,
+    /// Key of a Secret in namespace `pulse-<code>` holding the provider's auth token
+    /// (`PULSE_IDENTITY_SMS_AUTH_TOKEN`); required for `twilio`. Only `identity` gets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<SecretKeyRef>,
+}
+
+/// An SMS provider of `identity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// Twilio, or a service with the same request shape at `baseUrl`.
+    Twilio,
+    /// Sends nothing: appends each message to `/tmp/sms-sandbox.jsonl` in the identity pod
+    /// (development tenants only).
+    Sandbox,
+}
+
+impl SmsProvider {
+    /// The spelling `pulse` expects in `PULSE_IDENTITY_SMS_PROVIDER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Twilio => "twilio",
+            Self::Sandbox => "sandbox",
+        }
+    }
 }
 
 /// How `ordering` takes payments.
@@ -495,16 +618,15 @@ pub struct SecretName {
     pub name: String,
 }
 
-/// Token keys: the HS256 secret, or the public key of the asymmetric algorithms.
+/// The shared token secret. Asymmetric tokens need no key here: every component fetches
+/// identity's public keys from its JWKS.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtSecretRefs {
-    /// HS256 shared secret, at least 32 bytes (`PULSE_JWT_SECRET`).
+    /// HS256 shared secret, at least 32 bytes (`PULSE_JWT_SECRET`); given to every component
+    /// only while `auth.algorithms` lists HS256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretKeyRef>,
-    /// PEM public key for RS256/ES256/EdDSA, mounted as a file (`PULSE_JWT_PUBLIC_KEY_FILE`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<SecretKeyRef>,
 }
 
 /// What the operator observed of a tenant.

@@ -13,7 +13,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::jwks::Jwks;
+use crate::auth::{
+    Algorithm, AuthError, Authenticator, algorithm_name, is_asymmetric, parse_algorithm,
+};
 use crate::component::{BuildError, Component, ComponentContext};
 use crate::config::CountryConfig;
 use crate::consumer::Consumer;
@@ -26,67 +29,123 @@ use crate::redis::RedisHandle;
 use crate::settings::{Env, Secret, SettingError, server as vars};
 use crate::{db, http, problem, ratelimit};
 
-/// How tokens are verified.
+/// How tokens are verified (`PULSE_JWT_*`, `PULSE_JWKS_*`).
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
     /// Expected `iss`.
     pub issuer: String,
-    /// `HS256` (with `secret`) or `RS256`/`ES256`/`EdDSA` (with `public_key_pem`).
-    pub algorithm: String,
-    /// Shared secret for HS256.
+    /// The allow-list of token algorithms; the token's header never decides.
+    pub algorithms: Vec<Algorithm>,
+    /// Shared secret for HS256 (local development, tests).
     pub secret: Option<Secret>,
-    /// Public key (PEM) for asymmetric algorithms.
-    pub public_key_pem: Option<String>,
+    /// Identity's JWK set, for ES256, EdDSA and RS256.
+    pub jwks_url: Option<String>,
+    /// Minimum time between two fetches of the JWK set.
+    pub jwks_refresh_interval: Duration,
 }
 
 impl JwtSettings {
-    /// Reads `PULSE_JWT_*`; the public key file is read here, so a missing file fails start-up.
+    /// Reads `PULSE_JWT_ALGORITHMS`, `PULSE_JWT_ISSUER`, `PULSE_JWT_SECRET`, `PULSE_JWKS_URL`
+    /// and `PULSE_JWKS_REFRESH_SECONDS`; fails naming the variable when an algorithm is
+    /// unknown (or `none`), when HS256 is accepted without a secret of at least 32 bytes, or
+    /// when an asymmetric algorithm is accepted without a well-formed JWKS URL.
     pub fn read(env: &Env) -> Result<Self, SettingError> {
-        let public_key_pem = match env.text(&vars::JWT_PUBLIC_KEY_FILE) {
-            Some(path) => Some(std::fs::read_to_string(&path).map_err(|err| {
+        let mut algorithms = Vec::new();
+        for name in env.list(&vars::JWT_ALGORITHMS) {
+            let algorithm = parse_algorithm(&name).map_err(|_| {
+                let why = if name.eq_ignore_ascii_case("none") {
+                    "unsigned tokens are never accepted"
+                } else {
+                    "not a supported algorithm"
+                };
                 SettingError::new(
-                    &vars::JWT_PUBLIC_KEY_FILE,
-                    format!("cannot read {path}: {err}"),
+                    &vars::JWT_ALGORITHMS,
+                    format!("`{name}`: {why}; list some of HS256, ES256, EdDSA, RS256"),
                 )
-            })?),
+            })?;
+            if !algorithms.contains(&algorithm) {
+                algorithms.push(algorithm);
+            }
+        }
+        if algorithms.is_empty() {
+            algorithms.push(Algorithm::HS256);
+        }
+        let secret = env.secret(&vars::JWT_SECRET);
+        if algorithms.contains(&Algorithm::HS256) {
+            match &secret {
+                None => {
+                    return Err(SettingError::new(
+                        &vars::JWT_SECRET,
+                        "required when PULSE_JWT_ALGORITHMS holds HS256 (at least 32 bytes); for tokens from identity, set PULSE_JWT_ALGORITHMS=EdDSA and PULSE_JWKS_URL instead",
+                    ));
+                }
+                Some(secret) if secret.expose().len() < 32 => {
+                    return Err(SettingError::new(
+                        &vars::JWT_SECRET,
+                        "the HS256 secret must be at least 32 bytes",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let jwks_url = match env.text(&vars::JWKS_URL) {
+            Some(url) => Some(env.url(&vars::JWKS_URL, &url)?),
             None => None,
         };
-        let settings = Self {
+        if jwks_url.is_none()
+            && let Some(asymmetric) = algorithms.iter().find(|a| is_asymmetric(**a))
+        {
+            return Err(SettingError::new(
+                &vars::JWKS_URL,
+                format!(
+                    "required when PULSE_JWT_ALGORITHMS holds {}: identity's JWK set, like http://identity.pulse-fr.svc:8080/.well-known/jwks.json",
+                    algorithm_name(*asymmetric)
+                ),
+            ));
+        }
+        Ok(Self {
             issuer: env
                 .text(&vars::JWT_ISSUER)
                 .unwrap_or_else(|| "pulse".to_owned()),
-            algorithm: env
-                .text(&vars::JWT_ALGORITHM)
-                .unwrap_or_else(|| "HS256".to_owned()),
-            secret: env.secret(&vars::JWT_SECRET),
-            public_key_pem,
-        };
-        // Any country will do: this only checks that the key suits the algorithm.
-        settings.authenticator("ZZ").map_err(|err| {
-            let var = if settings.algorithm == "HS256" {
-                &vars::JWT_SECRET
-            } else {
-                &vars::JWT_ALGORITHM
-            };
-            SettingError::new(var, err.to_string())
-        })?;
-        Ok(settings)
+            algorithms,
+            secret,
+            jwks_url,
+            jwks_refresh_interval: Duration::from_secs(env.number(
+                &vars::JWKS_REFRESH_SECONDS,
+                5,
+                0,
+                3600,
+            )?),
+        })
     }
 
-    /// The authenticator for `country`.
-    pub fn authenticator(&self, country: &str) -> Result<Authenticator, AuthError> {
-        match (self.algorithm.as_str(), &self.secret, &self.public_key_pem) {
-            ("HS256", Some(secret), _) => {
-                Authenticator::hs256(secret.expose().as_bytes(), &self.issuer, country)
-            }
-            ("HS256", None, _) => Err(AuthError::Key("HS256 needs PULSE_JWT_SECRET".into())),
-            (algorithm, _, Some(pem)) => {
-                Authenticator::from_public_pem(algorithm, pem.as_bytes(), &self.issuer, country)
-            }
-            (algorithm, _, None) => Err(AuthError::Key(format!(
-                "{algorithm} needs a public key (PULSE_JWT_PUBLIC_KEY_FILE)"
-            ))),
+    /// HS256 only, with `secret`: local development and tests.
+    pub fn hs256(secret: &str, issuer: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            algorithms: vec![Algorithm::HS256],
+            secret: Some(Secret::new(secret)),
+            jwks_url: None,
+            jwks_refresh_interval: Duration::from_secs(5),
         }
+    }
+
+    /// The authenticator for `country`: HS256 with the secret, the asymmetric algorithms with
+    /// the JWK set at `jwks_url` (fetched when the first token needs it).
+    pub fn authenticator(&self, country: &str) -> Result<Authenticator, AuthError> {
+        let jwks = match &self.jwks_url {
+            Some(url) if self.algorithms.iter().any(|a| is_asymmetric(*a)) => {
+                Some(Arc::new(Jwks::new(url, self.jwks_refresh_interval)?))
+            }
+            _ => None,
+        };
+        Authenticator::new(
+            &self.issuer,
+            country,
+            &self.algorithms,
+            self.secret.as_ref().map(|s| s.expose().as_bytes()),
+            jwks,
+        )
     }
 }
 
@@ -272,6 +331,7 @@ pub async fn start(
     let country = Arc::new(country);
     let auth = Arc::new(settings.jwt.authenticator(&country.code)?);
     let metrics = Arc::new(Metrics::new());
+    auth.register_metrics(&metrics);
     let redis = RedisHandle::new(settings.redis_url.expose())?;
     let kafka = KafkaHandle::new(settings.kafka_brokers.clone());
     let shutdown = CancellationToken::new();

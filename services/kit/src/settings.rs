@@ -386,20 +386,25 @@ pub mod server {
     /// JWT issuer.
     pub const JWT_ISSUER: Setting =
         Setting::plain("PULSE_JWT_ISSUER", "expected token issuer (default pulse)");
-    /// JWT algorithm.
-    pub const JWT_ALGORITHM: Setting = Setting::plain(
-        "PULSE_JWT_ALGORITHM",
-        "token signature algorithm: HS256, RS256, ES256 or EdDSA (default HS256)",
+    /// The token algorithms accepted.
+    pub const JWT_ALGORITHMS: Setting = Setting::plain(
+        "PULSE_JWT_ALGORITHMS",
+        "comma-separated allow-list of token signature algorithms: HS256, ES256, EdDSA, RS256 (default HS256); the token's header never decides",
     );
     /// HS256 secret.
     pub const JWT_SECRET: Setting = Setting::secret(
         "PULSE_JWT_SECRET",
-        "HS256 shared secret, at least 32 bytes (HS256 only)",
+        "HS256 shared secret, at least 32 bytes (required when PULSE_JWT_ALGORITHMS holds HS256: local development and tests)",
     );
-    /// Public key file.
-    pub const JWT_PUBLIC_KEY_FILE: Setting = Setting::plain(
-        "PULSE_JWT_PUBLIC_KEY_FILE",
-        "PEM file with the public key (RS256, ES256, EdDSA)",
+    /// Identity's JWKS.
+    pub const JWKS_URL: Setting = Setting::plain(
+        "PULSE_JWKS_URL",
+        "identity's JWK set, http://identity.pulse-fr.svc:8080/.well-known/jwks.json in a cluster (required when PULSE_JWT_ALGORITHMS holds ES256, EdDSA or RS256)",
+    );
+    /// Minimum time between two JWKS refreshes.
+    pub const JWKS_REFRESH_SECONDS: Setting = Setting::plain(
+        "PULSE_JWKS_REFRESH_SECONDS",
+        "minimum seconds between two fetches of the JWK set, however many tokens name an unknown key (default 5)",
     );
 
     /// Every server setting.
@@ -420,9 +425,10 @@ pub mod server {
         &MIGRATE_ON_START,
         &DEVELOPMENT_MODE,
         &JWT_ISSUER,
-        &JWT_ALGORITHM,
+        &JWT_ALGORITHMS,
         &JWT_SECRET,
-        &JWT_PUBLIC_KEY_FILE,
+        &JWKS_URL,
+        &JWKS_REFRESH_SECONDS,
     ];
 }
 

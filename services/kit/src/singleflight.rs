@@ -33,28 +33,41 @@ impl<V: Clone + Send + Sync + 'static> SingleFlight<V> {
         Fut: Future<Output = V> + Send + 'static,
     {
         let (flight, leader) = {
-            let mut flights = match self.flights.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut flights = self.lock();
             match flights.get(key) {
-                Some(flight) => (flight.clone(), false),
+                Some(flight) => (flight.clone(), None),
                 None => {
                     let flight = compute().boxed().shared();
                     flights.insert(key.to_owned(), flight.clone());
-                    (flight, true)
+                    (flight, Some(Leader { flights: self, key }))
                 }
             }
         };
         let result = flight.await;
-        if leader {
-            let mut flights = match self.flights.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            flights.remove(key);
-        }
+        // The leader's guard retires the flight when the leader finishes or is cancelled (its
+        // caller went away): either way the next caller starts afresh instead of joining a
+        // flight nobody polls, or a finished one forever.
+        drop(leader);
         result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight<V>>> {
+        match self.flights.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Held by the caller that started a flight; removes the flight when dropped.
+struct Leader<'a, V: Clone + Send + Sync + 'static> {
+    flights: &'a SingleFlight<V>,
+    key: &'a str,
+}
+
+impl<V: Clone + Send + Sync + 'static> Drop for Leader<'_, V> {
+    fn drop(&mut self) {
+        self.flights.lock().remove(self.key);
     }
 }
 
@@ -92,5 +105,30 @@ mod tests {
         // A failure is shared too, with its type.
         let failed = flights.run("k", || async { Err(Arc::from("down")) }).await;
         assert_eq!(failed, Err(Arc::from("down")));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_leader_does_not_leave_its_flight_behind() {
+        let flights = Arc::new(SingleFlight::<u32>::default());
+        let started = Arc::new(tokio::sync::Notify::new());
+        let leader = tokio::spawn({
+            let flights = Arc::clone(&flights);
+            let started = Arc::clone(&started);
+            async move {
+                flights
+                    .run("k", || async move {
+                        started.notify_one();
+                        std::future::pending::<u32>().await
+                    })
+                    .await
+            }
+        });
+        started.notified().await;
+        leader.abort();
+        let _ = leader.await;
+        // The next caller computes afresh instead of waiting on the abandoned flight.
+        let next =
+            tokio::time::timeout(Duration::from_secs(1), flights.run("k", || async { 2 })).await;
+        assert_eq!(next, Ok(2));
     }
 }

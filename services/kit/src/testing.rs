@@ -106,12 +106,7 @@ pub fn server_settings(database_url: &str, redis_url: &str) -> crate::server::Se
         http_addr: any,
         grpc_addr: any,
         admin_addr: any,
-        jwt: crate::server::JwtSettings {
-            issuer: TEST_JWT_ISSUER.into(),
-            algorithm: "HS256".into(),
-            secret: Some(crate::settings::Secret::new(TEST_JWT_SECRET)),
-            public_key_pem: None,
-        },
+        jwt: crate::server::JwtSettings::hs256(TEST_JWT_SECRET, TEST_JWT_ISSUER),
         drain_delay: std::time::Duration::ZERO,
         db_max_connections: 20,
         kafka_partitions: 1,
@@ -144,6 +139,259 @@ pub fn token(subject: &str, roles: &[&str], country: &str) -> String {
         std::time::Duration::from_secs(3600),
     ))
     .unwrap_or_else(|e| panic!("test token: {e}"))
+}
+
+/// Token settings that accept what identity signs (ES256 and EdDSA, keys from the JWK set at
+/// `jwks_url`, refreshed at most once per `refresh_interval`) and, as [`server_settings`] does,
+/// HS256 tokens from [`token`].
+pub fn jwks_jwt_settings(
+    jwks_url: &str,
+    refresh_interval: std::time::Duration,
+) -> crate::server::JwtSettings {
+    use crate::auth::Algorithm;
+    crate::server::JwtSettings {
+        algorithms: vec![Algorithm::HS256, Algorithm::ES256, Algorithm::EdDSA],
+        jwks_url: Some(jwks_url.to_owned()),
+        jwks_refresh_interval: refresh_interval,
+        ..crate::server::JwtSettings::hs256(TEST_JWT_SECRET, TEST_JWT_ISSUER)
+    }
+}
+
+/// A signing key like identity's (ES256 or EdDSA) with its public JWK: mints the tokens that
+/// servers verify through a JWK set ([`TestJwks`]).
+pub struct TestSigningKey {
+    /// The key's `kid`: its RFC 7638 thumbprint, unless replaced by [`TestSigningKey::with_kid`].
+    pub kid: String,
+    /// ES256 or EdDSA.
+    pub algorithm: crate::auth::Algorithm,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: crate::auth::jwks::Jwk,
+    public_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TestSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestSigningKey {
+    /// A new random Ed25519 key (`EdDSA`).
+    pub fn ed25519() -> Self {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let der = signing
+            .to_pkcs8_der()
+            .unwrap_or_else(|e| panic!("Ed25519 key to PKCS#8: {e}"));
+        let public_key = signing.verifying_key().to_bytes();
+        Self::assemble(
+            crate::auth::Algorithm::EdDSA,
+            jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+            crate::auth::jwks::ed25519_jwk(&public_key),
+            public_key.to_vec(),
+        )
+    }
+
+    /// A new random P-256 key (`ES256`).
+    pub fn es256() -> Self {
+        use p256::pkcs8::EncodePrivateKey;
+        // Nearly every 32-byte string is a valid scalar; draw again in the rare other case.
+        let signing = loop {
+            if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>()) {
+                break key;
+            }
+        };
+        let der = signing
+            .to_pkcs8_der()
+            .unwrap_or_else(|e| panic!("P-256 key to PKCS#8: {e}"));
+        let point = signing.verifying_key().to_encoded_point(false);
+        let coordinate = |c: Option<&p256::FieldBytes>| -> [u8; 32] {
+            c.and_then(|bytes| <[u8; 32]>::try_from(&bytes[..]).ok())
+                .unwrap_or_else(|| panic!("an uncompressed P-256 point has 32-byte coordinates"))
+        };
+        let (x, y) = (coordinate(point.x()), coordinate(point.y()));
+        Self::assemble(
+            crate::auth::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+            crate::auth::jwks::p256_jwk(&x, &y),
+            point.as_bytes().to_vec(),
+        )
+    }
+
+    fn assemble(
+        algorithm: crate::auth::Algorithm,
+        encoding: jsonwebtoken::EncodingKey,
+        jwk: crate::auth::jwks::Jwk,
+        public_key: Vec<u8>,
+    ) -> Self {
+        Self {
+            kid: jwk.common.key_id.clone().unwrap_or_default(),
+            algorithm,
+            encoding,
+            jwk,
+            public_key,
+        }
+    }
+
+    /// The same key under another `kid` (in its tokens and its JWK).
+    #[must_use]
+    pub fn with_kid(mut self, kid: &str) -> Self {
+        kid.clone_into(&mut self.kid);
+        self.jwk.common.key_id = Some(kid.to_owned());
+        self
+    }
+
+    /// The public JWK, as identity publishes it.
+    pub fn jwk(&self) -> crate::auth::jwks::Jwk {
+        self.jwk.clone()
+    }
+
+    /// The raw public key: 32 bytes for Ed25519, the uncompressed SEC1 point for P-256.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// A token of `claims`, its header naming this key's algorithm and `kid`.
+    pub fn mint(&self, claims: &crate::auth::Claims) -> String {
+        let mut header = jsonwebtoken::Header::new(self.algorithm);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .unwrap_or_else(|e| panic!("signing a test token: {e}"))
+    }
+
+    /// A token for `subject` with `roles` in `country`, issued by [`TEST_JWT_ISSUER`], valid
+    /// for an hour.
+    pub fn token(&self, subject: &str, roles: &[&str], country: &str) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.mint(&crate::auth::claims_for(
+            subject,
+            &roles,
+            country,
+            TEST_JWT_ISSUER,
+            std::time::Duration::from_secs(3600),
+        ))
+    }
+}
+
+/// A JWK set served on a loopback port, as identity serves it: the test changes the keys,
+/// takes it down, slows it, and counts how often it was fetched.
+pub struct TestJwks {
+    /// `http://127.0.0.1:<port>/.well-known/jwks.json`.
+    pub url: String,
+    state: std::sync::Arc<JwksServerState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct JwksServerState {
+    keys: std::sync::Mutex<crate::auth::jwks::JwkSet>,
+    fetches: std::sync::atomic::AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+    cache_control: std::sync::Mutex<String>,
+    delay: std::sync::Mutex<std::time::Duration>,
+}
+
+impl TestJwks {
+    /// Serves the public keys of `keys` with `Cache-Control: public, max-age=60`.
+    pub async fn start(keys: &[&TestSigningKey]) -> Self {
+        use std::sync::atomic::Ordering;
+        let state = std::sync::Arc::new(JwksServerState {
+            keys: std::sync::Mutex::new(key_set(keys)),
+            fetches: std::sync::atomic::AtomicUsize::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
+            cache_control: std::sync::Mutex::new("public, max-age=60".to_owned()),
+            delay: std::sync::Mutex::new(std::time::Duration::ZERO),
+        });
+        let served = std::sync::Arc::clone(&state);
+        let router = axum::Router::new().route(
+            crate::auth::jwks::JWKS_PATH,
+            axum::routing::get(move || {
+                let state = std::sync::Arc::clone(&served);
+                async move {
+                    use axum::response::IntoResponse;
+                    state.fetches.fetch_add(1, Ordering::SeqCst);
+                    let delay = *lock(&state.delay);
+                    tokio::time::sleep(delay).await;
+                    if state.down.load(Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    let set = lock(&state.keys).clone();
+                    let cache_control = lock(&state.cache_control).clone();
+                    (
+                        [(axum::http::header::CACHE_CONTROL, cache_control)],
+                        axum::Json(set),
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap_or_else(|e| panic!("JWKS test server: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("JWKS test server: {e}"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url: format!("http://{addr}{}", crate::auth::jwks::JWKS_PATH),
+            state,
+            server,
+        }
+    }
+
+    /// Publishes the public keys of `keys` instead of the current ones.
+    pub fn publish(&self, keys: &[&TestSigningKey]) {
+        *lock(&self.state.keys) = key_set(keys);
+    }
+
+    /// Publishes `set` as it is (keys a verifier should skip, for example).
+    pub fn publish_set(&self, set: crate::auth::jwks::JwkSet) {
+        *lock(&self.state.keys) = set;
+    }
+
+    /// How many times the set was requested.
+    pub fn fetches(&self) -> usize {
+        self.state.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// While `down`, every request is answered 503 (and still counted).
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The `Cache-Control` of the answers.
+    pub fn set_cache_control(&self, value: &str) {
+        value.clone_into(&mut lock(&self.state.cache_control));
+    }
+
+    /// How long each answer takes.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *lock(&self.state.delay) = delay;
+    }
+}
+
+impl Drop for TestJwks {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn key_set(keys: &[&TestSigningKey]) -> crate::auth::jwks::JwkSet {
+    crate::auth::jwks::JwkSet {
+        keys: keys.iter().map(|key| key.jwk()).collect(),
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// France with the defaults, a year-long booking horizon, and rate limits high enough for

@@ -9,6 +9,15 @@ pub mod booking {
     }
 }
 
+/// `identity.v1`: users' contact data for internal callers (`Directory`, called by notifier).
+pub mod identity {
+    /// Version 1.
+    #[allow(missing_docs, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("identity.v1");
+    }
+}
+
 /// `marketing.v1`: seckill campaign administration (`CampaignAdmin`, called by the operator) and
 /// vouchers for internal callers (`Vouchers`, called by ordering).
 pub mod marketing {

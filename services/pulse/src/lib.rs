@@ -4,6 +4,8 @@
 //! Grafana Mimir pattern): locally everything runs together, in Kubernetes each Deployment runs
 //! one target. The same code path serves both.
 
+pub mod keys;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +39,8 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "identity",
         description: "Identity: users, one-time passwords and the signing keys of access tokens.",
-        load: |_, _| Ok(Arc::new(pulse_identity::Identity)),
-        settings: &[],
+        load: |env, server| Ok(Arc::new(pulse_identity::Identity::read(env, server)?)),
+        settings: pulse_identity::settings::ALL,
         migrations: &pulse_identity::MIGRATIONS,
     },
     Target {
@@ -145,6 +147,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Load the demo data set (practitioners, schedules, slots) of a country; idempotent.
     Seed(SeedArgs),
+    /// Identity's token-signing keys: `pulse keys rotate` (needs identity's settings).
+    Keys(keys::KeysArgs),
 }
 
 /// Which components.
@@ -267,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(args) => seed(&env, &args).await,
+        Command::Keys(args) => keys::run(&env, &args).await,
     }
 }
 
@@ -310,15 +315,22 @@ async fn migrate(database_url: &str, target: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mints the token `pulse token` prints.
+/// Mints the HS256 token `pulse token` prints (local use: identity signs the real ones).
 pub fn token(args: &TokenArgs, jwt: &JwtSettings) -> anyhow::Result<String> {
     let country = args.country.to_ascii_uppercase();
-    let authenticator = jwt
-        .authenticator(&country)
+    anyhow::ensure!(
+        jwt.algorithms.contains(&pulse_kit::auth::Algorithm::HS256),
+        "PULSE_JWT_ALGORITHMS does not accept HS256, so no component would accept a token `pulse token` mints; sign in through identity instead"
+    );
+    let secret = jwt
+        .secret
+        .as_ref()
         .context("`pulse token` needs PULSE_JWT_SECRET (HS256)")?;
+    let minter =
+        pulse_kit::auth::Authenticator::hs256(secret.expose().as_bytes(), &jwt.issuer, &country)?;
     let claims =
         pulse_kit::auth::claims_for(&args.subject, &args.roles, &country, &jwt.issuer, args.ttl);
-    Ok(authenticator.mint(&claims)?)
+    Ok(minter.mint(&claims)?)
 }
 
 async fn serve(env: &Env, target: Option<&str>) -> anyhow::Result<()> {
@@ -415,7 +427,60 @@ mod tests {
             ("PULSE_COUNTRY__LOCALE", "fr-FR"),
         ];
         vars.extend_from_slice(extra);
-        Env::from_map(vars)
+        let mut env: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        if !extra
+            .iter()
+            .any(|(k, _)| *k == "PULSE_IDENTITY_KEYRING_SECRET_FILE")
+        {
+            env.push((
+                "PULSE_IDENTITY_KEYRING_SECRET_FILE".into(),
+                keyring_secret_file(),
+            ));
+        }
+        Env::from_map(env)
+    }
+
+    /// Identity's keyring secret, in a file as a cluster mounts it (the same for every test).
+    fn keyring_secret_file() -> String {
+        let path = std::env::temp_dir().join("pulse-cli-test-keyring-secret");
+        // Written aside and renamed, so a test reading it never sees it half written.
+        let draft = path.with_extension(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::write(
+            &draft,
+            "keyring-secret-that-must-never-be-logged-0123456789",
+        )
+        .expect("keyring secret file");
+        std::fs::rename(&draft, &path).expect("keyring secret file");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn bad_identity_settings_stop_start_up_naming_the_variable() {
+        for (var, value) in [
+            ("PULSE_IDENTITY_KEYRING_SECRET_FILE", "/nonexistent/keyring"),
+            ("PULSE_IDENTITY_SIGNING_ALGORITHM", "HS256"),
+            ("PULSE_IDENTITY_SMS_PROVIDER", "carrier-pigeon"),
+        ] {
+            let err = ServeSettings::read(&local_env(&[(var, value)]), Some("identity"))
+                .expect_err(value);
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        let err = ServeSettings::read(
+            &local_env(&[
+                ("PULSE_DEVELOPMENT_MODE", "false"),
+                ("PULSE_IDENTITY_SMS_PROVIDER", "sandbox"),
+            ]),
+            Some("identity"),
+        )
+        .expect_err("sandbox SMS in production");
+        let text = err.to_string();
+        assert!(
+            text.contains("PULSE_IDENTITY_SMS_PROVIDER") && text.contains("PULSE_DEVELOPMENT_MODE"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -497,8 +562,8 @@ mod tests {
         assert!(parse_duration("3w").is_err());
     }
 
-    #[test]
-    fn minted_tokens_verify() {
+    #[tokio::test]
+    async fn minted_tokens_verify() {
         let args = TokenArgs {
             subject: "demo".into(),
             roles: vec!["patient".into()],
@@ -509,8 +574,29 @@ mod tests {
             .expect("settings");
         let token = token(&args, &jwt).expect("mint");
         let verifier = jwt.authenticator("FR").expect("auth");
-        let claims = verifier.verify(&token).expect("valid");
+        let claims = verifier.verify(&token).await.expect("valid");
         assert_eq!(claims.country, "FR");
         assert_eq!(claims.sub, "demo");
+    }
+
+    #[test]
+    fn no_hs256_tokens_where_hs256_is_not_accepted() {
+        let args = TokenArgs {
+            subject: "demo".into(),
+            roles: vec!["patient".into()],
+            country: "FR".into(),
+            ttl: Duration::from_secs(60),
+        };
+        let jwt = JwtSettings::read(&Env::from_map([
+            ("PULSE_JWT_ALGORITHMS", "EdDSA"),
+            (
+                "PULSE_JWKS_URL",
+                "http://identity:8080/.well-known/jwks.json",
+            ),
+            ("PULSE_JWT_SECRET", "x".repeat(40).as_str()),
+        ]))
+        .expect("settings");
+        let err = token(&args, &jwt).expect_err("HS256 not accepted");
+        assert!(err.to_string().contains("PULSE_JWT_ALGORITHMS"), "{err}");
     }
 }

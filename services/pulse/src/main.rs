@@ -5,9 +5,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = pulse::Cli::parse();
-    // `token` prints only the token, so it can be captured by scripts.
+    // `token` and `keys` print only the token or key id, so it can be captured by scripts.
     let _telemetry = match &cli.command {
-        pulse::Command::Token(_) => None,
+        pulse::Command::Token(_) | pulse::Command::Keys(_) => None,
         _ => match pulse_kit::telemetry::init("pulse") {
             Ok(guard) => Some(guard),
             Err(err) => {

@@ -97,11 +97,74 @@ fn an_unknown_payment_provider_stops_ordering_naming_the_variable() {
 
 #[test]
 fn the_sandbox_refuses_to_start_without_the_development_switch() {
-    let stderr = refused("all", &[("PULSE_PAYMENT_PROVIDER", "sandbox")]);
+    let stderr = refused("ordering", &[("PULSE_PAYMENT_PROVIDER", "sandbox")]);
     assert!(
         stderr.contains("PULSE_PAYMENT_PROVIDER") && stderr.contains("PULSE_DEVELOPMENT_MODE"),
         "{stderr}"
     );
+    // Identity's SMS sandbox (it writes codes to a file) likewise.
+    let keyring = Keyring::new();
+    let stderr = refused(
+        "identity",
+        &[
+            ("PULSE_IDENTITY_KEYRING_SECRET_FILE", keyring.path()),
+            ("PULSE_IDENTITY_SMS_PROVIDER", "sandbox"),
+        ],
+    );
+    assert!(
+        stderr.contains("PULSE_IDENTITY_SMS_PROVIDER") && stderr.contains("PULSE_DEVELOPMENT_MODE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn identity_without_its_keyring_secret_stops_naming_the_variable() {
+    let stderr = refused("identity", &[("PULSE_DEVELOPMENT_MODE", "true")]);
+    assert!(
+        stderr.contains("PULSE_IDENTITY_KEYRING_SECRET_FILE"),
+        "{stderr}"
+    );
+    let short = Keyring::with("too short");
+    let stderr = refused(
+        "identity",
+        &[
+            ("PULSE_DEVELOPMENT_MODE", "true"),
+            ("PULSE_IDENTITY_KEYRING_SECRET_FILE", short.path()),
+        ],
+    );
+    assert!(
+        stderr.contains("PULSE_IDENTITY_KEYRING_SECRET_FILE") && stderr.contains("32"),
+        "{stderr}"
+    );
+}
+
+/// A keyring secret file in a directory of its own, removed when dropped.
+struct Keyring {
+    _dir: pulse_kit::testing::TempDir,
+    path: String,
+}
+
+impl Keyring {
+    /// The secret every test keyring holds.
+    const SECRET: &str = "keyring-secret-that-must-never-be-logged-0123456789";
+
+    fn new() -> Self {
+        Self::with(Self::SECRET)
+    }
+
+    fn with(content: &str) -> Self {
+        let dir = pulse_kit::testing::TempDir::new("cli-keyring");
+        let path = dir.path().join("keyring");
+        std::fs::write(&path, content).expect("keyring file");
+        Self {
+            path: path.display().to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
 }
 
 #[test]
@@ -110,13 +173,21 @@ fn the_start_up_log_shows_the_settings_without_secrets() {
         "jwt-secret-that-must-never-be-logged-42",
         "sk_test_api-key-that-must-never-be-logged",
         "whsec_webhook-secret-never-logged",
+        "sms-auth-token-that-must-never-be-logged",
+        Keyring::SECRET,
     ];
+    let keyring = Keyring::new();
     let mut child = pulse_serve(
         "all",
         &[
             ("PULSE_PAYMENT_PROVIDER", "stripe"),
             ("PULSE_STRIPE_API_KEY", secrets[1]),
             ("PULSE_PAYMENT_WEBHOOK_SECRET", secrets[2]),
+            ("PULSE_IDENTITY_KEYRING_SECRET_FILE", keyring.path()),
+            ("PULSE_IDENTITY_SMS_PROVIDER", "twilio"),
+            ("PULSE_IDENTITY_SMS_ACCOUNT", "AC0123456789abcdef"),
+            ("PULSE_IDENTITY_SMS_AUTH_TOKEN", secrets[3]),
+            ("PULSE_IDENTITY_SMS_FROM", "+33700000000"),
             ("RUST_LOG", "info"),
         ],
     )

@@ -10,14 +10,15 @@
 //! the clients, the same server come back. Each process's log is in
 //! `$TMPDIR/pulse-crash<instance>/`.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Ports, Process};
 use pulse_kit::envelope::EventEnvelope;
 use pulse_kit::testing::{self, TestDatabase};
 use rskafka::client::partition::UnknownTopicHandling;
@@ -44,32 +45,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// platform's business (in a cluster the other replicas serve meanwhile); what this bounds is
 /// that nothing the dead process held — an idempotency key, a lock — keeps its requests waiting.
 const USABLE_WITHIN: Duration = Duration::from_secs(2);
-
-/// One `pulse serve` process; killed (SIGKILL) when dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    /// `kill -9` and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One country deployment of the binary: its database, keyspace and ports, which every process
 /// of the test shares.
@@ -169,44 +144,24 @@ impl Deployment {
     /// Starts process number `generation`.
     fn spawn(&self, generation: usize) -> Process {
         let log = self.logs.join(format!("pulse-{generation}.log"));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pulse"));
+        let ports = Ports {
+            http: self.http,
+            grpc: self.grpc,
+            admin: self.admin,
+        };
+        let mut command = common::serve(self.target, &self.db.url, &self.instance, ports);
         command
-            .args(["serve", "--target", self.target])
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .env("PULSE_DATABASE_URL", &self.db.url)
-            .env("PULSE_REDIS_URL", testing::redis_url())
-            .env("PULSE_KAFKA_BROKERS", testing::kafka_brokers().join(","))
             .env("PULSE_KAFKA_PARTITIONS", PARTITIONS)
-            .env("PULSE_JWT_SECRET", testing::TEST_JWT_SECRET)
-            .env("PULSE_JWT_ISSUER", testing::TEST_JWT_ISSUER)
-            .env("PULSE_HTTP_ADDR", format!("127.0.0.1:{}", self.http))
-            .env("PULSE_GRPC_ADDR", format!("127.0.0.1:{}", self.grpc))
-            .env("PULSE_ADMIN_ADDR", format!("127.0.0.1:{}", self.admin))
-            .env("PULSE_DRAIN_SECONDS", "0")
             // Enough for two cores; fewer cold connections to open after the restart (each is a
             // SCRAM handshake, slow in an unoptimised build).
             .env("PULSE_DB_MAX_CONNECTIONS", "4")
-            .env("PULSE_DEVELOPMENT_MODE", "true")
-            .env("PULSE_MIGRATE_ON_START", "true")
-            .env("PULSE_INSTANCE", &self.instance)
-            .env("PULSE_COUNTRY__CODE", "FR")
-            .env("PULSE_COUNTRY__TIMEZONE", "Europe/Paris")
-            .env("PULSE_COUNTRY__CURRENCY", "EUR")
-            .env("PULSE_COUNTRY__LOCALE", "fr-FR")
             .env("PULSE_COUNTRY__BOOKING__HORIZON_DAYS", "60")
             .env("PULSE_COUNTRY__RATE_LIMITS__REQUESTS_PER_SECOND", "1000000")
             .env("PULSE_COUNTRY__RATE_LIMITS__BURST", "1000000")
             // Every process of the deployment accepts the sandbox's signed webhooks.
             .env("PULSE_PAYMENT_WEBHOOK_SECRET", "whsec_crash-test")
-            .envs(self.settings.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = command.spawn().expect("pulse starts");
-        Process { child, log }
+            .envs(self.settings.iter().copied());
+        Process::spawn(command, log)
     }
 
     /// Waits until `path` on the public listener answers 200; returns when it did.

@@ -1,0 +1,196 @@
+//! Request and response bodies of identity's HTTP API (JSON, camelCase).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::profile::ProfileChange;
+use crate::sessions::Session;
+use crate::store::UserRow;
+
+/// `POST /v1/auth/otp`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpRequest {
+    /// The phone, international (`+33 6 12 34 56 78`) or national (`06 12 34 56 78`).
+    pub phone: String,
+}
+
+/// The answer to `POST /v1/auth/otp`, the same for every phone.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpAccepted {
+    /// Seconds the code stays valid.
+    pub expires_in_seconds: i64,
+    /// Seconds before another code may be requested for this phone.
+    pub resend_after_seconds: i64,
+}
+
+/// `POST /v1/auth/token`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    /// The phone the code was sent to.
+    pub phone: String,
+    /// The 6-digit code.
+    pub code: String,
+}
+
+/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// The refresh token of the session.
+    pub refresh_token: String,
+}
+
+/// A session's tokens.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    /// The access token: a JWT to send as `Authorization: Bearer …` to every component.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token stays valid.
+    pub expires_in: u64,
+    /// The refresh token: opaque, good for one `POST /v1/auth/refresh`.
+    pub refresh_token: String,
+    /// Seconds the refresh token stays valid.
+    pub refresh_token_expires_in: u64,
+    /// The user's id (the access token's subject).
+    pub user_id: Uuid,
+    /// Whether this sign-in created the user.
+    pub new_user: bool,
+}
+
+impl From<Session> for TokenResponse {
+    fn from(session: Session) -> Self {
+        Self {
+            access_token: session.access.token,
+            token_type: "Bearer",
+            expires_in: session.access.expires_in,
+            refresh_token: session.refresh_token,
+            refresh_token_expires_in: session.refresh_expires_in,
+            user_id: session.user.id,
+            new_user: session.new_user,
+        }
+    }
+}
+
+/// A user's profile.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileView {
+    /// The user's id.
+    pub id: Uuid,
+    /// Phone, E.164.
+    pub phone: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Preferred language (BCP 47).
+    pub language: String,
+    /// Date of birth.
+    pub date_of_birth: Option<NaiveDate>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Whether the e-mail address is verified.
+    pub email_verified: bool,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Sign-up.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for ProfileView {
+    fn from(user: UserRow) -> Self {
+        Self {
+            id: user.id,
+            phone: user.phone,
+            name: user.name,
+            language: user.language,
+            date_of_birth: user.date_of_birth,
+            email_verified: user.email.is_some() && user.email_verified_at.is_some(),
+            email: user.email,
+            roles: user.roles,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+/// A present field, `null` included: `Some(None)` for `null`, `None` when absent.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /v1/me/profile`: a field left out is kept, `null` removes it.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfilePatch {
+    /// Name, 1 to 100 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// Preferred language, a BCP 47 tag (`fr`, `en-GB`); cannot be removed.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub language: Option<Option<String>>,
+    /// Date of birth, `YYYY-MM-DD`, not in the future.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub date_of_birth: Option<Option<String>>,
+    /// E-mail address; a new one is unverified until the code sent to it comes back.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+}
+
+impl From<ProfilePatch> for ProfileChange {
+    fn from(patch: ProfilePatch) -> Self {
+        Self {
+            name: patch.name,
+            language: patch.language,
+            date_of_birth: patch.date_of_birth,
+            email: patch.email,
+        }
+    }
+}
+
+/// `POST /v1/me/profile/email/verify`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmailVerification {
+    /// The 6-digit code sent to the address.
+    pub code: String,
+}
+
+/// `PUT /v1/users/{id}/roles`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesInput {
+    /// The user's roles from now on: some of `patient`, `practitioner`, `admin`.
+    pub roles: Vec<String>,
+}
+
+/// A user's roles.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolesView {
+    /// The user.
+    pub id: Uuid,
+    /// Roles, sorted.
+    pub roles: Vec<String>,
+}
+
+/// The JWK set (RFC 7517): `{"keys": [...]}`, each key with `kid`, `alg`, `use: "sig"` and
+/// its public material (OKP/Ed25519 `x`, or EC/P-256 `x` and `y`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct JwksDocument {
+    /// The published public keys, the signing one first.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}

@@ -1,0 +1,555 @@
+//! Identity's process settings: each variable is one [`Setting`] below (the operator renders
+//! them for identity only), read once at start-up through the kit's [`Env`] into
+//! [`IdentitySettings`]. A variable that holds no usable value is an error that names it.
+//!
+//! The keyring secret is read from a file (a mounted Kubernetes Secret in a cluster, a file
+//! `./dev up` generates locally); it seals the token-signing private keys stored in identity's
+//! database and keys the hashes of one-time codes. The sandbox SMS and e-mail providers write
+//! every message, code included, to a local file, so they run only in development mode
+//! (`PULSE_DEVELOPMENT_MODE=true`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pulse_kit::server::ServerSettings;
+use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_vars};
+
+const fn plain(var: &'static str, help: &'static str) -> Setting {
+    Setting {
+        var,
+        help,
+        secret: false,
+    }
+}
+
+/// File holding the keyring secret.
+pub const KEYRING_SECRET_FILE: Setting = plain(
+    "PULSE_IDENTITY_KEYRING_SECRET_FILE",
+    "file with the secret (at least 32 bytes) that seals identity's token-signing keys and keys the hashes of one-time codes; a mounted Kubernetes Secret in a cluster",
+);
+/// Algorithm of new signing keys.
+pub const SIGNING_ALGORITHM: Setting = plain(
+    "PULSE_IDENTITY_SIGNING_ALGORITHM",
+    "algorithm of identity's access-token signing keys: EdDSA (default) or ES256",
+);
+/// Scheduled key rotation.
+pub const KEY_ROTATION_DAYS: Setting = plain(
+    "PULSE_IDENTITY_KEY_ROTATION_DAYS",
+    "days after which identity's signing key is replaced by a new one (default 30)",
+);
+/// Access-token lifetime.
+pub const ACCESS_TOKEN_SECONDS: Setting = plain(
+    "PULSE_IDENTITY_ACCESS_TOKEN_SECONDS",
+    "lifetime of an access token, in seconds (default 900)",
+);
+/// Refresh-token lifetime.
+pub const REFRESH_TOKEN_DAYS: Setting = plain(
+    "PULSE_IDENTITY_REFRESH_TOKEN_DAYS",
+    "lifetime of a refresh token, in days; each refresh issues a new one (default 30)",
+);
+/// SMS provider.
+pub const SMS_PROVIDER: Setting = plain(
+    "PULSE_IDENTITY_SMS_PROVIDER",
+    "SMS provider of sign-in codes: `twilio` (a Twilio-compatible HTTP API), or `sandbox` (writes messages to a file; needs PULSE_DEVELOPMENT_MODE=true, and is then the default)",
+);
+/// SMS API base URL.
+pub const SMS_BASE_URL: Setting = plain(
+    "PULSE_IDENTITY_SMS_BASE_URL",
+    "API base URL of the Twilio-compatible SMS provider (default https://api.twilio.com)",
+);
+/// SMS account.
+pub const SMS_ACCOUNT: Setting = plain(
+    "PULSE_IDENTITY_SMS_ACCOUNT",
+    "account SID at the SMS provider (twilio)",
+);
+/// SMS auth token.
+pub const SMS_AUTH_TOKEN: Setting = Setting {
+    var: "PULSE_IDENTITY_SMS_AUTH_TOKEN",
+    help: "auth token of the SMS provider account (twilio)",
+    secret: true,
+};
+/// SMS sender.
+pub const SMS_FROM: Setting = plain(
+    "PULSE_IDENTITY_SMS_FROM",
+    "sender of the SMS, an E.164 number like +33700000000 (twilio)",
+);
+/// Sandbox SMS file.
+pub const SANDBOX_SMS_FILE: Setting = plain(
+    "PULSE_IDENTITY_SANDBOX_SMS_FILE",
+    "where the sandbox SMS provider appends each message as a JSON line (default sms-sandbox.jsonl)",
+);
+/// Sandbox e-mail file.
+pub const SANDBOX_EMAIL_FILE: Setting = plain(
+    "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
+    "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl); without development mode e-mail addresses cannot be verified yet",
+);
+/// Per-address send limit.
+pub const OTP_SENDS_PER_ADDRESS_PER_HOUR: Setting = plain(
+    "PULSE_IDENTITY_OTP_SENDS_PER_ADDRESS_PER_HOUR",
+    "sign-in codes one client address may request per hour, whatever the phones (default 20)",
+);
+
+/// Every identity setting.
+pub const ALL: &[&Setting] = &[
+    &KEYRING_SECRET_FILE,
+    &SIGNING_ALGORITHM,
+    &KEY_ROTATION_DAYS,
+    &ACCESS_TOKEN_SECONDS,
+    &REFRESH_TOKEN_DAYS,
+    &SMS_PROVIDER,
+    &SMS_BASE_URL,
+    &SMS_ACCOUNT,
+    &SMS_AUTH_TOKEN,
+    &SMS_FROM,
+    &SANDBOX_SMS_FILE,
+    &SANDBOX_EMAIL_FILE,
+    &OTP_SENDS_PER_ADDRESS_PER_HOUR,
+];
+
+/// Shortest keyring secret accepted, in bytes.
+pub const MIN_KEYRING_SECRET_BYTES: usize = 32;
+
+/// Algorithm of the keys that sign access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    /// Ed25519 signatures (`EdDSA`, JWK `OKP`).
+    EdDsa,
+    /// ECDSA on P-256 with SHA-256 (`ES256`, JWK `EC`).
+    Es256,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name (`EdDSA`, `ES256`), also stored with each key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+        }
+    }
+
+    /// The algorithm named `name` (as stored or configured).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "EdDSA" => Some(Self::EdDsa),
+            "ES256" => Some(Self::Es256),
+            _ => None,
+        }
+    }
+
+    /// The `jsonwebtoken` algorithm.
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
+/// The keyring secret's bytes (hex inside a [`Secret`], so it never prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringSecret(Secret);
+
+impl KeyringSecret {
+    /// A secret of `bytes`; `None` when shorter than [`MIN_KEYRING_SECRET_BYTES`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= MIN_KEYRING_SECRET_BYTES).then(|| Self(Secret::new(hex::encode(bytes))))
+    }
+
+    /// The bytes, for deriving the subkeys.
+    pub fn bytes(&self) -> Vec<u8> {
+        hex::decode(self.0.expose()).unwrap_or_default()
+    }
+}
+
+/// Which SMS provider sends the sign-in codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsSettings {
+    /// Appends every message to a JSON-lines file (development mode only).
+    Sandbox {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A Twilio-compatible HTTP API.
+    Twilio {
+        /// API base URL (`https://api.twilio.com`).
+        base_url: String,
+        /// Account SID.
+        account: String,
+        /// Auth token.
+        auth_token: Secret,
+        /// Sender number (E.164).
+        from: String,
+    },
+}
+
+/// Where e-mail verification codes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailSettings {
+    /// Appended to a JSON-lines file (development mode only).
+    Sandbox {
+        /// The file.
+        file: PathBuf,
+    },
+    /// No mail provider: e-mail addresses cannot be verified (changing one answers 503).
+    Unavailable,
+}
+
+/// Everything identity reads from the environment. `Debug` shows no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// `iss` of the access tokens (the deployment's `PULSE_JWT_ISSUER`).
+    pub issuer: String,
+    /// Seals the signing keys and keys the code hashes.
+    pub keyring_secret: KeyringSecret,
+    /// Algorithm of new signing keys.
+    pub signing_algorithm: SigningAlgorithm,
+    /// Age at which the signing key is rotated by the scheduled job.
+    pub key_rotation: Duration,
+    /// How often the job looks at the key's age (not a variable; tests shorten it).
+    pub key_check_interval: Duration,
+    /// Access-token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh-token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// SMS provider.
+    pub sms: SmsSettings,
+    /// Deadline of one call to the SMS provider (not a variable; tests shorten it).
+    pub sms_timeout: Duration,
+    /// E-mail verification codes.
+    pub email: EmailSettings,
+    /// Codes one client address may request per hour.
+    pub otp_sends_per_address_per_hour: u32,
+    /// Take the client address from the first `X-Forwarded-For` hop (the server's
+    /// `PULSE_TRUST_FORWARDED_FOR`, as the kit's rate limiter does).
+    pub trust_forwarded_for: bool,
+}
+
+fn keyring_secret(env: &Env) -> Result<KeyringSecret, SettingError> {
+    let path = env.required(&KEYRING_SECRET_FILE)?;
+    let bytes = std::fs::read(&path).map_err(|err| {
+        SettingError::new(&KEYRING_SECRET_FILE, format!("cannot read {path}: {err}"))
+    })?;
+    // A trailing newline (files written by editors and shells) is not part of the secret.
+    let trimmed = bytes.trim_ascii();
+    KeyringSecret::new(trimmed).ok_or_else(|| {
+        SettingError::new(
+            &KEYRING_SECRET_FILE,
+            format!(
+                "{path} holds {} bytes; the secret must be at least {MIN_KEYRING_SECRET_BYTES} random bytes (for example `head -c 48 /dev/urandom | base64`)",
+                trimmed.len()
+            ),
+        )
+    })
+}
+
+fn signing_algorithm(env: &Env) -> Result<SigningAlgorithm, SettingError> {
+    match env.text(&SIGNING_ALGORITHM) {
+        None => Ok(SigningAlgorithm::EdDsa),
+        Some(name) => SigningAlgorithm::parse(&name).ok_or_else(|| {
+            SettingError::new(
+                &SIGNING_ALGORITHM,
+                format!("`{name}` is not supported: use EdDSA or ES256"),
+            )
+        }),
+    }
+}
+
+fn sandbox_file(env: &Env, setting: &Setting, default: &str) -> PathBuf {
+    PathBuf::from(env.text(setting).unwrap_or_else(|| default.to_owned()))
+}
+
+fn sms(env: &Env, development_mode: bool) -> Result<SmsSettings, SettingError> {
+    let provider = env.text(&SMS_PROVIDER).map(|p| p.to_ascii_lowercase());
+    match provider.as_deref() {
+        Some("sandbox") | None if development_mode => Ok(SmsSettings::Sandbox {
+            file: sandbox_file(env, &SANDBOX_SMS_FILE, "sms-sandbox.jsonl"),
+        }),
+        Some("sandbox") => Err(SettingError::new(
+            &SMS_PROVIDER,
+            format!(
+                "`sandbox` writes every sign-in code to a local file, so it runs only in development mode: set {}=true for local runs only, or use `twilio`",
+                server_vars::DEVELOPMENT_MODE.var
+            ),
+        )),
+        None => Err(SettingError::new(
+            &SMS_PROVIDER,
+            format!(
+                "required: `twilio` (or `sandbox` with {}=true, for local runs only)",
+                server_vars::DEVELOPMENT_MODE.var
+            ),
+        )),
+        Some("twilio") => {
+            let required = |setting: &Setting| {
+                env.text(setting).ok_or_else(|| {
+                    SettingError::new(
+                        setting,
+                        format!(
+                            "required when {}=twilio ({})",
+                            SMS_PROVIDER.var, setting.help
+                        ),
+                    )
+                })
+            };
+            let account = required(&SMS_ACCOUNT)?;
+            if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(SettingError::new(
+                    &SMS_ACCOUNT,
+                    format!("`{account}` is not an account SID (letters and digits only)"),
+                ));
+            }
+            let auth_token = env.secret(&SMS_AUTH_TOKEN).ok_or_else(|| {
+                SettingError::new(
+                    &SMS_AUTH_TOKEN,
+                    format!("required when {}=twilio", SMS_PROVIDER.var),
+                )
+            })?;
+            let from = required(&SMS_FROM)?;
+            let e164 = from.len() >= 8
+                && from.len() <= 16
+                && from.starts_with('+')
+                && from[1..].bytes().all(|b| b.is_ascii_digit());
+            if !e164 {
+                return Err(SettingError::new(
+                    &SMS_FROM,
+                    format!("`{from}` is not an E.164 number like +33700000000"),
+                ));
+            }
+            Ok(SmsSettings::Twilio {
+                base_url: env
+                    .url(&SMS_BASE_URL, "https://api.twilio.com")?
+                    .trim_end_matches('/')
+                    .to_owned(),
+                account,
+                auth_token,
+                from,
+            })
+        }
+        Some(other) => Err(SettingError::new(
+            &SMS_PROVIDER,
+            format!("unknown provider `{other}`: use `twilio`, or `sandbox` in development mode"),
+        )),
+    }
+}
+
+impl IdentitySettings {
+    /// Reads identity's settings from `env`; the issuer, the development switch and the
+    /// forwarded-address rule come from `server`.
+    pub fn read(env: &Env, server: &ServerSettings) -> Result<Self, SettingError> {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        Ok(Self {
+            issuer: server.jwt.issuer.clone(),
+            keyring_secret: keyring_secret(env)?,
+            signing_algorithm: signing_algorithm(env)?,
+            key_rotation: days(env.number(&KEY_ROTATION_DAYS, 30, 1, 365)?),
+            key_check_interval: Duration::from_secs(300),
+            access_token_ttl: Duration::from_secs(env.number(
+                &ACCESS_TOKEN_SECONDS,
+                900,
+                60,
+                86_400,
+            )?),
+            refresh_token_ttl: days(env.number(&REFRESH_TOKEN_DAYS, 30, 1, 365)?),
+            sms: sms(env, server.development_mode)?,
+            sms_timeout: Duration::from_secs(5),
+            email: if server.development_mode {
+                EmailSettings::Sandbox {
+                    file: sandbox_file(env, &SANDBOX_EMAIL_FILE, "email-sandbox.jsonl"),
+                }
+            } else {
+                EmailSettings::Unavailable
+            },
+            otp_sends_per_address_per_hour: env.number(
+                &OTP_SENDS_PER_ADDRESS_PER_HOUR,
+                20,
+                1,
+                100_000,
+            )?,
+            trust_forwarded_for: server.trust_forwarded_for,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("pulse-identity-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Self(dir)
+        }
+
+        fn write(&self, name: &str, content: &[u8]) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, content).expect("write");
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn server(development_mode: bool) -> ServerSettings {
+        ServerSettings {
+            development_mode,
+            ..pulse_kit::testing::server_settings("postgres://unused", "redis://unused")
+        }
+    }
+
+    fn read_in(
+        development_mode: bool,
+        vars: &[(&str, &str)],
+    ) -> Result<IdentitySettings, SettingError> {
+        IdentitySettings::read(
+            &Env::from_map(vars.iter().copied()),
+            &server(development_mode),
+        )
+    }
+
+    #[test]
+    fn development_defaults_are_the_sandboxes_and_an_eddsa_key() {
+        let files = Files::new();
+        let secret = files.write("keyring", b"0123456789abcdef0123456789abcdef\n");
+        let settings = read_in(true, &[(KEYRING_SECRET_FILE.var, &secret)]).expect("defaults");
+        assert_eq!(settings.signing_algorithm, SigningAlgorithm::EdDsa);
+        assert_eq!(settings.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(settings.refresh_token_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(settings.key_rotation, Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            settings.sms,
+            SmsSettings::Sandbox {
+                file: "sms-sandbox.jsonl".into()
+            }
+        );
+        assert!(matches!(settings.email, EmailSettings::Sandbox { .. }));
+        // The trailing newline is not part of the secret.
+        assert_eq!(settings.keyring_secret.bytes().len(), 32);
+    }
+
+    #[test]
+    fn the_keyring_secret_is_required_and_long_enough() {
+        let err = read_in(true, &[]).expect_err("missing");
+        assert_eq!(err.var, KEYRING_SECRET_FILE.var);
+        assert!(err.message.starts_with("required"), "{err}");
+        let err = read_in(true, &[(KEYRING_SECRET_FILE.var, "/nonexistent/keyring")])
+            .expect_err("unreadable");
+        assert_eq!(err.var, KEYRING_SECRET_FILE.var);
+        let files = Files::new();
+        let short = files.write("short", b"too short\n");
+        let err = read_in(true, &[(KEYRING_SECRET_FILE.var, &short)]).expect_err("short");
+        assert_eq!(err.var, KEYRING_SECRET_FILE.var);
+        assert!(err.message.contains("at least 32"), "{err}");
+    }
+
+    #[test]
+    fn the_sandbox_runs_only_in_development_mode() {
+        let files = Files::new();
+        let secret = files.write("keyring", &[7u8; 40]);
+        let err = read_in(
+            false,
+            &[
+                (KEYRING_SECRET_FILE.var, &secret),
+                (SMS_PROVIDER.var, "sandbox"),
+            ],
+        )
+        .expect_err("sandbox in production");
+        assert_eq!(err.var, SMS_PROVIDER.var);
+        assert!(err.message.contains("PULSE_DEVELOPMENT_MODE=true"), "{err}");
+        let err = read_in(false, &[(KEYRING_SECRET_FILE.var, &secret)])
+            .expect_err("no provider in production");
+        assert_eq!(err.var, SMS_PROVIDER.var);
+        assert!(err.message.starts_with("required"), "{err}");
+    }
+
+    #[test]
+    fn twilio_needs_its_account_token_and_sender() {
+        let files = Files::new();
+        let secret = files.write("keyring", &[7u8; 40]);
+        let base = [
+            (KEYRING_SECRET_FILE.var, secret.as_str()),
+            (SMS_PROVIDER.var, "twilio"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            read_in(false, &vars)
+        };
+        assert_eq!(with(&[]).expect_err("account").var, SMS_ACCOUNT.var);
+        assert_eq!(
+            with(&[(SMS_ACCOUNT.var, "AC123")]).expect_err("token").var,
+            SMS_AUTH_TOKEN.var
+        );
+        assert_eq!(
+            with(&[
+                (SMS_ACCOUNT.var, "AC123"),
+                (SMS_AUTH_TOKEN.var, "token-never-shown")
+            ])
+            .expect_err("from")
+            .var,
+            SMS_FROM.var
+        );
+        for (var, value) in [
+            (SMS_FROM.var, "0612345678"),
+            (SMS_BASE_URL.var, "api.twilio.com"),
+            (SMS_ACCOUNT.var, "AC/../x"),
+        ] {
+            let mut vars = vec![
+                (SMS_ACCOUNT.var, "AC123"),
+                (SMS_AUTH_TOKEN.var, "token-never-shown"),
+                (SMS_FROM.var, "+33700000000"),
+            ];
+            vars.retain(|(v, _)| *v != var);
+            vars.push((var, value));
+            assert_eq!(with(&vars).expect_err(value).var, var);
+        }
+        let settings = with(&[
+            (SMS_ACCOUNT.var, "AC123"),
+            (SMS_AUTH_TOKEN.var, "token-never-shown"),
+            (SMS_FROM.var, "+33700000000"),
+            (SMS_BASE_URL.var, "http://127.0.0.1:9999/"),
+        ])
+        .expect("twilio");
+        assert!(matches!(
+            &settings.sms,
+            SmsSettings::Twilio { base_url, .. } if base_url == "http://127.0.0.1:9999"
+        ));
+        assert_eq!(settings.email, EmailSettings::Unavailable);
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("token-never-shown"), "{shown}");
+        assert!(!shown.contains(&hex::encode([7u8; 40])), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let files = Files::new();
+        let secret = files.write("keyring", &[7u8; 40]);
+        for (var, value) in [
+            (SIGNING_ALGORITHM.var, "HS256"),
+            (SIGNING_ALGORITHM.var, "none"),
+            (KEY_ROTATION_DAYS.var, "0"),
+            (ACCESS_TOKEN_SECONDS.var, "5"),
+            (REFRESH_TOKEN_DAYS.var, "forever"),
+            (SMS_PROVIDER.var, "carrier-pigeon"),
+            (OTP_SENDS_PER_ADDRESS_PER_HOUR.var, "0"),
+        ] {
+            let err = read_in(true, &[(KEYRING_SECRET_FILE.var, &secret), (var, value)])
+                .expect_err(value);
+            assert_eq!(err.var, var, "{err}");
+        }
+        let settings = read_in(
+            true,
+            &[
+                (KEYRING_SECRET_FILE.var, &secret),
+                (SIGNING_ALGORITHM.var, "ES256"),
+            ],
+        )
+        .expect("ES256");
+        assert_eq!(settings.signing_algorithm, SigningAlgorithm::Es256);
+    }
+}
