@@ -437,12 +437,64 @@ pub async fn redis_connection() -> ::redis::aio::MultiplexedConnection {
 
 /// A loopback port nothing listens on now, for settings that must name a server's own ports in
 /// advance. It is picked below the ephemeral range (32768 and up on Linux), so no outgoing
-/// connection of another test takes it before the server binds it.
+/// connection takes it before the server binds it, and reserved for ten minutes across every
+/// test process of the machine ([`reserve_port`]), so two tests running at once never get the
+/// same one (a server binds its ports only after its migrations, seconds later).
 pub fn free_port() -> u16 {
     loop {
         let port = 20_000 + rand::random_range(0..12_000u16);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port(port) {
             return port;
+        }
+    }
+}
+
+/// How long a port handed out by [`free_port`] stays reserved, in seconds.
+const PORT_RESERVATION_SECS: u64 = 600;
+
+/// Reserves `port` for this window of [`PORT_RESERVATION_SECS`] by creating a file named after
+/// it and the window (creation is atomic: one process wins); a port reserved in the previous
+/// window is not handed out either. `false` if someone holds it.
+fn reserve_port(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("pulse-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let window = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / PORT_RESERVATION_SECS);
+    if dir
+        .join(format!("{port}.{}", window.saturating_sub(1)))
+        .exists()
+    {
+        return false;
+    }
+    let taken = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(format!("{port}.{window}")))
+        .is_ok();
+    if taken && rand::random_range(0..100u8) == 0 {
+        forget_old_reservations(&dir, window);
+    }
+    taken
+}
+
+/// Removes reservations older than the previous window (now and then, so the directory stays
+/// small).
+fn forget_old_reservations(dir: &Path, window: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let old = name
+            .to_str()
+            .and_then(|n| n.split_once('.'))
+            .and_then(|(_, w)| w.parse::<u64>().ok())
+            .is_some_and(|w| w + 1 < window);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
