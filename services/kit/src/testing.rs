@@ -41,11 +41,20 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates an empty database.
+    /// Creates an empty database, named after the time it was made (so the databases of test
+    /// processes that ended before they could drop theirs are dropped later, by
+    /// [`drop_forgotten_databases`]).
     pub async fn create() -> Self {
-        let name = format!("pulse_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!(
+            "pulse_test_{}_{}",
+            unix_seconds(),
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         let server = pg_server_url();
         let mut admin = connect(&format!("{server}/postgres")).await;
+        if rand::random_range(0..20u8) == 0 {
+            drop_forgotten_databases(&mut admin).await;
+        }
         // The name is generated above from hex digits only; identifiers cannot be bound.
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
@@ -70,12 +79,50 @@ async fn connect(url: &str) -> PgConnection {
         })
 }
 
+/// How long a test database may live before any test process drops it as forgotten (longer
+/// than any test may run: nextest ends a test after five minutes).
+const FORGOTTEN_AFTER_SECS: u64 = 1800;
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Drops the test databases made more than [`FORGOTTEN_AFTER_SECS`] ago.
+async fn drop_forgotten_databases(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'pulse\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = unix_seconds().saturating_sub(FORGOTTEN_AFTER_SECS);
+    for name in names {
+        let made = name
+            .strip_prefix("pulse_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        // Only names this code makes (digits, hex, underscores): safe as an identifier.
+        let well_formed = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if well_formed && made.is_some_and(|made| made < cutoff) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
+}
+
 impl Drop for TestDatabase {
+    /// Drops the database from a thread of its own, waiting for it at most two seconds. It can
+    /// take longer only when the test's runtime, blocked here, froze a connection in the middle
+    /// of its handshake: PostgreSQL then cannot drop the database until that backend gives up
+    /// (`authentication_timeout`, a minute). Rather than stall the test, the drop goes on in the
+    /// background, and a later test drops the database if this process ends first.
     fn drop(&mut self) {
         let name = self.name.clone();
         let server = pg_server_url();
-        // Dropping runs outside the test's runtime, which may be shutting down.
-        let dropped = std::thread::spawn(move || {
+        let (done, dropped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -89,8 +136,9 @@ impl Drop for TestDatabase {
                     .await;
                 admin.close().await.ok();
             });
+            let _ = done.send(());
         });
-        let _ = dropped.join();
+        let _ = dropped.recv_timeout(std::time::Duration::from_secs(2));
     }
 }
 
