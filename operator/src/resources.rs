@@ -37,74 +37,7 @@ use crate::crd::{
     SecretKeyRef, SmsProvider, SmsSpec,
 };
 
-/// Identity's own settings, which the operator renders for identity only.
-///
-/// They are defined by identity (`pulse_identity::settings`, same constant names), which the
-/// operator does not depend on (it would pull identity's whole stack into the operator), and
-/// not yet in `pulse_kit::settings`, so they are spelled here by the contract's names.
-/// `tests/tests/contract.rs` proves that `pulse serve --target identity` reads every one the
-/// operator renders.
-pub mod identity_vars {
-    use pulse_kit::settings::Setting;
-
-    const fn plain(var: &'static str, help: &'static str) -> Setting {
-        Setting {
-            var,
-            help,
-            secret: false,
-        }
-    }
-
-    /// File with the secret sealing identity's signing keys.
-    pub const KEYRING_SECRET_FILE: Setting = plain(
-        "PULSE_IDENTITY_KEYRING_SECRET_FILE",
-        "file with the secret (at least 32 bytes) that seals identity's signing keys",
-    );
-    /// Identity's signing algorithm.
-    pub const SIGNING_ALGORITHM: Setting = plain(
-        "PULSE_IDENTITY_SIGNING_ALGORITHM",
-        "algorithm identity signs tokens with: EdDSA or ES256",
-    );
-    /// Identity's scheduled key rotation period.
-    pub const KEY_ROTATION_DAYS: Setting = plain(
-        "PULSE_IDENTITY_KEY_ROTATION_DAYS",
-        "days between scheduled rotations of identity's signing key",
-    );
-    /// Identity's SMS provider.
-    pub const SMS_PROVIDER: Setting = plain(
-        "PULSE_IDENTITY_SMS_PROVIDER",
-        "SMS provider of identity: twilio or sandbox",
-    );
-    /// Base URL of the Twilio-compatible provider.
-    pub const SMS_BASE_URL: Setting = plain(
-        "PULSE_IDENTITY_SMS_BASE_URL",
-        "API base URL of the Twilio-compatible SMS provider",
-    );
-    /// Account SID.
-    pub const SMS_ACCOUNT: Setting = plain(
-        "PULSE_IDENTITY_SMS_ACCOUNT",
-        "account SID of the SMS provider",
-    );
-    /// Auth token.
-    pub const SMS_AUTH_TOKEN: Setting = Setting {
-        var: "PULSE_IDENTITY_SMS_AUTH_TOKEN",
-        help: "auth token of the SMS provider",
-        secret: true,
-    };
-    /// Sender number.
-    pub const SMS_FROM: Setting =
-        plain("PULSE_IDENTITY_SMS_FROM", "sender number of the SMS, E.164");
-    /// Where the sandbox SMS provider writes.
-    pub const SANDBOX_SMS_FILE: Setting = plain(
-        "PULSE_IDENTITY_SANDBOX_SMS_FILE",
-        "file the sandbox SMS provider appends each message to, as a JSON line",
-    );
-    /// Where e-mail verification codes are written in development mode.
-    pub const SANDBOX_EMAIL_FILE: Setting = plain(
-        "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-        "file e-mail verification codes are appended to in development mode, as JSON lines",
-    );
-}
+use pulse_kit::settings::identity as identity_vars;
 
 /// Field manager of every server-side apply, and the `managed-by` label value.
 pub const MANAGER: &str = "pulse-operator";

@@ -12,11 +12,10 @@
 mod problems;
 mod views;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::{CACHE_CONTROL, PRAGMA};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -144,25 +143,13 @@ impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let forwarded = state
-            .trust_forwarded_for
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-            })
-            .flatten();
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+        let address = pulse_kit::ratelimit::client_address(
+            &parts.headers,
+            &parts.extensions,
+            state.trust_forwarded_for,
+        );
         Ok(Self(
-            forwarded
-                .or(peer)
-                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            address.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
         ))
     }
 }

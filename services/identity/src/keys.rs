@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use pulse_kit::auth::Claims;
 use pulse_kit::auth::jwks::{Jwk, JwkSet, ed25519_jwk, p256_jwk};
 use pulse_kit::problem::Problem;
@@ -34,8 +34,6 @@ use crate::settings::SigningAlgorithm;
 const KEYS_LOCK: &str = "pulse-identity-signing-keys";
 /// How long a replaced key stays published after the last token it signed has expired.
 pub const RETIREMENT_LEEWAY: Duration = Duration::from_secs(60);
-/// Leeway of `exp` when identity verifies its own tokens (the kit's is the same).
-const VERIFY_LEEWAY_SECONDS: u64 = 30;
 /// Retired keys are deleted this long after they left the JWKS.
 const RETIRED_KEYS_KEPT: Duration = Duration::from_secs(7 * 86_400);
 
@@ -458,34 +456,8 @@ impl Keyring {
             .ok_or_else(|| Problem::internal(&format!("key {kid} has algorithm {algorithm}")))?;
         let jwk: Jwk = serde_json::from_value(jwk).map_err(|e| Problem::internal(&e))?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| Problem::internal(&e))?;
-        let mut validation = Validation::new(algorithm.jwt());
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.validate_aud = false;
-        validation.leeway = VERIFY_LEEWAY_SECONDS;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &decoding, &validation).map_err(|err| {
-                use jsonwebtoken::errors::ErrorKind;
-                Problem::unauthorized(match err.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
-                    ErrorKind::InvalidIssuer => "the token was issued by an unknown issuer".into(),
-                    ErrorKind::InvalidSignature => "the token signature is invalid".into(),
-                    ErrorKind::InvalidAlgorithm => {
-                        format!("the token must be signed with {}", algorithm.as_str())
-                    }
-                    _ => format!("the token is invalid ({err})"),
-                })
-            })?;
-        let claims = data.claims;
-        if claims.country != self.country {
-            return Err(Problem::forbidden(format!(
-                "the token is for country {} but this deployment serves {}",
-                claims.country, self.country
-            ))
-            .with("tokenCountry", claims.country.clone())
-            .with("deploymentCountry", self.country.clone()));
-        }
-        Ok(claims)
+        let validation = pulse_kit::auth::validation(algorithm.jwt(), &self.issuer);
+        pulse_kit::auth::decode_checked(token, &decoding, &validation, &self.country)
     }
 }
 
@@ -552,7 +524,7 @@ mod tests {
             assert_eq!(json["alg"], algorithm.as_str());
             let jwk: Jwk = serde_json::from_value(json).expect("round trip");
             let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
-            let mut validation = Validation::new(algorithm.jwt());
+            let mut validation = jsonwebtoken::Validation::new(algorithm.jwt());
             validation.set_issuer(&["pulse"]);
             let verified = jsonwebtoken::decode::<AccessClaims>(&token, &decoding, &validation)
                 .expect("verifies");

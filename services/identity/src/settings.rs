@@ -14,97 +14,12 @@ use std::time::Duration;
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_vars};
 
-const fn plain(var: &'static str, help: &'static str) -> Setting {
-    Setting {
-        var,
-        help,
-        secret: false,
-    }
-}
-
-/// File holding the keyring secret.
-pub const KEYRING_SECRET_FILE: Setting = plain(
-    "PULSE_IDENTITY_KEYRING_SECRET_FILE",
-    "file with the secret (at least 32 bytes) that seals identity's token-signing keys and keys the hashes of one-time codes; a mounted Kubernetes Secret in a cluster",
-);
-/// Algorithm of new signing keys.
-pub const SIGNING_ALGORITHM: Setting = plain(
-    "PULSE_IDENTITY_SIGNING_ALGORITHM",
-    "algorithm of identity's access-token signing keys: EdDSA (default) or ES256",
-);
-/// Scheduled key rotation.
-pub const KEY_ROTATION_DAYS: Setting = plain(
-    "PULSE_IDENTITY_KEY_ROTATION_DAYS",
-    "days after which identity's signing key is replaced by a new one (default 30)",
-);
-/// Access-token lifetime.
-pub const ACCESS_TOKEN_SECONDS: Setting = plain(
-    "PULSE_IDENTITY_ACCESS_TOKEN_SECONDS",
-    "lifetime of an access token, in seconds (default 900)",
-);
-/// Refresh-token lifetime.
-pub const REFRESH_TOKEN_DAYS: Setting = plain(
-    "PULSE_IDENTITY_REFRESH_TOKEN_DAYS",
-    "lifetime of a refresh token, in days; each refresh issues a new one (default 30)",
-);
-/// SMS provider.
-pub const SMS_PROVIDER: Setting = plain(
-    "PULSE_IDENTITY_SMS_PROVIDER",
-    "SMS provider of sign-in codes: `twilio` (a Twilio-compatible HTTP API), or `sandbox` (writes messages to a file; needs PULSE_DEVELOPMENT_MODE=true, and is then the default)",
-);
-/// SMS API base URL.
-pub const SMS_BASE_URL: Setting = plain(
-    "PULSE_IDENTITY_SMS_BASE_URL",
-    "API base URL of the Twilio-compatible SMS provider (default https://api.twilio.com)",
-);
-/// SMS account.
-pub const SMS_ACCOUNT: Setting = plain(
-    "PULSE_IDENTITY_SMS_ACCOUNT",
-    "account SID at the SMS provider (twilio)",
-);
-/// SMS auth token.
-pub const SMS_AUTH_TOKEN: Setting = Setting {
-    var: "PULSE_IDENTITY_SMS_AUTH_TOKEN",
-    help: "auth token of the SMS provider account (twilio)",
-    secret: true,
+/// The identity settings, defined in the kit so the operator renders the same names.
+pub use pulse_kit::settings::identity::{
+    ACCESS_TOKEN_SECONDS, ALL, KEY_ROTATION_DAYS, KEYRING_SECRET_FILE,
+    OTP_SENDS_PER_ADDRESS_PER_HOUR, REFRESH_TOKEN_DAYS, SANDBOX_EMAIL_FILE, SANDBOX_SMS_FILE,
+    SIGNING_ALGORITHM, SMS_ACCOUNT, SMS_AUTH_TOKEN, SMS_BASE_URL, SMS_FROM, SMS_PROVIDER,
 };
-/// SMS sender.
-pub const SMS_FROM: Setting = plain(
-    "PULSE_IDENTITY_SMS_FROM",
-    "sender of the SMS, an E.164 number like +33700000000 (twilio)",
-);
-/// Sandbox SMS file.
-pub const SANDBOX_SMS_FILE: Setting = plain(
-    "PULSE_IDENTITY_SANDBOX_SMS_FILE",
-    "where the sandbox SMS provider appends each message as a JSON line (default sms-sandbox.jsonl)",
-);
-/// Sandbox e-mail file.
-pub const SANDBOX_EMAIL_FILE: Setting = plain(
-    "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-    "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl); without development mode e-mail addresses cannot be verified yet",
-);
-/// Per-address send limit.
-pub const OTP_SENDS_PER_ADDRESS_PER_HOUR: Setting = plain(
-    "PULSE_IDENTITY_OTP_SENDS_PER_ADDRESS_PER_HOUR",
-    "sign-in codes one client address may request per hour, whatever the phones (default 20)",
-);
-
-/// Every identity setting.
-pub const ALL: &[&Setting] = &[
-    &KEYRING_SECRET_FILE,
-    &SIGNING_ALGORITHM,
-    &KEY_ROTATION_DAYS,
-    &ACCESS_TOKEN_SECONDS,
-    &REFRESH_TOKEN_DAYS,
-    &SMS_PROVIDER,
-    &SMS_BASE_URL,
-    &SMS_ACCOUNT,
-    &SMS_AUTH_TOKEN,
-    &SMS_FROM,
-    &SANDBOX_SMS_FILE,
-    &SANDBOX_EMAIL_FILE,
-    &OTP_SENDS_PER_ADDRESS_PER_HOUR,
-];
 
 /// Shortest keyring secret accepted, in bytes.
 pub const MIN_KEYRING_SECRET_BYTES: usize = 32;
@@ -373,25 +288,18 @@ impl IdentitySettings {
 mod tests {
     use super::*;
 
-    struct Files(PathBuf);
+    /// A temporary directory for the settings' files.
+    struct Files(pulse_kit::testing::TempDir);
 
     impl Files {
         fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("pulse-identity-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            Self(dir)
+            Self(pulse_kit::testing::TempDir::new("identity-settings"))
         }
 
         fn write(&self, name: &str, content: &[u8]) -> String {
-            let path = self.0.join(name);
+            let path = self.0.path().join(name);
             std::fs::write(&path, content).expect("write");
             path.display().to_string()
-        }
-    }
-
-    impl Drop for Files {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -84,22 +84,11 @@ impl RateLimiter {
         if let Some(principal) = parts.extensions().get::<Principal>() {
             return format!("sub:{}", principal.subject());
         }
-        let forwarded = self
-            .trust_forwarded_for
-            .then(|| {
-                parts
-                    .headers()
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
-            })
-            .flatten();
-        let peer = parts
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        match forwarded.or(peer) {
+        match client_address(
+            parts.headers(),
+            parts.extensions(),
+            self.trust_forwarded_for,
+        ) {
             Some(ip) => format!("ip:{ip}"),
             None => "unknown".to_owned(),
         }
@@ -155,6 +144,30 @@ pub async fn middleware(
             .into_response()
         }
     }
+}
+
+/// A request's client address: the first `X-Forwarded-For` hop when the deployment trusts its
+/// proxy (`PULSE_TRUST_FORWARDED_FOR`, behind an ingress), else the connection's peer; `None`
+/// when neither is known.
+pub fn client_address(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    trust_forwarded_for: bool,
+) -> Option<IpAddr> {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|ip| ip.trim().parse::<IpAddr>().ok())
+        })
+        .flatten();
+    forwarded.or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+    })
 }
 
 #[cfg(test)]

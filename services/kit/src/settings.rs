@@ -550,6 +550,94 @@ pub mod ordering {
     ];
 }
 
+/// Identity's settings (the operator writes some of them).
+pub mod identity {
+    use super::Setting;
+
+    /// File holding the keyring secret.
+    pub const KEYRING_SECRET_FILE: Setting = Setting::plain(
+        "PULSE_IDENTITY_KEYRING_SECRET_FILE",
+        "file with the secret (at least 32 bytes) that seals identity's token-signing keys and keys the hashes of one-time codes; a mounted Kubernetes Secret in a cluster",
+    );
+    /// Algorithm of new signing keys.
+    pub const SIGNING_ALGORITHM: Setting = Setting::plain(
+        "PULSE_IDENTITY_SIGNING_ALGORITHM",
+        "algorithm of identity's access-token signing keys: EdDSA (default) or ES256",
+    );
+    /// Scheduled key rotation.
+    pub const KEY_ROTATION_DAYS: Setting = Setting::plain(
+        "PULSE_IDENTITY_KEY_ROTATION_DAYS",
+        "days after which identity's signing key is replaced by a new one (default 30)",
+    );
+    /// Access-token lifetime.
+    pub const ACCESS_TOKEN_SECONDS: Setting = Setting::plain(
+        "PULSE_IDENTITY_ACCESS_TOKEN_SECONDS",
+        "lifetime of an access token, in seconds (default 900)",
+    );
+    /// Refresh-token lifetime.
+    pub const REFRESH_TOKEN_DAYS: Setting = Setting::plain(
+        "PULSE_IDENTITY_REFRESH_TOKEN_DAYS",
+        "lifetime of a refresh token, in days; each refresh issues a new one (default 30)",
+    );
+    /// SMS provider.
+    pub const SMS_PROVIDER: Setting = Setting::plain(
+        "PULSE_IDENTITY_SMS_PROVIDER",
+        "SMS provider of sign-in codes: `twilio` (a Twilio-compatible HTTP API), or `sandbox` (writes messages to a file; needs PULSE_DEVELOPMENT_MODE=true, and is then the default)",
+    );
+    /// SMS API base URL.
+    pub const SMS_BASE_URL: Setting = Setting::plain(
+        "PULSE_IDENTITY_SMS_BASE_URL",
+        "API base URL of the Twilio-compatible SMS provider (default https://api.twilio.com)",
+    );
+    /// SMS account.
+    pub const SMS_ACCOUNT: Setting = Setting::plain(
+        "PULSE_IDENTITY_SMS_ACCOUNT",
+        "account SID at the SMS provider (twilio)",
+    );
+    /// SMS auth token.
+    pub const SMS_AUTH_TOKEN: Setting = Setting::secret(
+        "PULSE_IDENTITY_SMS_AUTH_TOKEN",
+        "auth token of the SMS provider account (twilio)",
+    );
+    /// SMS sender.
+    pub const SMS_FROM: Setting = Setting::plain(
+        "PULSE_IDENTITY_SMS_FROM",
+        "sender of the SMS, an E.164 number like +33700000000 (twilio)",
+    );
+    /// Sandbox SMS file.
+    pub const SANDBOX_SMS_FILE: Setting = Setting::plain(
+        "PULSE_IDENTITY_SANDBOX_SMS_FILE",
+        "where the sandbox SMS provider appends each message as a JSON line (default sms-sandbox.jsonl)",
+    );
+    /// Sandbox e-mail file.
+    pub const SANDBOX_EMAIL_FILE: Setting = Setting::plain(
+        "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
+        "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl); without development mode e-mail addresses cannot be verified yet",
+    );
+    /// Per-address send limit.
+    pub const OTP_SENDS_PER_ADDRESS_PER_HOUR: Setting = Setting::plain(
+        "PULSE_IDENTITY_OTP_SENDS_PER_ADDRESS_PER_HOUR",
+        "sign-in codes one client address may request per hour, whatever the phones (default 20)",
+    );
+
+    /// Every identity setting.
+    pub const ALL: &[&Setting] = &[
+        &KEYRING_SECRET_FILE,
+        &SIGNING_ALGORITHM,
+        &KEY_ROTATION_DAYS,
+        &ACCESS_TOKEN_SECONDS,
+        &REFRESH_TOKEN_DAYS,
+        &SMS_PROVIDER,
+        &SMS_BASE_URL,
+        &SMS_ACCOUNT,
+        &SMS_AUTH_TOKEN,
+        &SMS_FROM,
+        &SANDBOX_SMS_FILE,
+        &SANDBOX_EMAIL_FILE,
+        &OTP_SENDS_PER_ADDRESS_PER_HOUR,
+    ];
+}
+
 /// Where things live in a cluster: the conventions the operator creates and `pulse` relies on.
 pub mod cluster {
     /// Port of the public HTTP listener in a pod.

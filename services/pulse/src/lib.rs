@@ -5,6 +5,7 @@
 //! one target. The same code path serves both.
 
 pub mod keys;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +150,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Identity's token-signing keys: `pulse keys rotate` (needs identity's settings).
     Keys(keys::KeysArgs),
+    /// Identity's users: `pulse users grant --user <id> --roles admin` (the first administrator).
+    Users(users::UsersArgs),
 }
 
 /// Which components.
@@ -272,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Seed(args) => seed(&env, &args).await,
         Command::Keys(args) => keys::run(&env, &args).await,
+        Command::Users(args) => users::run(&env, &args).await,
     }
 }
 
