@@ -165,6 +165,14 @@ async fn only_one_relay_publishes_at_a_time() {
     let env = env().await;
     let component = format!("outbox{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let outbox = Outbox::new("FR", "fr", &component);
+    // The topic exists before anyone reads it: a reader's metadata request can make the broker
+    // create it with its own default partition count, and the relays then publish by that count.
+    let partitions = env
+        .kafka
+        .ensure_topic(outbox.topic(), 1)
+        .await
+        .expect("topic");
+    let partition = partition_for("k", &partitions);
     let stop = CancellationToken::new();
     let mut relays = Vec::new();
     for _ in 0..3 {
@@ -198,9 +206,16 @@ async fn only_one_relay_publishes_at_a_time() {
             .expect("append");
         tx.commit().await.expect("commit");
     }
-    let records = read_all(&env.kafka, outbox.topic(), 0, 50).await;
+    let records = read_all(&env.kafka, outbox.topic(), partition, 50).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let again = read_for(&env.kafka, outbox.topic(), 0, 51, Duration::from_secs(1)).await;
+    let again = read_for(
+        &env.kafka,
+        outbox.topic(),
+        partition,
+        51,
+        Duration::from_secs(1),
+    )
+    .await;
     let seqs: Vec<i64> = again
         .iter()
         .map(|r| {
