@@ -166,6 +166,30 @@ impl Default for OrderingRules {
     }
 }
 
+/// How the country's notifications behave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NotificationRules {
+    /// Local time (`HH:MM`) at which appointment reminders are sent, the day before.
+    #[schemars(pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub reminder_time: String,
+}
+
+impl Default for NotificationRules {
+    fn default() -> Self {
+        Self {
+            reminder_time: "18:00".into(),
+        }
+    }
+}
+
+impl NotificationRules {
+    /// The reminder time, parsed (valid after [`CountryConfig::validate`]).
+    pub fn reminder(&self) -> Option<NaiveTime> {
+        NaiveTime::parse_from_str(&self.reminder_time, "%H:%M").ok()
+    }
+}
+
 /// Request rate limits applied per client at the edge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -221,6 +245,9 @@ pub struct CountryConfig {
     /// Edge rate limits.
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// Notifications (reminder time).
+    #[serde(default)]
+    pub notifications: NotificationRules,
 }
 
 fn default_working_days() -> Vec<Weekday> {
@@ -309,6 +336,15 @@ impl CountryConfig {
                 format!(
                     "closes at {} but opens at {}: it must close after it opens",
                     self.working_hours.closes_at, self.working_hours.opens_at
+                ),
+            ));
+        }
+        if self.notifications.reminder().is_none() {
+            return Err(bad(
+                "notifications.reminderTime",
+                format!(
+                    "`{}` is not a time `HH:MM`",
+                    self.notifications.reminder_time
                 ),
             ));
         }
@@ -605,6 +641,7 @@ mod tests {
             booking: BookingRules::default(),
             ordering: OrderingRules::default(),
             rate_limits: RateLimits::default(),
+            notifications: NotificationRules::default(),
         }
     }
 

@@ -638,6 +638,124 @@ pub mod identity {
     ];
 }
 
+/// Notifier's settings (the operator writes some of them, the providers' from Secrets).
+pub mod notifier {
+    use super::Setting;
+
+    /// Identity's gRPC endpoint.
+    pub const IDENTITY_GRPC_URL: Setting = Setting::plain(
+        "PULSE_NOTIFIER_IDENTITY_GRPC_URL",
+        "identity's gRPC endpoint, where recipients' contact data is read (`http://identity.pulse-fr.svc:50051`); default: this process's own gRPC listener, for `--target all`",
+    );
+    /// Deadline of a directory call.
+    pub const DIRECTORY_TIMEOUT_MS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_DIRECTORY_TIMEOUT_MS",
+        "deadline of a call to identity's Directory, in milliseconds (default 500)",
+    );
+    /// Contact cache lifetime.
+    pub const DIRECTORY_CACHE_SECONDS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_DIRECTORY_CACHE_SECONDS",
+        "how long a recipient's contact data is reused before identity is asked again, in seconds (default 60; 0 turns the cache off)",
+    );
+    /// SMTP server.
+    pub const SMTP_URL: Setting = Setting::secret(
+        "PULSE_NOTIFIER_SMTP_URL",
+        "SMTP server of e-mail notifications, with its credentials: `smtps://user:password@host:465`, `smtp://user:password@host:587?tls=required` or, on loopback only, `smtp://127.0.0.1:1025`; unset: no e-mail is sent (e-mail deliveries are recorded as `no_provider`)",
+    );
+    /// E-mail sender.
+    pub const EMAIL_FROM: Setting = Setting::plain(
+        "PULSE_NOTIFIER_EMAIL_FROM",
+        "sender of e-mail notifications, `Name <address>` (default `Pulse <no-reply@pulse.invalid>`)",
+    );
+    /// SMS provider.
+    pub const SMS_PROVIDER: Setting = Setting::plain(
+        "PULSE_NOTIFIER_SMS_PROVIDER",
+        "SMS provider of notifications: `twilio` (a Twilio-compatible HTTP API), `sandbox` (writes messages to a file; development mode only) or `none` (default: `sandbox` in development mode, else `none`)",
+    );
+    /// SMS API base URL.
+    pub const SMS_BASE_URL: Setting = Setting::plain(
+        "PULSE_NOTIFIER_SMS_BASE_URL",
+        "API base URL of the Twilio-compatible SMS provider (default https://api.twilio.com)",
+    );
+    /// SMS account.
+    pub const SMS_ACCOUNT: Setting = Setting::plain(
+        "PULSE_NOTIFIER_SMS_ACCOUNT",
+        "account SID at the SMS provider (twilio)",
+    );
+    /// SMS auth token.
+    pub const SMS_AUTH_TOKEN: Setting = Setting::secret(
+        "PULSE_NOTIFIER_SMS_AUTH_TOKEN",
+        "auth token of the SMS provider account (twilio)",
+    );
+    /// SMS sender.
+    pub const SMS_FROM: Setting = Setting::plain(
+        "PULSE_NOTIFIER_SMS_FROM",
+        "sender of the SMS, an E.164 number like +33700000000 (twilio)",
+    );
+    /// Sandbox SMS file.
+    pub const SANDBOX_SMS_FILE: Setting = Setting::plain(
+        "PULSE_NOTIFIER_SANDBOX_SMS_FILE",
+        "where the sandbox SMS provider appends each notification as a JSON line (default notifier-sms-sandbox.jsonl)",
+    );
+    /// Provider call deadline.
+    pub const PROVIDER_TIMEOUT_MS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_PROVIDER_TIMEOUT_MS",
+        "deadline of one call to the SMTP server or the SMS provider, in milliseconds (default 5000)",
+    );
+    /// Attempts before a delivery is dead.
+    pub const MAX_ATTEMPTS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_MAX_ATTEMPTS",
+        "failed attempts after which a delivery becomes a dead letter (default 8)",
+    );
+    /// First retry delay.
+    pub const RETRY_BASE_MS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_RETRY_BASE_MS",
+        "delay before the first retry of a failed delivery, in milliseconds; it doubles with each failure, with jitter (default 2000)",
+    );
+    /// Longest retry delay.
+    pub const RETRY_MAX_SECONDS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_RETRY_MAX_SECONDS",
+        "longest delay between two attempts of a delivery, in seconds (default 900)",
+    );
+    /// Failures that open a provider's breaker.
+    pub const BREAKER_FAILURES: Setting = Setting::plain(
+        "PULSE_NOTIFIER_BREAKER_FAILURES",
+        "consecutive failures of one provider that open its circuit breaker (default 5)",
+    );
+    /// How long a breaker stays open.
+    pub const BREAKER_OPEN_SECONDS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_BREAKER_OPEN_SECONDS",
+        "how long an open provider breaker waits before one trial delivery, in seconds (default 30)",
+    );
+    /// Poll interval of the workers.
+    pub const POLL_MS: Setting = Setting::plain(
+        "PULSE_NOTIFIER_POLL_MS",
+        "how often the delivery and reminder workers look for due work when nothing wakes them, in milliseconds (default 1000)",
+    );
+
+    /// Every notifier setting.
+    pub const ALL: &[&Setting] = &[
+        &IDENTITY_GRPC_URL,
+        &DIRECTORY_TIMEOUT_MS,
+        &DIRECTORY_CACHE_SECONDS,
+        &SMTP_URL,
+        &EMAIL_FROM,
+        &SMS_PROVIDER,
+        &SMS_BASE_URL,
+        &SMS_ACCOUNT,
+        &SMS_AUTH_TOKEN,
+        &SMS_FROM,
+        &SANDBOX_SMS_FILE,
+        &PROVIDER_TIMEOUT_MS,
+        &MAX_ATTEMPTS,
+        &RETRY_BASE_MS,
+        &RETRY_MAX_SECONDS,
+        &BREAKER_FAILURES,
+        &BREAKER_OPEN_SECONDS,
+        &POLL_MS,
+    ];
+}
+
 /// Where things live in a cluster: the conventions the operator creates and `pulse` relies on.
 pub mod cluster {
     /// Port of the public HTTP listener in a pod.

@@ -1,7 +1,10 @@
 //! Notifier: notifications and reminders sent for every event.
 //!
 //! The component owns the PostgreSQL schema `notifier` and plugs into the `pulse` binary through
-//! [`pulse_kit::component::Component`]. It has its schema and no consumers yet.
+//! [`pulse_kit::component::Component`].
+
+pub mod content;
+pub mod domain;
 
 use pulse_kit::component::{BuildError, Component, ComponentContext, Parts};
 use sqlx::migrate::Migrator;
