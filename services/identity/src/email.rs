@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::settings::EmailSettings;
-use crate::sms::sandbox::JsonLines;
+use pulse_kit::sms::sandbox::JsonLines;
 
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

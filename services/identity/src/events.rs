@@ -9,6 +9,8 @@ use uuid::Uuid;
 pub const USER_REGISTERED: &str = "UserRegistered";
 /// Type of [`RolesChanged`].
 pub const ROLES_CHANGED: &str = "RolesChanged";
+/// Type of [`SignedIn`].
+pub const SIGNED_IN: &str = "SignedIn";
 
 /// A user signed in for the first time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +24,17 @@ pub struct UserRegistered {
     pub language: String,
     /// When.
     pub registered_at: DateTime<Utc>,
+}
+
+/// An existing user signed in with a one-time code (a new session; refreshes are not
+/// sign-ins). Notifier tells the user, so a sign-in they did not make does not go unseen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedIn {
+    /// The user.
+    pub user_id: Uuid,
+    /// When.
+    pub signed_in_at: DateTime<Utc>,
 }
 
 /// An administrator changed a user's roles.

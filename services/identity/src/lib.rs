@@ -8,7 +8,7 @@
 //! Rules live in [`domain`] (no I/O). Each flow is one service owning its transaction:
 //! [`otp`] sends codes, [`sessions`] signs in, refreshes and signs out, [`profile`] reads and
 //! changes the caller's profile, [`roles`] grants roles, [`keys`] keeps the signing keys. The
-//! ports are [`sms`] (Twilio-compatible HTTP, or a sandbox file) and [`email`]; [`crypto`] holds
+//! ports are the kit's SMS port ([`pulse_kit::sms`]: Twilio-compatible HTTP, or a sandbox file) and [`email`]; [`crypto`] holds
 //! the keyed hashes and sealing; [`store`] the shared queries; [`http`] and [`grpc`] are the
 //! APIs. Settings are read once, before the component exists ([`settings`], [`Identity::read`]).
 
@@ -24,7 +24,6 @@ pub mod profile;
 pub mod roles;
 pub mod sessions;
 pub mod settings;
-pub mod sms;
 pub mod store;
 
 use std::sync::Arc;
@@ -189,7 +188,7 @@ impl Component for Identity {
         let (otp_metrics, session_metrics) = register_metrics(ctx);
         let subkeys = Arc::new(Subkeys::derive(&s.keyring_secret));
         let keyring = Arc::new(keyring(ctx.db.clone(), s, &ctx.country.code));
-        let sms = sms::from_settings(&s.sms, s.sms_timeout)?;
+        let sms = s.sms.sender(s.sms_timeout, &settings::SMS_BASE_URL)?;
         let otp = Otp::new(
             ctx.db.clone(),
             Arc::clone(&subkeys),

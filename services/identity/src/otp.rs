@@ -20,7 +20,7 @@ use crate::crypto::{Subkeys, random_code};
 use crate::domain::{
     Numbering, OTP_RESEND_SECONDS, OTP_SENDS_PER_PHONE_PER_DAY, OTP_TTL_SECONDS, Phone, PhoneError,
 };
-use crate::sms::{SmsError, SmsSender};
+use pulse_kit::sms::{SmsError, SmsSender};
 use crate::store;
 
 /// Which send limit refused a code.
@@ -192,7 +192,9 @@ impl Otp {
             .await?;
         // Last, so that a code is only sent once it is stored and counted; a failed send rolls
         // both back (dropping the transaction) and the user is not charged a send.
-        if let Err(err) = self.sms.send(&phone, &message(&self.language, &code)).await {
+        if let Err(err) = self
+            .sms
+            .send(phone.as_str(), &message(&self.language, &code), None).await {
             self.metrics.sms_failed.inc();
             // A refusal's text may quote the number: only its kind is logged.
             let why = match &err {

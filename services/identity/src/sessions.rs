@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::crypto::{Subkeys, random_token, token_hash};
 use crate::domain::{Invalid, MAX_CODE_ATTEMPTS, Numbering, PATIENT, PhoneError, parse_code};
-use crate::events::{USER_REGISTERED, UserRegistered};
+use crate::events::{SIGNED_IN, SignedIn, USER_REGISTERED, UserRegistered};
 use crate::keys::{AccessToken, KeyError, Keyring};
 use crate::store::{self, UserRow};
 
@@ -237,6 +237,15 @@ impl Sessions {
                 }
             }
         };
+        if !new_user {
+            let event = SignedIn {
+                user_id: user.id,
+                signed_in_at: now,
+            };
+            self.outbox
+                .append(&mut tx, &user.id.to_string(), SIGNED_IN, &event)
+                .await?;
+        }
         let session = self
             .open(&mut tx, user, pulse_kit::new_id(), now, new_user)
             .await?;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_vars};
+/// The SMS provider settings, shared with notifier through the kit.
+pub use pulse_kit::sms::{SmsSettings, SmsVars};
 
 /// The identity settings, defined in the kit so the operator renders the same names.
 pub use pulse_kit::settings::identity::{
@@ -74,27 +76,6 @@ impl KeyringSecret {
     pub fn bytes(&self) -> Vec<u8> {
         hex::decode(self.0.expose()).unwrap_or_default()
     }
-}
-
-/// Which SMS provider sends the sign-in codes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SmsSettings {
-    /// Appends every message to a JSON-lines file (development mode only).
-    Sandbox {
-        /// The file.
-        file: PathBuf,
-    },
-    /// A Twilio-compatible HTTP API.
-    Twilio {
-        /// API base URL (`https://api.twilio.com`).
-        base_url: String,
-        /// Account SID.
-        account: String,
-        /// Auth token.
-        auth_token: Secret,
-        /// Sender number (E.164).
-        from: String,
-    },
 }
 
 /// Where e-mail verification codes go.
@@ -173,77 +154,28 @@ fn sandbox_file(env: &Env, setting: &Setting, default: &str) -> PathBuf {
     PathBuf::from(env.text(setting).unwrap_or_else(|| default.to_owned()))
 }
 
+/// Identity's SMS variables.
+pub const SMS_VARS: SmsVars = SmsVars {
+    provider: &SMS_PROVIDER,
+    base_url: &SMS_BASE_URL,
+    account: &SMS_ACCOUNT,
+    auth_token: &SMS_AUTH_TOKEN,
+    from: &SMS_FROM,
+    sandbox_file: &SANDBOX_SMS_FILE,
+    default_sandbox_file: "sms-sandbox.jsonl",
+};
+
 fn sms(env: &Env, development_mode: bool) -> Result<SmsSettings, SettingError> {
-    let provider = env.text(&SMS_PROVIDER).map(|p| p.to_ascii_lowercase());
-    match provider.as_deref() {
-        Some("sandbox") | None if development_mode => Ok(SmsSettings::Sandbox {
-            file: sandbox_file(env, &SANDBOX_SMS_FILE, "sms-sandbox.jsonl"),
-        }),
-        Some("sandbox") => Err(SettingError::new(
-            &SMS_PROVIDER,
-            format!(
-                "`sandbox` writes every sign-in code to a local file, so it runs only in development mode: set {}=true for local runs only, or use `twilio`",
-                server_vars::DEVELOPMENT_MODE.var
-            ),
-        )),
-        None => Err(SettingError::new(
+    // Sign-in needs codes: unlike notifier, identity cannot run without a provider.
+    SmsSettings::read(env, &SMS_VARS, development_mode)?.ok_or_else(|| {
+        SettingError::new(
             &SMS_PROVIDER,
             format!(
                 "required: `twilio` (or `sandbox` with {}=true, for local runs only)",
                 server_vars::DEVELOPMENT_MODE.var
             ),
-        )),
-        Some("twilio") => {
-            let required = |setting: &Setting| {
-                env.text(setting).ok_or_else(|| {
-                    SettingError::new(
-                        setting,
-                        format!(
-                            "required when {}=twilio ({})",
-                            SMS_PROVIDER.var, setting.help
-                        ),
-                    )
-                })
-            };
-            let account = required(&SMS_ACCOUNT)?;
-            if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(SettingError::new(
-                    &SMS_ACCOUNT,
-                    format!("`{account}` is not an account SID (letters and digits only)"),
-                ));
-            }
-            let auth_token = env.secret(&SMS_AUTH_TOKEN).ok_or_else(|| {
-                SettingError::new(
-                    &SMS_AUTH_TOKEN,
-                    format!("required when {}=twilio", SMS_PROVIDER.var),
-                )
-            })?;
-            let from = required(&SMS_FROM)?;
-            let e164 = from.len() >= 8
-                && from.len() <= 16
-                && from.starts_with('+')
-                && from[1..].bytes().all(|b| b.is_ascii_digit());
-            if !e164 {
-                return Err(SettingError::new(
-                    &SMS_FROM,
-                    format!("`{from}` is not an E.164 number like +33700000000"),
-                ));
-            }
-            Ok(SmsSettings::Twilio {
-                base_url: env
-                    .url(&SMS_BASE_URL, "https://api.twilio.com")?
-                    .trim_end_matches('/')
-                    .to_owned(),
-                account,
-                auth_token,
-                from,
-            })
-        }
-        Some(other) => Err(SettingError::new(
-            &SMS_PROVIDER,
-            format!("unknown provider `{other}`: use `twilio`, or `sandbox` in development mode"),
-        )),
-    }
+        )
+    })
 }
 
 impl IdentitySettings {

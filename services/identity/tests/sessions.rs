@@ -98,6 +98,10 @@ async fn the_first_sign_in_creates_a_patient_and_announces_it_once() {
         serde_json::json!(["patient"])
     );
     assert_eq!(events[0]["country"], "FR");
+    // The second sign-in, not the first, is announced as one (notifier tells the user).
+    let sign_ins = app.events("SignedIn").await;
+    assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    assert_eq!(sign_ins[0]["payload"]["userId"], first.user_id.as_str());
     let profile = app
         .send(
             Method::GET,

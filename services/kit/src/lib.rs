@@ -27,6 +27,7 @@ pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod singleflight;
+pub mod sms;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -11,7 +11,7 @@ use crate::otp::OtpError;
 use crate::profile::ProfileError;
 use crate::roles::RolesError;
 use crate::sessions::{RefreshError, SignInError};
-use crate::sms::SmsError;
+use pulse_kit::sms::SmsError;
 
 impl From<Invalid> for Problem {
     fn from(err: Invalid) -> Self {

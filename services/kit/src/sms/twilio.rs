@@ -1,16 +1,16 @@
 //! A Twilio-compatible SMS provider: `POST {base}/2010-04-01/Accounts/{account}/Messages.json`
 //! with the form fields `To`, `From` and `Body`, authenticated with HTTP basic auth
 //! (account SID, auth token). The base URL is a setting, so a compatible service or a local
-//! fake can stand in for `https://api.twilio.com`.
+//! fake can stand in for `https://api.twilio.com`. A message may carry an `Idempotency-Key`
+//! header, which compatible providers (and the local stand-in) use to send a retry once.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pulse_kit::settings::Secret;
+use crate::settings::Secret;
 use serde::Deserialize;
 
 use super::{SmsError, SmsSender};
-use crate::domain::Phone;
 
 /// The Twilio-compatible adapter.
 #[derive(Debug, Clone)]
@@ -65,12 +65,23 @@ impl SmsSender for TwilioSms {
         "twilio"
     }
 
-    async fn send(&self, to: &Phone, body: &str) -> Result<(), SmsError> {
-        let response = self
+    async fn send(
+        &self,
+        to: &str,
+        body: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), SmsError> {
+        let mut request = self
             .http
             .post(&self.messages_url)
             .basic_auth(&self.account, Some(self.auth_token.expose()))
-            .form(&[("To", to.as_str()), ("From", &self.from), ("Body", body)])
+            .form(&[("To", to), ("From", &self.from), ("Body", body)]);
+        if let Some(key) = idempotency_key {
+            // Providers that honour it answer a retried request with the first result instead
+            // of sending the message again.
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| {

@@ -1,5 +1,5 @@
 //! The sandbox SMS provider: appends each message to a JSON-lines file
-//! (`{"to":…,"body":…,"at":…}`), where a developer reads the sign-in code. It runs only in
+//! (`{"to":…,"body":…,"at":…}`), where a developer reads it. It runs only in
 //! development mode (the settings refuse it otherwise).
 
 use std::io::Write;
@@ -11,7 +11,6 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::{SmsError, SmsSender};
-use crate::domain::Phone;
 
 /// A JSON-lines file that whole lines are appended to, one writer at a time.
 #[derive(Debug, Clone)]
@@ -81,9 +80,14 @@ impl SmsSender for SandboxSms {
         "sandbox"
     }
 
-    async fn send(&self, to: &Phone, body: &str) -> Result<(), SmsError> {
+    async fn send(
+        &self,
+        to: &str,
+        body: &str,
+        _idempotency_key: Option<&str>,
+    ) -> Result<(), SmsError> {
         let message = Message {
-            to: to.as_str(),
+            to,
             body,
             at: Utc::now(),
         };
