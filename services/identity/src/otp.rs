@@ -20,8 +20,8 @@ use crate::crypto::{Subkeys, random_code};
 use crate::domain::{
     Numbering, OTP_RESEND_SECONDS, OTP_SENDS_PER_PHONE_PER_DAY, OTP_TTL_SECONDS, Phone, PhoneError,
 };
-use pulse_kit::sms::{SmsError, SmsSender};
 use crate::store;
+use pulse_kit::sms::{SmsError, SmsSender};
 
 /// Which send limit refused a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +194,9 @@ impl Otp {
         // both back (dropping the transaction) and the user is not charged a send.
         if let Err(err) = self
             .sms
-            .send(phone.as_str(), &message(&self.language, &code), None).await {
+            .send(phone.as_str(), &message(&self.language, &code), None)
+            .await
+        {
             self.metrics.sms_failed.inc();
             // A refusal's text may quote the number: only its kind is logged.
             let why = match &err {

@@ -238,6 +238,26 @@ impl Env {
         Ok(value)
     }
 
+    /// A URL whose default is this process's own listener at `addr`, plus `path` (a component
+    /// calling another one that runs in the same process under `--target all`). Required when
+    /// the listener's port is chosen at start-up (port 0).
+    pub fn local_url(
+        &self,
+        setting: &Setting,
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> Result<String, SettingError> {
+        if addr.port() == 0 && self.get(setting).is_none() {
+            return Err(SettingError::new(
+                setting,
+                format!(
+                    "required: its default is this process's own listener, whose port ({addr}) is chosen at start-up"
+                ),
+            ));
+        }
+        self.url(setting, &format!("http://127.0.0.1:{}{path}", addr.port()))
+    }
+
     /// A comma-separated list (blank items dropped), empty when unset.
     pub fn list(&self, setting: &Setting) -> Vec<String> {
         self.get(setting)

@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn unset_is_the_sandbox_in_development_and_nothing_elsewhere() {
-        let env = Env::from_map::<_, &str, &str>([]);
+        let env = Env::from_map::<&str, &str>([]);
         assert_eq!(
             SmsSettings::read(&env, &VARS, true).expect("reads"),
             Some(SmsSettings::Sandbox {

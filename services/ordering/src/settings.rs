@@ -7,7 +7,6 @@
 //! The sandbox payment provider pays every checkout by itself, so it is accepted only when the
 //! server runs in development mode (`PULSE_DEVELOPMENT_MODE=true`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use pulse_kit::breaker::BreakerConfig;
@@ -102,24 +101,6 @@ fn millis(
         .map(Duration::from_millis)
 }
 
-/// A URL setting whose default is this process's own listener at `addr`, plus `path`.
-fn local_url(
-    env: &Env,
-    setting: &Setting,
-    addr: SocketAddr,
-    path: &str,
-) -> Result<String, SettingError> {
-    if addr.port() == 0 && env.text(setting).is_none() {
-        return Err(SettingError::new(
-            setting,
-            format!(
-                "required: its default is this process's own listener, whose port ({addr}) is chosen at start-up"
-            ),
-        ));
-    }
-    env.url(setting, &format!("http://127.0.0.1:{}{path}", addr.port()))
-}
-
 fn webhook_secrets(env: &Env) -> Result<Vec<Secret>, SettingError> {
     let Some(raw) = env.secret(&vars::PAYMENT_WEBHOOK_SECRET) else {
         return Ok(Vec::new());
@@ -163,8 +144,7 @@ fn payment(
     match provider.as_deref() {
         Some("sandbox") | None if server.development_mode => {
             let payment = PaymentSettings::Sandbox {
-                webhook_url: local_url(
-                    env,
+                webhook_url: env.local_url(
                     &vars::PAYMENT_SANDBOX_WEBHOOK_URL,
                     server.http_addr,
                     "/v1/payments/webhook",
@@ -208,8 +188,7 @@ fn payment(
             let payment = PaymentSettings::Stripe {
                 base_url: env.url(&vars::STRIPE_BASE_URL, "https://api.stripe.com")?,
                 api_key,
-                return_url: local_url(
-                    env,
+                return_url: env.local_url(
                     &vars::PAYMENT_RETURN_URL,
                     server.http_addr,
                     "/v1/orders/{ORDER_ID}",
@@ -231,7 +210,7 @@ impl OrderingSettings {
         let (payment, webhook_secrets) = payment(env, server)?;
         Ok(Self {
             // `--target all`: marketing answers on this process's own gRPC port.
-            marketing_grpc_url: local_url(env, &vars::MARKETING_GRPC_URL, server.grpc_addr, "")?,
+            marketing_grpc_url: env.local_url(&vars::MARKETING_GRPC_URL, server.grpc_addr, "")?,
             marketing_timeout: millis(env, &vars::MARKETING_GRPC_TIMEOUT_MS, 800, 10, 60_000)?,
             marketing_retries: env.number(&vars::MARKETING_GRPC_RETRIES, 2, 0, 10)?,
             marketing_breaker: BreakerConfig {

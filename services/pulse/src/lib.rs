@@ -68,8 +68,8 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "notifier",
         description: "Notifier: notifications and reminders sent for every event.",
-        load: |_, _| Ok(Arc::new(pulse_notifier::Notifier)),
-        settings: &[],
+        load: |env, server| Ok(Arc::new(pulse_notifier::Notifier::read(env, server)?)),
+        settings: pulse_kit::settings::notifier::ALL,
         migrations: &pulse_notifier::MIGRATIONS,
     },
 ];

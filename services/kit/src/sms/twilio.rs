@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use crate::settings::Secret;
+use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{SmsError, SmsSender};
@@ -81,20 +81,17 @@ impl SmsSender for TwilioSms {
             // of sending the message again.
             request = request.header("Idempotency-Key", key);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| {
-                // Without the URL's query or the body: only what failed.
-                let what = if e.is_timeout() {
-                    "no answer in time"
-                } else if e.is_connect() {
-                    "cannot connect"
-                } else {
-                    "request failed"
-                };
-                SmsError::Unavailable(what.to_owned())
-            })?;
+        let response = request.send().await.map_err(|e| {
+            // Without the URL's query or the body: only what failed.
+            let what = if e.is_timeout() {
+                "no answer in time"
+            } else if e.is_connect() {
+                "cannot connect"
+            } else {
+                "request failed"
+            };
+            SmsError::Unavailable(what.to_owned())
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

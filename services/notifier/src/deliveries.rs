@@ -1,0 +1,698 @@
+//! The delivery flow: deliveries are created in the consumer's (or reminder job's) transaction
+//! by [`enqueue`]; one worker per channel sends them.
+//!
+//! A worker takes one due delivery with `FOR UPDATE SKIP LOCKED` (so replicas share the work
+//! without sending one twice), checks the user's preferences, asks identity how to reach them,
+//! renders the message, hands it to the provider and records the outcome, all in the one
+//! transaction that holds the row. A process that dies mid-send rolls the row back to pending:
+//! it is sent again later — the one window where a provider can see a message twice, closed by
+//! the provider's idempotency key where it has one (the SMS `Idempotency-Key`, the e-mail
+//! `Message-ID`, both the delivery's id).
+//!
+//! Each provider has its own circuit breaker and its own worker, so SMTP being down holds
+//! e-mails only: SMS and in-app messages go on. A failure waits an exponential, jittered delay;
+//! after `max_attempts` the delivery is a dead letter, listed and retried through the admin API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use pulse_kit::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use pulse_kit::config::CountryConfig;
+use pulse_kit::sms::SmsSender;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Clock;
+use crate::channels::{Mailer, SendError};
+use crate::content::Templates;
+use crate::directory::{Directory, DirectoryError};
+use crate::domain::{self, Channel, Gate, Language, Notice};
+use crate::preferences;
+
+/// PostgreSQL channel that wakes the workers when deliveries are enqueued.
+pub const WORK_CHANNEL: &str = "notifier_work";
+/// PostgreSQL channel on which a new in-app notification is announced (payload: the user).
+pub const INBOX_CHANNEL: &str = "notifier_inbox";
+
+/// Enqueues `notice` for `recipient` on each of its channels, on `tx`; a source already
+/// enqueued (an event handled twice) adds nothing. Wakes the workers when `tx` commits.
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    source_id: Uuid,
+    recipient: &str,
+    notice: &Notice,
+    occurred_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let json = serde_json::to_value(notice).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let channels: Vec<&str> = notice.channels().iter().map(|c| c.as_str()).collect();
+    let ids: Vec<Uuid> = channels.iter().map(|_| pulse_kit::new_id()).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO deliveries
+             (id, source_id, channel, recipient, kind, required, notice, occurred_at, next_attempt_at)
+         SELECT id, $1, channel, $2, $3, $4, $5, $6, $7
+         FROM unnest($8::uuid[], $9::text[]) AS fan (id, channel)
+         ON CONFLICT (source_id, channel, recipient) DO NOTHING",
+    )
+    .bind(source_id)
+    .bind(recipient)
+    .bind(notice.kind())
+    .bind(notice.required())
+    .bind(&json)
+    .bind(occurred_at)
+    .bind(now)
+    .bind(&ids)
+    .bind(&channels)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// Retry policy of failed deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Failed attempts after which a delivery is dead.
+    pub max_attempts: u32,
+    /// First delay.
+    pub base: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+/// Labels of [`DeliveryMetrics::sent`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SentLabels {
+    /// `email`, `sms`, `in_app`.
+    pub channel: String,
+    /// The notice's kind.
+    pub kind: String,
+    /// `sent`, `retry`, `dead`, `rejected`, `opted_out`, `no_address`, `no_provider`, `held`.
+    pub outcome: String,
+}
+
+/// Labels naming a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ChannelLabels {
+    /// `email`, `sms`, `in_app`.
+    pub channel: String,
+}
+
+/// Notifier's delivery metrics.
+#[derive(Debug, Clone)]
+pub struct DeliveryMetrics {
+    /// Delivery attempts and decisions, by channel, kind and outcome.
+    pub sent: Family<SentLabels, Counter>,
+    /// Seconds from the event to the message reaching its provider, by channel.
+    pub delay: Family<ChannelLabels, Histogram, fn() -> Histogram>,
+    /// Dead letters waiting for an administrator, by channel.
+    pub dead_letters: Family<ChannelLabels, Gauge>,
+    /// 1 while a provider's breaker is open, by channel.
+    pub breaker_open: Family<ChannelLabels, Gauge>,
+}
+
+fn delay_histogram() -> Histogram {
+    Histogram::new([
+        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0,
+    ])
+}
+
+impl Default for DeliveryMetrics {
+    fn default() -> Self {
+        Self {
+            sent: Family::default(),
+            delay: Family::new_with_constructor(delay_histogram),
+            dead_letters: Family::default(),
+            breaker_open: Family::default(),
+        }
+    }
+}
+
+impl DeliveryMetrics {
+    /// Registers the metrics (`pulse_notifier_sent_total`, …).
+    pub fn register(&self, metrics: &pulse_kit::metrics::Metrics) {
+        metrics.register(
+            "notifier_sent",
+            "Notification deliveries by channel, kind and outcome",
+            self.sent.clone(),
+        );
+        metrics.register(
+            "notifier_delivery_delay_seconds",
+            "Seconds from the event to its message reaching the provider",
+            self.delay.clone(),
+        );
+        metrics.register(
+            "notifier_dead_letters",
+            "Deliveries that failed every attempt and wait for an administrator",
+            self.dead_letters.clone(),
+        );
+        metrics.register(
+            "notifier_breaker_open",
+            "1 while the provider of a channel is paused by its circuit breaker",
+            self.breaker_open.clone(),
+        );
+    }
+
+    fn count(&self, channel: Channel, kind: &str, outcome: &str) {
+        self.sent
+            .get_or_create(&SentLabels {
+                channel: channel.as_str().to_owned(),
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// A due delivery, locked by the worker's transaction.
+#[derive(Debug, sqlx::FromRow)]
+struct DueRow {
+    id: Uuid,
+    recipient: String,
+    kind: String,
+    required: bool,
+    notice: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+    attempts: i32,
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Sent,
+    /// Not sent, for good (`opted_out`, `no_address`, `no_provider`, `rejected`).
+    Skipped(&'static str, Option<String>),
+    /// Held (quiet hours, identity unreachable) without counting an attempt.
+    Later(DateTime<Utc>, &'static str),
+    /// The provider failed.
+    Failed(String),
+    /// Not even tried: the provider's breaker is open.
+    BreakerOpen,
+}
+
+/// A dead letter, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The delivery.
+    pub id: Uuid,
+    /// `email`, `sms` or `in_app`.
+    pub channel: String,
+    /// The user.
+    pub recipient: String,
+    /// The notice's kind.
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it died.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Why a dead letter could not be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// No dead letter has this id (never existed, or already retried).
+    #[error("no dead letter {0}")]
+    NotFound(Uuid),
+    /// The database failed.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// The delivery flow: the workers and the dead-letter administration.
+#[derive(Clone)]
+pub struct Deliveries {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: PgPool,
+    country: Arc<CountryConfig>,
+    templates: Templates,
+    directory: Directory,
+    mailer: Option<Mailer>,
+    sms: Option<Arc<dyn SmsSender>>,
+    email_breaker: CircuitBreaker,
+    sms_breaker: CircuitBreaker,
+    retry: RetryPolicy,
+    poll: Duration,
+    clock: Clock,
+    metrics: DeliveryMetrics,
+    wake: [Notify; 3],
+}
+
+/// What [`Deliveries`] is made of.
+pub struct DeliveryParts {
+    /// Notifier's schema.
+    pub db: PgPool,
+    /// The country (time zone, locale, currency).
+    pub country: Arc<CountryConfig>,
+    /// Message templates.
+    pub templates: Templates,
+    /// Identity's directory.
+    pub directory: Directory,
+    /// The SMTP server, if any.
+    pub mailer: Option<Mailer>,
+    /// The SMS provider, if any.
+    pub sms: Option<Arc<dyn SmsSender>>,
+    /// Breaker of each provider.
+    pub breaker: BreakerConfig,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Idle poll interval.
+    pub poll: Duration,
+    /// The clock.
+    pub clock: Clock,
+    /// Metrics.
+    pub metrics: DeliveryMetrics,
+}
+
+fn slot(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => 0,
+        Channel::Sms => 1,
+        Channel::InApp => 2,
+    }
+}
+
+impl Deliveries {
+    /// The flow over `parts`.
+    pub fn new(parts: DeliveryParts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db: parts.db,
+                country: parts.country,
+                templates: parts.templates,
+                directory: parts.directory,
+                mailer: parts.mailer,
+                sms: parts.sms,
+                email_breaker: CircuitBreaker::new(parts.breaker),
+                sms_breaker: CircuitBreaker::new(parts.breaker),
+                retry: parts.retry,
+                poll: parts.poll,
+                clock: parts.clock,
+                metrics: parts.metrics,
+                wake: [Notify::new(), Notify::new(), Notify::new()],
+            }),
+        }
+    }
+
+    /// Wakes every worker (new deliveries were enqueued).
+    pub fn wake(&self) {
+        for notify in &self.inner.wake {
+            notify.notify_one();
+        }
+    }
+
+    /// The state of `channel`'s provider breaker (in-app has none: always closed).
+    pub fn breaker_state(&self, channel: Channel) -> BreakerState {
+        match self.breaker(channel) {
+            Some(b) => b.state(),
+            None => BreakerState::Closed,
+        }
+    }
+
+    fn breaker(&self, channel: Channel) -> Option<&CircuitBreaker> {
+        match channel {
+            Channel::Email => Some(&self.inner.email_breaker),
+            Channel::Sms => Some(&self.inner.sms_breaker),
+            Channel::InApp => None,
+        }
+    }
+
+    /// Sends `channel`'s due deliveries until `shutdown`.
+    pub async fn run_worker(self, channel: Channel, shutdown: CancellationToken) {
+        let inner = Arc::clone(&self.inner);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let worked = match self.work_one(channel).await {
+                Ok(worked) => worked,
+                Err(err) => {
+                    tracing::warn!(channel = channel.as_str(), error = %err, "delivery worker failed; retrying");
+                    false
+                }
+            };
+            self.refresh_gauges(channel);
+            if worked {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = inner.wake[slot(channel)].notified() => {}
+                () = tokio::time::sleep(inner.poll) => {}
+            }
+        }
+    }
+
+    fn refresh_gauges(&self, channel: Channel) {
+        let open = matches!(self.breaker_state(channel), BreakerState::Open);
+        self.inner
+            .metrics
+            .breaker_open
+            .get_or_create(&ChannelLabels {
+                channel: channel.as_str().to_owned(),
+            })
+            .set(i64::from(open));
+    }
+
+    /// Takes one due delivery of `channel` and settles it; `false` when none is due (or its
+    /// provider's breaker is open, so nothing can be sent now).
+    pub async fn work_one(&self, channel: Channel) -> Result<bool, sqlx::Error> {
+        let inner = &self.inner;
+        // While the breaker is open, do not even take a row: the deliveries wait untouched.
+        if let Some(breaker) = self.breaker(channel)
+            && breaker.state() == BreakerState::Open
+        {
+            return Ok(false);
+        }
+        let mut tx = inner.db.begin().await?;
+        let now = (inner.clock)();
+        let row: Option<DueRow> = sqlx::query_as(
+            "SELECT id, recipient, kind, required, notice, occurred_at, attempts
+             FROM deliveries
+             WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2
+             ORDER BY next_attempt_at
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(channel.as_str())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let outcome = self.deliver(&mut tx, channel, &row, now).await?;
+        if outcome == Outcome::BreakerOpen {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        self.record(&mut tx, channel, &row, outcome, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn deliver(
+        &self,
+        tx: &mut PgConnection,
+        channel: Channel,
+        row: &DueRow,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let inner = &self.inner;
+        let notice: Notice = match serde_json::from_value(row.notice.clone()) {
+            Ok(notice) => notice,
+            Err(err) => {
+                return Ok(Outcome::Skipped(
+                    "unreadable",
+                    Some(format!("stored notice: {err}")),
+                ));
+            }
+        };
+        let prefs = preferences::load(tx, &row.recipient).await?;
+        match domain::gate(&prefs, channel, row.required, now, inner.country.tz()) {
+            Gate::Send => {}
+            Gate::OptedOut => return Ok(Outcome::Skipped("opted_out", None)),
+            Gate::HoldUntil(until) => return Ok(Outcome::Later(until, "held")),
+        }
+        if (channel == Channel::Email && inner.mailer.is_none())
+            || (channel == Channel::Sms && inner.sms.is_none())
+        {
+            return Ok(Outcome::Skipped("no_provider", None));
+        }
+        let contact = match inner.directory.contact(&row.recipient).await {
+            Ok(contact) => contact,
+            Err(err) => {
+                let wait = match err {
+                    DirectoryError::CircuitOpen(retry_in) => retry_in,
+                    DirectoryError::Unavailable(_) => inner.retry.base,
+                };
+                tracing::debug!(error = %err, "identity's directory unavailable; delivery waits");
+                return Ok(Outcome::Later(
+                    now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    "directory_unavailable",
+                ));
+            }
+        };
+        let contact = contact.unwrap_or_default();
+        let language = Language::pick(contact.language.as_deref(), &inner.country.locale);
+        let name = contact.name.as_deref();
+        let content = match inner
+            .templates
+            .render(&notice, language, &inner.country, name)
+        {
+            Ok(content) => content,
+            Err(err) => return Ok(Outcome::Skipped("unreadable", Some(err.to_string()))),
+        };
+        let sent = match channel {
+            Channel::InApp => {
+                // One writer per user at a time, so a user's `seq` order is their commit order
+                // and a stream resumed after `seq` n misses nothing.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifier-inbox:' || $1))")
+                    .bind(&row.recipient)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO inbox (id, user_id, kind, title, body, required, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(row.id)
+                .bind(&row.recipient)
+                .bind(&row.kind)
+                .bind(&content.subject)
+                .bind(&content.sms)
+                .bind(row.required)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(INBOX_CHANNEL)
+                    .bind(&row.recipient)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            }
+            Channel::Email => {
+                let (Some(mailer), Some(to)) = (&inner.mailer, contact.email.as_deref()) else {
+                    return Ok(Outcome::Skipped("no_address", None));
+                };
+                let Ok(attempt) = inner.email_breaker.try_acquire() else {
+                    return Ok(Outcome::BreakerOpen);
+                };
+                let result = mailer.send(row.id, to, name, &content).await;
+                settle(attempt, &result);
+                result
+            }
+            Channel::Sms => {
+                let (Some(sms), Some(to)) = (&inner.sms, contact.phone.as_deref()) else {
+                    return Ok(Outcome::Skipped("no_address", None));
+                };
+                let Ok(attempt) = inner.sms_breaker.try_acquire() else {
+                    return Ok(Outcome::BreakerOpen);
+                };
+                let key = row.id.to_string();
+                let result = sms
+                    .send(to, &content.sms, Some(&key))
+                    .await
+                    .map_err(SendError::from);
+                settle(attempt, &result);
+                result
+            }
+        };
+        Ok(match sent {
+            Ok(()) => Outcome::Sent,
+            Err(SendError::Rejected(why)) => Outcome::Skipped("rejected", Some(why)),
+            Err(SendError::Unavailable(why)) => Outcome::Failed(why),
+        })
+    }
+
+    async fn record(
+        &self,
+        tx: &mut PgConnection,
+        channel: Channel,
+        row: &DueRow,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let inner = &self.inner;
+        let metric_outcome: &str;
+        match outcome {
+            Outcome::Sent => {
+                sqlx::query(
+                    "UPDATE deliveries SET status = 'sent', outcome = 'sent',
+                         attempts = attempts + 1, finished_at = $2
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let delay = (now - row.occurred_at).num_milliseconds().max(0) as f64 / 1000.0;
+                inner
+                    .metrics
+                    .delay
+                    .get_or_create(&ChannelLabels {
+                        channel: channel.as_str().to_owned(),
+                    })
+                    .observe(delay);
+                metric_outcome = "sent";
+            }
+            Outcome::Skipped(why, detail) => {
+                let status = if why == "rejected" || why == "unreadable" {
+                    "dead"
+                } else {
+                    "skipped"
+                };
+                sqlx::query(
+                    "UPDATE deliveries SET status = $2, outcome = $3, last_error = $4,
+                         finished_at = $5
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(status)
+                .bind(why)
+                .bind(detail.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if status == "dead" {
+                    tracing::warn!(delivery = %row.id, channel = channel.as_str(), reason = why, detail = detail.as_deref().unwrap_or(""), "delivery is a dead letter");
+                }
+                metric_outcome = why;
+            }
+            Outcome::Later(until, why) => {
+                sqlx::query("UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1")
+                    .bind(row.id)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                metric_outcome = why;
+            }
+            Outcome::Failed(why) => {
+                let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
+                if attempts >= inner.retry.max_attempts {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'dead', outcome = 'failed',
+                             attempts = $2, last_error = $3, finished_at = $4
+                         WHERE id = $1",
+                    )
+                    .bind(row.id)
+                    .bind(attempts as i32)
+                    .bind(&why)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::warn!(delivery = %row.id, channel = channel.as_str(), attempts, error = %why, "delivery failed every attempt: dead letter");
+                    metric_outcome = "dead";
+                } else {
+                    let delay = domain::retry_delay(
+                        attempts,
+                        inner.retry.base,
+                        inner.retry.max,
+                        rand::random::<f64>(),
+                    );
+                    sqlx::query(
+                        "UPDATE deliveries SET attempts = $2, last_error = $3,
+                             next_attempt_at = $4
+                         WHERE id = $1",
+                    )
+                    .bind(row.id)
+                    .bind(attempts as i32)
+                    .bind(&why)
+                    .bind(now + chrono::Duration::from_std(delay).unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::info!(delivery = %row.id, channel = channel.as_str(), attempts, error = %why, retry_in = ?delay, "delivery failed; will retry");
+                    metric_outcome = "retry";
+                }
+            }
+            Outcome::BreakerOpen => return Ok(()),
+        }
+        inner.metrics.count(channel, &row.kind, metric_outcome);
+        Ok(())
+    }
+
+    /// The latest dead letters, newest first.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, channel, recipient, kind, attempts, last_error, finished_at
+             FROM deliveries WHERE status = 'dead'
+             ORDER BY finished_at DESC, id
+             LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.inner.db)
+        .await
+    }
+
+    /// Puts dead letter `id` back in the queue with fresh attempts.
+    pub async fn retry_dead_letter(&self, id: Uuid) -> Result<(), RetryError> {
+        let now = (self.inner.clock)();
+        let updated = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, outcome = NULL,
+                 next_attempt_at = $2, finished_at = NULL
+             WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.inner.db)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(RetryError::NotFound(id));
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Counts dead letters per channel into the gauge.
+    pub async fn refresh_dead_letter_gauge(&self) -> Result<(), sqlx::Error> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT channel, count(*) FROM deliveries WHERE status = 'dead' GROUP BY channel",
+        )
+        .fetch_all(&self.inner.db)
+        .await?;
+        for channel in Channel::ALL {
+            let n = counts
+                .iter()
+                .find(|(c, _)| c == channel.as_str())
+                .map_or(0, |(_, n)| *n);
+            self.inner
+                .metrics
+                .dead_letters
+                .get_or_create(&ChannelLabels {
+                    channel: channel.as_str().to_owned(),
+                })
+                .set(n);
+        }
+        Ok(())
+    }
+}
+
+/// Tells the breaker how the provider did: a refusal of one message is an answer, not a
+/// failure of the provider.
+fn settle(attempt: pulse_kit::breaker::Attempt<'_>, result: &Result<(), SendError>) {
+    match result {
+        Err(SendError::Unavailable(_)) => attempt.failure(),
+        _ => attempt.success(),
+    }
+}
