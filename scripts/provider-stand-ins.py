@@ -32,19 +32,21 @@ HTTP API (JSON):
     GET    /healthz                       200 "ok"
     GET    /api/v1/messages               {"messages": [{"id", "messageId", "from", "to": [...],
                                           "subject", "text", "html", "receivedAt", "mailFrom",
-                                          "headers": {...}}]} in arrival order. "from" is the
-                                          decoded From header, "to" the envelope recipients (RCPT
-                                          TO, so Bcc included), "mailFrom" the envelope sender,
+                                          "authUser", "headers": {...}}]} in arrival order.
+                                          "from" is the decoded From header, "to" the
+                                          envelope recipients (RCPT TO, so Bcc included),
+                                          "mailFrom" the envelope sender,
+                                          "authUser" the SMTP AUTH user (null without AUTH),
                                           "messageId" the Message-ID header without its angle
                                           brackets, "text"/"html" the decoded text/plain and
                                           text/html parts ("" when absent), "headers" the first
                                           value of each header, names in lower case.
     DELETE /api/v1/messages               forget every e-mail.
     POST   /api/v1/messages               {"mailFrom", "rcptTos": [...], "data": base64 of the
-                                          RFC 5322 message}: store an e-mail (what --deliver-to
-                                          uses). Answers {"reply": "250 ..."} or, while an SMTP
-                                          failure is armed, {"reply": "451 ..."} and stores
-                                          nothing.
+                                          RFC 5322 message, "authUser"}: store an e-mail
+                                          (what --deliver-to uses). Answers {"reply": "250
+                                          ..."} or, while an SMTP failure is armed, {"reply":
+                                          "451 ..."} and stores nothing.
     POST   /api/v1/messages/fail          {"code": 451, "count": N}: the next N e-mails are
                                           refused at end of DATA with that SMTP reply code (4xx:
                                           temporary, 5xx: permanent) and not stored.
@@ -93,12 +95,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 MAX_BODY = 16 * 1024 * 1024
 SMS_PATH_PREFIX = "/2010-04-01/Accounts/"
@@ -113,7 +115,7 @@ def log(line: str) -> None:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -233,7 +235,9 @@ class Store:
                 for record in self.sms:
                     response = self.sms_answers.get((record["accountSid"], record["idempotencyKey"] or ""))
                     f.write(
-                        json.dumps({"type": "sms", "record": record, "response": response}, ensure_ascii=False)
+                        json.dumps(
+                            {"type": "sms", "record": record, "response": response}, ensure_ascii=False
+                        )
                         + "\n"
                     )
             os.replace(tmp, self.state_file)
@@ -242,7 +246,9 @@ class Store:
 
     # e-mail
 
-    def add_email(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    def add_email(
+        self, mail_from: str, rcpt_tos: list[str], data: bytes, auth_user: str | None = None
+    ) -> str:
         """Stores one e-mail; the SMTP reply to give at end of DATA."""
         with self.lock:
             code, count = self.smtp_failures
@@ -253,6 +259,7 @@ class Store:
                     return f"{code} 5.3.0 Refused by the stand-in (armed failure)"
                 return f"{code} 4.3.0 Try again later (armed failure)"
             record = parse_email(mail_from, rcpt_tos, data)
+            record["authUser"] = auth_user
             self.emails.append(record)
             self._append({"type": "email", "record": record})
         log(
@@ -300,7 +307,7 @@ class Store:
             if key and (account, key) in self.sms_answers:
                 return self.sms_answers[(account, key)], True
             sid = "SM" + uuid.uuid4().hex
-            created = format_datetime(datetime.now(timezone.utc), usegmt=True)
+            created = format_datetime(datetime.now(UTC), usegmt=True)
             response = {
                 "sid": sid,
                 "account_sid": account,
@@ -334,7 +341,11 @@ class Store:
             }
             self._keep_sms(record, response)
             self._append({"type": "sms", "record": record, "response": response})
-        log(f"sms: {sid} from {sender} to {to}" + (f" (Idempotency-Key {key})" if key else "") + f": {body[:80]!r}")
+        log(
+            f"sms: {sid} from {sender} to {to}"
+            + (f" (Idempotency-Key {key})" if key else "")
+            + f": {body[:80]!r}"
+        )
         return response, False
 
     def list_sms(self) -> dict[str, Any]:
@@ -366,15 +377,26 @@ def twilio_error(code: int, message: str, status: int) -> dict[str, Any]:
     }
 
 
+class StandInServer(ThreadingHTTPServer):
+    """The HTTP server, with what its handlers need."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], store: Store, auth_token: str | None) -> None:
+        super().__init__(address, Handler)
+        self.store = store
+        self.auth_token = auth_token
+
+
 class Handler(BaseHTTPRequestHandler):
-    """The HTTP API; `server.store` is the [`Store`]."""
+    """The HTTP API."""
 
     server_version = "pulse-provider-stand-ins/1"
     protocol_version = "HTTP/1.1"
 
     @property
     def store(self) -> Store:
-        return self.server.store  # type: ignore[attr-defined]
+        return cast(StandInServer, self.server).store
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # one line per message is logged by the store instead
@@ -500,10 +522,12 @@ class Handler(BaseHTTPRequestHandler):
             data = base64.b64decode(value["data"], validate=True)
             mail_from = str(value.get("mailFrom") or "")
             rcpt_tos = [str(r) for r in value.get("rcptTos") or []]
+            auth_user = value.get("authUser")
+            auth_user = None if auth_user is None else str(auth_user)
         except (KeyError, TypeError, binascii.Error) as e:
             self._reply(400, {"error": f"expected mailFrom, rcptTos and base64 data: {e}"})
             return
-        self._reply(200, {"reply": self.store.add_email(mail_from, rcpt_tos, data)})
+        self._reply(200, {"reply": self.store.add_email(mail_from, rcpt_tos, data, auth_user)})
 
     def _create_sms(self, account: str) -> None:
         raw = self._body()
@@ -551,7 +575,7 @@ class Handler(BaseHTTPRequestHandler):
             return False
         if not sep or user != account:
             return False
-        token = self.server.auth_token  # type: ignore[attr-defined]
+        token = cast(StandInServer, self.server).auth_token
         return token is None or password == token
 
 
@@ -570,14 +594,22 @@ class SmtpHandler:
         data: bytes = envelope.original_content or envelope.content or b""
         mail_from = envelope.mail_from or ""
         rcpt_tos = list(envelope.rcpt_tos)
+        auth_user = session.auth_data if isinstance(session.auth_data, str) else None
         if self.store is not None:
-            return self.store.add_email(mail_from, rcpt_tos, data)
-        return await asyncio.get_running_loop().run_in_executor(None, self._deliver, mail_from, rcpt_tos, data)
+            return self.store.add_email(mail_from, rcpt_tos, data, auth_user)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._deliver, mail_from, rcpt_tos, data, auth_user
+        )
 
-    def _deliver(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> str:
+    def _deliver(self, mail_from: str, rcpt_tos: list[str], data: bytes, auth_user: str | None) -> str:
         assert self.deliver_to is not None
         payload = json.dumps(
-            {"mailFrom": mail_from, "rcptTos": rcpt_tos, "data": base64.b64encode(data).decode()}
+            {
+                "mailFrom": mail_from,
+                "rcptTos": rcpt_tos,
+                "data": base64.b64encode(data).decode(),
+                "authUser": auth_user,
+            }
         ).encode()
         request = urllib.request.Request(
             self.deliver_to.rstrip("/") + "/api/v1/messages",
@@ -603,8 +635,11 @@ async def start_smtp(host: str, port: int, handler: SmtpHandler) -> asyncio.Abst
         )
         sys.exit(3)
 
-    def accept_any(*_args: Any) -> AuthResult:
-        return AuthResult(success=True)
+    def accept_any(_server: Any, _session: Any, _envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        login = getattr(auth_data, "login", None)
+        user = login.decode("utf-8", "replace") if isinstance(login, bytes) else str(login or "")
+        log(f"smtp: AUTH {mechanism} as {user!r} accepted")
+        return AuthResult(success=True, auth_data=user)
 
     def factory() -> SMTP:
         return SMTP(
@@ -641,13 +676,11 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.create_task(watch_parent(os.getppid(), stop))
 
     store = Store(args.state) if args.http else None
-    httpd: ThreadingHTTPServer | None = None
+    httpd: StandInServer | None = None
     if args.http:
         host, port = args.http
-        httpd = ThreadingHTTPServer((host, port), Handler)
-        httpd.daemon_threads = True
-        httpd.store = store  # type: ignore[attr-defined]
-        httpd.auth_token = args.sms_auth_token  # type: ignore[attr-defined]
+        assert store is not None
+        httpd = StandInServer((host, port), store, args.sms_auth_token)
         threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
         log(f"HTTP API on http://{host}:{port} (GET /api/v1/messages, GET /api/v1/sms)")
 
@@ -667,11 +700,15 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="SMTP and Twilio-compatible SMS stand-ins (see the file's top).")
+    parser = argparse.ArgumentParser(
+        description="SMTP and Twilio-compatible SMS stand-ins (see the file's top)."
+    )
     parser.add_argument("--smtp", type=parse_addr, metavar="HOST:PORT", help="serve SMTP here")
     parser.add_argument("--http", type=parse_addr, metavar="HOST:PORT", help="serve the HTTP API here")
     parser.add_argument("--state", metavar="FILE", help="persist the store as JSON lines in FILE")
-    parser.add_argument("--sms-auth-token", metavar="TOKEN", help="required basic-auth password of the SMS API")
+    parser.add_argument(
+        "--sms-auth-token", metavar="TOKEN", help="required basic-auth password of the SMS API"
+    )
     parser.add_argument("--deliver-to", metavar="URL", help="SMTP only: hand e-mails to the stand-in at URL")
     parser.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process dies")
     args = parser.parse_args()
