@@ -1,6 +1,7 @@
 //! Helpers for tests that run against the real servers `./dev test` provides
 //! (`PULSE_PG_URL`, `PULSE_REDIS_URL`, `PULSE_KAFKA_BROKERS`). Not for production code.
 
+pub mod providers;
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
