@@ -3,6 +3,8 @@
 //!
 //! Placeholder until the template files land: renders one plain line per kind.
 
+pub mod format;
+
 use pulse_kit::config::CountryConfig;
 
 use crate::domain::{Language, Notice};
