@@ -52,7 +52,10 @@ pub fn phone() -> String {
 /// Notifier's variables for tests: the stand-ins, identity on `grpc_port`, fast retries.
 pub fn notifier_env(providers: &ProviderStandIns, grpc_port: u16) -> Vec<(&'static str, String)> {
     vec![
-        (vars::IDENTITY_GRPC_URL.var, format!("http://127.0.0.1:{grpc_port}")),
+        (
+            vars::IDENTITY_GRPC_URL.var,
+            format!("http://127.0.0.1:{grpc_port}"),
+        ),
         (vars::SMTP_URL.var, providers.smtp_url()),
         (vars::EMAIL_FROM.var, "Pulse <no-reply@pulse.test>".into()),
         (vars::SMS_PROVIDER.var, "twilio".into()),
@@ -205,7 +208,9 @@ impl Platform {
             .post(None, "/v1/auth/otp", Some(&json!({ "phone": phone })))
             .await;
         assert_eq!(status, 202, "{body}");
-        let code = self.sandbox_code("sms.jsonl", &phone).expect("sign-in code");
+        let code = self
+            .sandbox_code("sms.jsonl", &phone)
+            .expect("sign-in code");
         let (status, body) = self
             .app
             .post(
@@ -263,7 +268,9 @@ impl Platform {
             )
             .await;
         let id = practitioner["id"].as_str().expect("practitioner id");
-        let day = (Utc::now().with_timezone(&chrono_tz::Europe::Paris).date_naive()
+        let day = (Utc::now()
+            .with_timezone(&chrono_tz::Europe::Paris)
+            .date_naive()
             + chrono::Duration::days(days))
         .format("%Y-%m-%d")
         .to_string();
@@ -316,7 +323,11 @@ impl Platform {
             .await
             .expect("cancel");
         let status = response.status();
-        assert!(status.is_success(), "cancel: {status} {:?}", response.text().await);
+        assert!(
+            status.is_success(),
+            "cancel: {status} {:?}",
+            response.text().await
+        );
     }
 
     /// Moves `appointment` to `slot`; the new appointment's id.
@@ -354,16 +365,23 @@ impl Platform {
 
     /// Waits until `user` has no pending delivery of `kind` and at least `count` of them.
     pub async fn settled(&self, user: &User, kind: &str, count: usize, within: Duration) {
-        testing::eventually(&format!("{count} {kind} deliveries settled"), within, || async {
-            let rows = self.deliveries(user).await;
-            let of_kind: Vec<_> = rows.iter().filter(|r| r.1 == kind).collect();
-            of_kind.len() >= count && of_kind.iter().all(|r| r.2 != "pending")
-        })
+        testing::eventually(
+            &format!("{count} {kind} deliveries settled"),
+            within,
+            || async {
+                let rows = self.deliveries(user).await;
+                let of_kind: Vec<_> = rows.iter().filter(|r| r.1 == kind).collect();
+                of_kind.len() >= count && of_kind.iter().all(|r| r.2 != "pending")
+            },
+        )
         .await;
     }
 
     /// E-mails received for `user` whose subject was rendered from `kind` deliveries.
-    pub async fn emails_to(&self, user: &User) -> Vec<pulse_kit::testing::providers::ReceivedEmail> {
+    pub async fn emails_to(
+        &self,
+        user: &User,
+    ) -> Vec<pulse_kit::testing::providers::ReceivedEmail> {
         self.providers
             .emails()
             .await
