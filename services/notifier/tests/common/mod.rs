@@ -250,6 +250,32 @@ impl Platform {
 
     /// Free slot ids of a new practitioner on the local day `days` from today.
     pub async fn slots(&self, days: i64) -> Vec<String> {
+        self.slot_views(days)
+            .await
+            .iter()
+            .map(|s| s["id"].as_str().expect("slot id").to_owned())
+            .collect()
+    }
+
+    /// The free slot of a new practitioner starting at local `time` (`10:00`) on the local
+    /// day `days` from today.
+    pub async fn slot_at(&self, days: i64, time: &str) -> String {
+        let views = self.slot_views(days).await;
+        views
+            .iter()
+            .find(|s| {
+                s["start"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("T{time}")))
+            })
+            .and_then(|s| s["id"].as_str())
+            .unwrap_or_else(|| panic!("no {time} slot in {views:?}"))
+            .to_owned()
+    }
+
+    /// Free slots (as the API shows them) of a new practitioner on the local day `days` from
+    /// today.
+    pub async fn slot_views(&self, days: i64) -> Vec<Value> {
         let all_day = json!([{ "start": "00:00", "end": "23:30" }]);
         let practitioner = self
             .call(
@@ -282,12 +308,7 @@ impl Platform {
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        body["slots"]
-            .as_array()
-            .expect("slots")
-            .iter()
-            .map(|s| s["id"].as_str().expect("slot id").to_owned())
-            .collect()
+        body["slots"].as_array().cloned().expect("slots")
     }
 
     /// Books `slot` for `user`; the appointment's id.
