@@ -189,7 +189,22 @@ impl Component {
             Self::Booking => &["/v1/practitioners", "/v1/appointments"],
             Self::Marketing => &["/v1/campaigns", "/v1/seckill", "/v1/vouchers"],
             Self::Ordering => &["/v1/products", "/v1/orders", "/v1/payments"],
-            Self::Notifier => &["/v1/notifications"],
+            Self::Notifier => &[
+                "/v1/notifications",
+                "/v1/me/notification-preferences",
+                "/v1/admin/notifications",
+            ],
+        }
+    }
+
+    /// Public paths (each also under one of [`Self::public_paths`]) that answer with a
+    /// long-lived stream (Server-Sent Events). They get an Ingress of their own, because the
+    /// controller must neither buffer their responses nor cut them after its usual read timeout,
+    /// and ingress-nginx takes such settings per Ingress object.
+    pub fn stream_paths(self) -> &'static [&'static str] {
+        match self {
+            Self::Notifier => &["/v1/notifications/stream"],
+            _ => &[],
         }
     }
 }
