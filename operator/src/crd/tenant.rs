@@ -16,7 +16,8 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 
 /// A country served by Pulse. The operator turns it into namespace `pulse-<code>` with the
 /// country's ConfigMap and, per enabled component, a Deployment, Service, HorizontalPodAutoscaler
-/// and PodDisruptionBudget, plus one Ingress.
+/// and PodDisruptionBudget, plus the Ingress `pulse` and, for notifier's event stream, the
+/// unbuffered Ingress `pulse-stream`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "pulse.dev",
@@ -373,7 +374,10 @@ pub struct IngressSpec {
     #[serde(default)]
     #[schemars(pattern(r"^(/[A-Za-z0-9._~-]+)*$"))]
     pub path_prefix: String,
-    /// Extra annotations of the Ingress (for the controller: rewrites, rate limits, …).
+    /// Extra annotations of the Ingresses (for the controller: rewrites, rate limits, …). The
+    /// stream Ingress `pulse-stream` (notifier's `/v1/notifications/stream`) gets them too, except
+    /// cert-manager's (`cert-manager.io/*`: one Certificate, requested by `pulse`, serves both),
+    /// with ingress-nginx's `proxy-buffering: "off"` and `proxy-read-timeout: "3600"` over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
