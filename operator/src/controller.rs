@@ -1,7 +1,8 @@
 //! The `CountryTenant` reconciler.
 //!
 //! Each pass applies the desired objects from [`crate::resources`] with server-side apply (one
-//! field manager, forced), removes the objects of components that were disabled, computes the
+//! field manager, forced), removes the objects of components that were disabled (and an Ingress
+//! left without paths or without `spec.ingress`), computes the
 //! status from the Deployments the API server returned and writes it to the status
 //! subresource. A finalizer runs the deletion policy before the tenant goes. The shared parts
 //! (finalizer, metrics, backoff, `Degraded` on errors, Events) are in [`crate::reconciler`].
@@ -31,7 +32,7 @@ use crate::crd::{
     DeletionPolicy,
 };
 use crate::reconciler::{self, Error, Reconcile, is_not_found, patch_status};
-use crate::resources::{self, Desired, INGRESS, MANAGER};
+use crate::resources::{self, Desired, INGRESS, MANAGER, STREAM_INGRESS};
 
 /// Finalizer that runs the deletion policy.
 pub const FINALIZER: &str = "pulse.dev/tenant-cleanup";
@@ -194,12 +195,17 @@ async fn apply_objects(
         apply_object(&pdbs, &objects.pdb).await?;
         applied.push((objects.component, deployment));
     }
-    match &desired.ingress {
-        Some(ingress) => {
-            apply_object(&ingresses, ingress).await?;
-        }
-        None => {
-            delete_if_present(&ingresses, INGRESS).await?;
+    for (ingress, name) in [
+        (&desired.ingress, INGRESS),
+        (&desired.stream_ingress, STREAM_INGRESS),
+    ] {
+        match ingress {
+            Some(ingress) => {
+                apply_object(&ingresses, ingress).await?;
+            }
+            None => {
+                delete_if_present(&ingresses, name).await?;
+            }
         }
     }
 

@@ -85,6 +85,7 @@ pub fn tenant() -> CountryTenant {
                 from: Some("+33700000000".into()),
                 auth_token: Some(secret("pulse-fr-sms", "auth-token")),
             }),
+            email: None,
             development: false,
             deletion_policy: DeletionPolicy::Retain,
         },

@@ -33,11 +33,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    Component, ComponentSpec, CountryTenant, PaymentProvider, PaymentsSpec, ResourceAmounts,
-    SecretKeyRef, SmsProvider, SmsSpec,
+    Component, ComponentSpec, CountryTenant, EmailSpec, IngressSpec, PaymentProvider, PaymentsSpec,
+    ResourceAmounts, SecretKeyRef, SmsProvider, SmsSpec,
 };
 
 use pulse_kit::settings::identity as identity_vars;
+use pulse_kit::settings::notifier as notifier_vars;
 
 /// Field manager of every server-side apply, and the `managed-by` label value.
 pub const MANAGER: &str = "pulse-operator";
@@ -45,6 +46,16 @@ pub const MANAGER: &str = "pulse-operator";
 pub const CONFIG_MAP: &str = "pulse-country";
 /// Name of the country's Ingress.
 pub const INGRESS: &str = "pulse";
+/// Name of the country's second Ingress, for the paths that stream ([`Component::stream_paths`]):
+/// the same host, with [`STREAM_ANNOTATIONS`].
+pub const STREAM_INGRESS: &str = "pulse-stream";
+/// ingress-nginx annotations of [`STREAM_INGRESS`]: responses pass through unbuffered, so each
+/// Server-Sent Event reaches the client when it is written, and a stream may stay open an hour
+/// without a byte (the client reconnects with `Last-Event-ID` after that).
+pub const STREAM_ANNOTATIONS: [(&str, &str); 2] = [
+    ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+    ("nginx.ingress.kubernetes.io/proxy-read-timeout", "3600"),
+];
 /// Pod-template annotation carrying the hash of the ConfigMap, so a config change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "pulse.dev/config-hash";
 /// Label naming the tenant (the lower-case country code) on every object.
@@ -58,6 +69,9 @@ pub const IDENTITY_KEYRING_FILE: &str = "keyring";
 /// Where the sandbox SMS provider writes: the pod's writable `/tmp` (the root file system is
 /// read-only), read with `kubectl exec deploy/identity -- cat /tmp/sms-sandbox.jsonl`.
 pub const SANDBOX_SMS_PATH: &str = "/tmp/sms-sandbox.jsonl";
+/// Where notifier's sandbox SMS provider writes: its pod's writable `/tmp`, read with
+/// `kubectl exec deploy/notifier -- cat /tmp/notifier-sms-sandbox.jsonl`.
+pub const NOTIFIER_SANDBOX_SMS_PATH: &str = "/tmp/notifier-sms-sandbox.jsonl";
 /// Where identity writes e-mail verification codes on a development tenant (it has no mail
 /// provider yet): the pod's writable `/tmp` too.
 pub const SANDBOX_EMAIL_PATH: &str = "/tmp/email-sandbox.jsonl";
@@ -125,6 +139,14 @@ pub enum SpecError {
     /// `spec.sms.baseUrl` is not a usable URL.
     #[error("spec.sms.baseUrl: {0}")]
     SmsBaseUrl(SettingError),
+    /// `spec.email.from` is not a sender address.
+    #[error(
+        "spec.email.from `{from}` is not a sender address: write one line holding the address, `Name <address@domain>` or `address@domain` (Pulse France <no-reply@fr.pulse.example>); notifier sends e-mail from it"
+    )]
+    EmailFrom {
+        /// The value given.
+        from: String,
+    },
     /// The tenant has no `spec.payments` (stored before the field became required).
     #[error(
         "spec.payments is missing, so nothing is deployed: ordering would fall back to the sandbox provider, which pays every order by itself. Add spec.payments with provider stripe and secretRef (a Secret with keys api-key and webhook-secret), or provider sandbox on a tenant with spec.development: true"
@@ -202,6 +224,9 @@ pub struct Desired {
     pub components: Vec<ComponentObjects>,
     /// The Ingress, when `spec.ingress` is set and a component with public paths is enabled.
     pub ingress: Option<Ingress>,
+    /// The Ingress of the streaming paths ([`STREAM_INGRESS`]), when `spec.ingress` is set and a
+    /// component with such paths (notifier) is enabled.
+    pub stream_ingress: Option<Ingress>,
     /// Public base URL.
     pub url: Option<String>,
 }
@@ -219,7 +244,7 @@ impl Desired {
             out.push(serde_json::to_value(&c.hpa)?);
             out.push(serde_json::to_value(&c.pdb)?);
         }
-        if let Some(ingress) = &self.ingress {
+        for ingress in self.ingress.iter().chain(&self.stream_ingress) {
             out.push(serde_json::to_value(ingress)?);
         }
         Ok(out)
@@ -306,6 +331,7 @@ pub fn check(tenant: &CountryTenant) -> Result<(), SpecError> {
     }
     check_payments(spec.payments.as_ref(), spec.development, &spec.country.code)?;
     check_sms(spec.sms.as_ref(), spec.development, &spec.country.code)?;
+    check_email(spec.email.as_ref())?;
     for component in Component::ALL {
         let settings = spec.components.get(component);
         if settings.min_replicas > settings.max_replicas {
@@ -382,6 +408,16 @@ fn check_sms(sms: Option<&SmsSpec>, development: bool, code: &str) -> Result<(),
             .map_err(SpecError::SmsBaseUrl)?;
     }
     Ok(())
+}
+
+/// The e-mail rules of the CRD schema, for a tenant sent around them.
+fn check_email(email: Option<&EmailSpec>) -> Result<(), SpecError> {
+    match email {
+        Some(email) if !email.from_is_usable() => Err(SpecError::EmailFrom {
+            from: email.from.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Identity's JWKS in namespace `ns`, through its Service's HTTP port: where every component
@@ -492,6 +528,7 @@ pub fn desired(tenant: &CountryTenant) -> Result<Desired, SpecError> {
         .collect();
 
     let ingress = ingress(tenant, &components, &ns, owner.as_ref());
+    let stream_ingress = stream_ingress(tenant, &components, &ns, owner.as_ref());
     let url = ingress.as_ref().and(spec.ingress.as_ref()).map(|i| i.url());
     Ok(Desired {
         namespace,
@@ -499,6 +536,7 @@ pub fn desired(tenant: &CountryTenant) -> Result<Desired, SpecError> {
         config_hash,
         components,
         ingress,
+        stream_ingress,
         url,
     })
 }
@@ -619,34 +657,7 @@ fn identity_env(tenant: &CountryTenant) -> Vec<EnvVar> {
         ));
     }
     if let Some(sms) = &spec.sms {
-        env.push(plain_env(
-            &identity_vars::SMS_PROVIDER,
-            sms.provider.as_str(),
-        ));
-        match sms.provider {
-            // Only the Twilio adapter calls out: the sandbox reads none of its settings.
-            SmsProvider::Twilio => {
-                let plain = [
-                    (&identity_vars::SMS_BASE_URL, &sms.base_url),
-                    (&identity_vars::SMS_ACCOUNT, &sms.account),
-                    (&identity_vars::SMS_FROM, &sms.from),
-                ];
-                for (setting, value) in plain {
-                    if let Some(value) = value {
-                        env.push(plain_env(setting, value.clone()));
-                    }
-                }
-                if let Some(token) = &sms.auth_token {
-                    env.push(secret_env(&identity_vars::SMS_AUTH_TOKEN, token));
-                }
-            }
-            SmsProvider::Sandbox => {
-                env.push(plain_env(
-                    &identity_vars::SANDBOX_SMS_FILE,
-                    SANDBOX_SMS_PATH,
-                ));
-            }
-        }
+        env.extend(sms_env(sms, &IDENTITY_SMS));
     }
     // Only development mode writes e-mail codes to a file; its default, in the working
     // directory, is on the read-only root file system.
@@ -655,6 +666,90 @@ fn identity_env(tenant: &CountryTenant) -> Vec<EnvVar> {
             &identity_vars::SANDBOX_EMAIL_FILE,
             SANDBOX_EMAIL_PATH,
         ));
+    }
+    env
+}
+
+/// The variables of one component's SMS adapter, and where its sandbox writes.
+struct SmsVars {
+    provider: Setting,
+    base_url: Setting,
+    account: Setting,
+    from: Setting,
+    auth_token: Setting,
+    sandbox_file: Setting,
+    sandbox_path: &'static str,
+}
+
+/// Identity's SMS adapter: sign-in codes.
+const IDENTITY_SMS: SmsVars = SmsVars {
+    provider: identity_vars::SMS_PROVIDER,
+    base_url: identity_vars::SMS_BASE_URL,
+    account: identity_vars::SMS_ACCOUNT,
+    from: identity_vars::SMS_FROM,
+    auth_token: identity_vars::SMS_AUTH_TOKEN,
+    sandbox_file: identity_vars::SANDBOX_SMS_FILE,
+    sandbox_path: SANDBOX_SMS_PATH,
+};
+
+/// Notifier's SMS adapter: notifications, through the same provider as identity's.
+const NOTIFIER_SMS: SmsVars = SmsVars {
+    provider: notifier_vars::SMS_PROVIDER,
+    base_url: notifier_vars::SMS_BASE_URL,
+    account: notifier_vars::SMS_ACCOUNT,
+    from: notifier_vars::SMS_FROM,
+    auth_token: notifier_vars::SMS_AUTH_TOKEN,
+    sandbox_file: notifier_vars::SANDBOX_SMS_FILE,
+    sandbox_path: NOTIFIER_SANDBOX_SMS_PATH,
+};
+
+/// The tenant's SMS provider as the variables of one component (`vars`): the auth token as a
+/// Secret reference, the sandbox's file in the pod's writable `/tmp`.
+fn sms_env(sms: &SmsSpec, vars: &SmsVars) -> Vec<EnvVar> {
+    let mut env = vec![plain_env(&vars.provider, sms.provider.as_str())];
+    match sms.provider {
+        // Only the Twilio adapter calls out: the sandbox reads none of its settings.
+        SmsProvider::Twilio => {
+            let plain = [
+                (&vars.base_url, &sms.base_url),
+                (&vars.account, &sms.account),
+                (&vars.from, &sms.from),
+            ];
+            for (setting, value) in plain {
+                if let Some(value) = value {
+                    env.push(plain_env(setting, value.clone()));
+                }
+            }
+            if let Some(token) = &sms.auth_token {
+                env.push(secret_env(&vars.auth_token, token));
+            }
+        }
+        // Its default, in the working directory, is on the read-only root file system.
+        SmsProvider::Sandbox => env.push(plain_env(&vars.sandbox_file, vars.sandbox_path)),
+    }
+    env
+}
+
+/// Notifier's own settings: where it reads recipients' contact data (identity's Service), and
+/// how it sends SMS (the tenant's one SMS provider) and e-mail (`spec.email`; without it, no
+/// SMTP variable, and notifier records e-mail deliveries as `no_provider`). Only notifier gets
+/// them, on its container (the SMTP URL and the SMS auth token as Secret references), never in
+/// the ConfigMap.
+fn notifier_env(tenant: &CountryTenant, ns: &str) -> Vec<EnvVar> {
+    let spec = &tenant.spec;
+    // Identity's Service, whether or not this tenant runs identity: notifier's own default (its
+    // process's gRPC listener) only works when one process runs every component, and a tenant
+    // without identity has no token issuer either (`PULSE_JWKS_URL` names the same Service).
+    let mut env = vec![plain_env(
+        &notifier_vars::IDENTITY_GRPC_URL,
+        cluster::grpc_url(Component::Identity.name(), ns),
+    )];
+    if let Some(sms) = &spec.sms {
+        env.extend(sms_env(sms, &NOTIFIER_SMS));
+    }
+    if let Some(email) = &spec.email {
+        env.push(secret_env(&notifier_vars::SMTP_URL, &email.smtp_url_secret));
+        env.push(plain_env(&notifier_vars::EMAIL_FROM, email.from.clone()));
     }
     env
 }
@@ -748,6 +843,7 @@ fn deployment(
             env.extend(identity_env(tenant));
         }
         Component::Ordering => env.extend(payment_secrets(spec.payments.as_ref())),
+        Component::Notifier => env.extend(notifier_env(tenant, ns)),
         _ => {}
     }
     let listen = |port: u16| format!("0.0.0.0:{port}");
@@ -1005,29 +1101,37 @@ fn path_elements(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|element| !element.is_empty())
 }
 
-fn ingress(
-    tenant: &CountryTenant,
+/// The public routes of `paths` (each component's paths under the tenant's prefix), most
+/// specific first, or `None` when there is none (an Ingress without paths is invalid).
+fn routes(
+    settings: &IngressSpec,
     components: &[ComponentObjects],
-    ns: &str,
-    owner: Option<&OwnerReference>,
-) -> Option<Ingress> {
-    let settings = tenant.spec.ingress.as_ref()?;
+    paths: fn(Component) -> &'static [&'static str],
+) -> Option<Vec<HTTPIngressPath>> {
     let routes = components.iter().flat_map(|c| {
-        c.component
-            .public_paths()
+        paths(c.component)
             .iter()
             .map(|path| (format!("{}{path}", settings.path_prefix), c.component))
     });
     let paths = ingress_paths(routes);
-    if paths.is_empty() {
-        return None;
+    (!paths.is_empty()).then_some(paths)
+}
+
+/// An Ingress of the tenant's host named `name`, with `paths` and `annotations`.
+fn ingress_object(
+    tenant: &CountryTenant,
+    settings: &IngressSpec,
+    name: &str,
+    paths: Vec<HTTPIngressPath>,
+    annotations: BTreeMap<String, String>,
+    ns: &str,
+    owner: Option<&OwnerReference>,
+) -> Ingress {
+    let mut metadata = meta(name, ns, tenant_labels(&tenant.name_any()), owner);
+    if !annotations.is_empty() {
+        metadata.annotations = Some(annotations);
     }
-    let name = tenant.name_any();
-    let mut metadata = meta(INGRESS, ns, tenant_labels(&name), owner);
-    if !settings.annotations.is_empty() {
-        metadata.annotations = Some(settings.annotations.clone());
-    }
-    Some(Ingress {
+    Ingress {
         metadata,
         spec: Some(K8sIngressSpec {
             ingress_class_name: settings.class_name.clone(),
@@ -1044,7 +1148,67 @@ fn ingress(
             ..K8sIngressSpec::default()
         }),
         ..Ingress::default()
-    })
+    }
+}
+
+fn ingress(
+    tenant: &CountryTenant,
+    components: &[ComponentObjects],
+    ns: &str,
+    owner: Option<&OwnerReference>,
+) -> Option<Ingress> {
+    let settings = tenant.spec.ingress.as_ref()?;
+    let paths = routes(settings, components, Component::public_paths)?;
+    Some(ingress_object(
+        tenant,
+        settings,
+        INGRESS,
+        paths,
+        settings.annotations.clone(),
+        ns,
+        owner,
+    ))
+}
+
+/// Whether an annotation asks cert-manager for a certificate: only the main Ingress carries
+/// those, so that one Certificate (named after the TLS Secret) has one owner; the stream Ingress
+/// uses the same Secret.
+fn requests_a_certificate(annotation: &str) -> bool {
+    annotation.starts_with("cert-manager.io/") || annotation.starts_with("acme.cert-manager.io/")
+}
+
+/// The Ingress of the streaming paths: the same host, TLS and class as the main one, the
+/// tenant's annotations (but cert-manager's) with [`STREAM_ANNOTATIONS`] over them. The Ingress
+/// API gives a request to the longest matching path across the Ingresses of a host, so
+/// `/v1/notifications/stream` comes here and the rest of `/v1/notifications` to the main one.
+fn stream_ingress(
+    tenant: &CountryTenant,
+    components: &[ComponentObjects],
+    ns: &str,
+    owner: Option<&OwnerReference>,
+) -> Option<Ingress> {
+    let settings = tenant.spec.ingress.as_ref()?;
+    let paths = routes(settings, components, Component::stream_paths)?;
+    let mut annotations: BTreeMap<String, String> = settings
+        .annotations
+        .iter()
+        .filter(|(key, _)| !requests_a_certificate(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    annotations.extend(
+        STREAM_ANNOTATIONS
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    Some(ingress_object(
+        tenant,
+        settings,
+        STREAM_INGRESS,
+        paths,
+        annotations,
+        ns,
+        owner,
+    ))
 }
 
 #[cfg(test)]
@@ -1134,10 +1298,18 @@ mod tests {
             desired.ingress.as_ref().map(|i| i.name_any()).as_deref(),
             Some(INGRESS)
         );
+        assert_eq!(
+            desired
+                .stream_ingress
+                .as_ref()
+                .map(|i| i.name_any())
+                .as_deref(),
+            Some(STREAM_INGRESS)
+        );
         assert_eq!(desired.url.as_deref(), Some("https://fr.pulse.example"));
-        // 2 + 5 × 4 + 1 objects, in apply order, each with apiVersion and kind.
+        // 2 + 5 × 4 + 2 objects, in apply order, each with apiVersion and kind.
         let objects = desired.objects().expect("json");
-        assert_eq!(objects.len(), 23);
+        assert_eq!(objects.len(), 24);
         let kinds: Vec<&str> = objects
             .iter()
             .map(|o| o["kind"].as_str().unwrap_or(""))
@@ -1153,7 +1325,7 @@ mod tests {
                 "PodDisruptionBudget"
             ]
         );
-        assert_eq!(kinds[22], "Ingress");
+        assert_eq!(kinds[22..], ["Ingress", "Ingress"]);
         assert!(objects.iter().all(|o| o["apiVersion"].is_string()));
     }
 
@@ -1625,9 +1797,11 @@ mod tests {
                 .all(|o| o["metadata"]["name"] != "notifier" && o["metadata"]["name"] != "booking")
         );
         let paths = ingress_paths(&desired);
-        assert!(paths.iter().all(
-            |(p, _)| !p.starts_with("/v1/appointments") && !p.starts_with("/v1/notifications")
-        ));
+        assert!(paths.iter().all(|(p, s)| !p.starts_with("/v1/appointments")
+            && !p.contains("notification")
+            && s != "notifier"));
+        // Without notifier, nothing streams: no stream Ingress (the reconciler deletes it).
+        assert!(desired.stream_ingress.is_none());
         assert!(
             paths
                 .iter()
@@ -1636,11 +1810,13 @@ mod tests {
     }
 
     fn ingress_paths(desired: &Desired) -> Vec<(String, String)> {
-        let spec = desired
-            .ingress
-            .clone()
-            .and_then(|i| i.spec)
-            .expect("ingress spec");
+        paths_of(desired.ingress.as_ref())
+    }
+
+    /// The (path, service) pairs of an Ingress, checking that each is a `Prefix` path to the
+    /// Service's `http` port.
+    fn paths_of(ingress: Option<&Ingress>) -> Vec<(String, String)> {
+        let spec = ingress.cloned().and_then(|i| i.spec).expect("ingress spec");
         spec.rules.unwrap_or_default()[0]
             .http
             .clone()
@@ -1666,6 +1842,8 @@ mod tests {
         let expected: Vec<(String, String)> = [
             // Deepest first (see `ingress_paths`), then in the components' order.
             ("/v1/me/profile", "identity"),
+            ("/v1/me/notification-preferences", "notifier"),
+            ("/v1/admin/notifications", "notifier"),
             ("/v1/auth", "identity"),
             ("/v1/users", "identity"),
             ("/v1/practitioners", "booking"),
@@ -1799,6 +1977,15 @@ mod tests {
                 .all(|(p, _)| p.starts_with("/fr/"))
         );
         assert_eq!(
+            paths_of(desired_prefixed.stream_ingress.as_ref()),
+            [("/fr/v1/notifications/stream".into(), "notifier".into())]
+        );
+        let stream = desired_prefixed
+            .stream_ingress
+            .and_then(|i| i.spec)
+            .expect("stream spec");
+        assert_eq!(stream.tls, None);
+        assert_eq!(
             desired_prefixed.url.as_deref(),
             Some("http://fr.pulse.example/fr")
         );
@@ -1806,6 +1993,7 @@ mod tests {
         t.spec.ingress = None;
         let without = desired(&t).expect("valid tenant");
         assert!(without.ingress.is_none());
+        assert!(without.stream_ingress.is_none());
         assert!(without.url.is_none());
 
         let mut none_enabled = tenant();
@@ -1815,7 +2003,7 @@ mod tests {
         let empty = desired(&none_enabled).expect("valid tenant");
         assert!(empty.components.is_empty());
         assert!(
-            empty.ingress.is_none(),
+            empty.ingress.is_none() && empty.stream_ingress.is_none(),
             "an Ingress without paths is invalid"
         );
     }
@@ -2122,5 +2310,347 @@ mod tests {
         let err = desired(&missing).expect_err("no provider");
         assert_eq!(err.reason(), "NoPaymentProvider");
         assert!(err.to_string().contains("nothing is deployed"), "{err}");
+    }
+    /// Notifier's container env, as name → plain value or `secret:<name>/<key>`.
+    fn notifier_vars(desired: &Desired) -> BTreeMap<String, String> {
+        env_of(desired, Component::Notifier)
+            .into_iter()
+            .filter(|v| v.name.starts_with("PULSE_NOTIFIER_"))
+            .map(|v| {
+                let value = match (v.value, v.value_from.and_then(|f| f.secret_key_ref)) {
+                    (Some(value), None) => value,
+                    (None, Some(s)) => format!("secret:{}/{}", s.name, s.key),
+                    other => panic!("{}: {other:?}", v.name),
+                };
+                (v.name, value)
+            })
+            .collect()
+    }
+
+    fn with_email(mut t: CountryTenant) -> CountryTenant {
+        t.spec.email = Some(EmailSpec {
+            smtp_url_secret: SecretKeyRef {
+                name: "pulse-fr-smtp".into(),
+                key: "url".into(),
+            },
+            from: "Pulse France <no-reply@fr.pulse.example>".into(),
+        });
+        t
+    }
+
+    #[test]
+    fn notifier_gets_identity_the_sms_provider_and_smtp() {
+        let mut t = with_email(tenant());
+        if let Some(sms) = t.spec.sms.as_mut() {
+            sms.base_url = Some("https://sms.internal.example".into());
+        }
+        let desired = desired_of(&t);
+        let expected: BTreeMap<String, String> = [
+            (
+                notifier_vars::IDENTITY_GRPC_URL.var,
+                "http://identity.pulse-fr.svc:50051",
+            ),
+            // The same provider, account, sender and token Secret as identity's.
+            (notifier_vars::SMS_PROVIDER.var, "twilio"),
+            (
+                notifier_vars::SMS_BASE_URL.var,
+                "https://sms.internal.example",
+            ),
+            (
+                notifier_vars::SMS_ACCOUNT.var,
+                "AC0123456789abcdef0123456789abcdef",
+            ),
+            (notifier_vars::SMS_FROM.var, "+33700000000"),
+            (
+                notifier_vars::SMS_AUTH_TOKEN.var,
+                "secret:pulse-fr-sms/auth-token",
+            ),
+            (notifier_vars::SMTP_URL.var, "secret:pulse-fr-smtp/url"),
+            (
+                notifier_vars::EMAIL_FROM.var,
+                "Pulse France <no-reply@fr.pulse.example>",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(notifier_vars(&desired), expected);
+        assert_eq!(
+            cluster::grpc_url("identity", "pulse-fr"),
+            expected[notifier_vars::IDENTITY_GRPC_URL.var]
+        );
+        let identity = identity_vars(&desired);
+        for (ours, theirs) in [
+            (notifier_vars::SMS_ACCOUNT, identity_vars::SMS_ACCOUNT),
+            (notifier_vars::SMS_FROM, identity_vars::SMS_FROM),
+            (notifier_vars::SMS_AUTH_TOKEN, identity_vars::SMS_AUTH_TOKEN),
+        ] {
+            assert_eq!(expected[ours.var], identity[theirs.var], "{ours}");
+        }
+
+        // Nobody else gets notifier's settings, the SMTP URL above all; nothing of it is in the
+        // ConfigMap.
+        for component in Component::ALL
+            .into_iter()
+            .filter(|c| *c != Component::Notifier)
+        {
+            let env = env_of(&desired, component);
+            assert!(
+                env.iter().all(|v| !v.name.starts_with("PULSE_NOTIFIER_")),
+                "{}",
+                component.name()
+            );
+        }
+        let data = desired.config_map.data.clone().unwrap_or_default();
+        assert!(
+            data.keys().all(|k| !k.starts_with("PULSE_NOTIFIER_")),
+            "{data:?}"
+        );
+        assert!(
+            data.values()
+                .all(|v| !v.contains("smtp") && !v.contains("no-reply")),
+            "{data:?}"
+        );
+    }
+
+    #[test]
+    fn without_spec_email_notifier_gets_no_smtp() {
+        let desired = desired_of(&tenant());
+        let vars = notifier_vars(&desired);
+        assert!(!vars.contains_key(notifier_vars::SMTP_URL.var), "{vars:?}");
+        assert!(
+            !vars.contains_key(notifier_vars::EMAIL_FROM.var),
+            "{vars:?}"
+        );
+        // The rest is there all the same.
+        assert_eq!(vars[notifier_vars::SMS_PROVIDER.var], "twilio");
+        assert!(vars.contains_key(notifier_vars::IDENTITY_GRPC_URL.var));
+    }
+
+    #[test]
+    fn the_notifier_sms_sandbox_writes_to_its_writable_tmp() {
+        let mut t = tenant();
+        t.spec.development = true;
+        t.spec.sms = Some(SmsSpec {
+            provider: SmsProvider::Sandbox,
+            base_url: Some("https://sms.internal.example".into()),
+            account: Some("AC1".into()),
+            from: Some("+33700000000".into()),
+            auth_token: Some(SecretKeyRef {
+                name: "pulse-fr-sms".into(),
+                key: "auth-token".into(),
+            }),
+        });
+        let desired = desired_of(&t);
+        let vars = notifier_vars(&desired);
+        assert_eq!(vars[notifier_vars::SMS_PROVIDER.var], "sandbox");
+        assert_eq!(
+            vars[notifier_vars::SANDBOX_SMS_FILE.var],
+            NOTIFIER_SANDBOX_SMS_PATH
+        );
+        assert!(NOTIFIER_SANDBOX_SMS_PATH.starts_with("/tmp/"));
+        for setting in [
+            notifier_vars::SMS_BASE_URL,
+            notifier_vars::SMS_ACCOUNT,
+            notifier_vars::SMS_FROM,
+            notifier_vars::SMS_AUTH_TOKEN,
+        ] {
+            assert!(!vars.contains_key(setting.var), "{setting}");
+        }
+        let notifier = desired
+            .components
+            .iter()
+            .find(|c| c.component == Component::Notifier)
+            .expect("notifier");
+        assert!(
+            container(&notifier.deployment)
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/tmp")
+        );
+    }
+
+    #[test]
+    fn notifier_reaches_identity_even_when_this_tenant_does_not_run_it() {
+        let mut t = tenant();
+        t.spec.components.get_mut(Component::Identity).enabled = false;
+        let vars = notifier_vars(&desired_of(&t));
+        assert_eq!(
+            vars[notifier_vars::IDENTITY_GRPC_URL.var],
+            "http://identity.pulse-fr.svc:50051"
+        );
+    }
+
+    #[test]
+    fn the_sse_stream_has_its_own_unbuffered_ingress() {
+        let mut t = tenant();
+        if let Some(ingress) = t.spec.ingress.as_mut() {
+            ingress.annotations = BTreeMap::from([
+                (
+                    "cert-manager.io/cluster-issuer".into(),
+                    "letsencrypt".into(),
+                ),
+                ("nginx.ingress.kubernetes.io/limit-rps".into(), "50".into()),
+                (
+                    "nginx.ingress.kubernetes.io/proxy-buffering".into(),
+                    "on".into(),
+                ),
+            ]);
+        }
+        let desired = desired_of(&t);
+        let stream = desired.stream_ingress.clone().expect("stream ingress");
+        assert_eq!(stream.name_any(), STREAM_INGRESS);
+        assert_eq!(stream.namespace().as_deref(), Some("pulse-fr"));
+        // Owned and labelled like every other object, so it is watched and garbage-collected.
+        assert_eq!(stream.metadata.labels, Some(tenant_labels("fr")));
+        let owners = stream.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].uid.as_str()),
+            ("CountryTenant", UID)
+        );
+
+        // Only the stream path, to notifier's HTTP port (`http`, 8080 in the Service).
+        let spec = stream.spec.clone().expect("spec");
+        let paths = spec.rules.clone().unwrap_or_default()[0]
+            .http
+            .clone()
+            .expect("http")
+            .paths;
+        assert_eq!(paths.len(), 1);
+        assert_eq!(paths[0].path.as_deref(), Some("/v1/notifications/stream"));
+        let backend = paths[0].backend.service.clone().expect("service backend");
+        assert_eq!(backend.name, "notifier");
+        let port = backend.port.and_then(|p| p.name).expect("port name");
+        let notifier_service = desired
+            .components
+            .iter()
+            .find(|c| c.component == Component::Notifier)
+            .and_then(|c| c.service.spec.clone())
+            .expect("notifier service");
+        assert!(
+            notifier_service
+                .ports
+                .unwrap_or_default()
+                .iter()
+                .any(|p| p.name.as_deref() == Some(port.as_str())
+                    && p.port == i32::from(cluster::HTTP_PORT))
+        );
+        // The same host, class and TLS as the main Ingress.
+        let main = desired.ingress.clone().and_then(|i| i.spec).expect("main");
+        assert_eq!(spec.ingress_class_name, main.ingress_class_name);
+        assert_eq!(spec.tls, main.tls);
+        assert_eq!(
+            spec.rules.unwrap_or_default()[0].host,
+            main.rules.unwrap_or_default()[0].host
+        );
+
+        // Unbuffered, with a long read timeout, over the tenant's own annotations; the
+        // certificate is requested by the main Ingress only.
+        let annotations = stream.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/proxy-buffering"],
+            "off"
+        );
+        assert_eq!(
+            annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"],
+            "3600"
+        );
+        assert_eq!(annotations["nginx.ingress.kubernetes.io/limit-rps"], "50");
+        assert!(!annotations.contains_key("cert-manager.io/cluster-issuer"));
+        let main_annotations = desired
+            .ingress
+            .and_then(|i| i.metadata.annotations)
+            .unwrap_or_default();
+        assert_eq!(
+            main_annotations["cert-manager.io/cluster-issuer"],
+            "letsencrypt"
+        );
+        assert!(!main_annotations.contains_key("nginx.ingress.kubernetes.io/proxy-read-timeout"));
+    }
+
+    #[test]
+    fn notifier_paths_reach_notifier_and_the_stream_its_own_ingress() {
+        let desired = desired_of(&tenant());
+        let main = ingress_paths(&desired);
+        let stream = paths_of(desired.stream_ingress.as_ref());
+        // Across the Ingresses of one host the longest matching path wins.
+        let all: Vec<(String, String)> = main.iter().chain(&stream).cloned().collect();
+        for request in [
+            "/v1/notifications",
+            "/v1/notifications/0192b0c4-0000-7000-8000-000000000000/read",
+            "/v1/notifications/stream",
+            "/v1/me/notification-preferences",
+            "/v1/admin/notifications",
+            "/v1/admin/notifications/dead-letters",
+        ] {
+            assert_eq!(
+                route(&all, request, false).as_deref(),
+                Some("notifier"),
+                "{request}"
+            );
+        }
+        // The main Ingress serves everything but the stream, which only the stream Ingress has.
+        assert_eq!(
+            route(&main, "/v1/notifications/stream", false).as_deref(),
+            Some("notifier")
+        );
+        assert!(main.iter().all(|(p, _)| p != "/v1/notifications/stream"));
+        assert_eq!(route(&stream, "/v1/notifications", false), None);
+        assert_eq!(
+            route(&stream, "/v1/notifications/stream", false).as_deref(),
+            Some("notifier")
+        );
+        // Identity's profile stays identity's.
+        assert_eq!(
+            route(&all, "/v1/me/profile", false).as_deref(),
+            Some("identity")
+        );
+        // Every stream path is also under one of its component's public paths.
+        for component in Component::ALL {
+            for path in component.stream_paths() {
+                let path: Vec<&str> = path_elements(path).collect();
+                assert!(component.public_paths().iter().any(|public| {
+                    let public: Vec<&str> = path_elements(public).collect();
+                    path.starts_with(&public)
+                }));
+            }
+        }
+    }
+
+    #[test]
+    fn email_rules_are_checked_here_too() {
+        desired(&with_email(tenant())).expect("a sender address");
+        for from in [
+            "no-reply@fr.pulse.example",
+            "Pulse France <no-reply@fr.pulse.example>",
+        ] {
+            let mut t = with_email(tenant());
+            if let Some(email) = t.spec.email.as_mut() {
+                email.from = from.into();
+            }
+            desired(&t).unwrap_or_else(|err| panic!("{from}: {err}"));
+        }
+        for from in [
+            "",
+            "Pulse France",
+            "@fr.pulse.example",
+            "no-reply@",
+            "Pulse <no-reply @ fr.pulse.example>",
+            "no-reply@fr.pulse.example\nBcc: everyone@example.com",
+        ] {
+            let mut t = with_email(tenant());
+            if let Some(email) = t.spec.email.as_mut() {
+                email.from = from.into();
+            }
+            let err = desired(&t).expect_err(from);
+            assert_eq!(err.reason(), "InvalidSpec");
+            assert!(
+                err.to_string().starts_with("spec.email.from")
+                    && err.to_string().contains("Name <address@domain>"),
+                "{err}"
+            );
+        }
     }
 }

@@ -130,6 +130,12 @@ fn with(mut object: Value, key: &str, value: Value) -> Value {
     object
 }
 
+/// `object` with `spec.<key>` (absent or not) set to `value`.
+fn with_spec(mut object: Value, key: &str, value: Value) -> Value {
+    object["spec"][key] = value;
+    object
+}
+
 fn remove(mut object: Value, parent: &str, key: &str) -> Value {
     object
         .pointer_mut(parent)
@@ -398,6 +404,95 @@ fn broken_tenants_are_refused() {
         None,
     )
     .expect("an SMS base URL");
+    // E-mail: optional; a Secret key for the SMTP URL, never a value, and a sender address.
+    let email = json!({
+        "smtpUrlSecret": {"name": "pulse-fr-smtp", "key": "url"},
+        "from": "Pulse France <no-reply@fr.pulse.example>",
+    });
+    let defaulted = validate(&with_spec(fr.clone(), "email", email.clone()), None)
+        .expect("a tenant with e-mail");
+    let tenant: CountryTenant = serde_json::from_value(defaulted).expect("CountryTenant");
+    pulse_operator::resources::desired(&tenant).expect("renders with e-mail");
+    validate(
+        &with_spec(
+            fr.clone(),
+            "email",
+            set(email.clone(), "/from", json!("no-reply@fr.pulse.example")),
+        ),
+        None,
+    )
+    .expect("a bare sender address");
+    for from in [
+        "Pulse France",
+        "@fr.pulse.example",
+        "no-reply@",
+        "Pulse <no-reply @ fr.pulse.example>",
+    ] {
+        assert_refused(
+            &with_spec(
+                fr.clone(),
+                "email",
+                set(email.clone(), "/from", json!(from)),
+            ),
+            None,
+            "email.from must be a sender address",
+            &format!("sender {from:?}"),
+        );
+    }
+    assert_refused(
+        &with_spec(
+            fr.clone(),
+            "email",
+            set(
+                email.clone(),
+                "/from",
+                json!("no-reply@fr.pulse.example\r\nBcc: all@example.com"),
+            ),
+        ),
+        None,
+        "Bcc",
+        "a sender with a line break",
+    );
+    assert_refused(
+        &with_spec(fr.clone(), "email", remove(email.clone(), "", "from")),
+        None,
+        "\"from\" is a required property",
+        "e-mail without a sender",
+    );
+    assert_refused(
+        &with_spec(
+            fr.clone(),
+            "email",
+            set(
+                email.clone(),
+                "/smtpUrlSecret",
+                json!("smtps://user:password@smtp.example:465"),
+            ),
+        ),
+        None,
+        "object",
+        "an inlined SMTP URL",
+    );
+    // The country's reminder time is part of its configuration.
+    let defaulted = validate(&fr, None).expect("fr");
+    assert_eq!(
+        defaulted["spec"]["country"]["notifications"]["reminderTime"],
+        "18:00"
+    );
+    assert_refused(
+        &with_spec(
+            fr.clone(),
+            "country",
+            with(
+                fr["spec"]["country"].clone(),
+                "notifications",
+                json!({"reminderTime": "25:00"}),
+            ),
+        ),
+        None,
+        "25:00",
+        "a reminder time that is no time of day",
+    );
     // A transition: the code cannot change on update.
     let renamed = set(fr.clone(), "/spec/country/code", json!("DE"));
     assert_refused(

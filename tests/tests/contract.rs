@@ -22,8 +22,8 @@ fn example(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The example tenant as a production country would write it: Stripe, Twilio, tokens from
-/// identity only (no HS256), no development mode.
+/// The example tenant as a production country would write it: Stripe, Twilio, e-mail through an
+/// SMTP server, tokens from identity only (no HS256), no development mode.
 fn production(text: &str) -> String {
     let mut tenant: Value = serde_yaml::from_str(text).expect("yaml");
     tenant["spec"]["development"] = Value::Bool(false);
@@ -38,6 +38,10 @@ fn production(text: &str) -> String {
         "account": "AC0123456789abcdef0123456789abcdef",
         "from": "+33700000000",
         "authToken": { "name": "pulse-fr-sms", "key": "auth-token" },
+    });
+    tenant["spec"]["email"] = serde_json::json!({
+        "smtpUrlSecret": { "name": "pulse-fr-smtp", "key": "url" },
+        "from": "Pulse <no-reply@pulse.example>",
     });
     tenant["spec"]["auth"]["algorithms"] = serde_json::json!(["ES256", "EdDSA"]);
     serde_yaml::to_string(&tenant).expect("yaml")
@@ -221,6 +225,28 @@ fn check_token_wiring(objects: &[Value], given: &[Given], origin: &str) {
             assert!(
                 identity_vars.is_empty(),
                 "{origin}: {target} gets {identity_vars:?}"
+            );
+        }
+        // Notifier's settings (the SMTP URL, the SMS token) are notifier's alone.
+        let notifier_vars: Vec<&String> = container
+            .own
+            .keys()
+            .filter(|k| k.starts_with("PULSE_NOTIFIER_"))
+            .collect();
+        if target == "notifier" {
+            for var in [
+                "PULSE_NOTIFIER_IDENTITY_GRPC_URL",
+                "PULSE_NOTIFIER_SMS_PROVIDER",
+            ] {
+                assert!(
+                    notifier_vars.iter().any(|v| *v == var),
+                    "{origin}: notifier lacks {var}"
+                );
+            }
+        } else {
+            assert!(
+                notifier_vars.is_empty(),
+                "{origin}: {target} gets {notifier_vars:?}"
             );
         }
     }

@@ -83,15 +83,16 @@ fn apply_calls(
     for component in tenant.spec.components.enabled() {
         calls.extend(component_calls(component, reply(component)));
     }
-    calls.push(if tenant.spec.ingress.is_some() {
-        Call::apply("/apis/networking.k8s.io/v1/namespaces/pulse-fr/ingresses/pulse")
-    } else {
-        Call::new(
-            Method::DELETE,
-            "/apis/networking.k8s.io/v1/namespaces/pulse-fr/ingresses/pulse",
-        )
-        .reply(Reply::Error(404, "NotFound"))
-    });
+    // The main Ingress, then the stream Ingress (notifier's SSE path).
+    let streams = tenant.spec.components.get(Component::Notifier).enabled;
+    for (name, wanted) in [("pulse", true), ("pulse-stream", streams)] {
+        let path = format!("/apis/networking.k8s.io/v1/namespaces/pulse-fr/ingresses/{name}");
+        calls.push(if tenant.spec.ingress.is_some() && wanted {
+            Call::apply(path)
+        } else {
+            Call::new(Method::DELETE, path).reply(Reply::Error(404, "NotFound"))
+        });
+    }
     calls.push(
         Call::new(Method::GET, "/apis/apps/v1/namespaces/pulse-fr/deployments")
             .reply(deployment_list(listed)),
@@ -564,6 +565,48 @@ async fn disabled_components_are_removed() {
     let status = status_of(&recorded);
     assert_eq!(status.components.len(), 4);
     assert_eq!(status.url, None);
+}
+
+#[tokio::test]
+async fn disabling_notifier_deletes_the_stream_ingress() {
+    let mut t = finalized(tenant());
+    t.spec.components.get_mut(Component::Notifier).enabled = false;
+    let mut calls = apply_calls(
+        &t,
+        |_| deployment(1, 1, 2),
+        &["identity", "booking", "marketing", "ordering"],
+    );
+    calls.extend([status_call(&t), event_call()]);
+    let (result, recorded, _) = reconcile_with(t, calls).await;
+    assert_eq!(result.expect("ok"), Action::requeue(READY_RESYNC));
+    let ingresses: Vec<(Method, &str)> = recorded
+        .iter()
+        .filter(|r| r.path.contains("/ingresses/"))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.rsplit('/').next().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ingresses,
+        [(Method::PATCH, "pulse"), (Method::DELETE, "pulse-stream")]
+    );
+    let main = recorded
+        .iter()
+        .find(|r| r.path.ends_with("/ingresses/pulse"))
+        .expect("main Ingress applied");
+    let paths = main.body["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p["backend"]["service"]["name"] != "notifier"),
+        "{paths:?}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ pub use campaign::{
 pub use condition::{Condition, ConditionStatus};
 pub use tenant::{
     AuthSpec, Component, ComponentSpec, ComponentStatus, Components, CountryTenant,
-    CountryTenantSpec, CountryTenantStatus, DeletionPolicy, IngressSpec, JwtAlgorithm,
+    CountryTenantSpec, CountryTenantStatus, DeletionPolicy, EmailSpec, IngressSpec, JwtAlgorithm,
     JwtSecretRefs, PaymentProvider, PaymentsSpec, PullPolicy, ResourceAmounts, ResourceSpec,
     SecretKeyRef, SecretName, SecretRefs, SmsProvider, SmsSpec,
 };

@@ -16,7 +16,8 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
 
 /// A country served by Pulse. The operator turns it into namespace `pulse-<code>` with the
 /// country's ConfigMap and, per enabled component, a Deployment, Service, HorizontalPodAutoscaler
-/// and PodDisruptionBudget, plus one Ingress.
+/// and PodDisruptionBudget, plus the Ingress `pulse` and, for notifier's event stream, the
+/// unbuffered Ingress `pulse-stream`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "pulse.dev",
@@ -84,13 +85,19 @@ pub struct CountryTenantSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
     pub payments: Option<PaymentsSpec>,
-    /// How `identity` sends sign-in codes. Required for the same reason as `payments`: the
-    /// `sandbox` provider sends nothing and writes the codes to a file.
+    /// How `identity` sends sign-in codes and `notifier` sends SMS notifications (both use the
+    /// same provider and credentials). Required for the same reason as `payments`: the
+    /// `sandbox` provider sends nothing and writes the messages to a file.
     // An `Option` only so that a tenant stored before the field existed can still be read, and
     // be reported as `Degraded` instead of deployed; the schema requires it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
     pub sms: Option<SmsSpec>,
+    /// How `notifier` sends e-mail notifications: an SMTP server and the sender. When omitted,
+    /// `notifier` sends no e-mail and records each e-mail delivery as `no_provider` (in-app and
+    /// SMS notifications still go out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSpec>,
     /// A development tenant (a laptop or CI cluster): development-only parts such as the
     /// `sandbox` payment and SMS providers may run (`PULSE_DEVELOPMENT_MODE`). Never in production.
     #[serde(default)]
@@ -183,7 +190,22 @@ impl Component {
             Self::Booking => &["/v1/practitioners", "/v1/appointments"],
             Self::Marketing => &["/v1/campaigns", "/v1/seckill", "/v1/vouchers"],
             Self::Ordering => &["/v1/products", "/v1/orders", "/v1/payments"],
-            Self::Notifier => &["/v1/notifications"],
+            Self::Notifier => &[
+                "/v1/notifications",
+                "/v1/me/notification-preferences",
+                "/v1/admin/notifications",
+            ],
+        }
+    }
+
+    /// Public paths (each also under one of [`Self::public_paths`]) that answer with a
+    /// long-lived stream (Server-Sent Events). They get an Ingress of their own, because the
+    /// controller must neither buffer their responses nor cut them after its usual read timeout,
+    /// and ingress-nginx takes such settings per Ingress object.
+    pub fn stream_paths(self) -> &'static [&'static str] {
+        match self {
+            Self::Notifier => &["/v1/notifications/stream"],
+            _ => &[],
         }
     }
 }
@@ -352,7 +374,10 @@ pub struct IngressSpec {
     #[serde(default)]
     #[schemars(pattern(r"^(/[A-Za-z0-9._~-]+)*$"))]
     pub path_prefix: String,
-    /// Extra annotations of the Ingress (for the controller: rewrites, rate limits, …).
+    /// Extra annotations of the Ingresses (for the controller: rewrites, rate limits, …). The
+    /// stream Ingress `pulse-stream` (notifier's `/v1/notifications/stream`) gets them too, except
+    /// cert-manager's (`cert-manager.io/*`: one Certificate, requested by `pulse`, serves both),
+    /// with ingress-nginx's `proxy-buffering: "off"` and `proxy-read-timeout: "3600"` over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -489,14 +514,16 @@ pub struct SecretRefs {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(required)]
     pub identity_keyring: Option<SecretKeyRef>,
-    /// Secrets whose keys all become environment variables of every component (SMTP
-    /// credentials; the SMS auth token goes to `sms.authToken`, which only `identity` gets, and
+    /// Secrets whose keys all become environment variables of every component (extra provider
+    /// settings; the SMS auth token goes to `sms.authToken`, which only `identity` and
+    /// `notifier` get, the SMTP URL to `email.smtpUrlSecret`, which only `notifier` gets, and
     /// payment credentials to `payments.secretRef`, which only `ordering` gets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<SecretName>,
 }
 
-/// How `identity` sends its sign-in codes.
+/// How `identity` sends its sign-in codes and `notifier` its SMS notifications: one provider,
+/// one account, the same credentials (`PULSE_IDENTITY_SMS_*` and `PULSE_NOTIFIER_SMS_*`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -504,36 +531,38 @@ pub struct SecretRefs {
         .message("sms.provider twilio needs sms.account (the account SID), sms.from (the sender number, E.164) and sms.authToken (a Secret key in namespace pulse-<code>)")
 )]
 pub struct SmsSpec {
-    /// The SMS provider (`PULSE_IDENTITY_SMS_PROVIDER`).
+    /// The SMS provider (`PULSE_IDENTITY_SMS_PROVIDER`, `PULSE_NOTIFIER_SMS_PROVIDER`).
     pub provider: SmsProvider,
-    /// API base URL of the Twilio-compatible provider (`PULSE_IDENTITY_SMS_BASE_URL`);
-    /// identity's default when omitted.
+    /// API base URL of the Twilio-compatible provider (`PULSE_IDENTITY_SMS_BASE_URL`,
+    /// `PULSE_NOTIFIER_SMS_BASE_URL`); the components' default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048), pattern(r"^https?://[^\s/@]+(/\S*)?$"))]
     pub base_url: Option<String>,
-    /// Account SID, letters and digits (`PULSE_IDENTITY_SMS_ACCOUNT`); required for `twilio`.
+    /// Account SID, letters and digits (`PULSE_IDENTITY_SMS_ACCOUNT`,
+    /// `PULSE_NOTIFIER_SMS_ACCOUNT`); required for `twilio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9]+$"))]
     pub account: Option<String>,
-    /// Sender number in E.164 form, `+33700000000` (`PULSE_IDENTITY_SMS_FROM`); required for
-    /// `twilio`.
+    /// Sender number in E.164 form, `+33700000000` (`PULSE_IDENTITY_SMS_FROM`,
+    /// `PULSE_NOTIFIER_SMS_FROM`); required for `twilio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^\+[1-9][0-9]{6,14}$"))]
     pub from: Option<String>,
     /// Key of a Secret in namespace `pulse-<code>` holding the provider's auth token
-    /// (`PULSE_IDENTITY_SMS_AUTH_TOKEN`); required for `twilio`. Only `identity` gets it.
+    /// (`PULSE_IDENTITY_SMS_AUTH_TOKEN`, `PULSE_NOTIFIER_SMS_AUTH_TOKEN`, as Secret references);
+    /// required for `twilio`. Only `identity` and `notifier` get it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_token: Option<SecretKeyRef>,
 }
 
-/// An SMS provider of `identity`.
+/// An SMS provider of `identity` and `notifier`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmsProvider {
     /// Twilio, or a service with the same request shape at `baseUrl`.
     Twilio,
-    /// Sends nothing: appends each message to `/tmp/sms-sandbox.jsonl` in the identity pod
-    /// (development tenants only).
+    /// Sends nothing: appends each message to `/tmp/sms-sandbox.jsonl` in the identity pod and
+    /// to `/tmp/notifier-sms-sandbox.jsonl` in the notifier pod (development tenants only).
     Sandbox,
 }
 
@@ -544,6 +573,43 @@ impl SmsProvider {
             Self::Twilio => "twilio",
             Self::Sandbox => "sandbox",
         }
+    }
+}
+
+/// How `notifier` sends e-mail: through an SMTP server whose URL, credentials included, is
+/// kept in a Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new(r"self.from.matches('[^ @<>]@[^ @<>]')")
+        .message("email.from must be a sender address, `Name <address@domain>` or `address@domain` (Pulse France <no-reply@fr.pulse.example>)")
+)]
+pub struct EmailSpec {
+    /// Key of a Secret in namespace `pulse-<code>` whose value is the whole SMTP URL with its
+    /// credentials: `smtps://user:password@smtp.example:465` (TLS from the start) or
+    /// `smtp://user:password@smtp.example:587?tls=required` (STARTTLS). Given to `notifier` only,
+    /// as a Secret reference (`PULSE_NOTIFIER_SMTP_URL`). Create it with
+    /// `kubectl -n pulse-<code> create secret generic pulse-<code>-smtp --from-literal=url='smtps://…'`.
+    /// A plain `smtp://127.0.0.1:1025` only reaches the pod itself: in a cluster, name the SMTP
+    /// server's host or Service.
+    pub smtp_url_secret: SecretKeyRef,
+    /// Sender of the e-mails, `Name <address>` or a bare address, on one line
+    /// (`Pulse France <no-reply@fr.pulse.example>`; `PULSE_NOTIFIER_EMAIL_FROM`). The SMTP
+    /// server must accept it as a sender.
+    #[schemars(length(min = 3, max = 320), pattern(r"^[^\r\n]+$"))]
+    pub from: String,
+}
+
+impl EmailSpec {
+    /// Whether `from` passes the schema's loose check: one line, and an `@` with something
+    /// other than a space, `@`, `<` or `>` on each side.
+    pub fn from_is_usable(&self) -> bool {
+        let bad = |c: char| matches!(c, ' ' | '@' | '<' | '>');
+        let chars: Vec<char> = self.from.chars().collect();
+        !self.from.contains(['\r', '\n'])
+            && chars
+                .windows(3)
+                .any(|w| w[1] == '@' && !bad(w[0]) && !bad(w[2]))
     }
 }
 
