@@ -1590,7 +1590,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sms_sandbox_writes_to_the_writable_tmp_and_reads_no_credentials() {
+    fn the_sms_sandbox_writes_to_each_pods_writable_tmp_and_reads_no_credentials() {
         let mut t = tenant();
         t.spec.development = true;
         t.spec.sms = Some(SmsSpec {
@@ -1623,15 +1623,47 @@ mod tests {
         ] {
             assert!(!identity.contains_key(setting.var), "{setting}");
         }
-        // `/tmp` is the pod's one writable directory.
-        assert!(SANDBOX_SMS_PATH.starts_with("/tmp/") && SANDBOX_EMAIL_PATH.starts_with("/tmp/"));
-        assert!(
-            container(&desired.components[0].deployment)
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.mount_path == "/tmp")
+        // Notifier sends through the same sandbox, into its own pod's `/tmp`.
+        let notifier = notifier_vars(&desired);
+        assert_eq!(notifier[notifier_vars::SMS_PROVIDER.var], "sandbox");
+        assert_eq!(
+            notifier[notifier_vars::SANDBOX_SMS_FILE.var],
+            NOTIFIER_SANDBOX_SMS_PATH
         );
+        for setting in [
+            notifier_vars::SMS_BASE_URL,
+            notifier_vars::SMS_ACCOUNT,
+            notifier_vars::SMS_FROM,
+            notifier_vars::SMS_AUTH_TOKEN,
+        ] {
+            assert!(!notifier.contains_key(setting.var), "{setting}");
+        }
+        // `/tmp` is the pod's one writable directory.
+        assert!(
+            [
+                SANDBOX_SMS_PATH,
+                SANDBOX_EMAIL_PATH,
+                NOTIFIER_SANDBOX_SMS_PATH
+            ]
+            .iter()
+            .all(|path| path.starts_with("/tmp/"))
+        );
+        for component in [Component::Identity, Component::Notifier] {
+            let deployment = &desired
+                .components
+                .iter()
+                .find(|c| c.component == component)
+                .expect("deployed")
+                .deployment;
+            assert!(
+                container(deployment)
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == "/tmp"),
+                "{component:?}"
+            );
+        }
     }
 
     #[test]
@@ -2425,50 +2457,6 @@ mod tests {
         // The rest is there all the same.
         assert_eq!(vars[notifier_vars::SMS_PROVIDER.var], "twilio");
         assert!(vars.contains_key(notifier_vars::IDENTITY_GRPC_URL.var));
-    }
-
-    #[test]
-    fn the_notifier_sms_sandbox_writes_to_its_writable_tmp() {
-        let mut t = tenant();
-        t.spec.development = true;
-        t.spec.sms = Some(SmsSpec {
-            provider: SmsProvider::Sandbox,
-            base_url: Some("https://sms.internal.example".into()),
-            account: Some("AC1".into()),
-            from: Some("+33700000000".into()),
-            auth_token: Some(SecretKeyRef {
-                name: "pulse-fr-sms".into(),
-                key: "auth-token".into(),
-            }),
-        });
-        let desired = desired_of(&t);
-        let vars = notifier_vars(&desired);
-        assert_eq!(vars[notifier_vars::SMS_PROVIDER.var], "sandbox");
-        assert_eq!(
-            vars[notifier_vars::SANDBOX_SMS_FILE.var],
-            NOTIFIER_SANDBOX_SMS_PATH
-        );
-        assert!(NOTIFIER_SANDBOX_SMS_PATH.starts_with("/tmp/"));
-        for setting in [
-            notifier_vars::SMS_BASE_URL,
-            notifier_vars::SMS_ACCOUNT,
-            notifier_vars::SMS_FROM,
-            notifier_vars::SMS_AUTH_TOKEN,
-        ] {
-            assert!(!vars.contains_key(setting.var), "{setting}");
-        }
-        let notifier = desired
-            .components
-            .iter()
-            .find(|c| c.component == Component::Notifier)
-            .expect("notifier");
-        assert!(
-            container(&notifier.deployment)
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.mount_path == "/tmp")
-        );
     }
 
     #[test]

@@ -57,6 +57,20 @@ where
     }
 }
 
+/// A client channel to `url` (`http://marketing:50051`) that connects on first use: every call
+/// ends after `timeout`, and connecting gives up after `timeout` or 500 ms, whichever is
+/// shorter, so a dependency that is down costs a caller little.
+pub fn lazy_channel(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(timeout.min(std::time::Duration::from_millis(500)))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 /// Client interceptor: adds the current `traceparent` to the call's metadata
 /// (`Client::with_interceptor(channel, pulse_kit::grpc::propagate_trace)`).
 pub fn propagate_trace(

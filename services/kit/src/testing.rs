@@ -753,6 +753,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The 6-digit code of the last message to `to` in a sandbox JSON-lines file (identity's SMS
+/// and e-mail sandboxes write `{"to":…,"body":…}` lines).
+pub fn last_code_in(path: &Path, to: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let message = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rev()
+        .find(|m| m["to"] == to)?;
+    let body = message["body"].as_str()?;
+    body.as_bytes()
+        .windows(6)
+        .find(|w| w.iter().all(u8::is_ascii_digit))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+}
+
 /// A directory under the system's temporary directory, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

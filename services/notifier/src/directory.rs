@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pulse_kit::breaker::{BreakerConfig, CircuitBreaker};
 use pulse_proto::identity::v1 as pb;
 use pulse_proto::identity::v1::directory_client::DirectoryClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How to reach one user.
@@ -73,11 +73,7 @@ impl Directory {
         ttl: Duration,
         breaker: BreakerConfig,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(timeout.min(Duration::from_millis(500)))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = pulse_kit::grpc::lazy_channel(url, timeout)?;
         Ok(Self {
             client: DirectoryClient::new(channel),
             timeout,

@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use pulse_kit::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use pulse_proto::marketing::v1 as pb;
 use pulse_proto::marketing::v1::vouchers_client::VouchersClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -70,11 +70,7 @@ impl MarketingClient {
         retries: u32,
         breaker: BreakerConfig,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(timeout.min(Duration::from_millis(500)))
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = pulse_kit::grpc::lazy_channel(url, timeout)?;
         Ok(Self {
             client: VouchersClient::new(channel),
             timeout,

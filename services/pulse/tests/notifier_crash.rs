@@ -124,24 +124,7 @@ impl Country {
     }
 
     async fn wait_ready(&self, port: u16, process: &Process) {
-        let started = Instant::now();
-        loop {
-            let probe = self
-                .client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .timeout(Duration::from_millis(500))
-                .send()
-                .await;
-            if probe.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "not ready within 60 s:\n{}",
-                process.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_ready(&self.client, port, process, "pulse").await;
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: &Value) -> Value {
@@ -259,19 +242,8 @@ impl Country {
 }
 
 fn sandbox_code(file: &Path, to: &str) -> String {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let message: Value = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .rev()
-        .find(|m| m["to"] == to)
-        .unwrap_or_else(|| panic!("no message to {to} in {}", file.display()));
-    let body = message["body"].as_str().expect("body");
-    body.as_bytes()
-        .windows(6)
-        .find(|w| w.iter().all(u8::is_ascii_digit))
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .expect("a code")
+    testing::last_code_in(file, to)
+        .unwrap_or_else(|| panic!("no code to {to} in {}", file.display()))
 }
 
 #[tokio::test]

@@ -81,25 +81,13 @@ impl Country {
     }
 
     async fn wait_ready(&self, index: usize) {
-        let started = Instant::now();
-        loop {
-            let probe = self
-                .client
-                .get(format!("{}/readyz", self.base(index)))
-                .timeout(Duration::from_millis(500))
-                .send()
-                .await;
-            if probe.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{} not ready within 60 s:\n{}",
-                TARGETS[index],
-                self.processes[index].log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_ready(
+            &self.client,
+            self.ports[index].http,
+            &self.processes[index],
+            TARGETS[index],
+        )
+        .await;
     }
 
     /// `method path` on component `index` as `token` with `body`: (status, body).

@@ -152,27 +152,14 @@ impl TestApp {
             .collect()
     }
 
-    /// The 6 digits of the last message to `to` in a sandbox file.
-    fn last_code_in(path: &std::path::Path, to: &str) -> Option<String> {
-        let message = Self::lines(path)
-            .into_iter()
-            .rev()
-            .find(|m| m["to"] == to)?;
-        let body = message["body"].as_str()?;
-        body.as_bytes()
-            .windows(6)
-            .find(|w| w.iter().all(u8::is_ascii_digit))
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-    }
-
     /// The last sign-in code sent to `phone` (E.164).
     pub fn last_code(&self, phone: &str) -> Option<String> {
-        Self::last_code_in(&self.sms_file(), phone)
+        testing::last_code_in(&self.sms_file(), phone)
     }
 
     /// The last verification code sent to `email`.
     pub fn last_email_code(&self, email: &str) -> Option<String> {
-        Self::last_code_in(&self.email_file(), email)
+        testing::last_code_in(&self.email_file(), email)
     }
 
     /// A request; `headers` are added as given.

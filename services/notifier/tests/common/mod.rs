@@ -171,17 +171,7 @@ impl Platform {
     }
 
     fn sandbox_code(&self, file: &str, to: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
-        let message: Value = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rev()
-            .find(|m| m["to"] == to)?;
-        let body = message["body"].as_str()?;
-        body.as_bytes()
-            .windows(6)
-            .find(|w| w.iter().all(u8::is_ascii_digit))
-            .map(|w| String::from_utf8_lossy(w).into_owned())
+        testing::last_code_in(&self.dir.path().join(file), to)
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: &Value) -> Value {

@@ -95,6 +95,28 @@ pub fn serve(target: &str, database: &str, instance: &str, ports: Ports) -> Comm
     command
 }
 
+/// Waits until `process` (`what`, for the message) answers `/readyz` with 200 on `port`; 60 s
+/// at most, then the panic shows the end of its log.
+pub async fn wait_ready(client: &reqwest::Client, port: u16, process: &Process, what: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let probe = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .timeout(std::time::Duration::from_millis(500))
+            .send()
+            .await;
+        if probe.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what} not ready within 60 s:\n{}",
+            process.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A directory for a test's logs and files: `$TMPDIR/pulse-<instance>`.
 pub fn work_dir(instance: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pulse-{instance}"));
