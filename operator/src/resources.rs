@@ -659,6 +659,11 @@ fn identity_env(tenant: &CountryTenant) -> Vec<EnvVar> {
     if let Some(sms) = &spec.sms {
         env.extend(sms_env(sms, &IDENTITY_SMS));
     }
+    // Verification codes go through the tenant's SMTP server, the one notifier sends with.
+    if let Some(email) = &spec.email {
+        env.push(secret_env(&identity_vars::SMTP_URL, &email.smtp_url_secret));
+        env.push(plain_env(&identity_vars::EMAIL_FROM, email.from.clone()));
+    }
     // Only development mode writes e-mail codes to a file; its default, in the working
     // directory, is on the read-only root file system.
     if spec.development {
@@ -2416,6 +2421,9 @@ mod tests {
             (notifier_vars::SMS_ACCOUNT, identity_vars::SMS_ACCOUNT),
             (notifier_vars::SMS_FROM, identity_vars::SMS_FROM),
             (notifier_vars::SMS_AUTH_TOKEN, identity_vars::SMS_AUTH_TOKEN),
+            // Identity sends its verification codes through the same SMTP server.
+            (notifier_vars::SMTP_URL, identity_vars::SMTP_URL),
+            (notifier_vars::EMAIL_FROM, identity_vars::EMAIL_FROM),
         ] {
             assert_eq!(expected[ours.var], identity[theirs.var], "{ours}");
         }

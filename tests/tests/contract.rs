@@ -132,7 +132,8 @@ fn containers(objects: &[Value]) -> Vec<Given> {
                     Some(value) => value.to_owned(),
                     // What a platform engineer puts in the SMTP Secret: a URL with credentials.
                     None if var["valueFrom"]["secretKeyRef"].is_object()
-                        && name == pulse_kit::settings::notifier::SMTP_URL.var =>
+                        && (name == pulse_kit::settings::notifier::SMTP_URL.var
+                            || name == pulse_kit::settings::identity::SMTP_URL.var) =>
                     {
                         "smtps://pulse:placeholder-password@smtp.example.com:465".to_owned()
                     }

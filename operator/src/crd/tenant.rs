@@ -516,7 +516,7 @@ pub struct SecretRefs {
     pub identity_keyring: Option<SecretKeyRef>,
     /// Secrets whose keys all become environment variables of every component (extra provider
     /// settings; the SMS auth token goes to `sms.authToken`, which only `identity` and
-    /// `notifier` get, the SMTP URL to `email.smtpUrlSecret`, which only `notifier` gets, and
+    /// `notifier` get, the SMTP URL to `email.smtpUrlSecret`, which only `notifier` and `identity` get, and
     /// payment credentials to `payments.secretRef`, which only `ordering` gets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<SecretName>,
@@ -576,8 +576,10 @@ impl SmsProvider {
     }
 }
 
-/// How `notifier` sends e-mail: through an SMTP server whose URL, credentials included, is
-/// kept in a Secret.
+/// How `notifier` sends e-mail notifications and `identity` its e-mail verification codes:
+/// through an SMTP server whose URL, credentials included, is kept in a Secret. Without it,
+/// notifier records e-mail deliveries as `no_provider`, and identity cannot verify e-mail
+/// addresses (503) except in development mode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -587,14 +589,16 @@ impl SmsProvider {
 pub struct EmailSpec {
     /// Key of a Secret in namespace `pulse-<code>` whose value is the whole SMTP URL with its
     /// credentials: `smtps://user:password@smtp.example:465` (TLS from the start) or
-    /// `smtp://user:password@smtp.example:587?tls=required` (STARTTLS). Given to `notifier` only,
-    /// as a Secret reference (`PULSE_NOTIFIER_SMTP_URL`). Create it with
+    /// `smtp://user:password@smtp.example:587?tls=required` (STARTTLS). Given to `notifier` and
+    /// `identity` only, as a Secret reference (`PULSE_NOTIFIER_SMTP_URL`,
+    /// `PULSE_IDENTITY_SMTP_URL`). Create it with
     /// `kubectl -n pulse-<code> create secret generic pulse-<code>-smtp --from-literal=url='smtps://…'`.
     /// A plain `smtp://127.0.0.1:1025` only reaches the pod itself: in a cluster, name the SMTP
     /// server's host or Service.
     pub smtp_url_secret: SecretKeyRef,
     /// Sender of the e-mails, `Name <address>` or a bare address, on one line
-    /// (`Pulse France <no-reply@fr.pulse.example>`; `PULSE_NOTIFIER_EMAIL_FROM`). The SMTP
+    /// (`Pulse France <no-reply@fr.pulse.example>`; `PULSE_NOTIFIER_EMAIL_FROM`,
+    /// `PULSE_IDENTITY_EMAIL_FROM`). The SMTP
     /// server must accept it as a sender.
     #[schemars(length(min = 3, max = 320), pattern(r"^[^\r\n]+$"))]
     pub from: String,

@@ -1,11 +1,15 @@
-//! The e-mail port: how e-mail verification codes reach their address. Pulse has no mail
-//! provider yet, so there is one adapter, the sandbox (development mode only), which appends
-//! each message to a JSON-lines file (`{"to":…,"subject":…,"body":…,"at":…}`); elsewhere
-//! [`EmailPort::Unavailable`] refuses, and changing an e-mail address answers 503.
+//! The e-mail port: how e-mail verification codes reach their address. An SMTP server (the
+//! kit's [`Mailer`], the one notifier sends with) when one is configured; else, in development
+//! mode, the sandbox, which appends each message to a JSON-lines file
+//! (`{"to":…,"subject":…,"body":…,"at":…}`); else [`EmailPort::Unavailable`] refuses, and
+//! changing an e-mail address answers 503.
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use chrono::Utc;
+use pulse_kit::email::{Mail, Mailer};
 use serde::Serialize;
 
 use crate::settings::EmailSettings;
@@ -30,17 +34,28 @@ struct Message<'a> {
 pub enum EmailPort {
     /// Appended to a JSON-lines file.
     Sandbox(JsonLines),
+    /// Sent through an SMTP server.
+    Smtp(Mailer),
     /// No mail provider on this deployment.
     Unavailable,
 }
 
 impl EmailPort {
-    /// The port `settings` choose.
-    pub fn from_settings(settings: &EmailSettings) -> Self {
-        match settings {
+    /// The port `settings` choose; each SMTP call must end within `timeout`. An error names
+    /// the SMTP setting.
+    pub fn from_settings(
+        settings: &EmailSettings,
+        timeout: Duration,
+    ) -> Result<Self, pulse_kit::settings::SettingError> {
+        Ok(match settings {
             EmailSettings::Sandbox { file } => Self::sandbox(file.clone()),
+            EmailSettings::Smtp { url, from } => Self::Smtp(
+                Mailer::new(url, from.clone(), timeout).map_err(|why| {
+                    pulse_kit::settings::SettingError::new(&crate::settings::SMTP_URL, why)
+                })?,
+            ),
             EmailSettings::Unavailable => Self::Unavailable,
-        }
+        })
     }
 
     /// A sandbox appending to `file`.
@@ -50,7 +65,7 @@ impl EmailPort {
 
     /// Whether e-mails can be sent at all.
     pub fn available(&self) -> bool {
-        matches!(self, Self::Sandbox(_))
+        !matches!(self, Self::Unavailable)
     }
 
     /// Sends `subject` and `body` to `to`.
@@ -70,6 +85,18 @@ impl EmailPort {
                         file.path().display()
                     ))
                 }),
+            Self::Smtp(mailer) => mailer
+                .send(Mail {
+                    to,
+                    name: None,
+                    subject,
+                    text: body,
+                    html: None,
+                    message_id: None,
+                })
+                .await
+                // The server's answer, never the message (it holds a code).
+                .map_err(|err| EmailError(format!("the SMTP server did not take it: {err}"))),
             Self::Unavailable => Err(EmailError(
                 "this deployment has no mail provider, so e-mail addresses cannot be verified yet"
                     .into(),

@@ -213,7 +213,7 @@ impl Component for Identity {
         let profiles = Profiles::new(
             ctx.db.clone(),
             subkeys,
-            EmailPort::from_settings(&s.email),
+            EmailPort::from_settings(&s.email, s.sms_timeout)?,
             ctx.country.tz(),
         );
         let roles = Roles::new(ctx.db.clone(), ctx.outbox.clone());

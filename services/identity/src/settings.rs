@@ -18,10 +18,11 @@ pub use pulse_kit::sms::{SmsSettings, SmsVars};
 
 /// The identity settings, defined in the kit so the operator renders the same names.
 pub use pulse_kit::settings::identity::{
-    ACCESS_TOKEN_SECONDS, ALL, KEY_ROTATION_DAYS, KEYRING_SECRET_FILE,
+    ACCESS_TOKEN_SECONDS, ALL, EMAIL_FROM, KEY_ROTATION_DAYS, KEYRING_SECRET_FILE,
     OTP_SENDS_PER_ADDRESS_PER_HOUR, REFRESH_TOKEN_DAYS, SANDBOX_EMAIL_FILE, SANDBOX_SMS_FILE,
-    SIGNING_ALGORITHM, SMS_ACCOUNT, SMS_AUTH_TOKEN, SMS_BASE_URL, SMS_FROM, SMS_PROVIDER,
+    SIGNING_ALGORITHM, SMS_ACCOUNT, SMS_AUTH_TOKEN, SMS_BASE_URL, SMS_FROM, SMS_PROVIDER, SMTP_URL,
 };
+use pulse_kit::email::Mailbox;
 
 /// Shortest keyring secret accepted, in bytes.
 pub const MIN_KEYRING_SECRET_BYTES: usize = 32;
@@ -86,6 +87,13 @@ pub enum EmailSettings {
         /// The file.
         file: PathBuf,
     },
+    /// An SMTP server.
+    Smtp {
+        /// Its URL, with credentials.
+        url: Secret,
+        /// The sender.
+        from: Mailbox,
+    },
     /// No mail provider: e-mail addresses cannot be verified (changing one answers 503).
     Unavailable,
 }
@@ -109,7 +117,8 @@ pub struct IdentitySettings {
     pub refresh_token_ttl: Duration,
     /// SMS provider.
     pub sms: SmsSettings,
-    /// Deadline of one call to the SMS provider (not a variable; tests shorten it).
+    /// Deadline of one call to the SMS provider or the SMTP server (not a variable; tests
+    /// shorten it).
     pub sms_timeout: Duration,
     /// E-mail verification codes.
     pub email: EmailSettings,
@@ -178,6 +187,21 @@ fn sms(env: &Env, development_mode: bool) -> Result<SmsSettings, SettingError> {
     })
 }
 
+/// An SMTP server when one is set; else the sandbox file in development mode; else none.
+fn email(env: &Env, development_mode: bool) -> Result<EmailSettings, SettingError> {
+    if let Some(url) = pulse_kit::email::smtp_url(env, &SMTP_URL)? {
+        let from = pulse_kit::email::email_from(env, &EMAIL_FROM, "Pulse <no-reply@pulse.invalid>")?;
+        return Ok(EmailSettings::Smtp { url, from });
+    }
+    Ok(if development_mode {
+        EmailSettings::Sandbox {
+            file: sandbox_file(env, &SANDBOX_EMAIL_FILE, "email-sandbox.jsonl"),
+        }
+    } else {
+        EmailSettings::Unavailable
+    })
+}
+
 impl IdentitySettings {
     /// Reads identity's settings from `env`; the issuer, the development switch and the
     /// forwarded-address rule come from `server`.
@@ -198,13 +222,7 @@ impl IdentitySettings {
             refresh_token_ttl: days(env.number(&REFRESH_TOKEN_DAYS, 30, 1, 365)?),
             sms: sms(env, server.development_mode)?,
             sms_timeout: Duration::from_secs(5),
-            email: if server.development_mode {
-                EmailSettings::Sandbox {
-                    file: sandbox_file(env, &SANDBOX_EMAIL_FILE, "email-sandbox.jsonl"),
-                }
-            } else {
-                EmailSettings::Unavailable
-            },
+            email: email(env, server.development_mode)?,
             otp_sends_per_address_per_hour: env.number(
                 &OTP_SENDS_PER_ADDRESS_PER_HOUR,
                 20,

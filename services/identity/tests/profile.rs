@@ -333,3 +333,55 @@ async fn the_openapi_document_lists_the_endpoints_and_their_problems() {
         assert!(text.contains(problem), "{problem} not documented");
     }
 }
+
+#[tokio::test]
+async fn with_an_smtp_server_the_verification_code_arrives_by_e_mail_and_an_outage_answers_503() {
+    let mut providers = pulse_kit::testing::providers::ProviderStandIns::start().await;
+    let url = pulse_kit::settings::Secret::new(providers.smtp_url());
+    let app = TestApp::start_with(common::Verification::Jwks, |settings| {
+        settings.email = pulse_identity::settings::EmailSettings::Smtp {
+            url,
+            from: "Pulse <no-reply@pulse.test>".parse().expect("sender"),
+        };
+    })
+    .await;
+    let user = app.sign_in(&phone(11)).await;
+    let changed = patch(&app, &user.access, &json!({ "email": "jo@example.org" })).await;
+    assert_eq!(changed.status, 200, "{}", changed.json());
+    let mails = providers
+        .wait_emails(1, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(mails[0].to, vec!["jo@example.org".to_owned()]);
+    assert!(mails[0].from.contains("no-reply@pulse.test"), "{}", mails[0].from);
+    let code: String = mails[0]
+        .text
+        .as_bytes()
+        .windows(6)
+        .find(|w| w.iter().all(u8::is_ascii_digit))
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .expect("a code in the e-mail");
+    // Nothing went to the sandbox file.
+    assert!(app.last_email_code("jo@example.org").is_none());
+    let verified = app
+        .post_json(
+            "/v1/me/profile/email/verify",
+            Some(&user.access),
+            &json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{}", verified.json());
+    assert_eq!(verified.json()["emailVerified"], true);
+
+    // The SMTP server is down: changing the address again answers 503, and nothing is changed.
+    providers.stop_smtp().await;
+    // As if the minute between two codes had passed.
+    sqlx::query(
+        "UPDATE identity.email_verification_codes SET created_at = created_at - interval '2 minutes'",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("age the codes");
+    let refused = patch(&app, &user.access, &json!({ "email": "jo@example.net" })).await;
+    assert_eq!(refused.status, 503, "{}", refused.json());
+    assert_eq!(profile(&app, &user.access).await["email"], "jo@example.org");
+}

@@ -13,6 +13,7 @@ pub mod component;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod email;
 pub mod envelope;
 pub mod grpc;
 pub mod health;

@@ -634,6 +634,16 @@ pub mod identity {
         "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
         "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl); without development mode e-mail addresses cannot be verified yet",
     );
+    /// SMTP server of verification codes.
+    pub const SMTP_URL: Setting = Setting::secret(
+        "PULSE_IDENTITY_SMTP_URL",
+        "SMTP server that sends e-mail verification codes, with its credentials: `smtps://user:password@host:465`, `smtp://user:password@host:587?tls=required` or, on loopback only, `smtp://127.0.0.1:1025`; unset: the sandbox file in development mode, else e-mail addresses cannot be verified (503)",
+    );
+    /// Sender of verification codes.
+    pub const EMAIL_FROM: Setting = Setting::plain(
+        "PULSE_IDENTITY_EMAIL_FROM",
+        "sender of e-mail verification codes, `Name <address>` (default `Pulse <no-reply@pulse.invalid>`)",
+    );
     /// Per-address send limit.
     pub const OTP_SENDS_PER_ADDRESS_PER_HOUR: Setting = Setting::plain(
         "PULSE_IDENTITY_OTP_SENDS_PER_ADDRESS_PER_HOUR",
@@ -654,6 +664,8 @@ pub mod identity {
         &SMS_FROM,
         &SANDBOX_SMS_FILE,
         &SANDBOX_EMAIL_FILE,
+        &SMTP_URL,
+        &EMAIL_FROM,
         &OTP_SENDS_PER_ADDRESS_PER_HOUR,
     ];
 }

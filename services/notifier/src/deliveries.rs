@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Clock;
-use crate::channels::{Mailer, SendError};
+use crate::channels::SendError;
+use pulse_kit::email::{Mail, Mailer};
 use crate::content::Templates;
 use crate::directory::{Directory, DirectoryError};
 use crate::domain::{self, Channel, Gate, Language, Notice};
@@ -498,7 +499,18 @@ impl Deliveries {
                 let Ok(attempt) = inner.email_breaker.try_acquire() else {
                     return Ok(Outcome::BreakerOpen);
                 };
-                let result = mailer.send(row.id, to, name, &content).await;
+                let message_id = format!("{}@notifier.pulse", row.id);
+                let result = mailer
+                    .send(Mail {
+                        to,
+                        name,
+                        subject: &content.subject,
+                        text: &content.text,
+                        html: Some(&content.html),
+                        message_id: Some(&message_id),
+                    })
+                    .await
+                    .map_err(SendError::from);
                 settle(attempt, &result);
                 result
             }

@@ -31,7 +31,7 @@ use pulse_kit::settings::{Env, SettingError};
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::Mailer;
+use pulse_kit::email::Mailer;
 use crate::content::Templates;
 use crate::deliveries::{Deliveries, DeliveryMetrics, DeliveryParts, RetryPolicy};
 use crate::directory::Directory;

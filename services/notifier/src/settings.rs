@@ -3,11 +3,10 @@
 //! start-up into [`NotifierSettings`]. A variable that holds no usable value is an error that
 //! names it; secrets (the SMTP URL with its credentials, the SMS token) are never echoed.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use lettre::message::Mailbox;
 use pulse_kit::breaker::BreakerConfig;
+use pulse_kit::email::Mailbox;
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, Secret, Setting, SettingError};
 use pulse_kit::sms::{SmsSettings, SmsVars};
@@ -83,8 +82,12 @@ impl NotifierSettings {
             identity_grpc_url: env.local_url(&IDENTITY_GRPC_URL, server.grpc_addr, "")?,
             directory_timeout: millis(&DIRECTORY_TIMEOUT_MS, 500, 10, 60_000)?,
             directory_cache_ttl: seconds(&DIRECTORY_CACHE_SECONDS, 60, 0, 86_400)?,
-            smtp_url: smtp_url(env)?,
-            email_from: email_from(env)?,
+            smtp_url: pulse_kit::email::smtp_url(env, &SMTP_URL)?,
+            email_from: pulse_kit::email::email_from(
+                env,
+                &EMAIL_FROM,
+                "Pulse <no-reply@pulse.invalid>",
+            )?,
             sms: SmsSettings::read(env, &SMS_VARS, server.development_mode)?,
             provider_timeout: millis(&PROVIDER_TIMEOUT_MS, 5_000, 10, 120_000)?,
             max_attempts: env.number(&MAX_ATTEMPTS, 8, 1, 100)?,
@@ -98,62 +101,6 @@ impl NotifierSettings {
             poll_interval: millis(&POLL_MS, 1_000, 10, 60_000)?,
         })
     }
-}
-
-fn email_from(env: &Env) -> Result<Mailbox, SettingError> {
-    let raw = env
-        .text(&EMAIL_FROM)
-        .unwrap_or_else(|| "Pulse <no-reply@pulse.invalid>".to_owned());
-    Mailbox::from_str(&raw).map_err(|err| {
-        SettingError::new(
-            &EMAIL_FROM,
-            format!("`{raw}` is not a sender like `Pulse <no-reply@example.com>` ({err})"),
-        )
-    })
-}
-
-/// The SMTP URL, checked without ever quoting it (it holds credentials).
-fn smtp_url(env: &Env) -> Result<Option<Secret>, SettingError> {
-    let Some(url) = env.secret(&SMTP_URL) else {
-        return Ok(None);
-    };
-    let value = url.expose();
-    let bad = |why: &str| {
-        Err(SettingError::new(
-            &SMTP_URL,
-            format!("{why} (the value is not shown: it holds credentials)"),
-        ))
-    };
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return bad("not a URL like smtps://user:password@host:465");
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = host_port
-        .rsplit_once(':')
-        .map_or(host_port, |(h, _)| h)
-        .trim_matches(['[', ']']);
-    if host.is_empty() {
-        return bad("the URL has no host");
-    }
-    let tls_required = value.contains("tls=required");
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match scheme {
-        "smtps" => {}
-        "smtp" if tls_required || loopback => {}
-        "smtp" => {
-            return bad(
-                "plain `smtp://` would send credentials and messages in clear to a remote host: use `smtps://host:465` or `smtp://host:587?tls=required`",
-            );
-        }
-        _ => return bad("the scheme must be `smtps` or `smtp`"),
-    }
-    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(value)
-        .map_err(|err| SettingError::new(&SMTP_URL, format!("not a usable SMTP URL: {err}")))?;
-    Ok(Some(url))
 }
 
 #[cfg(test)]
@@ -180,35 +127,6 @@ mod tests {
         assert!(settings.sms.is_none());
         assert_eq!(settings.breaker.failure_threshold, 5);
         assert_eq!(settings.max_attempts, 8);
-    }
-
-    #[test]
-    fn smtp_urls_are_checked_without_being_quoted() {
-        for (url, ok) in [
-            ("smtp://127.0.0.1:1025", true),
-            ("smtps://user:pw@mail.example.com:465", true),
-            ("smtp://user:pw@mail.example.com:587?tls=required", true),
-            ("smtp://user:hunter2@mail.example.com:25", false),
-            ("http://mail.example.com", false),
-            ("mail.example.com", false),
-        ] {
-            let env = Env::from_map([(SMTP_URL.var, url)]);
-            match NotifierSettings::read(&env, &server()) {
-                Ok(settings) => {
-                    assert!(ok, "{url} accepted");
-                    assert!(settings.smtp_url.is_some());
-                    assert!(
-                        !format!("{settings:?}").contains("pw@"),
-                        "no secret in Debug"
-                    );
-                }
-                Err(err) => {
-                    assert!(!ok, "{url} refused: {err}");
-                    assert_eq!(err.var, SMTP_URL.var);
-                    assert!(!err.to_string().contains("hunter2"), "{err}");
-                }
-            }
-        }
     }
 
     #[test]
