@@ -49,11 +49,11 @@ impl EmailPort {
     ) -> Result<Self, pulse_kit::settings::SettingError> {
         Ok(match settings {
             EmailSettings::Sandbox { file } => Self::sandbox(file.clone()),
-            EmailSettings::Smtp { url, from } => Self::Smtp(
-                Mailer::new(url, from.clone(), timeout).map_err(|why| {
+            EmailSettings::Smtp { url, from } => {
+                Self::Smtp(Mailer::new(url, from.clone(), timeout).map_err(|why| {
                     pulse_kit::settings::SettingError::new(&crate::settings::SMTP_URL, why)
-                })?,
-            ),
+                })?)
+            }
             EmailSettings::Unavailable => Self::Unavailable,
         })
     }

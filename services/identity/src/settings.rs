@@ -16,13 +16,13 @@ use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_v
 /// The SMS provider settings, shared with notifier through the kit.
 pub use pulse_kit::sms::{SmsSettings, SmsVars};
 
+use pulse_kit::email::Mailbox;
 /// The identity settings, defined in the kit so the operator renders the same names.
 pub use pulse_kit::settings::identity::{
     ACCESS_TOKEN_SECONDS, ALL, EMAIL_FROM, KEY_ROTATION_DAYS, KEYRING_SECRET_FILE,
     OTP_SENDS_PER_ADDRESS_PER_HOUR, REFRESH_TOKEN_DAYS, SANDBOX_EMAIL_FILE, SANDBOX_SMS_FILE,
     SIGNING_ALGORITHM, SMS_ACCOUNT, SMS_AUTH_TOKEN, SMS_BASE_URL, SMS_FROM, SMS_PROVIDER, SMTP_URL,
 };
-use pulse_kit::email::Mailbox;
 
 /// Shortest keyring secret accepted, in bytes.
 pub const MIN_KEYRING_SECRET_BYTES: usize = 32;
@@ -190,7 +190,8 @@ fn sms(env: &Env, development_mode: bool) -> Result<SmsSettings, SettingError> {
 /// An SMTP server when one is set; else the sandbox file in development mode; else none.
 fn email(env: &Env, development_mode: bool) -> Result<EmailSettings, SettingError> {
     if let Some(url) = pulse_kit::email::smtp_url(env, &SMTP_URL)? {
-        let from = pulse_kit::email::email_from(env, &EMAIL_FROM, "Pulse <no-reply@pulse.invalid>")?;
+        let from =
+            pulse_kit::email::email_from(env, &EMAIL_FROM, "Pulse <no-reply@pulse.invalid>")?;
         return Ok(EmailSettings::Smtp { url, from });
     }
     Ok(if development_mode {

@@ -352,7 +352,11 @@ async fn with_an_smtp_server_the_verification_code_arrives_by_e_mail_and_an_outa
         .wait_emails(1, std::time::Duration::from_secs(10))
         .await;
     assert_eq!(mails[0].to, vec!["jo@example.org".to_owned()]);
-    assert!(mails[0].from.contains("no-reply@pulse.test"), "{}", mails[0].from);
+    assert!(
+        mails[0].from.contains("no-reply@pulse.test"),
+        "{}",
+        mails[0].from
+    );
     let code: String = mails[0]
         .text
         .as_bytes()

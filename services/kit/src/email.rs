@@ -193,8 +193,12 @@ mod tests {
         let env = Env::from_map([(EMAIL_FROM.var, "not an address")]);
         let err = email_from(&env, &EMAIL_FROM, "x@example.org").expect_err("refused");
         assert_eq!(err.var, EMAIL_FROM.var);
-        let ok = email_from(&Env::from_map::<&str, &str>([]), &EMAIL_FROM, "Pulse <a@b.org>")
-            .expect("default");
+        let ok = email_from(
+            &Env::from_map::<&str, &str>([]),
+            &EMAIL_FROM,
+            "Pulse <a@b.org>",
+        )
+        .expect("default");
         assert_eq!(ok.email.to_string(), "a@b.org");
     }
 }

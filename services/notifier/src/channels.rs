@@ -2,7 +2,6 @@
 //! ([`pulse_kit::email::Mailer`]) and SMS through the kit's SMS port, with the one error both
 //! come down to. In-app messages need no provider: they are rows in notifier's inbox.
 
-
 /// Why a provider did not take a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -32,11 +32,11 @@ use uuid::Uuid;
 
 use crate::Clock;
 use crate::channels::SendError;
-use pulse_kit::email::{Mail, Mailer};
 use crate::content::Templates;
 use crate::directory::{Directory, DirectoryError};
 use crate::domain::{self, Channel, Gate, Language, Notice};
 use crate::preferences;
+use pulse_kit::email::{Mail, Mailer};
 
 /// PostgreSQL channel that wakes the workers when deliveries are enqueued.
 pub const WORK_CHANNEL: &str = "notifier_work";

@@ -31,7 +31,6 @@ use pulse_kit::settings::{Env, SettingError};
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use pulse_kit::email::Mailer;
 use crate::content::Templates;
 use crate::deliveries::{Deliveries, DeliveryMetrics, DeliveryParts, RetryPolicy};
 use crate::directory::Directory;
@@ -40,6 +39,7 @@ use crate::inbox::{Hub, Inbox};
 use crate::preferences::PreferenceStore;
 use crate::reminders::Reminders;
 use crate::settings::NotifierSettings;
+use pulse_kit::email::Mailer;
 
 /// The component's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
