@@ -482,7 +482,9 @@ impl Deliveries {
                 .bind(&content.subject)
                 .bind(&content.sms)
                 .bind(row.required)
-                .bind(now)
+                // When it is written (after the directory call and the rendering), not when the
+                // delivery was taken.
+                .bind((inner.clock)())
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("SELECT pg_notify($1, $2)")

@@ -67,10 +67,22 @@ async fn reminders_sent(platform: &Platform, user: &User) -> Vec<(String, String
     .expect("reminder deliveries")
 }
 
-/// Moves the clock to `at` and gives the reminder job time to act (it polls every 100 ms).
+/// Moves the clock to `at` and gives the reminder job a few rounds (it polls every 100 ms), so
+/// that what must not happen yet would have happened.
 async fn at(clock: &TestClock, when: DateTime<Utc>) {
     clock.set(when);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Waits until `user` has `count` reminder deliveries.
+async fn reminders_reach(platform: &Platform, user: &User, count: usize) -> Vec<(String, String)> {
+    testing::eventually(
+        &format!("{count} reminder deliveries"),
+        Duration::from_secs(20),
+        || async { reminders_sent(platform, user).await.len() >= count },
+    )
+    .await;
+    reminders_sent(platform, user).await
 }
 
 #[tokio::test]
@@ -136,7 +148,7 @@ async fn reminders_go_once_at_the_local_reminder_hour_the_day_before_on_both_sid
     assert!(reminders_sent(&platform, &user).await.is_empty());
     // At 18:00 local: Sunday's reminder, on each channel, once.
     at(&clock, paris(saturday, 18) + chrono::Duration::seconds(1)).await;
-    let sent = reminders_sent(&platform, &user).await;
+    let sent = reminders_reach(&platform, &user, 3).await;
     assert_eq!(sent.len(), 3, "{sent:?}");
     assert!(
         sent.iter().all(|(source, _)| *source == sunday_appt),
@@ -146,11 +158,14 @@ async fn reminders_go_once_at_the_local_reminder_hour_the_day_before_on_both_sid
     at(&clock, paris(change, 18) - chrono::Duration::minutes(1)).await;
     assert_eq!(reminders_sent(&platform, &user).await.len(), 3);
     at(&clock, paris(change, 18) + chrono::Duration::seconds(1)).await;
-    let sent = reminders_sent(&platform, &user).await;
+    let sent = reminders_reach(&platform, &user, 6).await;
     assert_eq!(sent.len(), 6, "{sent:?}");
     // Days later: the cancelled and the moved-away appointments never get one; the moved-to
     // appointment gets its own on Wednesday evening; nothing is sent twice.
     at(&clock, paris(thursday, 9)).await;
+    reminders_reach(&platform, &user, 9).await;
+    // A few more rounds: nothing else comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = reminders_sent(&platform, &user).await;
     assert_eq!(sent.len(), 9, "{sent:?}");
     for appointment in [&tuesday_appt, &wednesday_appt] {
