@@ -134,7 +134,8 @@ tmp="$(mktemp -d "$PULSE_CACHE/k8s/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
 build etcd "-s -w" go.etcd.io/etcd/server/v3
-mv "$tmp/v3" "$tmp/etcd"
+# `go build -o dir/` names a .../v3 main package after the element before the major version.
+mv "$tmp/server" "$tmp/etcd"
 build kwok "$(kwok_ldflags)" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build kubernetes "$(kube_ldflags)" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 	k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
