@@ -145,6 +145,7 @@ for b in "${BINARIES[@]}"; do
 done
 rm -rf "$OUT"
 mkdir -p "$OUT"
+chmod 755 "$tmp"
 mv "$tmp" "$BIN"
 trap - EXIT
 log "built ${BINARIES[*]} in $((SECONDS - start)) s"

@@ -4,8 +4,9 @@
 #   etcd                     --unsafe-no-fsync, data in <dir>/etcd
 #   kube-apiserver           TLS with a CA made here (openssl), Node,RBAC authorization, the
 #                            default admission plugins, service-account token issuance
-#   kube-controller-manager  garbage collector, namespace, deployment, ReplicaSet, service-account
-#                            (and token), HPA controllers; one service account per controller
+#   kube-controller-manager  node lifecycle, garbage collector, namespace, deployment, ReplicaSet,
+#                            service-account (and token), HPA, root CA publisher controllers;
+#                            one service account per controller
 #   kube-scheduler
 #   kwok                     one fake node (kwok-node-0) that turns Ready, and makes the pods
 #                            the scheduler puts on it Ready (stages in tests/k8s/stages/)
@@ -30,8 +31,10 @@ die() {
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 SERVICE_CIDR=10.0.0.0/24
 NODE=kwok-node-0
-# Controllers of kube-controller-manager (their names in Kubernetes 1.36).
-CONTROLLERS=garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller,root-ca-certificate-publisher-controller
+# Controllers of kube-controller-manager (their names in Kubernetes 1.36). The node lifecycle
+# controller lifts the node.kubernetes.io/not-ready taint the API server puts on a new node once
+# kwok reports it Ready; without it nothing gets scheduled.
+CONTROLLERS=node-lifecycle-controller,garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,serviceaccount-controller,serviceaccount-token-controller,horizontal-pod-autoscaler-controller,root-ca-certificate-publisher-controller
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
@@ -250,7 +253,8 @@ cmd_start() {
 		--leader-elect=false --controllers "$CONTROLLERS" \
 		--use-service-account-credentials=true --root-ca-file "$p/ca.crt" \
 		--service-account-private-key-file "$p/sa.key" \
-		--service-cluster-ip-range "$SERVICE_CIDR" --v=1
+		--service-cluster-ip-range "$SERVICE_CIDR" \
+		--node-monitor-period 2s --node-monitor-grace-period 2m --v=1
 	launch kube-scheduler --kubeconfig "$DIR/scheduler.kubeconfig" \
 		--authentication-kubeconfig "$DIR/scheduler.kubeconfig" \
 		--authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
