@@ -54,26 +54,34 @@ pid_of() {
 	printf '%s\n' "$pid"
 }
 
-stop_one() {
-	local name="$1" pid
-	if pid="$(pid_of "$name")"; then
-		kill -TERM "$pid" 2>/dev/null || true
-		local deadline=$((SECONDS + 10))
+# stop_all NAME...: stops these components at once, waits up to 10 s for them, kills the rest.
+stop_all() {
+	local name pid pids=()
+	for name in "$@"; do
+		if pid="$(pid_of "$name")"; then
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+	done
+	local deadline=$((SECONDS + 10))
+	for pid in "${pids[@]}"; do
 		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
 		if kill -0 "$pid" 2>/dev/null; then
-			log "$name (pid $pid) did not stop within 10 s; killing it"
+			log "pid $pid did not stop within 10 s; killing it"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
-	fi
-	rm -f "$DIR/run/$name.pid"
+	done
+	for name in "$@"; do
+		rm -f "$DIR/run/$name.pid"
+	done
 }
 
+# The cluster is thrown away, so everything but etcd stops at once; etcd last (an API server
+# that lost etcd hangs in its shutdown).
 cmd_stop() {
 	[[ -d $DIR/run ]] || return 0
-	local i
-	for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-		stop_one "${COMPONENTS[i]}"
-	done
+	stop_all kwok kube-scheduler kube-controller-manager kube-apiserver
+	stop_all etcd
 }
 
 # launch NAME ARGS...: runs $BIN/NAME in its own session (a Ctrl-C in the terminal goes to the
