@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -205,7 +205,7 @@ async fn the_api_server_refuses_a_country_tenant_its_crd_forbids() {
 }
 
 #[tokio::test]
-async fn a_deployment_gets_a_ready_pod_on_the_kwok_node() {
+async fn a_deployment_gets_a_ready_pod_on_the_kwok_node_and_its_deletion_collects_it() {
     let client = client().await;
     let ns = namespace(&client, "pulse-test-deploy").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -260,6 +260,33 @@ async fn a_deployment_gets_a_ready_pod_on_the_kwok_node() {
             .any(|c| c.type_ == "Ready" && c.status == "True"),
         "the pod is Ready: {status:?}"
     );
+
+    // The garbage collector: deleting the Deployment (background propagation) takes its
+    // ReplicaSet and pod with it, through their owner references.
+    deployments
+        .delete(&name, &DeleteParams::background())
+        .await
+        .unwrap_or_else(|err| panic!("cannot delete Deployment {ns}/{name}: {err}"));
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+    let selector = ListParams::default().labels(&format!("app={name}"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left_sets = replica_sets
+            .list(&selector)
+            .await
+            .expect("list ReplicaSets");
+        let left_pods = pods.list(&selector).await.expect("list pods");
+        if left_sets.items.is_empty() && left_pods.items.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the garbage collector left {} ReplicaSet(s) and {} pod(s) of Deployment {ns}/{name} after {WAIT:?}",
+            left_sets.items.len(),
+            left_pods.items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     delete_namespace(&client, &ns).await;
 }
