@@ -3,7 +3,8 @@
 # scripts/k8s-build.sh builds (pinned in tests/k8s/):
 #   etcd                     --unsafe-no-fsync, data in <dir>/etcd
 #   kube-apiserver           TLS with a CA made here (openssl), Node,RBAC authorization, the
-#                            default admission plugins, service-account token issuance
+#                            default admission plugins plus NodeRestriction (as kubeadm),
+#                            service-account token issuance
 #   kube-controller-manager  node lifecycle, garbage collector, namespace, deployment, ReplicaSet,
 #                            service-account (and token), HPA, root CA publisher controllers;
 #                            one service account per controller
@@ -246,7 +247,7 @@ cmd_start() {
 		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
 		--cert-dir "$DIR/pki" --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
 		--client-ca-file "$p/ca.crt" \
-		--authorization-mode Node,RBAC \
+		--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
 		--service-cluster-ip-range "$SERVICE_CIDR" --allow-privileged=true \
