@@ -1,9 +1,14 @@
-//! `pulse-bench <scenario>`: what `./dev bench` runs. Needs the servers `./dev` starts.
+//! `pulse-bench <scenario>`: what `./dev bench` runs. Needs the servers `./dev` starts (and, for
+//! `operator`, the Kubernetes cluster it starts).
 
 const SCENARIOS: &[(&str, &str)] = &[
     (
         "booking",
         "hot-slot and distinct-slots bookings through Pulse, beside pgbench running the same transaction",
+    ),
+    (
+        "operator",
+        "100 CountryTenants applied at once, reconciled by pulse-operator on a real control plane: time to Ready, API requests, RSS",
     ),
     (
         "seckill",
@@ -23,6 +28,7 @@ async fn main() -> std::process::ExitCode {
     let scenario = std::env::args().nth(1);
     let result = match scenario.as_deref() {
         Some("booking") => pulse_e2e::bench::booking::run().await,
+        Some("operator") => pulse_e2e::bench::operator::run().await,
         Some("seckill") => pulse_e2e::bench::seckill::run().await,
         Some("-h" | "--help") | None => {
             usage();
