@@ -441,6 +441,12 @@ impl Deliveries {
         }
         let contact = match inner.directory.contact(&row.recipient).await {
             Ok(contact) => contact,
+            // An in-app message needs no address: without identity it is written in the
+            // country's language, with a neutral greeting, rather than held.
+            Err(err) if channel == Channel::InApp => {
+                tracing::debug!(error = %err, "identity's directory unavailable; in-app message in the country's language");
+                None
+            }
             Err(err) => {
                 let wait = match err {
                     DirectoryError::CircuitOpen(retry_in) => retry_in,

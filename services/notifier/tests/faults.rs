@@ -253,3 +253,57 @@ async fn a_delivery_that_fails_every_attempt_is_a_dead_letter_that_an_admin_can_
     assert_eq!(status, 404, "{body}");
     assert_eq!(testing::problem_kind(&body), "dead-letter-not-found");
 }
+
+#[tokio::test]
+async fn with_identity_unreachable_in_app_messages_go_on_in_the_country_language_and_the_rest_waits()
+ {
+    // Notifier asks a Directory on a port where nothing listens; identity itself (in the same
+    // server) still signs users in.
+    let nowhere = testing::free_port();
+    let platform = Platform::start_with(pulse_notifier::system_clock(), |env| {
+        env.retain(|(k, _)| *k != pulse_notifier::settings::IDENTITY_GRPC_URL.var);
+        env.push((
+            pulse_notifier::settings::IDENTITY_GRPC_URL.var,
+            format!("http://127.0.0.1:{nowhere}"),
+        ));
+    })
+    .await;
+    let user = platform.user("de-DE").await;
+    let slots = platform.slots(3).await;
+    platform.book(&user, &slots[0]).await;
+    testing::eventually(
+        "the in-app booking notice",
+        Duration::from_secs(20),
+        || async {
+            platform.inbox(&user).await["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|i| i["kind"] == "AppointmentBooked"))
+        },
+    )
+    .await;
+    let inbox = platform.inbox(&user).await;
+    let booked = inbox["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["kind"] == "AppointmentBooked")
+        .cloned()
+        .expect("booked");
+    // France's language, not the user's German: identity could not say.
+    assert!(
+        booked["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("Rendez-vous")),
+        "{booked}"
+    );
+    let waiting = statuses_of(
+        &platform,
+        std::slice::from_ref(&user),
+        "sms",
+        Some("AppointmentBooked"),
+    )
+    .await;
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].1, "pending", "the SMS waits for identity");
+    assert!(platform.providers.sms().await.is_empty());
+}
