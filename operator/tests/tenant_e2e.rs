@@ -21,8 +21,8 @@ use kube::{Client, ResourceExt};
 use serde::Deserialize as _;
 use serde_json::Value;
 use support::{
-    Chart, Operator, client, country_tenants, delete_tenant_and_wait, install_chart, kubectl,
-    kubectl_ok, root, service_account_kubeconfig, unique, wait_for,
+    Chart, Operator, TenantGuard, client, country_tenants, delete_tenant_and_wait, install_chart,
+    kubectl, kubectl_ok, root, service_account_kubeconfig, unique, wait_for,
 };
 
 /// How long a whole tenant may take to become Ready (apply, scheduling, kwok, HPA scaling).
@@ -81,9 +81,9 @@ fn kubectl_wait_ready(name: &str, operator: &Operator) {
         "kubectl wait countrytenant/{name} --for=condition=Ready failed: {}{}\nstatus: {}\noperator log:\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
-        kubectl(["get", "countrytenant", name, "-o", "jsonpath={.status}"])
-            .stdout
-            .escape_ascii(),
+        String::from_utf8_lossy(
+            &kubectl(["get", "countrytenant", name, "-o", "jsonpath={.status}"]).stdout
+        ),
         operator.log_tail(30)
     );
 }
@@ -239,6 +239,7 @@ async fn the_chart_installs_and_its_operator_reconciles_the_french_example() {
 
     // As a user does: kubectl apply -f the example, kubectl wait for Ready.
     let applied = Instant::now();
+    let _guard = TenantGuard("fr".into());
     kubectl_ok(["apply", "-f", "manifests/examples/fr.yaml"]);
     kubectl_wait_ready("fr", &operator);
     eprintln!("fr applied -> Ready: {:?}", applied.elapsed());
@@ -408,6 +409,7 @@ async fn a_configuration_change_rolls_every_deployment_and_ready_follows() {
     let test = Instant::now();
     let (client, _chart, operator) = operator_from_chart().await;
     let (name, ns) = ("lu", "pulse-lu");
+    let _guard = TenantGuard(name.into());
     apply_tenant(&example_for(name));
     kubectl_wait_ready(name, &operator);
     wait_settled(&client, name, ns).await;
@@ -513,11 +515,16 @@ async fn a_configuration_change_rolls_every_deployment_and_ready_follows() {
             "--timeout=60s",
         ]);
     }
-    let config = kubectl_ok(["get", "configmap", "-n", ns, "-o", "json"]);
-    assert!(
-        config.contains("90"),
-        "the ConfigMap carries the new horizon"
-    );
+    let horizon = kubectl_ok([
+        "get",
+        "configmap",
+        "pulse-country",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.data.PULSE_COUNTRY__BOOKING__HORIZON_DAYS}",
+    ]);
+    assert_eq!(horizon, "90", "the ConfigMap carries the new horizon");
 
     wait_settled(&client, name, ns).await;
     let tenant = tenants.get(name).await.expect("get tenant");
@@ -533,6 +540,7 @@ async fn a_deleted_service_and_a_hand_edited_deployment_are_repaired() {
     let test = Instant::now();
     let (client, _chart, operator) = operator_from_chart().await;
     let (name, ns) = ("mc", "pulse-mc");
+    let _guard = TenantGuard(name.into());
     apply_tenant(&example_for(name));
     kubectl_wait_ready(name, &operator);
     wait_settled(&client, name, ns).await;

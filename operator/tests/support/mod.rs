@@ -460,3 +460,40 @@ pub async fn delete_tenant_and_wait(client: &Client, name: &str, deadline: Durat
     )
     .await;
 }
+
+/// Removes CountryTenant `name` and namespace `pulse-<name>` when dropped during a panic (a
+/// failed test): its finalizer is stripped, since the operator that would run it is gone, so
+/// a failed test leaves no tenant stuck in deletion on the shared cluster. A passing test
+/// cleans up itself ([`delete_tenant_and_wait`]); then this does nothing.
+pub struct TenantGuard(pub String);
+
+impl Drop for TenantGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let name = self.0.as_str();
+        let _ = kubectl([
+            "patch",
+            "countrytenant",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        let _ = kubectl([
+            "delete",
+            "countrytenant",
+            name,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        let _ = kubectl([
+            "delete",
+            "namespace",
+            &format!("pulse-{name}"),
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
