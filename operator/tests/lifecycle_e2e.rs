@@ -15,17 +15,15 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod support;
 
-const WAIT: Duration = Duration::from_secs(60);
+use support::{TenantGuard, kubectl_ok, unique, yaml_file};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+const WAIT: Duration = Duration::from_secs(60);
 
 /// The test cluster's kubectl; fails (never skips) without the cluster `./dev test` starts.
 fn kubectl_path() -> PathBuf {
@@ -70,19 +68,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Runs kubectl and fails with its output unless it succeeds.
-fn kubectl_ok(args: &[&str]) -> String {
-    let out = kubectl_with(args, "");
-    assert!(
-        out.status.success(),
-        "kubectl {} failed: {}{}",
-        args.join(" "),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// Applies `object` and returns kubectl's standard error, failing if the API server took it.
 fn refused(object: &Value, what: &str) -> String {
     let out = apply(object);
@@ -108,22 +93,6 @@ fn assert_says(stderr: &str, words: &[&str]) {
     }
 }
 
-/// A name nobody else uses on the shared cluster: `<prefix>-<pid>-<time>`.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xff_ffff)
-}
-
-fn yaml_file(relative: &str) -> Value {
-    let path = root().join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{relative} is not YAML: {err}"))
-}
-
 /// The French example turned into the tenant of `code` (lower case), in its own namespace
 /// `pulse-<code>`, with its own host.
 fn tenant(code: &str) -> Value {
@@ -139,9 +108,9 @@ fn tenant(code: &str) -> Value {
 /// Installs the CRDs as a user does (`kubectl apply --server-side -f crds/`) and waits until
 /// they are Established.
 fn install_crds() {
-    let crds = root().join("crds");
+    let crds = support::root().join("crds");
     let crds = crds.to_string_lossy();
-    kubectl_ok(&[
+    kubectl_ok([
         "apply",
         "--server-side",
         "--force-conflicts",
@@ -149,7 +118,7 @@ fn install_crds() {
         "-f",
         &crds,
     ]);
-    kubectl_ok(&[
+    kubectl_ok([
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
@@ -184,7 +153,13 @@ struct NamespaceGuard(String);
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
         let _ = kubectl_with(
-            &["delete", "namespace", &self.0, "--wait=false", "--ignore-not-found"],
+            &[
+                "delete",
+                "namespace",
+                &self.0,
+                "--wait=false",
+                "--ignore-not-found",
+            ],
             "",
         );
     }
@@ -211,7 +186,10 @@ fn kubectl_apply_of_what_the_crds_forbid_is_refused_with_what_to_fix() {
     // More replicas at the least than at the most: the CEL rule of a component.
     let mut replicas = tenant("pt");
     replicas["spec"]["components"]["booking"] = json!({ "minReplicas": 6, "maxReplicas": 3 });
-    let stderr = refused(&replicas, "a tenant with booking minReplicas 6 > maxReplicas 3");
+    let stderr = refused(
+        &replicas,
+        "a tenant with booking minReplicas 6 > maxReplicas 3",
+    );
     assert_says(
         &stderr,
         &[
@@ -223,7 +201,7 @@ fn kubectl_apply_of_what_the_crds_forbid_is_refused_with_what_to_fix() {
 
     // Campaigns live in a namespace; this one is the test's own.
     let ns = unique("pulse-test-admission");
-    kubectl_ok(&["create", "namespace", &ns]);
+    kubectl_ok(["create", "namespace", &ns]);
     let _guard = NamespaceGuard(ns.clone());
 
     // A sale that ends before it starts.
@@ -235,7 +213,13 @@ fn kubectl_apply_of_what_the_crds_forbid_is_refused_with_what_to_fix() {
         rfc3339(chrono::Duration::days(1)),
     );
     let stderr = refused(&backwards, "a campaign ending before it starts");
-    assert_says(&stderr, &[r#"SeckillCampaign "backwards" is invalid"#, "endsAt must be after startsAt"]);
+    assert_says(
+        &stderr,
+        &[
+            r#"SeckillCampaign "backwards" is invalid"#,
+            "endsAt must be after startsAt",
+        ],
+    );
 
     // An open sale (started an hour ago, ends tomorrow). The rule keys on the phase the operator
     // writes into the status from marketing's answer (CEL has no clock); until then the stock
@@ -261,7 +245,7 @@ fn kubectl_apply_of_what_the_crds_forbid_is_refused_with_what_to_fix() {
         text(&out.stderr)
     );
     // What the operator writes once marketing answers Active (here the test stands in for it).
-    kubectl_ok(&[
+    kubectl_ok([
         "patch",
         "seckillcampaign",
         "open",
@@ -281,7 +265,7 @@ fn kubectl_apply_of_what_the_crds_forbid_is_refused_with_what_to_fix() {
             "spec.stock is immutable once the campaign is active",
         ],
     );
-    let stock = kubectl_ok(&[
+    let stock = kubectl_ok([
         "get",
         "seckillcampaign",
         "open",
@@ -371,37 +355,11 @@ async fn wait_for_components(ns: &str, components: &[&str]) {
     .await;
 }
 
-/// A tenant of this test that is deleted even when an assertion fails, and whose namespace goes
-/// too. Declared after the operator, so it is dropped first, while the operator still runs the
-/// tenant's finalizer.
-struct TenantGuard(&'static str);
-
-impl Drop for TenantGuard {
-    fn drop(&mut self) {
-        let _ = support::kubectl([
-            "delete",
-            "countrytenant",
-            self.0,
-            "--timeout=30s",
-            "--ignore-not-found",
-        ]);
-        let ns = format!("pulse-{}", self.0);
-        let _ = support::kubectl([
-            "delete",
-            "namespace",
-            ns.as_str(),
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
-    }
-}
-
 /// The chart installed in a namespace of the test and one operator replica running as its
 /// ServiceAccount, leading.
 async fn chart_and_operator(identity: &str) -> (support::Chart, PathBuf, support::Operator) {
     let chart = support::install_chart(&unique("pulse-test-lifecycle"));
-    let kubeconfig =
-        support::service_account_kubeconfig(&chart.namespace, &chart.service_account);
+    let kubeconfig = support::service_account_kubeconfig(&chart.namespace, &chart.service_account);
     let mut operator = support::Operator::spawn(&kubeconfig, &chart.namespace, identity);
     operator.wait_leader(WAIT).await;
     (chart, kubeconfig, operator)
@@ -422,14 +380,22 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
 
     // `it`: Retain (the example's policy).
     fresh(&client, "it").await;
-    let _it = TenantGuard("it");
+    let _it = TenantGuard("it".to_owned());
     let mut it = tenant("it");
     let out = apply(&it);
-    assert!(out.status.success(), "kubectl apply of tenant it: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl apply of tenant it: {}",
+        text(&out.stderr)
+    );
     wait_for_components("pulse-it", &all).await;
-    assert_eq!(names("ingress", "pulse-it").len(), 2, "pulse and pulse-stream");
+    assert_eq!(
+        names("ingress", "pulse-it").len(),
+        2,
+        "pulse and pulse-stream"
+    );
     // What the platform engineer puts into the namespace: the tenant's Secrets.
-    kubectl_ok(&[
+    kubectl_ok([
         "create",
         "secret",
         "generic",
@@ -438,7 +404,7 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         "pulse-it",
         "--from-literal=database-url=postgres://db.invalid/pulse",
     ]);
-    let owners = kubectl_ok(&[
+    let owners = kubectl_ok([
         "get",
         "deployment",
         "booking",
@@ -447,63 +413,118 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         "-o",
         "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller}",
     ]);
-    assert_eq!(owners, "CountryTenant/it/true", "booking is owned by its tenant");
+    assert_eq!(
+        owners, "CountryTenant/it/true",
+        "booking is owned by its tenant"
+    );
 
     // Disable notifier: its Deployment, Service, autoscaler, disruption budget and its stream
     // Ingress go; the others stay.
     it["spec"]["components"]["notifier"] = json!({ "enabled": false });
     let out = apply(&it);
-    assert!(out.status.success(), "kubectl apply disabling notifier: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl apply disabling notifier: {}",
+        text(&out.stderr)
+    );
     let started = std::time::Instant::now();
-    support::wait_for("notifier's objects to be removed from pulse-it", WAIT, || async {
-        let left: Vec<String> = COMPONENT_KINDS
-            .iter()
-            .filter(|kind| names(kind, "pulse-it").iter().any(|n| n == "notifier"))
-            .map(|kind| kind.to_string())
-            .chain(
-                names("ingress", "pulse-it")
-                    .into_iter()
-                    .filter(|n| n == "pulse-stream")
-                    .map(|n| format!("ingress {n}")),
-            )
-            .collect();
-        if left.is_empty() { Ok(()) } else { Err(format!("still there: {left:?}")) }
-    })
+    support::wait_for(
+        "notifier's objects to be removed from pulse-it",
+        WAIT,
+        || async {
+            let left: Vec<String> = COMPONENT_KINDS
+                .iter()
+                .filter(|kind| names(kind, "pulse-it").iter().any(|n| n == "notifier"))
+                .map(|kind| kind.to_string())
+                .chain(
+                    names("ingress", "pulse-it")
+                        .into_iter()
+                        .filter(|n| n == "pulse-stream")
+                        .map(|n| format!("ingress {n}")),
+                )
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {left:?}"))
+            }
+        },
+    )
     .await;
-    println!("notifier disabled: its objects removed in {:?}", started.elapsed());
+    println!(
+        "notifier disabled: its objects removed in {:?}",
+        started.elapsed()
+    );
     wait_for_components("pulse-it", &all[..4]).await;
-    assert_eq!(names("ingress", "pulse-it"), ["pulse"], "the main Ingress stays");
+    assert_eq!(
+        names("ingress", "pulse-it"),
+        ["pulse"],
+        "the main Ingress stays"
+    );
 
     // Delete the tenant (Retain): the tenant's objects go with it (garbage collector, through
     // their owner references), the namespace and the Secret stay.
     let started = std::time::Instant::now();
-    kubectl_ok(&["delete", "countrytenant", "it", "--wait=true", "--timeout=60s"]);
-    support::wait_for("the garbage collector to empty pulse-it of the tenant's objects", WAIT, || async {
-        let mut left = Vec::new();
-        for kind in COMPONENT_KINDS.iter().chain(&["configmap/pulse", "ingress", "replicaset", "pod"]) {
-            let (kind, only) = kind.split_once('/').unwrap_or((kind, ""));
-            for name in names(kind, "pulse-it") {
-                if only.is_empty() || name == only {
-                    left.push(format!("{kind} {name}"));
+    kubectl_ok([
+        "delete",
+        "countrytenant",
+        "it",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    support::wait_for(
+        "the garbage collector to empty pulse-it of the tenant's objects",
+        WAIT,
+        || async {
+            let mut left = Vec::new();
+            for kind in
+                COMPONENT_KINDS
+                    .iter()
+                    .chain(&["configmap/pulse", "ingress", "replicaset", "pod"])
+            {
+                let (kind, only) = kind.split_once('/').unwrap_or((kind, ""));
+                for name in names(kind, "pulse-it") {
+                    if only.is_empty() || name == only {
+                        left.push(format!("{kind} {name}"));
+                    }
                 }
             }
-        }
-        if left.is_empty() { Ok(()) } else { Err(format!("still there: {left:?}")) }
-    })
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {left:?}"))
+            }
+        },
+    )
     .await;
-    println!("tenant it (Retain) deleted, its objects collected in {:?}", started.elapsed());
-    assert_eq!(namespace_phase("pulse-it").as_deref(), Some("Active"), "Retain keeps pulse-it");
-    assert_eq!(names("secret", "pulse-it"), ["pulse-it-backends"], "Retain keeps the Secrets");
+    println!(
+        "tenant it (Retain) deleted, its objects collected in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        namespace_phase("pulse-it").as_deref(),
+        Some("Active"),
+        "Retain keeps pulse-it"
+    );
+    assert_eq!(
+        names("secret", "pulse-it"),
+        ["pulse-it-backends"],
+        "Retain keeps the Secrets"
+    );
 
     // `es`: Delete: the namespace goes, with everything in it (namespace controller).
     fresh(&client, "es").await;
-    let _es = TenantGuard("es");
+    let _es = TenantGuard("es".to_owned());
     let mut es = tenant("es");
     es["spec"]["deletionPolicy"] = json!("Delete");
     let out = apply(&es);
-    assert!(out.status.success(), "kubectl apply of tenant es: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl apply of tenant es: {}",
+        text(&out.stderr)
+    );
     wait_for_components("pulse-es", &all).await;
-    kubectl_ok(&[
+    kubectl_ok([
         "create",
         "secret",
         "generic",
@@ -513,16 +534,31 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         "--from-literal=database-url=postgres://db.invalid/pulse",
     ]);
     let started = std::time::Instant::now();
-    kubectl_ok(&["delete", "countrytenant", "es", "--wait=true", "--timeout=60s"]);
+    kubectl_ok([
+        "delete",
+        "countrytenant",
+        "es",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     assert!(!tenant_exists("es"));
-    support::wait_for("namespace pulse-es to be gone (deletionPolicy Delete)", WAIT, || async {
-        match namespace_phase("pulse-es") {
-            None => Ok(()),
-            Some(phase) => Err(format!("pulse-es is {phase}")),
-        }
-    })
+    support::wait_for(
+        "namespace pulse-es to be gone (deletionPolicy Delete)",
+        WAIT,
+        || async {
+            match namespace_phase("pulse-es") {
+                None => Ok(()),
+                Some(phase) => Err(format!("pulse-es is {phase}")),
+            }
+        },
+    )
     .await;
-    println!("tenant es (Delete) deleted, namespace pulse-es gone in {:?}", started.elapsed());
+    println!(
+        "tenant es (Delete) deleted, namespace pulse-es gone in {:?}",
+        started.elapsed()
+    );
+    // Retain kept pulse-it; the test's own cleanup.
+    kubectl_ok(["delete", "namespace", "pulse-it", "--wait=false"]);
     drop(operator);
 }
 
@@ -555,14 +591,22 @@ async fn readyz(operator: &support::Operator) -> String {
 /// The `reportingInstance` of the Events about CountryTenant `code` as it is now (its uid:
 /// Events about an earlier tenant of the same name outlive it): which replica reconciled it.
 fn reporters(code: &str) -> Vec<String> {
-    let uid = kubectl_ok(&["get", "countrytenant", code, "-o", "jsonpath={.metadata.uid}"]);
+    let uid = kubectl_ok([
+        "get",
+        "countrytenant",
+        code,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     let out = support::kubectl(["get", "events.events.k8s.io", "-A", "-o", "json"]);
     let events: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let mut instances: Vec<String> = events["items"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["regarding"]["kind"] == "CountryTenant" && e["regarding"]["uid"] == uid.as_str())
+        .filter(|e| {
+            e["regarding"]["kind"] == "CountryTenant" && e["regarding"]["uid"] == uid.as_str()
+        })
         .filter_map(|e| e["reportingInstance"].as_str().map(str::to_owned))
         .collect();
     instances.sort();
@@ -572,20 +616,24 @@ fn reporters(code: &str) -> Vec<String> {
 
 /// Waits until the operator wrote the status of tenant `code` (it reconciled it).
 async fn wait_reconciled(code: &str) {
-    support::wait_for(&format!("the operator to reconcile tenant {code}"), WAIT, || async move {
-        let out = support::kubectl([
-            "get",
-            "countrytenant",
-            code,
-            "-o",
-            "jsonpath={.status.observedGeneration}",
-        ]);
-        if text(&out.stdout).trim().is_empty() {
-            Err(format!("no status yet: {}", text(&out.stderr)))
-        } else {
-            Ok(())
-        }
-    })
+    support::wait_for(
+        &format!("the operator to reconcile tenant {code}"),
+        WAIT,
+        || async move {
+            let out = support::kubectl([
+                "get",
+                "countrytenant",
+                code,
+                "-o",
+                "jsonpath={.status.observedGeneration}",
+            ]);
+            if text(&out.stdout).trim().is_empty() {
+                Err(format!("no status yet: {}", text(&out.stderr)))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
 }
 
@@ -593,8 +641,7 @@ async fn wait_reconciled(code: &str) {
 async fn a_standby_replica_takes_over_within_the_lease_duration_when_the_leader_is_killed() {
     let client = support::client().await;
     let chart = support::install_chart(&unique("pulse-test-leader"));
-    let kubeconfig =
-        support::service_account_kubeconfig(&chart.namespace, &chart.service_account);
+    let kubeconfig = support::service_account_kubeconfig(&chart.namespace, &chart.service_account);
     let mut replicas = [
         support::Operator::spawn(&kubeconfig, &chart.namespace, "replica-a"),
         support::Operator::spawn(&kubeconfig, &chart.namespace, "replica-b"),
@@ -615,44 +662,63 @@ async fn a_standby_replica_takes_over_within_the_lease_duration_when_the_leader_
     let standby = 1 - leader;
     replicas[leader].wait_leader(WAIT).await;
     let said = readyz(&replicas[standby]).await;
-    assert!(said.contains("standby"), "the other replica stands by: {said}");
+    assert!(
+        said.contains("standby"),
+        "the other replica stands by: {said}"
+    );
     let (_, seconds) = lease(&chart.namespace).expect("the Lease");
     // The timings of leader.rs (client-go's defaults), which `pulse-operator run` uses.
     let settings = pulse_operator::leader::LeaseSettings::new("l", "n", "i");
     let duration = settings.lease_duration;
-    assert_eq!(seconds, duration.as_secs(), "the Lease carries leader.rs' duration");
+    assert_eq!(
+        seconds,
+        duration.as_secs(),
+        "the Lease carries leader.rs' duration"
+    );
 
     // The leader reconciles (its Events name it), the standby does not.
     fresh(&client, "nl").await;
-    let _nl = TenantGuard("nl");
+    let _nl = TenantGuard("nl".to_owned());
     let out = apply(&tenant("nl"));
-    assert!(out.status.success(), "kubectl apply of tenant nl: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl apply of tenant nl: {}",
+        text(&out.stderr)
+    );
     wait_reconciled("nl").await;
     support::wait_for("an Event about nl", WAIT, || async {
         let seen = reporters("nl");
-        if seen.is_empty() { Err("none".to_owned()) } else { Ok(()) }
+        if seen.is_empty() {
+            Err("none".to_owned())
+        } else {
+            Ok(())
+        }
     })
     .await;
-    assert_eq!(reporters("nl"), [holder.clone()], "only the leader reconciled nl");
+    assert_eq!(
+        reporters("nl"),
+        std::slice::from_ref(&holder),
+        "only the leader reconciled nl"
+    );
 
     // kill -9 of the leader (no release of the Lease), then a new tenant: the standby takes
     // the Lease once it has seen it unchanged for a whole lease duration, and reconciles it.
-    let _be = TenantGuard("be");
-    if tenant_exists("be") {
-        kubectl_ok(&["delete", "countrytenant", "be", "--wait=false"]);
-    }
+    fresh(&client, "be").await;
+    let _be = TenantGuard("be".to_owned());
     replicas[leader].kill();
     let killed = std::time::Instant::now();
     let out = apply(&tenant("be"));
-    assert!(out.status.success(), "kubectl apply of tenant be: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl apply of tenant be: {}",
+        text(&out.stderr)
+    );
     // The Lease changing hands and the tenant's status, polled together.
     let standby_id = replicas[standby].identity.clone();
     let lease_ns = chart.namespace.as_str();
     let mut handed_over = None;
     let took_over = support::wait_for("the standby to take over and reconcile be", WAIT, || {
-        if handed_over.is_none()
-            && lease(lease_ns).is_some_and(|(h, _)| h == standby_id)
-        {
+        if handed_over.is_none() && lease(lease_ns).is_some_and(|(h, _)| h == standby_id) {
             handed_over = Some(killed.elapsed());
         }
         async move {
@@ -664,7 +730,10 @@ async fn a_standby_replica_takes_over_within_the_lease_duration_when_the_leader_
                 "jsonpath={.status.observedGeneration}",
             ]);
             if text(&out.stdout).trim().is_empty() {
-                Err(format!("be has no status yet; Lease holder {:?}", lease(lease_ns)))
+                Err(format!(
+                    "be has no status yet; Lease holder {:?}",
+                    lease(lease_ns)
+                ))
             } else {
                 Ok(killed.elapsed())
             }
@@ -694,12 +763,28 @@ async fn a_standby_replica_takes_over_within_the_lease_duration_when_the_leader_
     );
     support::wait_for("an Event about be", WAIT, || async {
         let seen = reporters("be");
-        if seen.is_empty() { Err("none".to_owned()) } else { Ok(()) }
+        if seen.is_empty() {
+            Err("none".to_owned())
+        } else {
+            Ok(())
+        }
     })
     .await;
-    assert_eq!(reporters("be"), [new_holder], "the new leader reconciled be");
+    assert_eq!(
+        reporters("be"),
+        [new_holder],
+        "the new leader reconciled be"
+    );
 
     // Clean up while an operator runs (the tenants' finalizers).
     support::delete_tenant_and_wait(&client, "be", WAIT).await;
     support::delete_tenant_and_wait(&client, "nl", WAIT).await;
+    // deletionPolicy Retain (the example's) kept their namespaces.
+    kubectl_ok([
+        "delete",
+        "namespace",
+        "pulse-be",
+        "pulse-nl",
+        "--wait=false",
+    ]);
 }
