@@ -173,6 +173,13 @@ PY
 }
 
 main() {
+	# `k8s-checks.sh helm`: install the tools only and print helm's path (./dev test exports it
+	# as PULSE_HELM for the operator's cluster tests).
+	if [[ ${1:-} == helm ]]; then
+		install_layer_tools
+		printf '%s\n' "$TOOLS/bin/helm"
+		return 0
+	fi
 	have cargo || { [[ -x $HOME/.cargo/bin/cargo ]] && PATH="$HOME/.cargo/bin:$PATH"; }
 	have cargo || die "cargo not found: install the Rust toolchain"
 	install_layer_tools

@@ -314,67 +314,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn creates_the_lease_when_there_is_none() {
-        use crate::fixtures::{Call, Reply, finish};
-        use http::Method;
-        let (mut elector, server) = new_elector();
-        let server = server.run(vec![
-            Call::new(Method::GET, LEASE).reply(Reply::Error(404, "NotFound")),
-            Call::new(
-                Method::POST,
-                "/apis/coordination.k8s.io/v1/namespaces/pulse-system/leases",
-            ),
-        ]);
-        assert!(elector.try_acquire_or_renew().await.expect("round"));
-        let recorded = finish(server).await;
-        let spec = &recorded[1].body["spec"];
-        assert_eq!(spec["holderIdentity"], "a");
-        assert_eq!(spec["leaseDurationSeconds"], 15);
-        assert_eq!(spec["leaseTransitions"], 0);
-    }
-
-    #[tokio::test]
-    async fn follows_a_live_holder_without_writing() {
-        use crate::fixtures::{Call, Reply, finish};
-        use http::Method;
-        let (mut elector, server) = new_elector();
-        let server = server.run(vec![
-            Call::new(Method::GET, LEASE).reply(Reply::Json(200, lease_json("b", 15))),
-        ]);
-        assert!(!elector.try_acquire_or_renew().await.expect("round"));
-        finish(server).await;
-    }
-
-    #[tokio::test]
-    async fn renews_its_own_lease_and_takes_over_an_expired_one() {
-        use crate::fixtures::{Call, Reply, finish};
-        use http::Method;
-        let (mut elector, server) = new_elector();
-        let server = server.run(vec![
-            Call::new(Method::GET, LEASE).reply(Reply::Json(200, lease_json("a", 15))),
-            Call::new(Method::PUT, LEASE),
-        ]);
-        assert!(elector.try_acquire_or_renew().await.expect("renew"));
-        let recorded = finish(server).await;
-        assert_eq!(
-            recorded[1].body["metadata"]["resourceVersion"], "7",
-            "writes are conditional"
-        );
-        assert_eq!(recorded[1].body["spec"]["leaseTransitions"], 2);
-
-        // b's lease of 0 s is over as soon as it is seen: take it over.
-        let (mut candidate, server) = new_elector();
-        let server = server.run(vec![
-            Call::new(Method::GET, LEASE).reply(Reply::Json(200, lease_json("b", 0))),
-            Call::new(Method::PUT, LEASE),
-        ]);
-        assert!(candidate.try_acquire_or_renew().await.expect("take over"));
-        let recorded = finish(server).await;
-        assert_eq!(recorded[1].body["spec"]["holderIdentity"], "a");
-        assert_eq!(recorded[1].body["spec"]["leaseTransitions"], 3);
-    }
-
-    #[tokio::test]
     async fn losing_the_write_race_is_not_leading() {
         use crate::fixtures::{Call, Reply, finish};
         use http::Method;

@@ -319,34 +319,6 @@ async fn a_config_change_reapplies_every_deployment() {
 }
 
 #[tokio::test]
-async fn delete_with_retain_keeps_the_namespace() {
-    let t = deleting(finalized(tenant()));
-    let calls = vec![event_call(), finalizer_call(TENANT, &t, false)];
-    let (result, recorded, _) = reconcile_with(t, calls).await;
-    assert_eq!(result.expect("ok"), Action::await_change());
-    assert_eq!(events_of(&recorded), [normal("NamespaceRetained")]);
-    assert_patched(
-        &recorded[1],
-        json!({"op": "remove", "path": "/metadata/finalizers/0"}),
-    );
-}
-
-#[tokio::test]
-async fn delete_with_delete_removes_the_namespace() {
-    let mut t = deleting(finalized(tenant()));
-    t.spec.deletion_policy = DeletionPolicy::Delete;
-    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "pulse-fr"}, "status": {"phase": "Terminating"}});
-    let calls = vec![
-        Call::new(Method::DELETE, "/api/v1/namespaces/pulse-fr").reply(Reply::Json(200, namespace)),
-        event_call(),
-        finalizer_call(TENANT, &t, false),
-    ];
-    let (result, recorded, _) = reconcile_with(t, calls).await;
-    assert_eq!(result.expect("ok"), Action::await_change());
-    assert_eq!(events_of(&recorded), [normal("NamespaceDeleted")]);
-}
-
-#[tokio::test]
 async fn a_failed_namespace_delete_keeps_the_finalizer() {
     let mut t = deleting(finalized(tenant()));
     t.spec.deletion_policy = DeletionPolicy::Delete;
@@ -565,48 +537,6 @@ async fn disabled_components_are_removed() {
     let status = status_of(&recorded);
     assert_eq!(status.components.len(), 4);
     assert_eq!(status.url, None);
-}
-
-#[tokio::test]
-async fn disabling_notifier_deletes_the_stream_ingress() {
-    let mut t = finalized(tenant());
-    t.spec.components.get_mut(Component::Notifier).enabled = false;
-    let mut calls = apply_calls(
-        &t,
-        |_| deployment(1, 1, 2),
-        &["identity", "booking", "marketing", "ordering"],
-    );
-    calls.extend([status_call(&t), event_call()]);
-    let (result, recorded, _) = reconcile_with(t, calls).await;
-    assert_eq!(result.expect("ok"), Action::requeue(READY_RESYNC));
-    let ingresses: Vec<(Method, &str)> = recorded
-        .iter()
-        .filter(|r| r.path.contains("/ingresses/"))
-        .map(|r| {
-            (
-                r.method.clone(),
-                r.path.rsplit('/').next().unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        ingresses,
-        [(Method::PATCH, "pulse"), (Method::DELETE, "pulse-stream")]
-    );
-    let main = recorded
-        .iter()
-        .find(|r| r.path.ends_with("/ingresses/pulse"))
-        .expect("main Ingress applied");
-    let paths = main.body["spec"]["rules"][0]["http"]["paths"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        paths
-            .iter()
-            .all(|p| p["backend"]["service"]["name"] != "notifier"),
-        "{paths:?}"
-    );
 }
 
 #[test]

@@ -25,7 +25,8 @@ use super::condition::Condition;
     derive = "PartialEq",
     doc = "A flash sale of vouchers in one country; lives in the country's namespace pulse-<code>.",
     validation = kube::core::Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Scheduled' || self.spec.stock == oldSelf.spec.stock")
-        .message("spec.stock is immutable once the campaign is active"),
+        .message("spec.stock is immutable once the campaign is active: to sell more, create another campaign when this one ends")
+        .field_path(".spec.stock"),
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,

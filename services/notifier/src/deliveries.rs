@@ -439,8 +439,23 @@ impl Deliveries {
         {
             return Ok(Outcome::Skipped("no_provider", None));
         }
-        let contact = match inner.directory.contact(&row.recipient).await {
+        let has_address = |contact: Option<&crate::directory::Contact>| match channel {
+            Channel::Email => contact.is_some_and(|c| c.email.is_some()),
+            Channel::Sms => contact.is_some_and(|c| c.phone.is_some()),
+            Channel::InApp => true,
+        };
+        let contact = match inner
+            .directory
+            .contact_with(&row.recipient, has_address)
+            .await
+        {
             Ok(contact) => contact,
+            // An in-app message needs no address: without identity it is written in the
+            // country's language, with a neutral greeting, rather than held.
+            Err(err) if channel == Channel::InApp => {
+                tracing::debug!(error = %err, "identity's directory unavailable; in-app message in the country's language");
+                None
+            }
             Err(err) => {
                 let wait = match err {
                     DirectoryError::CircuitOpen(retry_in) => retry_in,

@@ -91,7 +91,20 @@ impl Directory {
     /// How to reach `user_id`: `Ok(None)` if identity knows no such user (an id that is not
     /// identity's, like a test subject), an error if identity cannot say now.
     pub async fn contact(&self, user_id: &str) -> Result<Option<Contact>, DirectoryError> {
-        if let Some(hit) = self.cached(user_id) {
+        self.contact_with(user_id, |_| true).await
+    }
+
+    /// Like [`Directory::contact`], but a cached answer counts only if `usable` says so; else
+    /// identity is asked again. A message about to be dropped for want of an address asks
+    /// afresh, so an address verified a moment ago is not missed for the cache's lifetime.
+    pub async fn contact_with(
+        &self,
+        user_id: &str,
+        usable: impl Fn(Option<&Contact>) -> bool,
+    ) -> Result<Option<Contact>, DirectoryError> {
+        if let Some(hit) = self.cached(user_id)
+            && usable(hit.as_ref())
+        {
             return Ok(hit);
         }
         let attempt = self

@@ -384,3 +384,33 @@ async fn opt_outs_and_quiet_hours_are_honoured_and_required_messages_are_not_hel
         mail.text
     );
 }
+
+#[tokio::test]
+async fn an_address_verified_after_a_message_was_sent_is_used_at_once_despite_the_contact_cache() {
+    // A long cache: the welcome message caches the contact without an e-mail address.
+    let platform = Platform::start_with(pulse_notifier::system_clock(), |env| {
+        env.retain(|(k, _)| *k != pulse_notifier::settings::DIRECTORY_CACHE_SECONDS.var);
+        env.push((
+            pulse_notifier::settings::DIRECTORY_CACHE_SECONDS.var,
+            "600".into(),
+        ));
+    })
+    .await;
+    let (phone, id, token) = platform.sign_up().await;
+    pulse_kit::testing::eventually(
+        "the welcome in-app message",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = platform.app.get(Some(&token), "/v1/notifications").await;
+            status == 200 && body["items"].as_array().is_some_and(|i| !i.is_empty())
+        },
+    )
+    .await;
+    let user = platform.verify_email(phone, id, token, "fr").await;
+    let slots = platform.slots(3).await;
+    platform.book(&user, &slots[0]).await;
+    platform
+        .settled(&user, "AppointmentBooked", 3, Duration::from_secs(20))
+        .await;
+    exactly_one_of_each(&platform, &user, "AppointmentBooked").await;
+}

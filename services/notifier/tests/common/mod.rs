@@ -192,6 +192,12 @@ impl Platform {
 
     /// A new identity user speaking `language`, with a verified e-mail address.
     pub async fn user(&self, language: &str) -> User {
+        let (phone, id, token) = self.sign_up().await;
+        self.verify_email(phone, id, token, language).await
+    }
+
+    /// A new identity user, signed in, without an e-mail address yet: (phone, id, token).
+    pub async fn sign_up(&self) -> (String, String, String) {
         let phone = phone();
         let (status, body) = self
             .app
@@ -212,6 +218,17 @@ impl Platform {
         assert_eq!(status, 200, "{body}");
         let id = body["userId"].as_str().expect("userId").to_owned();
         let token = body["accessToken"].as_str().expect("token").to_owned();
+        (phone, id, token)
+    }
+
+    /// Gives the signed-up user `language` and a verified e-mail address.
+    pub async fn verify_email(
+        &self,
+        phone: String,
+        id: String,
+        token: String,
+        language: &str,
+    ) -> User {
         let email = format!("u{}@example.org", &id[..8]);
         self.call(
             reqwest::Method::PATCH,
