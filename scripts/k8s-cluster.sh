@@ -30,7 +30,10 @@ die() {
 }
 
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-SERVICE_CIDR=10.0.0.0/24
+# Room for thousands of Services and pods: `./dev bench operator` runs 100 tenants of five
+# components each (500 Services, 500 pods); a /24 ran out of Service IPs at about 50 tenants.
+SERVICE_CIDR=10.96.0.0/16
+POD_CIDR=10.244.0.0/16
 NODE=kwok-node-0
 # Controllers of kube-controller-manager (their names in Kubernetes 1.36). The node lifecycle
 # controller lifts the node.kubernetes.io/not-ready taint the API server puts on a new node once
@@ -151,7 +154,7 @@ make_pki() {
 	cert apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 	local client="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -280,7 +283,7 @@ cmd_start() {
 	done >"$DIR/kwok.yaml"
 	launch kwok --kubeconfig "$DIR/kubeconfig" --config "$DIR/kwok.yaml" \
 		--manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-		--server-address "127.0.0.1:$KWOK_PORT" --node-ip 10.0.1.1 --cidr 10.0.2.0/24
+		--server-address "127.0.0.1:$KWOK_PORT" --node-ip 10.0.1.1 --cidr "$POD_CIDR"
 	kubectl apply -f - >/dev/null <<EOF || fail_start kube-apiserver "could not create node $NODE"
 apiVersion: v1
 kind: Node

@@ -517,7 +517,11 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
             bail!("pulse-operator exited: {status}");
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            eprintln!("bench: {ready}/{TENANTS} Ready after {:.0} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "bench: {ready}/{TENANTS} Ready after {:.0} s{}",
+                started.elapsed().as_secs_f64(),
+                waiting_for(&list.items)
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -540,6 +544,34 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
         peak_rss_kib,
         rss_kib,
     })
+}
+
+/// What the tenants that are not Ready say, the most common first (for the progress lines).
+fn waiting_for(tenants: &[DynamicObject]) -> String {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for tenant in tenants.iter().filter(|t| !is_ready(t)) {
+        let ready = tenant.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+        let reason = match ready {
+            Some(c) => {
+                let message = c["message"].as_str().unwrap_or_default();
+                // "booking: 0 of 1 updated replicas available" -> "0 of 1 updated replicas available"
+                let message = message.split("; ").next().unwrap_or_default();
+                let message = message.split_once(": ").map_or(message, |(_, m)| m);
+                format!("{}: {message}", c["reason"].as_str().unwrap_or_default())
+            }
+            None => "no status yet".to_owned(),
+        };
+        *reasons.entry(reason).or_default() += 1;
+    }
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons
+        .iter()
+        .take(3)
+        .map(|(reason, n)| format!("; {n} {reason}"))
+        .collect()
 }
 
 async fn cleanup(client: &Client, codes: &[String]) -> anyhow::Result<()> {
