@@ -26,9 +26,9 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::flowcontrol::v1::FlowSchema;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::config::Kubeconfig;
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
@@ -156,7 +156,10 @@ fn helm() -> PathBuf {
         return PathBuf::from(helm);
     }
     let cache = std::env::var_os("PULSE_CACHE").map_or_else(
-        || PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/pulse"),
+        || {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/pulse")
+        },
         PathBuf::from,
     );
     cache.join("k8s-tools/bin/helm")
@@ -186,19 +189,28 @@ fn install_chart() -> anyhow::Result<()> {
             helm.display()
         );
     }
-    command_output(Command::new(&helm)
-        .args(["upgrade", "--install", RELEASE])
-        .arg(root().join("charts/pulse"))
-        .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
-        .args(["--set", "replicaCount=0", "--set", "podDisruptionBudget.enabled=false"])
-        .args(["--skip-crds", "--wait", "--timeout", "60s"]))?;
+    command_output(
+        Command::new(&helm)
+            .args(["upgrade", "--install", RELEASE])
+            .arg(root().join("charts/pulse"))
+            .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
+            .args([
+                "--set",
+                "replicaCount=0",
+                "--set",
+                "podDisruptionBudget.enabled=false",
+            ])
+            .args(["--skip-crds", "--wait", "--timeout", "60s"]),
+    )?;
     Ok(())
 }
 
 fn uninstall_chart() {
-    let _ = command_output(Command::new(helm())
-        .args(["uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE])
-        .args(["--wait", "--timeout", "60s"]));
+    let _ = command_output(
+        Command::new(helm())
+            .args(["uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE])
+            .args(["--wait", "--timeout", "60s"]),
+    );
 }
 
 fn service_account() -> String {
@@ -285,7 +297,10 @@ async fn isolate_requests(client: &Client) -> anyhow::Result<()> {
 /// Requests the API server dispatched in the bench FlowSchema so far.
 async fn operator_requests(client: &Client) -> anyhow::Result<f64> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await.context("API server /metrics")?;
+    let text = client
+        .request_text(request)
+        .await
+        .context("API server /metrics")?;
     Ok(sum_metric(
         &text,
         "apiserver_flowcontrol_dispatched_requests_total",
@@ -312,8 +327,8 @@ fn operator_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("PULSE_OPERATOR_BIN") {
         return PathBuf::from(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     target.join("release/pulse-operator")
 }
 
@@ -367,7 +382,11 @@ impl Operator {
             if let Some(status) = self.child.try_wait()? {
                 bail!("pulse-operator exited at start: {status}");
             }
-            if self.get("/readyz").await.is_ok_and(|r| r.contains("leader")) {
+            if self
+                .get("/readyz")
+                .await
+                .is_ok_and(|r| r.contains("leader"))
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -375,6 +394,28 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// CPU time (user + system) the process used so far.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .context("malformed /proc/<pid>/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of stat, 11 and 12 after the name and state.
+        Ok(Duration::from_millis(
+            (ticks(11) + ticks(12)) * 1000 / clock_ticks(),
+        ))
     }
 
     /// VmHWM (peak resident set) and VmRSS of the process, in KiB.
@@ -408,6 +449,33 @@ impl Drop for Operator {
     }
 }
 
+/// Clock ticks per second of /proc times (USER_HZ).
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// Busy and total CPU ticks of the whole machine (all cores) so far, from /proc/stat.
+fn machine_ticks() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().take(8).sum();
+    let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
 // ------------------------------------------------------------------ the run
 
 /// What one run measured.
@@ -420,6 +488,9 @@ struct Row {
     reconcile_count: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
+    operator_cpu: Duration,
+    machine_busy: f64,
+    cores: usize,
 }
 
 /// Runs the bench on the cluster of `KUBECONFIG` and prints one table.
@@ -443,7 +514,9 @@ pub async fn run() -> anyhow::Result<()> {
             );
         }
     }
-    eprintln!("bench: installing the chart (release {RELEASE} in {RELEASE_NAMESPACE}, no operator replicas)");
+    eprintln!(
+        "bench: installing the chart (release {RELEASE} in {RELEASE_NAMESPACE}, no operator replicas)"
+    );
     install_chart()?;
     isolate_requests(&client).await?;
     let kubeconfig = operator_kubeconfig(&client, dir.path()).await?;
@@ -470,12 +543,19 @@ pub async fn run() -> anyhow::Result<()> {
     cleaned?;
     print(&row);
     if row.ready < TENANTS {
-        bail!("only {} of {TENANTS} tenants Ready after {GIVE_UP:?}", row.ready);
+        bail!(
+            "only {} of {TENANTS} tenants Ready after {GIVE_UP:?}",
+            row.ready
+        );
     }
     Ok(())
 }
 
-async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> anyhow::Result<Row> {
+async fn measure(
+    client: &Client,
+    operator: &mut Operator,
+    codes: &[String],
+) -> anyhow::Result<Row> {
     operator.wait_leader().await?;
     let example = yaml_file("manifests/examples/fr.yaml")?;
     let objects: Vec<DynamicObject> = codes
@@ -485,6 +565,8 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
     let api = country_tenants(client);
     let before = operator_requests(client).await?;
     let metrics_before = operator.get("/metrics").await?;
+    let cpu_before = operator.cpu()?;
+    let machine_before = machine_ticks()?;
 
     eprintln!("bench: applying {TENANTS} CountryTenants at once");
     let started = Instant::now();
@@ -502,7 +584,10 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
         .try_collect::<Vec<_>>()
         .await?;
     let applied = started.elapsed();
-    eprintln!("bench: applied in {:.2} s; waiting until all are Ready", applied.as_secs_f64());
+    eprintln!(
+        "bench: applied in {:.2} s; waiting until all are Ready",
+        applied.as_secs_f64()
+    );
 
     let selector = ListParams::default().labels("pulse.dev/bench=operator");
     let mut ready = 0;
@@ -530,6 +615,10 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
     let after = operator_requests(client).await?;
     let metrics = operator.get("/metrics").await?;
     let (peak_rss_kib, rss_kib) = operator.memory_kib()?;
+    let operator_cpu = operator.cpu()?.saturating_sub(cpu_before);
+    let machine_after = machine_ticks()?;
+    let busy = machine_after.0.saturating_sub(machine_before.0) as f64;
+    let total = machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
     let controller = "controller=\"countrytenant\"";
     let delta = |name: &str| {
         sum_metric(&metrics, name, controller) - sum_metric(&metrics_before, name, controller)
@@ -543,6 +632,9 @@ async fn measure(client: &Client, operator: &mut Operator, codes: &[String]) -> 
         reconcile_count: delta("pulse_operator_reconcile_duration_seconds_count"),
         peak_rss_kib,
         rss_kib,
+        operator_cpu,
+        machine_busy: busy / total,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
     })
 }
 
@@ -566,7 +658,7 @@ fn waiting_for(tenants: &[DynamicObject]) -> String {
         *reasons.entry(reason).or_default() += 1;
     }
     let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     reasons
         .iter()
         .take(3)
@@ -608,7 +700,10 @@ async fn cleanup_namespaces(client: &Client, codes: &[String]) {
     futures::stream::iter(codes)
         .map(|code| {
             let api = api.clone();
-            async move { api.delete(&format!("pulse-{code}"), &DeleteParams::background()).await }
+            async move {
+                api.delete(&format!("pulse-{code}"), &DeleteParams::background())
+                    .await
+            }
         })
         .buffer_unordered(20)
         .collect::<Vec<_>>()
@@ -659,6 +754,13 @@ fn print(row: &Row) {
         row.rss_kib as f64 / 1024.0,
     );
     println!();
+    println!(
+        "CPU in that time: the operator {:.1} s ({:.0}% of one core); the whole machine {:.0}% busy on {} cores (API server, etcd, controller manager, scheduler, kwok, operator)",
+        row.operator_cpu.as_secs_f64(),
+        row.operator_cpu.as_secs_f64() / row.wall.as_secs_f64() * 100.0,
+        row.machine_busy * 100.0,
+        row.cores,
+    );
     println!(
         "wall s: from the apply of the first tenant until all {TENANTS} have Ready=True for their generation;"
     );
