@@ -15,6 +15,9 @@ use serde::Serialize;
 use crate::settings::EmailSettings;
 use pulse_kit::sms::sandbox::JsonLines;
 
+/// Why nothing can be sent on a deployment without a mail server.
+pub const NO_MAIL_SERVER: &str = "this deployment has no mail server (PULSE_IDENTITY_SMTP_URL, or spec.email of its CountryTenant), so e-mail addresses cannot be verified";
+
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("e-mail cannot be sent: {0}")]
@@ -97,10 +100,7 @@ impl EmailPort {
                 .await
                 // The server's answer, never the message (it holds a code).
                 .map_err(|err| EmailError(format!("the SMTP server did not take it: {err}"))),
-            Self::Unavailable => Err(EmailError(
-                "this deployment has no mail provider, so e-mail addresses cannot be verified yet"
-                    .into(),
-            )),
+            Self::Unavailable => Err(EmailError(NO_MAIL_SERVER.into())),
         }
     }
 }

@@ -200,8 +200,7 @@ impl Profiles {
         }
         if verify.is_some() && !self.email.available() {
             return Err(ProfileError::Email(EmailError(
-                "this deployment has no mail provider, so e-mail addresses cannot be verified yet"
-                    .into(),
+                crate::email::NO_MAIL_SERVER.into(),
             )));
         }
         let now = store::now(&mut tx).await?;

@@ -632,7 +632,7 @@ pub mod identity {
     /// Sandbox e-mail file.
     pub const SANDBOX_EMAIL_FILE: Setting = Setting::plain(
         "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-        "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl); without development mode e-mail addresses cannot be verified yet",
+        "where e-mail verification codes are appended as JSON lines in development mode (default email-sandbox.jsonl), when PULSE_IDENTITY_SMTP_URL is unset",
     );
     /// SMTP server of verification codes.
     pub const SMTP_URL: Setting = Setting::secret(

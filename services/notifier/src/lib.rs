@@ -208,13 +208,11 @@ impl Component for Notifier {
             async move {
                 // Streams end (with a retry hint) as the replica stops, so the HTTP server's
                 // graceful shutdown does not wait on them.
-                let stop_streams = draining.clone();
-                let stopper = shutdown.clone();
-                tokio::spawn(async move {
-                    stopper.cancelled().await;
-                    stop_streams.cancel();
-                });
-                hub.run(db, listening, shutdown).await;
+                let stop_streams = async {
+                    shutdown.cancelled().await;
+                    draining.cancel();
+                };
+                tokio::join!(stop_streams, hub.run(db, listening, shutdown.clone()));
             }
         }));
         let gauges = deliveries;
