@@ -251,8 +251,6 @@ pub struct Recorded {
     pub method: Method,
     /// Path.
     pub path: String,
-    /// Query string.
-    pub query: String,
     /// Request body as JSON (`null` when empty).
     pub body: Value,
 }
@@ -346,12 +344,7 @@ impl ApiServer {
                     Reply::Json(code, value) => (code, value),
                     Reply::Error(code, reason) => (code, status_body(code, reason)),
                 };
-                recorded.push(Recorded {
-                    method,
-                    path,
-                    query,
-                    body,
-                });
+                recorded.push(Recorded { method, path, body });
                 let response = Response::builder()
                     .status(code)
                     .header(http::header::CONTENT_TYPE, "application/json")

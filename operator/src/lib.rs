@@ -15,6 +15,7 @@
 //! Both reconcilers are built on [`reconciler`]: finalizer, metrics, backoff, status patch,
 //! `Degraded` on errors and Events are written once there, with the one [`error::Error`] type.
 
+pub mod applied;
 pub mod campaign;
 pub mod campaign_controller;
 pub mod controller;

@@ -25,6 +25,14 @@ pub struct FailureLabels {
     pub error: String,
 }
 
+/// Labels of the tenant reconciler's full applies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    /// Why everything was applied (`never_applied`, `desired_changed`, `periodic`, `missing`,
+    /// `drifted`; see `crate::applied::Reapply`).
+    pub reason: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -38,6 +46,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     /// Reconcile duration in seconds, by controller.
     pub duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+    /// Full applies of a tenant's objects, by reason (the other passes apply nothing).
+    pub tenant_applies: Family<ApplyLabels, Counter>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
 }
@@ -73,6 +83,12 @@ impl Metrics {
             "Time spent in one reconciliation",
             duration.clone(),
         );
+        let tenant_applies = Family::<ApplyLabels, Counter>::default();
+        registry.register(
+            "tenant_applies",
+            "Full applies of a CountryTenant's objects, by reason; passes that would change nothing apply nothing",
+            tenant_applies.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -84,6 +100,7 @@ impl Metrics {
             reconciliations,
             failures,
             duration,
+            tenant_applies,
             leader,
         }
     }
@@ -108,6 +125,15 @@ impl Metrics {
             .get_or_create(&FailureLabels {
                 controller: controller.to_owned(),
                 error: error.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a full apply of a tenant's objects for `reason`.
+    pub fn tenant_applied(&self, reason: &str) {
+        self.tenant_applies
+            .get_or_create(&ApplyLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }

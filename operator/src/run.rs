@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::campaign_controller::{self, CampaignContext, Campaigns};
-use crate::controller::{self, Context};
+use crate::controller::{self, ChildWriters, Context, Tenants};
 use crate::crd::{CountryTenant, SeckillCampaign};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::marketing::{MarketingClient, MarketingSettings};
@@ -123,6 +123,7 @@ async fn shutdown_signal() {
 /// Runs the tenant and campaign controllers until `stop` turns true.
 async fn run_controllers(
     tenants: Arc<Context>,
+    caches: ChildWriters,
     campaigns: Arc<CampaignContext>,
     stop: watch::Receiver<bool>,
 ) {
@@ -135,7 +136,7 @@ async fn run_controllers(
         "reconciling CountryTenants and SeckillCampaigns"
     );
     tokio::join!(
-        controller::run(tenants, stopped(stop.clone())),
+        controller::run(tenants, caches, stopped(stop.clone())),
         campaign_controller::run(campaigns, stopped(stop)),
     );
 }
@@ -173,11 +174,12 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
         controller: crate::resources::MANAGER.to_owned(),
         instance: settings.instance.clone(),
     };
+    let (tenants, caches) = Tenants::new();
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
         reporter.clone(),
-        (),
+        tenants,
     ));
     let campaigns = Arc::new(CampaignContext::new(
         client.clone(),
@@ -198,7 +200,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             shutdown_signal().await;
             stop_tx.send_replace(true);
         });
-        run_controllers(ctx, campaigns, stop_rx).await;
+        run_controllers(ctx, caches, campaigns, stop_rx).await;
         signal.abort();
         return Ok(());
     };
@@ -226,7 +228,7 @@ pub async fn run(settings: RunSettings) -> anyhow::Result<()> {
             _ = lost.wait_for(|is_leader| !*is_leader) => true,
         }
     });
-    let controller = tokio::spawn(run_controllers(ctx, campaigns, stop_rx));
+    let controller = tokio::spawn(run_controllers(ctx, caches, campaigns, stop_rx));
     let lost_leadership = watcher.await.unwrap_or(true);
     stop_tx.send_replace(true);
     let _ = controller.await;

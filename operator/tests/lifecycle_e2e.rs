@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{TenantGuard, kubectl_ok, unique, yaml_file};
+use support::{TenantGuard, campaign, kubectl_ok, rfc3339, tenant, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -93,18 +93,6 @@ fn assert_says(stderr: &str, words: &[&str]) {
     }
 }
 
-/// The French example turned into the tenant of `code` (lower case), in its own namespace
-/// `pulse-<code>`, with its own host.
-fn tenant(code: &str) -> Value {
-    let mut tenant = yaml_file("manifests/examples/fr.yaml");
-    tenant["metadata"]["name"] = json!(code);
-    tenant["spec"]["displayName"] = json!(format!("Test {code}"));
-    tenant["spec"]["country"]["code"] = json!(code.to_ascii_uppercase());
-    tenant["spec"]["ingress"]["host"] = json!(format!("{code}.pulse.example"));
-    tenant["spec"]["ingress"]["tlsSecretName"] = json!(format!("pulse-{code}-tls"));
-    tenant
-}
-
 /// Installs the CRDs as a user does (`kubectl apply --server-side -f crds/`) and waits until
 /// they are Established.
 fn install_crds() {
@@ -125,26 +113,6 @@ fn install_crds() {
         "crd/countrytenants.pulse.dev",
         "crd/seckillcampaigns.pulse.dev",
     ]);
-}
-
-fn rfc3339(offset: chrono::Duration) -> String {
-    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn campaign(namespace: &str, name: &str, stock: i64, starts: String, ends: String) -> Value {
-    json!({
-        "apiVersion": "pulse.dev/v1alpha1",
-        "kind": "SeckillCampaign",
-        "metadata": { "name": name, "namespace": namespace },
-        "spec": {
-            "voucher": { "title": "10 EUR off", "value": 1000 },
-            "price": 100,
-            "stock": stock,
-            "perUserLimit": 1,
-            "startsAt": starts,
-            "endsAt": ends,
-        }
-    })
 }
 
 /// Deletes the namespace when dropped, so a failed assertion leaves nothing behind.

@@ -12,6 +12,7 @@
 //! - [`service_account_kubeconfig`]: a kubeconfig with a TokenRequest token of a ServiceAccount,
 //!   so the operator under test has exactly the chart's RBAC;
 //! - [`Operator`]: the real `pulse-operator run` binary, killed on drop;
+//! - [`pulse_bin`]: the `pulse` binary (another package's, so not `CARGO_BIN_EXE_*`);
 //! - [`wait_for`], [`delete_tenant_and_wait`].
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -27,7 +28,7 @@ use kube::api::{Api, DeleteParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Config};
 use serde::Deserialize as _;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -291,6 +292,16 @@ impl Operator {
     /// Starts `pulse-operator run` authenticated by `kubeconfig` (see
     /// [`service_account_kubeconfig`]), as `POD_NAMESPACE=lease_namespace`, `POD_NAME=identity`.
     pub fn spawn(kubeconfig: &Path, lease_namespace: &str, identity: &str) -> Operator {
+        Self::spawn_with(kubeconfig, lease_namespace, identity, &[])
+    }
+
+    /// [`Operator::spawn`] with more settings (`PULSE_MARKETING_GRPC_URL_TEMPLATE`, …).
+    pub fn spawn_with(
+        kubeconfig: &Path,
+        lease_namespace: &str,
+        identity: &str,
+        settings: &[(&str, &str)],
+    ) -> Operator {
         let admin = free_addr();
         let log = std::env::temp_dir().join(format!("{}.log", unique(identity)));
         let file = File::create(&log)
@@ -305,6 +316,7 @@ impl Operator {
             .env("RUST_LOG", "info,pulse_operator=debug")
             .env_remove("PULSE_OPERATOR_NO_LEADER_ELECTION")
             .env_remove("PULSE_OPERATOR_LEASE_NAME")
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(stderr)
@@ -402,6 +414,59 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The French example turned into the tenant of `code` (lower case), in its own namespace
+/// `pulse-<code>`, with its own host.
+pub fn tenant(code: &str) -> Value {
+    let mut tenant = yaml_file("manifests/examples/fr.yaml");
+    tenant["metadata"]["name"] = json!(code);
+    tenant["spec"]["displayName"] = json!(format!("Test {code}"));
+    tenant["spec"]["country"]["code"] = json!(code.to_ascii_uppercase());
+    tenant["spec"]["ingress"]["host"] = json!(format!("{code}.pulse.example"));
+    tenant["spec"]["ingress"]["tlsSecretName"] = json!(format!("pulse-{code}-tls"));
+    tenant
+}
+
+/// Now plus `offset`, in RFC 3339 to the second.
+pub fn rfc3339(offset: chrono::Duration) -> String {
+    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A campaign of `stock` vouchers in `namespace`, open from `starts` to `ends`.
+pub fn campaign(namespace: &str, name: &str, stock: i64, starts: String, ends: String) -> Value {
+    json!({
+        "apiVersion": "pulse.dev/v1alpha1",
+        "kind": "SeckillCampaign",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "voucher": { "title": "10 EUR off", "value": 1000 },
+            "price": 100,
+            "stock": stock,
+            "perUserLimit": 1,
+            "startsAt": starts,
+            "endsAt": ends,
+        }
+    })
+}
+
+/// The `pulse` binary of this build: `PULSE_BIN` (which `./dev test` exports, building it when
+/// only some packages are tested), else the one beside this test's directory
+/// (`target/debug/pulse` for `target/debug/deps/<test>`), where a workspace build puts it.
+pub fn pulse_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PULSE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("pulse")));
+    match beside {
+        Some(bin) if bin.is_file() => bin,
+        _ => panic!(
+            "no pulse binary: set PULSE_BIN, or build it (`cargo build -p pulse --bin pulse`); \
+             `./dev test -p pulse-operator` does both"
+        ),
+    }
 }
 
 /// Polls `check` (every 200 ms) until it returns `Ok`, and returns its value; panics after
