@@ -266,7 +266,8 @@ cmd_start() {
 		--use-service-account-credentials=true --root-ca-file "$p/ca.crt" \
 		--service-account-private-key-file "$p/sa.key" \
 		--service-cluster-ip-range "$SERVICE_CIDR" \
-		--node-monitor-period 2s --node-monitor-grace-period 2m --v=1
+		--node-monitor-period 2s --node-monitor-grace-period 2m \
+		--kube-api-qps 100 --kube-api-burst 200 --v=1
 	launch kube-scheduler --kubeconfig "$DIR/scheduler.kubeconfig" \
 		--authentication-kubeconfig "$DIR/scheduler.kubeconfig" \
 		--authorization-kubeconfig "$DIR/scheduler.kubeconfig" \
