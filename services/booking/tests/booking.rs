@@ -661,6 +661,19 @@ async fn openapi_describes_the_endpoints() {
             .is_object(),
         "409 is documented as problem+json"
     );
+    // What the kit's layers answer is in the served document too (pulse_kit::openapi).
+    let book = &doc["paths"]["/v1/appointments"]["post"];
+    for status in ["400", "401", "413", "415", "422", "429", "503"] {
+        assert!(book["responses"][status].is_object(), "{status} missing");
+    }
+    let key = book["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+        .expect("Idempotency-Key documented");
+    assert_eq!(
+        key["schema"]["pattern"],
+        pulse_kit::openapi::IDEMPOTENCY_KEY_PATTERN
+    );
 }
 
 #[tokio::test]

@@ -18,12 +18,13 @@
 //!
 //! [`layer`] wraps a component's router; the table lives in the component's schema.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, OptionalFromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -44,16 +45,44 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Headers of the first response that are replayed with it.
 const STORED_HEADERS: &[&str] = &["content-type", "location"];
 
-/// Where a component's keys are kept.
+/// Where a component's keys are kept, and for which operations.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     pool: PgPool,
+    operations: Option<Arc<HashSet<(Method, String)>>>,
 }
 
 impl IdempotencyStore {
-    /// A store over the component's pool.
+    /// A store over the component's pool, honouring keys on every state-changing request.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            operations: None,
+        }
+    }
+
+    /// Honours keys only on these operations (method and route template, `/v1/orders/{id}`, as
+    /// the component's OpenAPI document lists them): a method a route does not have is then
+    /// answered 405 by the router instead of being judged by its key first.
+    #[must_use]
+    pub fn for_operations(
+        mut self,
+        operations: impl IntoIterator<Item = (Method, String)>,
+    ) -> Self {
+        self.operations = Some(Arc::new(operations.into_iter().collect()));
+        self
+    }
+
+    /// Whether a request with `method` to `route` (its route template) is one of the
+    /// operations keys are honoured on.
+    fn honours(&self, method: &Method, route: Option<&str>) -> bool {
+        match (&self.operations, route) {
+            (None, _) => true,
+            (Some(operations), Some(route)) => {
+                operations.contains(&(method.clone(), route.to_owned()))
+            }
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -62,7 +91,9 @@ pub fn layer<S: Clone + Send + Sync + 'static>(
     router: axum::Router<S>,
     store: IdempotencyStore,
 ) -> axum::Router<S> {
-    router.layer(axum::middleware::from_fn_with_state(store, middleware))
+    // A route layer: a method the route does not have is answered 405 by the router, not
+    // judged by its key first.
+    router.route_layer(axum::middleware::from_fn_with_state(store, middleware))
 }
 
 /// Deletes keys older than `keep` (never less than 24 hours); returns how many.
@@ -186,7 +217,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequiredIdempotencyKey {
     }
 }
 
-fn validate_key(value: &HeaderValue) -> Result<&str, Problem> {
+/// The key, if it is 1 to 255 visible ASCII characters (documented as
+/// [`crate::openapi::IDEMPOTENCY_KEY_PATTERN`]).
+pub(crate) fn validate_key(value: &HeaderValue) -> Result<&str, Problem> {
     let key = value.to_str().unwrap_or_default();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Problem::new(
@@ -223,6 +256,13 @@ pub async fn middleware(
     next: Next,
 ) -> Response {
     if !is_state_changing(request.method()) {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    if !store.honours(request.method(), route) {
         return next.run(request).await;
     }
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {

@@ -262,6 +262,9 @@ pub enum ServerError {
         /// The cause.
         source: BuildError,
     },
+    /// The components' OpenAPI documents could not be turned into JSON.
+    #[error("cannot serialise the OpenAPI document: {0}")]
+    OpenApi(serde_json::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -363,17 +366,19 @@ pub async fn start(
             auth: Arc::clone(&auth),
             outbox: Outbox::new(&country.code, &keyspace, name),
         };
+        let mut keys = IdempotencyStore::new(pool.clone());
         if let Some(doc) = component.openapi() {
+            let operations = crate::openapi::operations(
+                &serde_json::to_value(&doc).map_err(ServerError::OpenApi)?,
+            );
+            keys = keys.for_operations(operations);
             openapi.merge(doc);
         }
         let parts = component.build(&ctx).map_err(|source| ServerError::Build {
             component: name,
             source,
         })?;
-        public = public.merge(idempotency::layer(
-            parts.routes,
-            IdempotencyStore::new(pool.clone()),
-        ));
+        public = public.merge(idempotency::layer(parts.routes, keys));
         for service in parts.grpc.names() {
             grpc_health
                 .set_service_status(*service, ServingStatus::Serving)
@@ -414,6 +419,10 @@ pub async fn start(
     grpc_health
         .set_service_status("", ServingStatus::Serving)
         .await;
+    // What the kit's layers answer is added to every operation once, here.
+    let mut openapi = serde_json::to_value(&openapi).map_err(ServerError::OpenApi)?;
+    crate::openapi::complete(&mut openapi);
+    let openapi = Arc::new(openapi);
 
     let health = Health::new(dependency_checks(settings, &redis, &kafka)?);
     metrics.register(
@@ -452,8 +461,8 @@ pub async fn start(
             .route(
                 "/openapi.json",
                 axum::routing::get(move || {
-                    let doc = openapi.clone();
-                    async move { axum::Json(doc) }
+                    let doc = Arc::clone(&openapi);
+                    async move { axum::Json(doc.as_ref().clone()) }
                 }),
             )
             .merge(health.router())

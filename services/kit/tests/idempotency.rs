@@ -175,6 +175,42 @@ async fn same_key_same_request_returns_the_stored_response_once() {
     assert_eq!(calls.count.load(Ordering::SeqCst), 2);
 }
 
+/// A method the route does not have is answered 405 by the router, even with a key already
+/// used: the store honours keys only on the operations it is given (the component's OpenAPI
+/// operations), so routing comes first.
+#[tokio::test]
+async fn a_method_the_route_lacks_is_405_whatever_the_key() {
+    let env = common::env().await;
+    let calls = calls(&env);
+    let app = idempotency::layer(
+        Router::new()
+            .route("/things", post(create))
+            .with_state(calls.clone()),
+        IdempotencyStore::new(env.pool.clone())
+            .for_operations([(axum::http::Method::POST, "/things".to_owned())]),
+    )
+    .layer(axum::middleware::from_fn(as_alice));
+    let (status, _, _) = send(&app, request(Some("k-405"), r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let put = Request::builder()
+            .method(method)
+            .uri("/things")
+            .header("idempotency-key", "k-405")
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, _) = send(&app, put).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    // The key still works for its operation.
+    let (status, headers, _) = send(&app, request(Some("k-405"), r#"{"a":1}"#)).await;
+    assert_eq!(
+        (status, &headers[REPLAYED]),
+        (StatusCode::CREATED, &"true".parse().expect("value"))
+    );
+    assert_eq!(calls.count.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn same_key_different_request_is_422() {
     let env = common::env().await;

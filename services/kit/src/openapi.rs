@@ -1,0 +1,383 @@
+//! What every operation of the served OpenAPI document can answer because of the kit's layers
+//! and extractors, added in one place ([`complete`]) so that no component repeats it and none
+//! forgets it: a client generated from `GET /openapi.json` knows every status it can get.
+//!
+//! - a JSON body ([`crate::problem::ApiJson`]): 400 `bad-request` (not JSON), 413
+//!   `payload-too-large`, 415 `unsupported-media-type`, 422 `validation-failed` (JSON of the
+//!   wrong shape);
+//! - path or query parameters: 400 `bad-request` (a value that does not parse);
+//! - a bearer token required ([`crate::auth`]): 401 `unauthorized`;
+//! - a state-changing method ([`crate::idempotency`]): the optional `Idempotency-Key` header
+//!   (1 to 255 visible ASCII characters, [`IDEMPOTENCY_KEY_PATTERN`]), 400
+//!   `idempotency-key-invalid`, 422 `idempotency-key-reused`, 413 `payload-too-large`;
+//! - every operation: 429 `rate-limited` ([`crate::ratelimit`], with `Retry-After`) and 503
+//!   `service-unavailable` (the database unreachable: nothing was done).
+//!
+//! A status a component already documents keeps its description, with the kit's problem types
+//! appended when it does not name them.
+
+use serde_json::{Map, Value, json};
+
+/// The `Idempotency-Key` header as the middleware accepts it: 1 to 255 visible ASCII characters.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+
+/// The HTTP methods of an OpenAPI path item.
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// One answer the kit's layers may give: status, problem type, and when.
+struct Answer {
+    status: &'static str,
+    problem: &'static str,
+    when: &'static str,
+}
+
+const fn answer(status: &'static str, problem: &'static str, when: &'static str) -> Answer {
+    Answer {
+        status,
+        problem,
+        when,
+    }
+}
+
+const BODY: [Answer; 4] = [
+    answer("400", "bad-request", "the body is not JSON"),
+    answer("413", "payload-too-large", "the body is too large"),
+    answer(
+        "415",
+        "unsupported-media-type",
+        "the body is not sent as `Content-Type: application/json`",
+    ),
+    answer(
+        "422",
+        "validation-failed",
+        "the JSON does not have the documented shape (a field missing or of another type)",
+    ),
+];
+const PARAMETERS: Answer = answer(
+    "400",
+    "bad-request",
+    "a path or query parameter does not parse",
+);
+const TOKEN: Answer = answer(
+    "401",
+    "unauthorized",
+    "no bearer token, or one that is invalid or expired",
+);
+const IDEMPOTENCY: [Answer; 3] = [
+    answer(
+        "400",
+        "idempotency-key-invalid",
+        "the `Idempotency-Key` is not 1 to 255 visible ASCII characters",
+    ),
+    answer(
+        "413",
+        "payload-too-large",
+        "a body sent with an `Idempotency-Key` is larger than the key store keeps",
+    ),
+    answer(
+        "422",
+        "idempotency-key-reused",
+        "the `Idempotency-Key` was used for a different request",
+    ),
+];
+const EVERYWHERE: [Answer; 2] = [
+    answer(
+        "429",
+        "rate-limited",
+        "too many requests from this client; retry after `Retry-After` seconds",
+    ),
+    answer(
+        "503",
+        "service-unavailable",
+        "a dependency (the database) is unreachable; nothing was done, retry shortly",
+    ),
+];
+
+/// Every operation of `doc` (an OpenAPI document as JSON): its method and path template.
+pub fn operations(doc: &Value) -> Vec<(axum::http::Method, String)> {
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS.into_iter().filter_map(move |method| {
+                item.get(method)?;
+                let method =
+                    axum::http::Method::from_bytes(method.to_uppercase().as_bytes()).ok()?;
+                Some((method, path.clone()))
+            })
+        })
+        .collect()
+}
+
+/// Adds to every operation of `doc` (an OpenAPI 3.1 document as JSON) what the kit's layers
+/// and extractors can answer (see the module documentation).
+pub fn complete(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let path_has_parameters = path.contains('{');
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for method in METHODS {
+            if let Some(operation) = item.get_mut(method).and_then(Value::as_object_mut) {
+                complete_operation(method, path_has_parameters, operation);
+            }
+        }
+    }
+}
+
+fn complete_operation(method: &str, path_has_parameters: bool, operation: &mut Map<String, Value>) {
+    let mut answers: Vec<&Answer> = Vec::new();
+    if operation.contains_key("requestBody") {
+        answers.extend(&BODY);
+    }
+    let has_query = operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    if path_has_parameters || has_query {
+        answers.push(&PARAMETERS);
+    }
+    if requires_token(operation) {
+        answers.push(&TOKEN);
+    }
+    if matches!(method, "post" | "put" | "patch" | "delete") {
+        answers.extend(&IDEMPOTENCY);
+        document_idempotency_key(operation);
+    }
+    answers.extend(&EVERYWHERE);
+
+    let responses = operation
+        .entry("responses")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    let Some(responses) = responses else {
+        return;
+    };
+    for answer in answers {
+        add(responses, answer);
+    }
+}
+
+/// Whether every security requirement of the operation names a scheme (an empty requirement
+/// `{}` would make the token optional).
+fn requires_token(operation: &Map<String, Value>) -> bool {
+    operation
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(|requirements| {
+            !requirements.is_empty()
+                && requirements
+                    .iter()
+                    .all(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+        })
+}
+
+/// Declares the `Idempotency-Key` header (optional unless the operation says it is required),
+/// with the format the middleware checks.
+fn document_idempotency_key(operation: &mut Map<String, Value>) {
+    let parameters = operation
+        .entry("parameters")
+        .or_insert_with(|| json!([]))
+        .as_array_mut();
+    let Some(parameters) = parameters else {
+        return;
+    };
+    let schema = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    });
+    let declared = parameters.iter_mut().find(|p| {
+        p["in"] == "header"
+            && p["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("idempotency-key"))
+    });
+    match declared {
+        Some(parameter) => parameter["schema"] = schema,
+        None => parameters.push(json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "unique per operation (a UUID); a retry with the same key and request gets the first answer again instead of doing it twice",
+            "schema": schema,
+        })),
+    }
+}
+
+/// Adds `answer` to `responses`: a new problem response, or its problem type appended to the
+/// description of the one already there.
+fn add(responses: &mut Map<String, Value>, answer: &Answer) {
+    let line = format!("`{}`: {}", answer.problem, answer.when);
+    match responses.get_mut(answer.status) {
+        Some(existing) => {
+            let description = existing["description"].as_str().unwrap_or_default();
+            if !description.contains(&format!("`{}`", answer.problem))
+                && !description
+                    .split([',', ' ', ';'])
+                    .any(|w| w == answer.problem)
+            {
+                let joined = if description.is_empty() {
+                    line
+                } else {
+                    format!("{description}; {line}")
+                };
+                existing["description"] = Value::String(joined);
+            }
+            let content = existing
+                .as_object_mut()
+                .map(|r| r.entry("content").or_insert_with(|| json!({})));
+            if let Some(content) = content.and_then(Value::as_object_mut) {
+                content
+                    .entry("application/problem+json")
+                    .or_insert_with(problem_schema);
+            }
+        }
+        None => {
+            let mut response = json!({
+                "description": line,
+                "content": { "application/problem+json": problem_schema() },
+            });
+            if answer.status == "429" || answer.status == "503" {
+                response["headers"] = json!({
+                    "Retry-After": {
+                        "description": "seconds to wait before retrying",
+                        "schema": { "type": "integer", "minimum": 1 },
+                    }
+                });
+            }
+            responses.insert(answer.status.to_owned(), response);
+        }
+    }
+}
+
+fn problem_schema() -> Value {
+    json!({ "schema": { "$ref": "#/components/schemas/Problem" } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        json!({
+            "openapi": "3.1.0",
+            "paths": {
+                "/v1/orders": {
+                    "post": {
+                        "requestBody": { "content": { "application/json": {} } },
+                        "security": [{ "bearer": [] }],
+                        "parameters": [{ "name": "Idempotency-Key", "in": "header", "required": true, "schema": { "type": "string" } }],
+                        "responses": {
+                            "201": { "description": "created" },
+                            "409": { "description": "out-of-stock" },
+                            "422": { "description": "validation-failed, voucher-unusable", "content": { "application/problem+json": problem_schema() } }
+                        }
+                    }
+                },
+                "/v1/campaigns/{id}": {
+                    "get": { "responses": { "200": { "description": "the campaign" } } }
+                },
+                "/v1/campaigns": {
+                    "get": { "security": [{}, { "bearer": [] }], "responses": { "200": { "description": "list" } } }
+                }
+            }
+        })
+    }
+
+    fn statuses(doc: &Value, path: &str, method: &str) -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_secured_state_changing_operation_with_a_body_gets_every_kit_answer() {
+        let mut doc = doc();
+        complete(&mut doc);
+        assert_eq!(
+            statuses(&doc, "/v1/orders", "post"),
+            [
+                "201", "400", "401", "409", "413", "415", "422", "429", "503"
+            ]
+        );
+        let responses = &doc["paths"]["/v1/orders"]["post"]["responses"];
+        let bad = responses["400"]["description"].as_str().expect("400");
+        assert!(
+            bad.contains("`bad-request`") && bad.contains("`idempotency-key-invalid`"),
+            "{bad}"
+        );
+        // A component's own 422 keeps its text; the kit's types are added once.
+        let unprocessable = responses["422"]["description"].as_str().expect("422");
+        assert!(
+            unprocessable
+                .starts_with("validation-failed, voucher-unusable; `idempotency-key-reused`"),
+            "{unprocessable}"
+        );
+        assert_eq!(unprocessable.matches("validation-failed").count(), 1);
+        assert_eq!(
+            responses["429"]["headers"]["Retry-After"]["schema"]["type"],
+            "integer"
+        );
+        assert!(responses["400"]["content"]["application/problem+json"].is_object());
+        // The declared key keeps `required: true` and gets the checked format.
+        let key = &doc["paths"]["/v1/orders"]["post"]["parameters"][0];
+        assert_eq!(key["required"], true);
+        assert_eq!(key["schema"]["pattern"], IDEMPOTENCY_KEY_PATTERN);
+        assert_eq!(key["schema"]["maxLength"], 255);
+    }
+
+    #[test]
+    fn a_public_read_gets_only_what_applies_to_it() {
+        let mut doc = doc();
+        complete(&mut doc);
+        assert_eq!(
+            statuses(&doc, "/v1/campaigns/{id}", "get"),
+            ["200", "400", "429", "503"]
+        );
+        // An optional token (`{}` among the requirements) is no 401.
+        assert_eq!(
+            statuses(&doc, "/v1/campaigns", "get"),
+            ["200", "429", "503"]
+        );
+        assert!(doc["paths"]["/v1/campaigns"]["get"]["parameters"].is_null());
+    }
+
+    /// The documented format accepts exactly the keys the middleware accepts.
+    #[test]
+    fn the_documented_key_format_is_the_one_the_middleware_checks() {
+        let mut doc = doc();
+        complete(&mut doc);
+        let schema = doc["paths"]["/v1/orders"]["post"]["parameters"][0]["schema"].clone();
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        for key in [
+            "a".to_owned(),
+            "0f8fad5b-d9cb-469f-a165-70867728950e".to_owned(),
+            "~!#$%&'*+-.^_`|".to_owned(),
+            String::new(),
+            "with space".to_owned(),
+            "tab\there".to_owned(),
+            "x".repeat(255),
+            "x".repeat(256),
+        ] {
+            let header = axum::http::HeaderValue::from_bytes(key.as_bytes()).expect("header");
+            let middleware = crate::idempotency::validate_key(&header).is_ok();
+            assert_eq!(
+                validator.is_valid(&Value::String(key.clone())),
+                middleware,
+                "{key:?}"
+            );
+        }
+    }
+}
