@@ -27,6 +27,11 @@ pub enum BookingError {
     /// No such appointment (or not the caller's).
     #[error("appointment {0} does not exist")]
     AppointmentNotFound(Uuid),
+    /// Another practitioner is already linked to this account.
+    #[error(
+        "account `{0}` already belongs to another practitioner; one account is one practitioner"
+    )]
+    AccountTaken(String),
     /// The appointment is not active any more.
     #[error("appointment {0} is already cancelled")]
     NotActive(Uuid),

@@ -84,6 +84,11 @@ impl From<BookingError> for Problem {
                 "Appointment not found",
             ),
             BookingError::SlotTaken => (StatusCode::CONFLICT, "slot-taken", "Slot taken"),
+            BookingError::AccountTaken(_) => (
+                StatusCode::CONFLICT,
+                "account-already-linked",
+                "Account already linked",
+            ),
             BookingError::SlotBeingBooked => (
                 StatusCode::CONFLICT,
                 "slot-being-booked",
@@ -136,6 +141,7 @@ fn path_id(text: &str) -> Result<Uuid, Problem> {
 /// Creates a practitioner (role `admin`).
 #[utoipa::path(post, path = "/v1/practitioners", tag = "booking", request_body = PractitionerInput,
     responses((status = 201, body = Practitioner), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "account-already-linked: `accountSubject` is another practitioner's"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn create_practitioner(
     State(app): State<AppState>,
@@ -159,7 +165,9 @@ pub async fn create_practitioner(
 #[utoipa::path(put, path = "/v1/practitioners/{id}", tag = "booking", request_body = PractitionerInput,
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Practitioner), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "account-already-linked: `accountSubject` is another practitioner's"),
+              (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_practitioner(
     State(app): State<AppState>,

@@ -10,7 +10,9 @@ use sqlx::PgConnection;
 use tracing::field::{Empty, display};
 use uuid::Uuid;
 
-use crate::domain::{self, Practitioner, PractitionerDraft, Schedule, SlotRange, ValidSchedule};
+use crate::domain::{
+    self, Practitioner, PractitionerDraft, PractitionerProfile, Schedule, SlotRange, ValidSchedule,
+};
 use crate::flow::BookingError;
 use crate::search::Search;
 use crate::store::{SlotRow, Store};
@@ -97,7 +99,8 @@ impl Practitioners {
         let practitioner = self
             .store
             .insert_practitioner(&mut tx, id, &draft.profile, &self.country.currency)
-            .await?;
+            .await
+            .map_err(account_taken(&draft.profile))?;
         self.apply_schedule(&mut tx, id, &schedule).await?;
         hook.run(&mut tx, &practitioner).await?;
         tx.commit().await?;
@@ -116,7 +119,8 @@ impl Practitioners {
         let practitioner = self
             .store
             .update_practitioner(&mut tx, id, &draft.profile)
-            .await?
+            .await
+            .map_err(account_taken(&draft.profile))?
             .ok_or(BookingError::PractitionerNotFound(id))?;
         if let Some(schedule) = &draft.schedule {
             self.apply_schedule(&mut tx, id, schedule).await?;
@@ -254,5 +258,19 @@ impl Practitioners {
             .replace_future_slots(tx, id, &desired, now, until)
             .await?;
         Ok(())
+    }
+}
+
+/// The error of a write of `profile`: [`BookingError::AccountTaken`] when its account subject
+/// is another practitioner's already (the unique constraint), else the database error.
+fn account_taken(profile: &PractitionerProfile) -> impl FnOnce(sqlx::Error) -> BookingError + '_ {
+    move |err| match &err {
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                && db.constraint() == Some("practitioners_account_subject_key") =>
+        {
+            BookingError::AccountTaken(profile.account_subject().unwrap_or_default().to_owned())
+        }
+        _ => BookingError::Db(err),
     }
 }

@@ -593,6 +593,51 @@ async fn malformed_input_is_a_4xx_never_a_5xx() {
     );
 }
 
+/// One account is one practitioner: a second practitioner (created or edited) for an account
+/// already linked is refused 409 `account-already-linked`, not a server error.
+#[tokio::test]
+async fn an_account_already_linked_to_a_practitioner_is_409() {
+    let app = TestApp::start().await;
+    let first = app.practitioner("Lyon", "dermatology", 30).await;
+    let second = app.practitioner("Lyon", "dermatology", 30).await;
+    let mut body = first.clone();
+    for field in ["id", "currency"] {
+        body.as_object_mut().expect("object").remove(field);
+    }
+    let send = |request: reqwest::RequestBuilder| async {
+        let response = request
+            .bearer_auth(app.admin())
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let problem: Value = response.json().await.expect("json");
+        (status, problem)
+    };
+    for (what, request) in [
+        (
+            "create",
+            app.client.post(format!("{}/v1/practitioners", app.base)),
+        ),
+        (
+            "update",
+            app.client.put(format!(
+                "{}/v1/practitioners/{}",
+                app.base,
+                second["id"].as_str().expect("id")
+            )),
+        ),
+    ] {
+        let (status, problem) = send(request).await;
+        assert_eq!(status, 409, "{what}: {problem}");
+        assert_eq!(
+            problem["type"], "https://pulse.dev/problems/account-already-linked",
+            "{what}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn reschedule_moves_the_appointment_in_one_transaction() {
     let app = TestApp::start().await;

@@ -33,6 +33,7 @@ pub mod sms;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 
 pub use envelope::EventEnvelope;
 pub use problem::Problem;

@@ -4,6 +4,9 @@
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type,
+};
 use uuid::Uuid;
 
 use super::Invalid;
@@ -13,30 +16,105 @@ const LATITUDE: RangeInclusive<f64> = -90.0..=90.0;
 const LONGITUDE: RangeInclusive<f64> = -180.0..=180.0;
 const PRICE_MINOR: RangeInclusive<i64> = 0..=100_000_000;
 const MAX_LANGUAGES: usize = 20;
+const NAME_MAX: usize = 200;
+const SPECIALTY_MAX: usize = 100;
+const CITY_MAX: usize = 100;
+const ADDRESS_MAX: usize = 300;
+const ACCOUNT_SUBJECT_MAX: usize = 200;
+
+// The schemas of the input's fields, from the limits `parse` checks (utoipa's attributes take
+// literals only).
+fn name_schema() -> Object {
+    pulse_kit::text::schema(NAME_MAX, "Full name")
+}
+fn specialty_schema() -> Object {
+    pulse_kit::text::schema(
+        SPECIALTY_MAX,
+        "Specialty (`general-practice`, `dermatology`, …)",
+    )
+}
+fn city_schema() -> Object {
+    pulse_kit::text::schema(CITY_MAX, "City")
+}
+fn address_schema() -> Object {
+    pulse_kit::text::schema(ADDRESS_MAX, "Street address")
+}
+fn account_subject_schema() -> Object {
+    pulse_kit::text::schema(
+        ACCOUNT_SUBJECT_MAX,
+        "JWT subject of the practitioner's own account",
+    )
+}
+fn number_schema(range: RangeInclusive<f64>, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Number))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .minimum(Some(*range.start()))
+        .maximum(Some(*range.end()))
+        .description(Some(description))
+        .build()
+}
+fn latitude_schema() -> Object {
+    number_schema(LATITUDE, "Latitude")
+}
+fn longitude_schema() -> Object {
+    number_schema(LONGITUDE, "Longitude")
+}
+fn price_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(*PRICE_MINOR.start()))
+        .maximum(Some(*PRICE_MINOR.end()))
+        .description(Some(
+            "Consultation price in minor units of the country's currency",
+        ))
+        .build()
+}
+fn languages_schema() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some("^[a-z]{2}$")),
+        )
+        .max_items(Some(MAX_LANGUAGES))
+        .description(Some("Spoken languages (ISO 639-1)"))
+        .build()
+}
 
 /// Body of `POST /v1/practitioners` and `PUT /v1/practitioners/{id}`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PractitionerInput {
     /// Full name.
+    #[schema(schema_with = name_schema)]
     pub name: String,
     /// Specialty (`general-practice`, `dermatology`, …).
+    #[schema(schema_with = specialty_schema)]
     pub specialty: String,
     /// City.
+    #[schema(schema_with = city_schema)]
     pub city: String,
     /// Street address.
+    #[schema(schema_with = address_schema)]
     pub address: String,
     /// Latitude.
+    #[schema(schema_with = latitude_schema)]
     pub latitude: f64,
     /// Longitude.
+    #[schema(schema_with = longitude_schema)]
     pub longitude: f64,
     /// Spoken languages (ISO 639-1).
     #[serde(default)]
+    #[schema(schema_with = languages_schema)]
     pub languages: Vec<String>,
     /// Consultation price in minor units of the country's currency.
+    #[schema(schema_with = price_schema)]
     pub consultation_price_minor: i64,
     /// JWT subject of the practitioner's own account.
     #[serde(default)]
+    #[schema(schema_with = account_subject_schema, nullable)]
     pub account_subject: Option<String>,
     /// Weekly schedule; the country's usual week with 30-minute slots when omitted on creation.
     #[serde(default)]
@@ -73,15 +151,15 @@ impl PractitionerInput {
             ));
         }
         let profile = PractitionerProfile {
-            name: text("name", &self.name, 200)?,
-            specialty: text("specialty", &self.specialty, 100)?.to_lowercase(),
-            city: text("city", &self.city, 100)?,
-            address: text("address", &self.address, 300)?,
+            name: text("name", &self.name, NAME_MAX)?,
+            specialty: text("specialty", &self.specialty, SPECIALTY_MAX)?.to_lowercase(),
+            city: text("city", &self.city, CITY_MAX)?,
+            address: text("address", &self.address, ADDRESS_MAX)?,
             position,
             languages: self.languages,
             consultation_price_minor: self.consultation_price_minor,
             account_subject: match &self.account_subject {
-                Some(subject) => Some(text("accountSubject", subject, 200)?),
+                Some(subject) => Some(text("accountSubject", subject, ACCOUNT_SUBJECT_MAX)?),
                 None => None,
             },
         };
@@ -96,16 +174,11 @@ fn is_iso_639_1(code: &str) -> bool {
     code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase())
 }
 
-/// `value` trimmed, if it has 1 to `max` characters.
+/// `value` trimmed, if it is at most `max` characters and not blank ([`pulse_kit::text`]).
 fn text(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > max {
-        return Err(Invalid::new(
-            field,
-            format!("must be 1 to {max} characters"),
-        ));
-    }
-    Ok(trimmed.to_owned())
+    pulse_kit::text::checked(value, max)
+        .map(str::to_owned)
+        .ok_or_else(|| Invalid::new(field, format!("must be 1 to {max} characters, not blank")))
 }
 
 /// A point on Earth (WGS 84).
@@ -278,22 +351,25 @@ mod tests {
                 |i| i.languages = vec!["FR".into()],
                 "languages: at most 20 ISO 639-1 codes like `fr`",
             ),
-            (|i| i.name = " ".into(), "name: must be 1 to 200 characters"),
+            (
+                |i| i.name = " ".into(),
+                "name: must be 1 to 200 characters, not blank",
+            ),
             (
                 |i| i.specialty = "x".repeat(101),
-                "specialty: must be 1 to 100 characters",
+                "specialty: must be 1 to 100 characters, not blank",
             ),
             (
                 |i| i.city = String::new(),
-                "city: must be 1 to 100 characters",
+                "city: must be 1 to 100 characters, not blank",
             ),
             (
                 |i| i.address = String::new(),
-                "address: must be 1 to 300 characters",
+                "address: must be 1 to 300 characters, not blank",
             ),
             (
                 |i| i.account_subject = Some(String::new()),
-                "accountSubject: must be 1 to 200 characters",
+                "accountSubject: must be 1 to 200 characters, not blank",
             ),
         ];
         for (spoil, message) in cases {

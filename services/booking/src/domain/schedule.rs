@@ -39,13 +39,38 @@ pub struct DayOff {
 #[serde(rename_all = "camelCase")]
 pub struct Schedule {
     /// Length of one slot in minutes (5 to 240).
+    #[schema(schema_with = slot_minutes_schema)]
     pub slot_minutes: u16,
     /// Working ranges per weekday; a missing day is not worked.
     #[schema(value_type = BTreeMap<String, Vec<WorkingRange>>)]
     pub weekly: BTreeMap<Weekday, Vec<WorkingRange>>,
     /// Days off.
     #[serde(default)]
+    #[schema(schema_with = exceptions_schema)]
     pub exceptions: Vec<DayOff>,
+}
+
+/// Slot lengths `parse` accepts, in minutes.
+const SLOT_MINUTES: std::ops::RangeInclusive<u16> = 5..=240;
+/// Most days off one schedule holds.
+const MAX_DAYS_OFF: usize = 400;
+
+fn slot_minutes_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .minimum(Some(*SLOT_MINUTES.start()))
+        .maximum(Some(*SLOT_MINUTES.end()))
+        .description(Some("Length of one slot in minutes"))
+        .build()
+}
+
+fn exceptions_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("DayOff"))
+        .max_items(Some(MAX_DAYS_OFF))
+        .description(Some("Days off"))
+        .build()
 }
 
 impl Schedule {
@@ -87,8 +112,15 @@ impl ValidSchedule {
     /// Checks the slot length (5 to 240 minutes), each day's ranges (ordered, not overlapping, at
     /// most 12) and the number of days off.
     pub fn parse(schedule: Schedule) -> Result<Self, Invalid> {
-        if !(5..=240).contains(&schedule.slot_minutes) {
-            return Err(Invalid::new("slotMinutes", "must be between 5 and 240"));
+        if !SLOT_MINUTES.contains(&schedule.slot_minutes) {
+            return Err(Invalid::new(
+                "slotMinutes",
+                format!(
+                    "must be between {} and {}",
+                    SLOT_MINUTES.start(),
+                    SLOT_MINUTES.end()
+                ),
+            ));
         }
         for (day, ranges) in &schedule.weekly {
             let mut sorted = ranges.clone();
@@ -117,8 +149,11 @@ impl ValidSchedule {
                 ));
             }
         }
-        if schedule.exceptions.len() > 400 {
-            return Err(Invalid::new("exceptions", "at most 400 days off"));
+        if schedule.exceptions.len() > MAX_DAYS_OFF {
+            return Err(Invalid::new(
+                "exceptions",
+                format!("at most {MAX_DAYS_OFF} days off"),
+            ));
         }
         Ok(Self(schedule))
     }

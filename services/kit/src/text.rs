@@ -1,0 +1,71 @@
+//! Free text a person types (a name, a title, an address): the one rule the domains check and
+//! the OpenAPI schema that states it, built from the same numbers so the two cannot drift.
+//!
+//! The rule: at most `max` characters as sent, and not blank (at least one character that is
+//! not white space in Unicode's sense, [`char::is_whitespace`]); what is kept is the text
+//! trimmed. The schema says the same: `minLength: 1`, `maxLength: max`, and a `pattern` that
+//! requires one character outside [`WHITESPACE`] (the characters `char::is_whitespace` accepts,
+//! spelled out because a pattern's `\s` is another set).
+
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+
+/// Every character [`char::is_whitespace`] accepts (Unicode `White_Space`).
+pub const WHITESPACE: [char; 25] = [
+    '\u{9}', '\u{a}', '\u{b}', '\u{c}', '\u{d}', ' ', '\u{85}', '\u{a0}', '\u{1680}', '\u{2000}',
+    '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}', '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}',
+    '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
+];
+
+/// `value` trimmed, if it is at most `max` characters long and not blank.
+pub fn checked(value: &str, max: usize) -> Option<&str> {
+    let trimmed = value.trim();
+    (!trimmed.is_empty() && value.chars().count() <= max).then_some(trimmed)
+}
+
+/// The pattern of a text that is not blank: one character outside [`WHITESPACE`].
+pub fn not_blank_pattern() -> String {
+    let class: String = WHITESPACE.iter().collect();
+    format!("[^{class}]")
+}
+
+/// The schema of a text [`checked`] accepts with `max`.
+pub fn schema(max: usize, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(not_blank_pattern()))
+        .description(Some(description))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_is_exactly_what_rust_calls_white_space() {
+        let listed: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .collect();
+        assert_eq!(listed, WHITESPACE);
+    }
+
+    #[test]
+    fn the_schema_accepts_exactly_what_the_rule_accepts() {
+        let schema = serde_json::to_value(schema(5, "a name")).expect("schema JSON");
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        for value in [
+            "a", "Zoé", "  a  ", "a    ", "     ", "", "\u{3000}", "\u{85}x", "\u{feff}", "abcdef",
+            " abcd ", "\n\tab",
+        ] {
+            assert_eq!(
+                validator.is_valid(&serde_json::Value::String(value.to_owned())),
+                checked(value, 5).is_some(),
+                "{value:?}"
+            );
+        }
+        assert_eq!(checked("  Zoé ", 6), Some("Zoé"));
+    }
+}
