@@ -75,6 +75,32 @@ pub enum Weekday {
     Sun,
 }
 
+impl Weekday {
+    /// Every day, Monday first.
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+
+    /// Its spelling in JSON and YAML (`Mon`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Weekday::Mon => "Mon",
+            Weekday::Tue => "Tue",
+            Weekday::Wed => "Wed",
+            Weekday::Thu => "Thu",
+            Weekday::Fri => "Fri",
+            Weekday::Sat => "Sat",
+            Weekday::Sun => "Sun",
+        }
+    }
+}
+
 impl From<Weekday> for chrono::Weekday {
     fn from(day: Weekday) -> Self {
         match day {
@@ -629,6 +655,13 @@ pub fn currency_minor_digits(code: &str) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weekday_names_are_their_serde_spelling() {
+        for day in Weekday::ALL {
+            assert_eq!(serde_json::to_value(day).expect("json"), day.name());
+        }
+    }
 
     fn france() -> CountryConfig {
         CountryConfig {

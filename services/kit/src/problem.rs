@@ -237,9 +237,60 @@ impl From<PathRejection> for Problem {
 }
 
 /// `Json<T>` whose rejections are problem documents instead of axum's plain text.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(Problem))]
+///
+/// A number is read the way JSON Schema reads it: `483.0` is the integer 483 (the documents
+/// say `type: integer`, and a client may well send an integral float), so integer fields take
+/// it; a fraction stays a refusal. A body of the wrong shape is 422 with the path of the field
+/// (`schedule.slotMinutes: invalid type …`).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        let Json(mut value) = Json::<Value>::from_request(request, state).await?;
+        integral_floats_as_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                if path == "." {
+                    Problem::unprocessable(format!(
+                        "the body does not have the documented shape: {inner}"
+                    ))
+                } else {
+                    Problem::unprocessable(format!("{path}: {inner}")).with("field", path)
+                }
+            })
+    }
+}
+
+/// Turns every float with no fractional part (within the range of `i64`) into an integer.
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64()
+                && float.fract() == 0.0
+                && float >= i64::MIN as f64
+                && float < i64::MAX as f64
+            {
+                // Exact: an integral float in range converts without loss.
+                #[allow(clippy::cast_possible_truncation)]
+                let integer = float as i64;
+                *value = Value::from(integer);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -265,6 +316,53 @@ pub async fn not_found_fallback(uri: axum::http::Uri) -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Order {
+        quantity: u16,
+        price_minor: i64,
+        lines: Vec<Line>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Line {
+        weight: f64,
+    }
+
+    async fn read(body: &str) -> Result<Order, Problem> {
+        let request = axum::http::Request::post("/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body.to_owned()))
+            .expect("request");
+        ApiJson::<Order>::from_request(request, &())
+            .await
+            .map(|ApiJson(o)| o)
+    }
+
+    #[tokio::test]
+    async fn integral_floats_are_integers_and_the_error_names_the_field() {
+        let order = read(r#"{"quantity": 3.0, "priceMinor": -483.0, "lines": [{"weight": 2}]}"#)
+            .await
+            .expect("integral floats are integers");
+        assert_eq!((order.quantity, order.price_minor), (3, -483));
+        assert!((order.lines[0].weight - 2.0).abs() < f64::EPSILON);
+
+        let refused = read(r#"{"quantity": 1.5, "priceMinor": 1, "lines": []}"#)
+            .await
+            .expect_err("a fraction is no integer");
+        assert_eq!(refused.status, 422);
+        assert_eq!(refused.extensions["field"], "quantity");
+        let refused = read(r#"{"quantity": 1, "priceMinor": 1, "lines": [{"weight": "x"}]}"#)
+            .await
+            .expect_err("wrong type");
+        assert_eq!(refused.extensions["field"], "lines[0].weight");
+        let refused = read(r#"{"quantity": 1, "priceMinor": 1, "lines": [], "extra": 1}"#)
+            .await
+            .expect_err("unknown field");
+        assert_eq!(refused.status, 422);
+        assert_eq!(read("not json").await.expect_err("not JSON").status, 400);
+    }
 
     #[test]
     fn an_unreachable_database_is_503_and_other_failures_are_500() {

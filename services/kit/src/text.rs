@@ -1,11 +1,13 @@
 //! Free text a person types (a name, a title, an address): the one rule the domains check and
 //! the OpenAPI schema that states it, built from the same numbers so the two cannot drift.
 //!
-//! The rule: at most `max` characters as sent, and not blank (at least one character that is
-//! not white space in Unicode's sense, [`char::is_whitespace`]); what is kept is the text
-//! trimmed. The schema says the same: `minLength: 1`, `maxLength: max`, and a `pattern` that
-//! requires one character outside [`WHITESPACE`] (the characters `char::is_whitespace` accepts,
-//! spelled out because a pattern's `\s` is another set).
+//! The rule: at most `max` characters as sent, no control character (U+0000–U+001F,
+//! U+007F–U+009F, [`char::is_control`]: a line break has no place in a name, and PostgreSQL
+//! cannot store U+0000), and not blank (at least one character that is not white space in
+//! Unicode's sense, [`char::is_whitespace`]); what is kept is the text trimmed. The schema says
+//! the same: `minLength: 1`, `maxLength: max`, and a `pattern` built from the same sets
+//! ([`WHITESPACE`] spells out what `char::is_whitespace` accepts, because a pattern's `\s` is
+//! another set).
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
@@ -16,22 +18,45 @@ pub const WHITESPACE: [char; 25] = [
     '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
 ];
 
-/// `value` trimmed, if it is at most `max` characters long and not blank.
+/// `value` trimmed, if it is at most `max` characters long, has no control character and is
+/// not blank.
 pub fn checked(value: &str, max: usize) -> Option<&str> {
     let trimmed = value.trim();
-    (!trimmed.is_empty() && value.chars().count() <= max).then_some(trimmed)
+    (!trimmed.is_empty() && value.chars().count() <= max && !value.chars().any(char::is_control))
+        .then_some(trimmed)
 }
 
-/// The pattern of a text that is not blank: one character outside [`WHITESPACE`].
+/// The control characters ([`char::is_control`]) as a pattern class body.
+const CONTROLS: &str = "\\x00-\\x1f\\x7f-\\x9f";
+
+/// The pattern of [`checked`]'s characters: no control character, and one that is not white
+/// space. Escapes only (`\xHH`, `\uHHHH`), which ECMA-262, Rust and Python regexes all read.
 pub fn not_blank_pattern() -> String {
-    let class: String = WHITESPACE.iter().collect();
-    format!("[^{class}]")
+    let blanks: String = WHITESPACE
+        .iter()
+        .filter(|c| !c.is_control())
+        .map(|c| format!("\\u{:04x}", u32::from(*c)))
+        .collect();
+    format!("^[^{CONTROLS}]*[^{CONTROLS}{blanks}][^{CONTROLS}]*$")
 }
 
 /// The schema of a text [`checked`] accepts with `max`.
 pub fn schema(max: usize, description: &str) -> Object {
+    text_schema(SchemaType::Type(Type::String), max, description)
+}
+
+/// [`schema`] for an optional text: `null` or a text [`checked`] accepts.
+pub fn nullable_schema(max: usize, description: &str) -> Object {
+    text_schema(
+        SchemaType::from_iter([Type::String, Type::Null]),
+        max,
+        description,
+    )
+}
+
+fn text_schema(schema_type: SchemaType, max: usize, description: &str) -> Object {
     ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::String))
+        .schema_type(schema_type)
         .min_length(Some(1))
         .max_length(Some(max))
         .pattern(Some(not_blank_pattern()))

@@ -40,7 +40,7 @@ fn address_schema() -> Object {
     pulse_kit::text::schema(ADDRESS_MAX, "Street address")
 }
 fn account_subject_schema() -> Object {
-    pulse_kit::text::schema(
+    pulse_kit::text::nullable_schema(
         ACCOUNT_SUBJECT_MAX,
         "JWT subject of the practitioner's own account",
     )
@@ -114,7 +114,7 @@ pub struct PractitionerInput {
     pub consultation_price_minor: i64,
     /// JWT subject of the practitioner's own account.
     #[serde(default)]
-    #[schema(schema_with = account_subject_schema, nullable)]
+    #[schema(schema_with = account_subject_schema)]
     pub account_subject: Option<String>,
     /// Weekly schedule; the country's usual week with 30-minute slots when omitted on creation.
     #[serde(default)]

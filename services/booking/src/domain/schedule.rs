@@ -15,11 +15,11 @@ use super::time::{local_day, resolve};
 pub struct WorkingRange {
     /// Start, `HH:MM`.
     #[serde(with = "hhmm")]
-    #[schema(value_type = String, example = "09:00")]
+    #[schema(schema_with = hhmm::schema, example = "09:00")]
     pub start: NaiveTime,
     /// End (exclusive), `HH:MM`.
     #[serde(with = "hhmm")]
-    #[schema(value_type = String, example = "12:30")]
+    #[schema(schema_with = hhmm::schema, example = "12:30")]
     pub end: NaiveTime,
 }
 
@@ -27,7 +27,7 @@ pub struct WorkingRange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayOff {
     /// The local date.
-    #[schema(value_type = String, example = "2026-12-25")]
+    #[schema(value_type = String, format = Date, example = "2026-12-25")]
     pub date: NaiveDate,
     /// Why (shown to no one but admins).
     #[serde(default)]
@@ -42,12 +42,35 @@ pub struct Schedule {
     #[schema(schema_with = slot_minutes_schema)]
     pub slot_minutes: u16,
     /// Working ranges per weekday; a missing day is not worked.
-    #[schema(value_type = BTreeMap<String, Vec<WorkingRange>>)]
+    #[schema(schema_with = weekly_schema)]
     pub weekly: BTreeMap<Weekday, Vec<WorkingRange>>,
     /// Days off.
     #[serde(default)]
     #[schema(schema_with = exceptions_schema)]
     pub exceptions: Vec<DayOff>,
+}
+
+/// Most working ranges in one day.
+const MAX_RANGES_PER_DAY: usize = 12;
+
+/// `weekly`: the days by their names (`Mon` … `Sun`), each at most [`MAX_RANGES_PER_DAY`]
+/// ranges; no other key.
+fn weekly_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder};
+    let mut object = ObjectBuilder::new()
+        .description(Some(
+            "Working ranges per weekday; a missing day is not worked",
+        ))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for day in Weekday::ALL {
+        object = object.property(
+            day.name(),
+            ArrayBuilder::new()
+                .items(utoipa::openapi::Ref::from_schema_name("WorkingRange"))
+                .max_items(Some(MAX_RANGES_PER_DAY)),
+        );
+    }
+    object.build()
 }
 
 /// Slot lengths `parse` accepts, in minutes.
@@ -142,10 +165,10 @@ impl ValidSchedule {
                     return Err(Invalid::new(format!("weekly.{day:?}"), "ranges overlap"));
                 }
             }
-            if ranges.len() > 12 {
+            if ranges.len() > MAX_RANGES_PER_DAY {
                 return Err(Invalid::new(
                     format!("weekly.{day:?}"),
-                    "at most 12 ranges per day",
+                    format!("at most {MAX_RANGES_PER_DAY} ranges per day"),
                 ));
             }
         }
@@ -253,10 +276,22 @@ mod hhmm {
         s.serialize_str(&time.format("%H:%M").to_string())
     }
 
+    /// What [`deserialize`] accepts: hours 0–23 (one or two digits), two-digit minutes.
+    pub const PATTERN: &str = "^([01]?[0-9]|2[0-3]):[0-5][0-9]$";
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
         let text = String::deserialize(d)?;
         NaiveTime::parse_from_str(&text, "%H:%M")
             .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a time HH:MM")))
+    }
+
+    /// The schema of a time `HH:MM`.
+    pub fn schema() -> utoipa::openapi::schema::Object {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .pattern(Some(PATTERN))
+            .build()
     }
 }
 
