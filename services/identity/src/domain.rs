@@ -445,7 +445,7 @@ pub fn parse_date_of_birth(raw: &str, today: NaiveDate) -> Result<NaiveDate, Inv
 pub fn parse_roles(raw: &[String]) -> Result<Vec<String>, Invalid> {
     let mut roles: Vec<String> = Vec::with_capacity(raw.len());
     for role in raw {
-        let role = role.trim();
+        let role = role.as_str();
         if !ROLES.contains(&role) {
             return Err(Invalid::new(
                 "roles",

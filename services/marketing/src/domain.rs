@@ -30,6 +30,12 @@ fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     }
 }
 
+/// What [`check_campaign_id`] accepts, as a pattern (with `maxLength` [`MAX_CAMPAIGN_ID_LEN`]).
+pub const CAMPAIGN_ID_PATTERN: &str = "^[A-Za-z0-9._-]([A-Za-z0-9._/-]*[A-Za-z0-9._-])?$";
+
+/// Longest voucher title, in characters.
+pub const MAX_VOUCHER_TITLE: usize = 200;
+
 /// Checks a campaign id: 1 to 300 characters among `A-Z a-z 0-9 - _ . /`, not starting or ending
 /// with `/`. (No `{`/`}`: the id goes inside a Redis hash tag.)
 pub fn check_campaign_id(id: &str) -> Result<(), Invalid> {
@@ -91,10 +97,12 @@ impl CampaignSpec {
     /// Checks every field; the title is trimmed.
     pub fn validated(mut self) -> Result<Self, Invalid> {
         check_campaign_id(&self.id)?;
-        let title = self.voucher_title.trim();
-        if title.is_empty() || title.chars().count() > 200 {
-            return Err(invalid("voucherTitle", "must be 1 to 200 characters"));
-        }
+        let Some(title) = pulse_kit::text::checked(&self.voucher_title, MAX_VOUCHER_TITLE) else {
+            return Err(invalid(
+                "voucherTitle",
+                format!("must be 1 to {MAX_VOUCHER_TITLE} characters, not blank"),
+            ));
+        };
         self.voucher_title = title.to_owned();
         if !(1..=MAX_AMOUNT_MINOR).contains(&self.voucher_value_minor) {
             return Err(invalid(
@@ -259,6 +267,35 @@ pub fn discount(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_campaign_id_is_what_check_campaign_id_accepts() {
+        use utoipa::PartialSchema;
+        let schema =
+            serde_json::to_value(crate::http::schemas::CampaignId::schema()).expect("schema");
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        for id in [
+            "pulse-fr/summer-sale".to_owned(),
+            "a".to_owned(),
+            "0f8fad5b-d9cb-469f-a165-70867728950e".to_owned(),
+            "a.b_c-d/e".to_owned(),
+            String::new(),
+            "/a".to_owned(),
+            "a/".to_owned(),
+            "/".to_owned(),
+            "a b".to_owned(),
+            "{tag}".to_owned(),
+            "é".to_owned(),
+            "x".repeat(MAX_CAMPAIGN_ID_LEN),
+            "x".repeat(MAX_CAMPAIGN_ID_LEN + 1),
+        ] {
+            assert_eq!(
+                validator.is_valid(&serde_json::Value::String(id.clone())),
+                check_campaign_id(&id).is_ok(),
+                "{id:?}"
+            );
+        }
+    }
     use chrono::TimeZone;
 
     fn at(h: u32) -> DateTime<Utc> {

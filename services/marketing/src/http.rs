@@ -79,22 +79,114 @@ fn campaign_not_found(detail: &str) -> Problem {
 
 // ------------------------------------------------------------------------------- campaigns
 
+/// The schemas of campaign ids and of [`CampaignInput`]'s fields, from the limits
+/// [`crate::domain`] checks (utoipa's attributes take literals only).
+pub mod schemas {
+    use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    use crate::domain::{
+        CAMPAIGN_ID_PATTERN, MAX_AMOUNT_MINOR, MAX_CAMPAIGN_ID_LEN, MAX_PER_USER_LIMIT, MAX_STOCK,
+        MAX_VOUCHER_TITLE,
+    };
+
+    /// A campaign id (`pulse-fr/summer-sale`), as `check_campaign_id` accepts it.
+    pub struct CampaignId;
+
+    impl utoipa::PartialSchema for CampaignId {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .min_length(Some(1))
+                .max_length(Some(MAX_CAMPAIGN_ID_LEN))
+                .pattern(Some(CAMPAIGN_ID_PATTERN))
+                .description(Some("campaign id, `/` percent-encoded in a path"))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for CampaignId {}
+
+    fn integer(schema_type: SchemaType, minimum: i64, maximum: i64, description: &str) -> Object {
+        ObjectBuilder::new()
+            .schema_type(schema_type)
+            .minimum(Some(minimum))
+            .maximum(Some(maximum))
+            .description(Some(description))
+            .build()
+    }
+
+    pub(super) fn voucher_title() -> Object {
+        pulse_kit::text::schema(MAX_VOUCHER_TITLE, "Title of the voucher buyers get")
+    }
+
+    pub(super) fn voucher_value() -> Object {
+        integer(
+            SchemaType::Type(Type::Integer),
+            1,
+            MAX_AMOUNT_MINOR,
+            "What the voucher is worth, minor units",
+        )
+    }
+
+    pub(super) fn price() -> Object {
+        integer(
+            SchemaType::Type(Type::Integer),
+            0,
+            MAX_AMOUNT_MINOR,
+            "What a buyer pays, minor units",
+        )
+    }
+
+    pub(super) fn stock() -> Object {
+        integer(
+            SchemaType::Type(Type::Integer),
+            1,
+            i64::from(MAX_STOCK),
+            "Total stock (sold vouchers included)",
+        )
+    }
+
+    pub(super) fn per_user_limit() -> Object {
+        integer(
+            SchemaType::from_iter([Type::Integer, Type::Null]),
+            0,
+            i64::from(MAX_PER_USER_LIMIT),
+            "Vouchers one user may buy (null or 0: 1)",
+        )
+    }
+
+    pub(super) fn currency() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(pulse_kit::config::known_currencies()))
+            .description(Some("ISO 4217 code of value and price"))
+            .build()
+    }
+}
+
 /// Body of `PUT /v1/campaigns/{id}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CampaignInput {
     /// Title of the voucher buyers get.
+    #[schema(schema_with = schemas::voucher_title)]
     pub voucher_title: String,
     /// What the voucher is worth, minor units.
+    #[schema(schema_with = schemas::voucher_value)]
     pub voucher_value_minor: i64,
     /// ISO 4217 code of value and price.
+    #[schema(schema_with = schemas::currency)]
     pub currency: String,
     /// What a buyer pays, minor units.
+    #[schema(schema_with = schemas::price)]
     pub price_minor: i64,
     /// Total stock (sold vouchers included).
+    #[schema(schema_with = schemas::stock)]
     pub stock: u32,
     /// Vouchers one user may buy (default 1).
     #[serde(default)]
+    #[schema(schema_with = schemas::per_user_limit)]
     pub per_user_limit: Option<u32>,
     /// Start of the sale (RFC 3339).
     pub starts_at: DateTime<Utc>,
@@ -167,7 +259,7 @@ pub struct CampaignList {
 /// The role is checked before the body is read (401, then 403, then 4xx). Idempotent: the same
 /// spec again gives the same campaign.
 #[utoipa::path(put, path = "/v1/campaigns/{id}", tag = "marketing", request_body = CampaignInput,
-    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    params(("id" = schemas::CampaignId, Path)),
     responses((status = 200, body = CampaignView), (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"),
               (status = 503, body = Problem, content_type = "application/problem+json")),
@@ -194,7 +286,7 @@ pub async fn put_campaign(
 
 /// One campaign with its phase and counters.
 #[utoipa::path(get, path = "/v1/campaigns/{id}", tag = "marketing",
-    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    params(("id" = schemas::CampaignId, Path)),
     responses((status = 200, body = CampaignView), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_campaign(
@@ -219,7 +311,7 @@ pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<Campa
 ///
 /// Closing is idempotent: closing a closed campaign answers its state again.
 #[utoipa::path(post, path = "/v1/campaigns/{id}/close", tag = "marketing",
-    params(("id" = String, Path, description = "campaign id, `/` percent-encoded")),
+    params(("id" = schemas::CampaignId, Path)),
     responses((status = 200, body = CampaignView), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -303,7 +395,7 @@ impl From<Refusal> for Problem {
 /// order id: the reservation script keeps caller + key → order id for 24 hours, atomically with
 /// the reservation, so this holds even if the server died right after reserving.
 #[utoipa::path(post, path = "/v1/seckill/{campaign}/orders", tag = "marketing",
-    params(("campaign" = String, Path, description = "campaign id, `/` percent-encoded"),
+    params(("campaign" = schemas::CampaignId, Path),
            ("Idempotency-Key" = Option<String>, Header, description = "unique per purchase; retry with the same key to get the same reservation back")),
     responses((status = 202, body = SeckillAccepted),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "idempotency-key-invalid"),

@@ -270,6 +270,8 @@ impl InvalidInput {
 
 /// Longest product name, in characters.
 pub const MAX_PRODUCT_NAME: usize = 200;
+/// Most units of one product in stock (it is stored as a PostgreSQL `integer`).
+pub const MAX_STOCK: u32 = i32::MAX as u32;
 
 /// A product's name, price and stock, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,22 +287,24 @@ pub struct ProductDraft {
 impl ProductDraft {
     /// Checks a product's values.
     pub fn parse(name: &str, price_minor: i64, stock: u32) -> Result<Self, InvalidInput> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_PRODUCT_NAME {
+        let Some(name) = pulse_kit::text::checked(name, MAX_PRODUCT_NAME) else {
             return Err(InvalidInput::new(
                 "name",
-                format!("name: must be 1 to {MAX_PRODUCT_NAME} characters"),
+                format!("name: must be 1 to {MAX_PRODUCT_NAME} characters, not blank"),
             ));
-        }
+        };
         if !(0..=MAX_AMOUNT_MINOR).contains(&price_minor) {
             return Err(InvalidInput::new(
                 "priceMinor",
                 format!("priceMinor: must be from 0 to {MAX_AMOUNT_MINOR}"),
             ));
         }
-        let stock = i32::try_from(stock).map_err(|_| {
-            InvalidInput::new("stock", format!("stock: must be at most {}", i32::MAX))
-        })?;
+        let stock = i32::try_from(stock)
+            .ok()
+            .filter(|_| stock <= MAX_STOCK)
+            .ok_or_else(|| {
+                InvalidInput::new("stock", format!("stock: must be at most {MAX_STOCK}"))
+            })?;
         Ok(Self {
             name: name.to_owned(),
             price_minor,

@@ -173,7 +173,24 @@ pub struct EmailVerification {
 #[serde(rename_all = "camelCase")]
 pub struct RolesInput {
     /// The user's roles from now on: some of `patient`, `practitioner`, `admin`.
+    #[schema(schema_with = roles_schema)]
     pub roles: Vec<String>,
+}
+
+/// At least one of [`crate::domain::ROLES`], as `parse_roles` accepts them.
+fn roles_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .enum_values(Some(crate::domain::ROLES.iter().copied())),
+        )
+        .min_items(Some(1))
+        .description(Some(
+            "The user's roles from now on: some of `patient`, `practitioner`, `admin`",
+        ))
+        .build()
 }
 
 /// A user's roles.

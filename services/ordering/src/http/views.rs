@@ -16,11 +16,42 @@ use crate::store::{OrderRow, ProductRow};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductInput {
     /// Name (1 to 200 characters).
+    #[schema(schema_with = product_name_schema)]
     pub name: String,
     /// Price in minor units of the country's currency.
+    #[schema(schema_with = price_schema)]
     pub price_minor: i64,
     /// Units in stock.
+    #[schema(schema_with = stock_schema)]
     pub stock: u32,
+}
+
+// The schemas of the input, from the limits `ProductDraft::parse` checks.
+fn product_name_schema() -> utoipa::openapi::schema::Object {
+    pulse_kit::text::schema(crate::domain::MAX_PRODUCT_NAME, "Name")
+}
+fn integer_schema(
+    minimum: i64,
+    maximum: i64,
+    description: &str,
+) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .description(Some(description))
+        .build()
+}
+fn price_schema() -> utoipa::openapi::schema::Object {
+    integer_schema(
+        0,
+        crate::domain::MAX_AMOUNT_MINOR,
+        "Price in minor units of the country's currency",
+    )
+}
+fn stock_schema() -> utoipa::openapi::schema::Object {
+    integer_schema(0, i64::from(crate::domain::MAX_STOCK), "Units in stock")
 }
 
 impl ProductInput {
