@@ -18,7 +18,7 @@
 //!
 //! [`layer`] wraps a component's router; the table lives in the component's schema.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -49,7 +49,8 @@ const STORED_HEADERS: &[&str] = &["content-type", "location"];
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     pool: PgPool,
-    operations: Option<Arc<HashSet<(Method, String)>>>,
+    /// Per documented operation (method, route template): whether it requires a bearer token.
+    operations: Option<Arc<HashMap<(Method, String), bool>>>,
 }
 
 impl IdempotencyStore {
@@ -61,27 +62,30 @@ impl IdempotencyStore {
         }
     }
 
-    /// Honours keys only on these operations (method and route template, `/v1/orders/{id}`, as
-    /// the component's OpenAPI document lists them): a method a route does not have is then
-    /// answered 405 by the router instead of being judged by its key first.
+    /// Honours keys only on these operations (method, route template `/v1/orders/{id}`, and
+    /// whether it requires a bearer token, as the component's OpenAPI document lists them): a
+    /// method a route does not have is then answered 405 by the router instead of being judged
+    /// by its key first, and an anonymous caller of a public operation still gets a malformed
+    /// key refused (400), while one of an operation that requires a token gets its 401 first.
     #[must_use]
     pub fn for_operations(
         mut self,
-        operations: impl IntoIterator<Item = (Method, String)>,
+        operations: impl IntoIterator<Item = ((Method, String), bool)>,
     ) -> Self {
         self.operations = Some(Arc::new(operations.into_iter().collect()));
         self
     }
 
     /// Whether a request with `method` to `route` (its route template) is one of the
-    /// operations keys are honoured on.
-    fn honours(&self, method: &Method, route: Option<&str>) -> bool {
+    /// operations keys are honoured on (`None`), and if so whether it requires a token
+    /// (`Some(true)`; without a list of operations, every one is taken to require one).
+    fn honours(&self, method: &Method, route: Option<&str>) -> Option<bool> {
         match (&self.operations, route) {
-            (None, _) => true,
+            (None, _) => Some(true),
             (Some(operations), Some(route)) => {
-                operations.contains(&(method.clone(), route.to_owned()))
+                operations.get(&(method.clone(), route.to_owned())).copied()
             }
-            (Some(_), None) => false,
+            (Some(_), None) => None,
         }
     }
 }
@@ -262,23 +266,29 @@ pub async fn middleware(
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    if !store.honours(request.method(), route) {
+    let Some(requires_token) = store.honours(request.method(), route) else {
         return next.run(request).await;
-    }
+    };
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
-    // Keys belong to authenticated callers only; the handler answers the others (401).
-    let Some(subject) = request
+    let subject = request
         .extensions()
         .get::<Principal>()
-        .map(|p| p.subject().to_owned())
-    else {
+        .map(|p| p.subject().to_owned());
+    // Authorization before validation: an anonymous caller of an operation that requires a
+    // token gets its 401 from the handler, whatever the key.
+    if subject.is_none() && requires_token {
         return next.run(request).await;
-    };
+    }
     let key = match validate_key(&raw_key) {
         Ok(key) => key.to_owned(),
         Err(problem) => return problem.into_response(),
+    };
+    // Keys are remembered for authenticated callers only: an anonymous one has no scope to
+    // keep them in (its well-formed key is not used).
+    let Some(subject) = subject else {
+        return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {

@@ -95,8 +95,9 @@ const EVERYWHERE: [Answer; 2] = [
     ),
 ];
 
-/// Every operation of `doc` (an OpenAPI document as JSON): its method and path template.
-pub fn operations(doc: &Value) -> Vec<(axum::http::Method, String)> {
+/// Every operation of `doc` (an OpenAPI document as JSON): its method and path template, and
+/// whether it requires a bearer token.
+pub fn operations(doc: &Value) -> Vec<((axum::http::Method, String), bool)> {
     let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
         return Vec::new();
     };
@@ -104,10 +105,11 @@ pub fn operations(doc: &Value) -> Vec<(axum::http::Method, String)> {
         .iter()
         .flat_map(|(path, item)| {
             METHODS.into_iter().filter_map(move |method| {
-                item.get(method)?;
+                let operation = item.get(method)?.as_object()?;
+                let token = requires_token(operation);
                 let method =
                     axum::http::Method::from_bytes(method.to_uppercase().as_bytes()).ok()?;
-                Some((method, path.clone()))
+                Some(((method, path.clone()), token))
             })
         })
         .collect()

@@ -187,7 +187,7 @@ async fn a_method_the_route_lacks_is_405_whatever_the_key() {
             .route("/things", post(create))
             .with_state(calls.clone()),
         IdempotencyStore::new(env.pool.clone())
-            .for_operations([(axum::http::Method::POST, "/things".to_owned())]),
+            .for_operations([((axum::http::Method::POST, "/things".to_owned()), true)]),
     )
     .layer(axum::middleware::from_fn(as_alice));
     let (status, _, _) = send(&app, request(Some("k-405"), r#"{"a":1}"#)).await;
@@ -209,6 +209,32 @@ async fn a_method_the_route_lacks_is_405_whatever_the_key() {
         (StatusCode::CREATED, &"true".parse().expect("value"))
     );
     assert_eq!(calls.count.load(Ordering::SeqCst), 1);
+}
+
+/// On a public operation an anonymous caller's malformed key is refused like anyone's (the
+/// document says what a key looks like); a well-formed one is let through unremembered.
+#[tokio::test]
+async fn an_anonymous_callers_malformed_key_is_400_on_a_public_operation() {
+    let env = common::env().await;
+    let app = idempotency::layer(
+        Router::new().route("/refusals", post(|| async { StatusCode::NO_CONTENT })),
+        IdempotencyStore::new(env.pool.clone())
+            .for_operations([((axum::http::Method::POST, "/refusals".to_owned()), false)]),
+    )
+    .layer(axum::middleware::from_fn(as_alice));
+    for (key, want) in [
+        ("with space", StatusCode::BAD_REQUEST),
+        ("well-formed", StatusCode::NO_CONTENT),
+        ("well-formed", StatusCode::NO_CONTENT),
+    ] {
+        let request = Request::post("/refusals")
+            .header("x-anonymous", "1")
+            .header("idempotency-key", key)
+            .body(Body::empty())
+            .expect("request");
+        let (status, _, _) = send(&app, request).await;
+        assert_eq!(status, want, "{key}");
+    }
 }
 
 #[tokio::test]

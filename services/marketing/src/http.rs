@@ -530,7 +530,7 @@ pub async fn get_voucher(
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(put_campaign, get_campaign, list_campaigns, close_campaign, seckill, wallet, get_voucher),
-    components(schemas(Problem, CampaignInput, CampaignView, CampaignList, Phase, SeckillAccepted,
+    components(schemas(Problem, schemas::CampaignId, CampaignInput, CampaignView, CampaignList, Phase, SeckillAccepted,
                        VoucherView, VoucherList, VoucherStatus)),
     tags((name = "marketing", description = "Seckill campaigns and vouchers"))
 )]
