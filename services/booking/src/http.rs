@@ -124,12 +124,23 @@ fn rule_slug(rule: &RuleViolation) -> &'static str {
 
 /// 422: a well-formed body whose content is refused.
 fn invalid_body(invalid: Invalid) -> Problem {
-    Problem::unprocessable(invalid.to_string()).with("field", invalid.field)
+    let problem = if invalid.combination {
+        Problem::invalid_combination(invalid.to_string())
+    } else {
+        Problem::unprocessable(invalid.to_string())
+    };
+    problem.with("field", invalid.field)
 }
 
-/// 400: a path or query parameter that does not parse.
+/// 400: a path or query parameter that does not parse (`bad-request`), or parameters that
+/// parse but do not go together (`invalid-combination`).
 fn invalid_request(invalid: Invalid) -> Problem {
-    Problem::bad_request(invalid.to_string()).with("field", invalid.field)
+    let problem = if invalid.combination {
+        Problem::invalid_combination_in(StatusCode::BAD_REQUEST, invalid.to_string())
+    } else {
+        Problem::bad_request(invalid.to_string())
+    };
+    problem.with("field", invalid.field)
 }
 
 fn path_id(text: &str) -> Result<Uuid, Problem> {

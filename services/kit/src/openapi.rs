@@ -41,7 +41,7 @@ const fn answer(status: &'static str, problem: &'static str, when: &'static str)
     }
 }
 
-const BODY: [Answer; 4] = [
+const BODY: [Answer; 5] = [
     answer("400", "bad-request", "the body is not JSON"),
     answer("413", "payload-too-large", "the body is too large"),
     answer(
@@ -54,12 +54,24 @@ const BODY: [Answer; 4] = [
         "validation-failed",
         "the JSON does not have the documented shape (a field missing or of another type)",
     ),
+    answer(
+        "422",
+        "invalid-combination",
+        "fields that are valid one by one do not go together (a range that ends before it starts, ranges that overlap), a rule no schema states",
+    ),
 ];
-const PARAMETERS: Answer = answer(
-    "400",
-    "bad-request",
-    "a path or query parameter does not parse",
-);
+const PARAMETERS: [Answer; 2] = [
+    answer(
+        "400",
+        "bad-request",
+        "a path or query parameter does not parse",
+    ),
+    answer(
+        "400",
+        "invalid-combination",
+        "query parameters valid one by one do not go together (a range that ends before it starts, a date that is not bookable now), a rule no schema states",
+    ),
+];
 const TOKEN: Answer = answer(
     "401",
     "unauthorized",
@@ -144,7 +156,10 @@ fn complete_operation(method: &str, path_has_parameters: bool, operation: &mut M
         .and_then(Value::as_array)
         .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
     if path_has_parameters || has_query {
-        answers.push(&PARAMETERS);
+        answers.push(&PARAMETERS[0]);
+    }
+    if has_query {
+        answers.push(&PARAMETERS[1]);
     }
     if requires_token(operation) {
         answers.push(&TOKEN);
@@ -323,8 +338,8 @@ mod tests {
         // A component's own 422 keeps its text; the kit's types are added once.
         let unprocessable = responses["422"]["description"].as_str().expect("422");
         assert!(
-            unprocessable
-                .starts_with("validation-failed, voucher-unusable; `idempotency-key-reused`"),
+            unprocessable.starts_with("validation-failed, voucher-unusable; `invalid-combination`")
+                && unprocessable.contains("`idempotency-key-reused`"),
             "{unprocessable}"
         );
         assert_eq!(unprocessable.matches("validation-failed").count(), 1);

@@ -113,6 +113,25 @@ impl Problem {
         .with_detail(detail)
     }
 
+    /// 422: fields that are valid one by one do not go together (a range that ends before it
+    /// starts, ranges that overlap). A schema cannot state such a rule, so it has its own type:
+    /// a client that follows the schema can still meet it.
+    /// Query parameters that do not go together are 400 like any other bad parameter
+    /// ([`Problem::invalid_combination_in`]).
+    pub fn invalid_combination(detail: impl Into<String>) -> Self {
+        Self::invalid_combination_in(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    /// [`Problem::invalid_combination`] with another status (400 for query parameters).
+    pub fn invalid_combination_in(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self::new(
+            status,
+            "invalid-combination",
+            "Fields that do not go together",
+        )
+        .with_detail(detail)
+    }
+
     /// 503: a dependency is unavailable; the client may retry later.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(

@@ -21,12 +21,16 @@ pub struct Invalid {
     pub field: String,
     /// What to fix.
     pub message: String,
+    /// The field is valid by itself but does not go with another one (see
+    /// `pulse_kit::problem::Problem::invalid_combination`).
+    pub combination: bool,
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.to_owned(),
         message: message.into(),
+        combination: false,
     }
 }
 
@@ -130,7 +134,10 @@ impl CampaignSpec {
             ));
         }
         if self.ends_at <= self.starts_at {
-            return Err(invalid("endsAt", "must be after startsAt"));
+            return Err(Invalid {
+                combination: true,
+                ..invalid("endsAt", "must be after startsAt")
+            });
         }
         Ok(self)
     }

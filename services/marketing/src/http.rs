@@ -46,7 +46,12 @@ impl From<CampaignError> for Problem {
         match err {
             CampaignError::NotFound(_) => campaign_not_found(&err.to_string()),
             CampaignError::Invalid(invalid) => {
-                Problem::unprocessable(invalid.to_string()).with("field", invalid.field.clone())
+                let problem = if invalid.combination {
+                    Problem::invalid_combination(invalid.to_string())
+                } else {
+                    Problem::unprocessable(invalid.to_string())
+                };
+                problem.with("field", invalid.field.clone())
             }
             CampaignError::Redis(err) => {
                 tracing::warn!(error = %err, "Redis unavailable for a campaign operation");

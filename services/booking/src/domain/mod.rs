@@ -37,6 +37,9 @@ pub struct Invalid {
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// The field is valid by itself but does not go with another one (see
+    /// `pulse_kit::problem::Problem::invalid_combination`).
+    pub combination: bool,
 }
 
 impl Invalid {
@@ -45,6 +48,15 @@ impl Invalid {
         Self {
             field: field.into(),
             message: message.into(),
+            combination: false,
+        }
+    }
+
+    /// `field` is valid by itself but does not go with another: `message` says how.
+    pub fn combination(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            combination: true,
+            ..Self::new(field, message)
         }
     }
 }

@@ -87,7 +87,10 @@ impl SearchQuery {
             Some(text) => Some(parse_near(text, given(&params.radius_km))?),
         };
         if near.is_none() && given(&params.radius_km).is_some() {
-            return Err(Invalid::new("radius_km", "only makes sense with `near`"));
+            return Err(Invalid::combination(
+                "radius_km",
+                "only makes sense with `near`",
+            ));
         }
         let available_on = match given(&params.available_on) {
             None => None,
@@ -96,7 +99,7 @@ impl SearchQuery {
                 let today = local_day(now, country.tz());
                 let last = last_bookable_day(&country.booking, country.tz(), now);
                 if day < today || day > last {
-                    return Err(Invalid::new(
+                    return Err(Invalid::combination(
                         "available_on",
                         format!("must be between {today} and {last}"),
                     ));
@@ -203,10 +206,10 @@ impl SlotRange {
             None => from + Duration::days(6),
         };
         if to < from {
-            return Err(Invalid::new("to", "must not be before `from`"));
+            return Err(Invalid::combination("to", "must not be before `from`"));
         }
         if (to - from).num_days() > MAX_SLOT_RANGE_DAYS {
-            return Err(Invalid::new(
+            return Err(Invalid::combination(
                 "to",
                 format!("at most {MAX_SLOT_RANGE_DAYS} days after `from`"),
             ));

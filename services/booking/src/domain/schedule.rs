@@ -150,7 +150,7 @@ impl ValidSchedule {
             sorted.sort_by_key(|r| r.start);
             for (i, range) in sorted.iter().enumerate() {
                 if range.start >= range.end {
-                    return Err(Invalid::new(
+                    return Err(Invalid::combination(
                         format!("weekly.{day:?}"),
                         format!(
                             "range {}–{} must end after it starts",
@@ -162,7 +162,10 @@ impl ValidSchedule {
                 if let Some(next) = sorted.get(i + 1)
                     && next.start < range.end
                 {
-                    return Err(Invalid::new(format!("weekly.{day:?}"), "ranges overlap"));
+                    return Err(Invalid::combination(
+                        format!("weekly.{day:?}"),
+                        "ranges overlap",
+                    ));
                 }
             }
             if ranges.len() > MAX_RANGES_PER_DAY {

@@ -22,3 +22,21 @@ def before_call(context, case, kwargs):
     for name, value in list(headers.items()):
         if name.lower() == "idempotency-key" and isinstance(value, str) and KEY.match(value):
             headers[name] = str(uuid.uuid4())
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    """A schema-valid request refused `invalid-combination` (422 for a body, 400 for query
+    parameters) is no failure: that type is kept for fields valid one by one that do not go
+    together (a range that ends before it starts, ranges that overlap, a date not bookable
+    now), a rule no schema states; every operation with a body or parameters documents it. Any other refusal of a schema-valid request stays a failure. Returns whether to keep
+    the failure."""
+    if getattr(failure, "code", None) != "ST202" or response is None:
+        return True
+    if response.status_code not in (400, 422):
+        return True
+    try:
+        problem = response.json()
+    except ValueError:
+        return True
+    return not str(problem.get("type", "")).endswith("/invalid-combination")
