@@ -27,9 +27,82 @@ pub fn parse_uuid(field: &str, text: &str) -> Result<Uuid, Invalid> {
         .map_err(|_| Invalid::new(field, format!("`{text}` is not a UUID")))
 }
 
+/// A full date `YYYY-MM-DD` (RFC 3339 `full-date`, what the schema's `format: date` says).
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Invalid> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| Invalid::new(field, format!("`{text}` is not a date YYYY-MM-DD")))
+    let shaped = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shaped
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| Invalid::new(field, format!("`{text}` is not a date YYYY-MM-DD")))
+}
+
+// The schemas of the query parameters, from the rules that parse them: each may be empty
+// (not given) or has the documented form.
+
+/// Most characters of a `specialty` or `city` filter.
+const MAX_FILTER_TEXT: usize = 100;
+/// Highest page number.
+const MAX_PAGE: u32 = 10_000;
+
+fn empty_or(schema: utoipa::openapi::schema::Object) -> utoipa::openapi::schema::AnyOf {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
+    AnyOfBuilder::new()
+        .item(schema)
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .max_length(Some(0)),
+        )
+        .build()
+}
+
+fn date_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+    utoipa::openapi::Schema::AnyOf(empty_or(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+            .build(),
+    ))
+    .into()
+}
+
+/// Digits (leading zeros allowed) naming a number from 1 to `max`, `max` a power of ten.
+fn whole_number_schema(max: u32) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let digits = max.to_string().len() - 1;
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(format!(
+            "^(0*[1-9][0-9]{{0,{}}}|0*{max})?$",
+            digits - 1
+        )))
+        .description(Some(format!("a whole number from 1 to {max}")))
+        .build()
+}
+
+fn page_schema() -> utoipa::openapi::schema::Object {
+    whole_number_schema(MAX_PAGE)
+}
+
+fn page_size_schema() -> utoipa::openapi::schema::Object {
+    whole_number_schema(MAX_PAGE_SIZE)
+}
+
+fn filter_text_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .max_length(Some(MAX_FILTER_TEXT))
+        .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"))
+        .build()
 }
 
 /// A parameter that was given and is not empty.
@@ -43,18 +116,25 @@ fn given(value: &Option<String>) -> Option<&str> {
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Specialty, e.g. `dermatology`.
+    #[param(schema_with = filter_text_schema)]
     pub specialty: Option<String>,
     /// City.
+    #[param(schema_with = filter_text_schema)]
     pub city: Option<String>,
     /// `lat,lon` to search around.
+    #[param(schema_with = near_schema)]
     pub near: Option<String>,
     /// Radius around `near` in km (default 10, at most 200).
+    #[param(schema_with = radius_schema)]
     pub radius_km: Option<String>,
     /// Only practitioners with a free slot on this local date (`YYYY-MM-DD`).
+    #[param(schema_with = date_schema)]
     pub available_on: Option<String>,
     /// Page, from 1.
+    #[param(schema_with = page_schema)]
     pub page: Option<String>,
     /// Results per page (1 to 100, default 20).
+    #[param(schema_with = page_size_schema)]
     pub page_size: Option<String>,
 }
 
@@ -112,20 +192,40 @@ impl SearchQuery {
             city: short_text("city", &params.city)?,
             near,
             available_on,
-            page: number("page", &params.page, 1, 10_000, 1)?,
+            page: number("page", &params.page, 1, MAX_PAGE, 1)?,
             page_size: number("page_size", &params.page_size, 1, MAX_PAGE_SIZE, 20)?,
         })
     }
 }
 
+/// A latitude as `near` takes it: a decimal from -90 to 90 (no exponent, no leading zero).
+const LATITUDE_PATTERN: &str = "-?(([0-9]|[1-8][0-9])(\\.[0-9]+)?|90(\\.0+)?)";
+/// A longitude as `near` takes it: a decimal from -180 to 180.
+const LONGITUDE_PATTERN: &str = "-?(([0-9]|[1-9][0-9]|1[0-7][0-9])(\\.[0-9]+)?|180(\\.0+)?)";
+/// A radius in km above 0 and at most 200, as `radius_km` takes it.
+const RADIUS_PATTERN: &str =
+    "^(0\\.[0-9]*[1-9][0-9]*|([1-9]|[1-9][0-9]|1[0-9]{2})(\\.[0-9]+)?|200(\\.0+)?)?$";
+
+/// A decimal as `near` and `radius_km` write it: an optional `-`, digits without a leading
+/// zero (but `0` itself), an optional fraction; what the patterns above build on.
+fn decimal(text: &str) -> Option<f64> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let shaped =
+        digits(whole) && (whole == "0" || !whole.starts_with('0')) && fraction.is_none_or(digits);
+    shaped.then(|| text.parse().ok()).flatten()
+}
+
 /// `lat,lon` and the radius around it.
 fn parse_near(text: &str, radius: Option<&str>) -> Result<(f64, f64, f64), Invalid> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let parts: Vec<&str> = text.split(',').map(|p| p.trim_matches(' ')).collect();
     let position = match parts.as_slice() {
-        [lat, lon] => lat
-            .parse::<f64>()
-            .ok()
-            .zip(lon.parse::<f64>().ok())
+        [lat, lon] => decimal(lat)
+            .zip(decimal(lon))
             .and_then(|(lat, lon)| Position::parse(lat, lon).ok()),
         _ => None,
     };
@@ -137,8 +237,8 @@ fn parse_near(text: &str, radius: Option<&str>) -> Result<(f64, f64, f64), Inval
     };
     let radius = match radius {
         None => DEFAULT_RADIUS_KM,
-        Some(r) => match r.parse::<f64>() {
-            Ok(v) if v > 0.0 && v <= MAX_RADIUS_KM => v,
+        Some(r) => match decimal(r) {
+            Some(v) if v > 0.0 && v <= MAX_RADIUS_KM => v,
             _ => {
                 return Err(Invalid::new(
                     "radius_km",
@@ -150,11 +250,37 @@ fn parse_near(text: &str, radius: Option<&str>) -> Result<(f64, f64, f64), Inval
     Ok((position.latitude(), position.longitude(), radius))
 }
 
+fn near_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(format!(
+            "^( *{LATITUDE_PATTERN} *, *{LONGITUDE_PATTERN} *)?$"
+        )))
+        .build()
+}
+
+fn radius_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(RADIUS_PATTERN))
+        .build()
+}
+
 fn short_text(field: &str, value: &Option<String>) -> Result<Option<String>, Invalid> {
-    match value.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) if s.chars().count() > 100 => Err(Invalid::new(field, "at most 100 characters")),
-        Some(s) => Ok(Some(s.to_owned())),
+    let Some(raw) = value.as_deref() else {
+        return Ok(None);
+    };
+    if raw.chars().count() > MAX_FILTER_TEXT || raw.chars().any(char::is_control) {
+        return Err(Invalid::new(
+            field,
+            format!("at most {MAX_FILTER_TEXT} characters, no control character"),
+        ));
+    }
+    match raw.trim() {
+        "" => Ok(None),
+        s => Ok(Some(s.to_owned())),
     }
 }
 
@@ -168,7 +294,7 @@ fn number(
     match given(value) {
         None => Ok(default),
         Some(s) => match s.parse::<u32>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            Ok(n) if (min..=max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
             _ => Err(Invalid::new(
                 field,
                 format!("`{s}` must be a whole number from {min} to {max}"),
@@ -182,8 +308,10 @@ fn number(
 #[into_params(parameter_in = Query)]
 pub struct SlotParams {
     /// First local date (`YYYY-MM-DD`), default today.
+    #[param(schema_with = date_schema)]
     pub from: Option<String>,
     /// Last local date, inclusive (at most 31 days after `from`), default `from` + 6 days.
+    #[param(schema_with = date_schema)]
     pub to: Option<String>,
 }
 
@@ -230,6 +358,84 @@ impl SlotRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `schema` (as JSON) accepts `value`.
+    fn accepts(schema: impl serde::Serialize, value: &str) -> bool {
+        let schema = serde_json::to_value(schema).expect("schema");
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("a valid schema")
+            .is_valid(&serde_json::Value::String(value.to_owned()))
+    }
+
+    #[test]
+    fn the_documented_parameter_formats_are_what_the_parsers_accept() {
+        for value in [
+            "",
+            "1",
+            "01",
+            "9",
+            "10",
+            "99",
+            "100",
+            "0100",
+            "101",
+            "0",
+            "+5",
+            "-1",
+            "1.0",
+            "abc",
+            " 5",
+            "9999",
+            "10000",
+            "10001",
+            "99999999999",
+        ] {
+            let given = Some(value.to_owned());
+            assert_eq!(
+                accepts(page_size_schema(), value),
+                number("page_size", &given, 1, MAX_PAGE_SIZE, 20).is_ok(),
+                "page_size {value:?}"
+            );
+            assert_eq!(
+                accepts(page_schema(), value),
+                number("page", &given, 1, MAX_PAGE, 1).is_ok(),
+                "page {value:?}"
+            );
+        }
+        for value in [
+            "",
+            "2026-12-02",
+            "2026-02-29",
+            "2024-02-29",
+            "2026-1-5",
+            "+2026-12-02",
+            "2026-13-01",
+            "2026-12-02T00:00:00Z",
+            "tomorrow",
+        ] {
+            assert_eq!(
+                accepts(date_schema(), value),
+                value.is_empty() || parse_date("from", value).is_ok(),
+                "date {value:?}"
+            );
+        }
+        for value in [
+            "",
+            "Paris",
+            " Lyon ",
+            "a\u{0}b",
+            &"x".repeat(101),
+            &"x".repeat(100),
+        ] {
+            assert_eq!(
+                accepts(filter_text_schema(), value),
+                short_text("city", &Some(value.to_owned())).is_ok(),
+                "city {value:?}"
+            );
+        }
+    }
 
     fn params(pairs: &[(&str, &str)]) -> SearchParams {
         let get = |name: &str| {
