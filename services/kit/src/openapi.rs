@@ -146,7 +146,29 @@ pub fn complete(doc: &mut Value) {
     }
 }
 
+/// A parameter travels as text: it can be absent, never JSON `null`. An optional parameter
+/// documented as `type: [integer, "null"]` (how an `Option` comes out) loses the `null`.
+fn parameters_are_never_null(operation: &mut Map<String, Value>) {
+    let parameters = operation
+        .get_mut("parameters")
+        .and_then(Value::as_array_mut);
+    for parameter in parameters.into_iter().flatten() {
+        if let Some(types) = parameter
+            .get_mut("schema")
+            .and_then(|schema| schema.get_mut("type"))
+            .and_then(Value::as_array_mut)
+        {
+            types.retain(|t| t != "null");
+            if types.len() == 1 {
+                let single = types[0].clone();
+                parameter["schema"]["type"] = single;
+            }
+        }
+    }
+}
+
 fn complete_operation(method: &str, path_has_parameters: bool, operation: &mut Map<String, Value>) {
+    parameters_are_never_null(operation);
     let mut answers: Vec<&Answer> = Vec::new();
     if operation.contains_key("requestBody") {
         answers.extend(&BODY);
@@ -301,7 +323,10 @@ mod tests {
                     }
                 },
                 "/v1/campaigns/{id}": {
-                    "get": { "responses": { "200": { "description": "the campaign" } } }
+                    "get": {
+                        "parameters": [{ "name": "Last-Event-ID", "in": "header", "schema": { "type": ["integer", "null"], "minimum": 0 } }],
+                        "responses": { "200": { "description": "the campaign" } }
+                    }
                 },
                 "/v1/campaigns": {
                     "get": { "security": [{}, { "bearer": [] }], "responses": { "200": { "description": "list" } } }
@@ -362,6 +387,11 @@ mod tests {
         assert_eq!(
             statuses(&doc, "/v1/campaigns/{id}", "get"),
             ["200", "400", "429", "503"]
+        );
+        // A parameter is text on the wire: never `null`.
+        assert_eq!(
+            doc["paths"]["/v1/campaigns/{id}"]["get"]["parameters"][0]["schema"],
+            json!({ "type": "integer", "minimum": 0 })
         );
         // An optional token (`{}` among the requirements) is no 401.
         assert_eq!(

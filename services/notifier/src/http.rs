@@ -152,7 +152,7 @@ const STREAM_BATCH: i64 = 100;
 /// after it. When the replica shuts down the stream ends with a `retry` hint, and the client
 /// reconnects to another replica.
 #[utoipa::path(get, path = "/v1/notifications/stream", tag = "notifier",
-    params(("Last-Event-ID" = Option<i64>, Header, description = "Resume after this stream position")),
+    params(("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this stream position")),
     responses((status = 200, description = "`notification` events, each an InboxItem as JSON", content_type = "text/event-stream", body = String),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json")),
