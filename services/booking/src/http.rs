@@ -428,7 +428,7 @@ pub async fn get_appointment(
 
 /// Cancels an appointment (its patient before the cut-off, its practitioner until the start)
 /// and frees the slot.
-#[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "booking", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/appointments/{id}/cancel", tag = "booking", operation_id = "cancel_appointment", params(("id" = Uuid, Path)),
     responses((status = 200, body = Appointment), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn cancel(

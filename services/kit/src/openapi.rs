@@ -127,9 +127,95 @@ pub fn operations(doc: &Value) -> Vec<((axum::http::Method, String), bool)> {
         .collect()
 }
 
+/// Adds OpenAPI `links` from the operations that create or replace a resource to those that
+/// take its id, so a client (or a tool) can chain create → read → act: a `POST` on a collection
+/// (`/v1/orders`) whose success body has an `id` links to every operation under
+/// `/v1/orders/{…}` with that id (`$response.body#/id`); a `PUT` on `/v1/campaigns/{id}` links
+/// to the other operations under that path with the same id (`$request.path.id`).
+pub fn link_resources(doc: &mut Value) {
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+        return;
+    };
+    // (path, method, operationId) of every operation.
+    let operations: Vec<(String, &'static str, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS.into_iter().filter_map(move |method| {
+                let id = item.get(method)?.get("operationId")?.as_str()?;
+                Some((path.clone(), method, id.to_owned()))
+            })
+        })
+        .collect();
+    let schemas = doc["components"]["schemas"].clone();
+    let has_id = |response: &Value| {
+        let schema = &response["content"]["application/json"]["schema"];
+        let schema = match schema["$ref"].as_str() {
+            Some(reference) => reference
+                .strip_prefix("#/components/schemas/")
+                .map_or(&Value::Null, |name| &schemas[name]),
+            None => schema,
+        };
+        schema["properties"]["id"].is_object()
+    };
+    let mut links: Vec<(String, &'static str, String, Map<String, Value>)> = Vec::new();
+    for (path, method, _) in &operations {
+        let response = paths[path][*method]["responses"]
+            .as_object()
+            .and_then(|responses| {
+                responses
+                    .iter()
+                    .find(|(status, _)| status.starts_with('2'))
+                    .map(|(status, response)| (status.clone(), response))
+            });
+        let Some((status, response)) = response else {
+            continue;
+        };
+        let (prefix, source) = match *method {
+            "post" if !path.ends_with('}') && has_id(response) => (format!("{path}/{{"), None),
+            "put" if path.ends_with('}') => match path.rsplit_once("/{") {
+                Some((collection, param)) => (
+                    format!("{collection}/{{"),
+                    Some(param.trim_end_matches('}').to_owned()),
+                ),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let mut found = Map::new();
+        for (target, target_method, target_id) in &operations {
+            if (target, target_method) == (path, method) {
+                continue;
+            }
+            let Some(rest) = target.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((param, _)) = rest.split_once('}') else {
+                continue;
+            };
+            let value = match &source {
+                None => "$response.body#/id".to_owned(),
+                Some(name) if name == param => format!("$request.path.{name}"),
+                Some(_) => continue,
+            };
+            found.insert(
+                target_id.clone(),
+                json!({ "operationId": target_id, "parameters": { param: value } }),
+            );
+        }
+        if !found.is_empty() {
+            links.push((path.clone(), method, status, found));
+        }
+    }
+    for (path, method, status, found) in links {
+        doc["paths"][&path][method]["responses"][&status]["links"] = Value::Object(found);
+    }
+}
+
 /// Adds to every operation of `doc` (an OpenAPI 3.1 document as JSON) what the kit's layers
-/// and extractors can answer (see the module documentation).
+/// and extractors can answer (see the module documentation), and the links between operations
+/// ([`link_resources`]).
 pub fn complete(doc: &mut Value) {
+    link_resources(doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -399,6 +485,42 @@ mod tests {
             ["200", "429", "503"]
         );
         assert!(doc["paths"]["/v1/campaigns"]["get"]["parameters"].is_null());
+    }
+
+    #[test]
+    fn creating_operations_link_to_those_that_take_the_new_id() {
+        let mut doc = json!({
+            "paths": {
+                "/v1/orders": {
+                    "post": { "operationId": "place_order", "responses": { "201": { "description": "created",
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Order" } } } } } },
+                    "get": { "operationId": "list_orders", "responses": { "200": { "description": "list" } } }
+                },
+                "/v1/orders/{id}": { "get": { "operationId": "get_order", "responses": {} } },
+                "/v1/orders/{id}/pay": { "post": { "operationId": "pay", "responses": {} } },
+                "/v1/campaigns/{id}": {
+                    "put": { "operationId": "put_campaign", "responses": { "200": { "description": "ok" } } },
+                    "get": { "operationId": "get_campaign", "responses": {} }
+                },
+                "/v1/campaigns/{id}/close": { "post": { "operationId": "close_campaign", "responses": {} } }
+            },
+            "components": { "schemas": { "Order": { "properties": { "id": { "type": "string" } } } } }
+        });
+        link_resources(&mut doc);
+        let created = &doc["paths"]["/v1/orders"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            created["get_order"],
+            json!({ "operationId": "get_order", "parameters": { "id": "$response.body#/id" } })
+        );
+        assert_eq!(created["pay"]["parameters"]["id"], "$response.body#/id");
+        assert!(created.get("list_orders").is_none());
+        let put = &doc["paths"]["/v1/campaigns/{id}"]["put"]["responses"]["200"]["links"];
+        assert_eq!(
+            put["close_campaign"]["parameters"]["id"],
+            "$request.path.id"
+        );
+        assert_eq!(put["get_campaign"]["parameters"]["id"], "$request.path.id");
+        assert!(doc["paths"]["/v1/orders"]["get"]["responses"]["200"]["links"].is_null());
     }
 
     /// The documented format accepts exactly the keys the middleware accepts.

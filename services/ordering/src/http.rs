@@ -232,7 +232,7 @@ pub async fn list_orders(
 }
 
 /// Cancels one of the caller's unpaid orders; its stock is given back.
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "ordering", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "ordering", operation_id = "cancel_order", params(("id" = Uuid, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 409, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
