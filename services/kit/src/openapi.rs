@@ -17,6 +17,7 @@
 //! appended when it does not name them.
 
 use serde_json::{Map, Value, json};
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 /// The `Idempotency-Key` header as the middleware accepts it: 1 to 255 visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
@@ -25,6 +26,37 @@ pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
+
+/// The schema of a whole number from `minimum` to `maximum` (a component's limits, which
+/// utoipa's attributes cannot take from a constant).
+pub fn integer_schema(minimum: i64, maximum: i64, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Integer))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .description(Some(description))
+        .build()
+}
+
+/// [`integer_schema`] that may also be `null` (an optional field).
+pub fn nullable_integer_schema(minimum: i64, maximum: i64, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .description(Some(description))
+        .build()
+}
+
+/// The schema of a number from `minimum` to `maximum`.
+pub fn number_schema(minimum: f64, maximum: f64, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Number))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .description(Some(description))
+        .build()
+}
 
 /// One answer the kit's layers may give: status, problem type, and when.
 struct Answer {

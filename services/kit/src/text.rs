@@ -22,12 +22,22 @@ pub const WHITESPACE: [char; 25] = [
 /// not blank.
 pub fn checked(value: &str, max: usize) -> Option<&str> {
     let trimmed = value.trim();
-    (!trimmed.is_empty() && value.chars().count() <= max && !value.chars().any(char::is_control))
-        .then_some(trimmed)
+    (!trimmed.is_empty() && value.chars().count() <= max && !has_control(value)).then_some(trimmed)
 }
 
 /// The control characters ([`char::is_control`]) as a pattern class body.
 const CONTROLS: &str = "\\x00-\\x1f\\x7f-\\x9f";
+
+/// The pattern of a text without control characters (empty allowed): what an optional
+/// filter or free-text parameter takes.
+pub fn without_controls_pattern() -> String {
+    format!("^[^{CONTROLS}]*$")
+}
+
+/// Whether `value` holds a control character ([`char::is_control`]).
+pub fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
 
 /// The pattern of [`checked`]'s characters: no control character, and one that is not white
 /// space. Escapes only (`\xHH`, `\uHHHH`), which ECMA-262, Rust and Python regexes all read.

@@ -87,6 +87,7 @@ fn campaign_not_found(detail: &str) -> Problem {
 /// The schemas of campaign ids and of [`CampaignInput`]'s fields, from the limits
 /// [`crate::domain`] checks (utoipa's attributes take literals only).
 pub mod schemas {
+    use pulse_kit::openapi::{integer_schema, nullable_integer_schema};
     use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
     use utoipa::openapi::{RefOr, Schema};
 
@@ -112,22 +113,12 @@ pub mod schemas {
 
     impl utoipa::ToSchema for CampaignId {}
 
-    fn integer(schema_type: SchemaType, minimum: i64, maximum: i64, description: &str) -> Object {
-        ObjectBuilder::new()
-            .schema_type(schema_type)
-            .minimum(Some(minimum))
-            .maximum(Some(maximum))
-            .description(Some(description))
-            .build()
-    }
-
     pub(super) fn voucher_title() -> Object {
         pulse_kit::text::schema(MAX_VOUCHER_TITLE, "Title of the voucher buyers get")
     }
 
     pub(super) fn voucher_value() -> Object {
-        integer(
-            SchemaType::Type(Type::Integer),
+        integer_schema(
             1,
             MAX_AMOUNT_MINOR,
             "What the voucher is worth, minor units",
@@ -135,17 +126,11 @@ pub mod schemas {
     }
 
     pub(super) fn price() -> Object {
-        integer(
-            SchemaType::Type(Type::Integer),
-            0,
-            MAX_AMOUNT_MINOR,
-            "What a buyer pays, minor units",
-        )
+        integer_schema(0, MAX_AMOUNT_MINOR, "What a buyer pays, minor units")
     }
 
     pub(super) fn stock() -> Object {
-        integer(
-            SchemaType::Type(Type::Integer),
+        integer_schema(
             1,
             i64::from(MAX_STOCK),
             "Total stock (sold vouchers included)",
@@ -153,8 +138,7 @@ pub mod schemas {
     }
 
     pub(super) fn per_user_limit() -> Object {
-        integer(
-            SchemaType::from_iter([Type::Integer, Type::Null]),
+        nullable_integer_schema(
             0,
             i64::from(MAX_PER_USER_LIMIT),
             "Vouchers one user may buy (null or 0: 1)",

@@ -4,9 +4,7 @@
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{
-    ArrayBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type,
-};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
 use uuid::Uuid;
 
 use super::Invalid;
@@ -46,13 +44,7 @@ fn account_subject_schema() -> Object {
     )
 }
 fn number_schema(range: RangeInclusive<f64>, description: &str) -> Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Number))
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
-        .minimum(Some(*range.start()))
-        .maximum(Some(*range.end()))
-        .description(Some(description))
-        .build()
+    pulse_kit::openapi::number_schema(*range.start(), *range.end(), description)
 }
 fn latitude_schema() -> Object {
     number_schema(LATITUDE, "Latitude")
@@ -61,15 +53,11 @@ fn longitude_schema() -> Object {
     number_schema(LONGITUDE, "Longitude")
 }
 fn price_schema() -> Object {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Integer))
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .minimum(Some(*PRICE_MINOR.start()))
-        .maximum(Some(*PRICE_MINOR.end()))
-        .description(Some(
-            "Consultation price in minor units of the country's currency",
-        ))
-        .build()
+    pulse_kit::openapi::integer_schema(
+        *PRICE_MINOR.start(),
+        *PRICE_MINOR.end(),
+        "Consultation price in minor units of the country's currency",
+    )
 }
 fn languages_schema() -> utoipa::openapi::schema::Array {
     ArrayBuilder::new()

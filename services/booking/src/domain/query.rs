@@ -101,7 +101,7 @@ fn filter_text_schema() -> utoipa::openapi::schema::Object {
     ObjectBuilder::new()
         .schema_type(SchemaType::Type(Type::String))
         .max_length(Some(MAX_FILTER_TEXT))
-        .pattern(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"))
+        .pattern(Some(pulse_kit::text::without_controls_pattern()))
         .build()
 }
 
@@ -272,7 +272,7 @@ fn short_text(field: &str, value: &Option<String>) -> Result<Option<String>, Inv
     let Some(raw) = value.as_deref() else {
         return Ok(None);
     };
-    if raw.chars().count() > MAX_FILTER_TEXT || raw.chars().any(char::is_control) {
+    if raw.chars().count() > MAX_FILTER_TEXT || pulse_kit::text::has_control(raw) {
         return Err(Invalid::new(
             field,
             format!("at most {MAX_FILTER_TEXT} characters, no control character"),

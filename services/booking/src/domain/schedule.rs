@@ -79,13 +79,11 @@ const SLOT_MINUTES: std::ops::RangeInclusive<u16> = 5..=240;
 const MAX_DAYS_OFF: usize = 400;
 
 fn slot_minutes_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Integer))
-        .minimum(Some(*SLOT_MINUTES.start()))
-        .maximum(Some(*SLOT_MINUTES.end()))
-        .description(Some("Length of one slot in minutes"))
-        .build()
+    pulse_kit::openapi::integer_schema(
+        i64::from(*SLOT_MINUTES.start()),
+        i64::from(*SLOT_MINUTES.end()),
+        "Length of one slot in minutes",
+    )
 }
 
 fn exceptions_schema() -> utoipa::openapi::schema::Array {

@@ -30,28 +30,15 @@ pub struct ProductInput {
 fn product_name_schema() -> utoipa::openapi::schema::Object {
     pulse_kit::text::schema(crate::domain::MAX_PRODUCT_NAME, "Name")
 }
-fn integer_schema(
-    minimum: i64,
-    maximum: i64,
-    description: &str,
-) -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new()
-        .schema_type(SchemaType::Type(Type::Integer))
-        .minimum(Some(minimum))
-        .maximum(Some(maximum))
-        .description(Some(description))
-        .build()
-}
 fn price_schema() -> utoipa::openapi::schema::Object {
-    integer_schema(
+    pulse_kit::openapi::integer_schema(
         0,
         crate::domain::MAX_AMOUNT_MINOR,
         "Price in minor units of the country's currency",
     )
 }
 fn stock_schema() -> utoipa::openapi::schema::Object {
-    integer_schema(0, i64::from(crate::domain::MAX_STOCK), "Units in stock")
+    pulse_kit::openapi::integer_schema(0, i64::from(crate::domain::MAX_STOCK), "Units in stock")
 }
 
 impl ProductInput {
