@@ -25,6 +25,7 @@ pub mod store;
 use std::sync::Arc;
 
 use pulse_kit::component::{BuildError, Component, ComponentContext, GrpcServices, Parts};
+use pulse_kit::config::CountryConfig;
 use pulse_kit::metrics::Metrics;
 use pulse_proto::booking::v1::availability_server::AvailabilityServer;
 use sqlx::migrate::Migrator;
@@ -118,7 +119,7 @@ impl Component for Booking {
         &MIGRATIONS
     }
 
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    fn openapi(&self, _country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
         Some(http::BookingApi::openapi())
     }

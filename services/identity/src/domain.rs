@@ -29,15 +29,33 @@ pub struct Invalid {
     pub field: &'static str,
     /// What is wrong and what to send instead.
     pub message: String,
+    /// Whether the value is well-formed and refused only against today's date (a date of
+    /// birth in the future): a rule no schema can state.
+    pub against_today: bool,
 }
 
 impl Invalid {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    /// A value that is not usable in itself.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,
             message: message.into(),
+            against_today: false,
         }
     }
+
+    fn against_today(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            against_today: true,
+            ..Self::new(field, message)
+        }
+    }
+}
+
+/// `^…$` around `body`, with the white space the parsers trim allowed on both sides.
+fn trimmed_pattern(body: &str) -> String {
+    let blank = pulse_kit::text::whitespace_class();
+    format!("^{blank}*{body}{blank}*$")
 }
 
 /// A phone number in E.164 (`+33612345678`).
@@ -76,6 +94,12 @@ pub enum PhoneError {
         calling_code: String,
     },
 }
+
+/// Characters a phone number may hold between its digits (`+33 (0)6 12.34-56/78`).
+const PHONE_SEPARATORS: [char; 6] = [' ', '.', '(', ')', '/', '-'];
+
+/// Characters a phone number may have as sent, white space around included.
+pub const PHONE_MAX_CHARS: usize = 32;
 
 /// How one country numbers its phones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +199,74 @@ impl Numbering {
         self.plan.calling_code
     }
 
+    /// The pattern of the texts [`Numbering::parse`] accepts (with [`PHONE_MAX_CHARS`]), built
+    /// from the same plan: an optional `+` or `00` and the calling code, or a national number,
+    /// optionally with the trunk prefix; the digits of a national significant number, with
+    /// separators anywhere after the first character.
+    pub fn pattern(&self) -> String {
+        let plan = &self.plan;
+        // `-` last, where a class takes it literally.
+        let separators: String = PHONE_SEPARATORS
+            .iter()
+            .filter(|&&c| c != '-')
+            .chain(PHONE_SEPARATORS.iter().filter(|&&c| c == '-'))
+            .collect();
+        let sep = format!("[{separators}]*");
+        let digit = |class: &str| format!("{class}{sep}");
+        // The digits left after `taken` of a national significant number.
+        let rest = |taken: usize| {
+            let (min, max) = (plan.min_digits - taken, plan.max_digits - taken);
+            let quantifier = if min == max {
+                format!("{{{min}}}")
+            } else {
+                format!("{{{min},{max}}}")
+            };
+            format!("(?:{}){quantifier}", digit("[0-9]"))
+        };
+        let class = |digits: &[char]| format!("[{}]", digits.iter().collect::<String>());
+        let first: Vec<char> = ('0'..='9')
+            .filter(|&d| plan.leading_zero || d != '0')
+            .collect();
+        let trunk = plan.trunk_prefix;
+        // A national significant number, maybe behind the trunk prefix. `national` leaves out
+        // digits starting `00`: without `+`, those are read as an international number.
+        let significant = |national: bool| -> String {
+            let mut branches = Vec::new();
+            if let Some(trunk) = trunk {
+                let after: Vec<char> = first
+                    .iter()
+                    .copied()
+                    .filter(|&d| !(national && trunk == "0" && d == '0'))
+                    .collect();
+                let written: String = trunk.chars().map(|d| digit(&d.to_string())).collect();
+                branches.push(format!("{written}{}{}", digit(&class(&after)), rest(1)));
+            }
+            // With no trunk prefix written, the first digit is not the trunk prefix's.
+            let mut starts: Vec<char> = first
+                .iter()
+                .copied()
+                .filter(|&d| trunk.is_none_or(|t| !t.starts_with(d)))
+                .collect();
+            if national && starts.first() == Some(&'0') {
+                starts.remove(0);
+                branches.push(format!("{}{}{}", digit("0"), digit("[1-9]"), rest(2)));
+            }
+            branches.push(format!("{}{}", digit(&class(&starts)), rest(1)));
+            format!("(?:{})", branches.join("|"))
+        };
+        let calling_code: String = plan
+            .calling_code
+            .chars()
+            .map(|d| digit(&d.to_string()))
+            .collect();
+        trimmed_pattern(&format!(
+            "(?:\\+{sep}{calling_code}{international}|{sep}{zero}{zero}{calling_code}{international}|{sep}{national})",
+            zero = digit("0"),
+            international = significant(false),
+            national = significant(true),
+        ))
+    }
+
     /// Parses `raw` — international (`+33 6 12 34 56 78`, `0033…`) or national (`06 12 34 56
     /// 78`), with spaces, dots, dashes or parentheses — into E.164.
     pub fn parse(&self, raw: &str) -> Result<Phone, PhoneError> {
@@ -190,7 +282,7 @@ impl Numbering {
         if trimmed.is_empty() {
             return Err(bad("is empty"));
         }
-        if trimmed.len() > 32 {
+        if raw.chars().count() > PHONE_MAX_CHARS {
             return Err(bad("is too long for a phone number"));
         }
         let mut digits = String::with_capacity(trimmed.len());
@@ -198,7 +290,7 @@ impl Numbering {
             match c {
                 '0'..='9' => digits.push(c),
                 '+' if i == 0 => {}
-                ' ' | '.' | '-' | '(' | ')' | '/' => {}
+                c if PHONE_SEPARATORS.contains(&c) => {}
                 _ => return Err(bad("holds characters a phone number cannot have")),
             }
         }
@@ -253,7 +345,12 @@ impl Numbering {
     }
 }
 
-/// A code as typed: exactly six digits (spaces around it ignored).
+/// The pattern of the codes [`parse_code`] accepts.
+pub fn code_pattern() -> String {
+    trimmed_pattern("[0-9]{6}")
+}
+
+/// A code as typed: exactly six digits (white space around it ignored).
 pub fn parse_code(field: &'static str, raw: &str) -> Result<String, Invalid> {
     let code = raw.trim();
     if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
@@ -263,33 +360,47 @@ pub fn parse_code(field: &'static str, raw: &str) -> Result<String, Invalid> {
     }
 }
 
-/// A person's name: 1 to 100 characters, no control characters; spaces around are dropped.
+/// Characters a name may have as sent.
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// A person's name: the kit's free-text rule ([`pulse_kit::text::checked`]) with
+/// [`NAME_MAX_CHARS`]; spaces around are dropped.
 pub fn parse_name(raw: &str) -> Result<String, Invalid> {
-    let name = raw.trim();
-    let length = name.chars().count();
-    if length == 0 {
-        return Err(Invalid::new(
-            "name",
-            "the name is empty: send at least one letter, or null to remove it",
-        ));
+    if let Some(name) = pulse_kit::text::checked(raw, NAME_MAX_CHARS) {
+        return Ok(name.to_owned());
     }
-    if length > 100 {
-        return Err(Invalid::new(
-            "name",
-            format!("the name has {length} characters; at most 100 are kept"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Invalid::new(
-            "name",
-            "the name holds control characters (line breaks, tabs)",
-        ));
-    }
-    Ok(name.to_owned())
+    let message = if pulse_kit::text::has_control(raw) {
+        "the name holds control characters (line breaks, tabs)".to_owned()
+    } else if raw.trim().is_empty() {
+        "the name is empty: send at least one letter, or null to remove it".to_owned()
+    } else {
+        format!(
+            "the name has {} characters; at most {NAME_MAX_CHARS} are kept",
+            raw.chars().count()
+        )
+    };
+    Err(Invalid::new("name", message))
 }
 
 fn all(subtag: &str, check: fn(&u8) -> bool) -> bool {
     subtag.as_bytes().iter().all(check)
+}
+
+/// Characters a language tag may have as sent.
+pub const LANGUAGE_MAX_CHARS: usize = 35;
+
+/// The pattern of the tags [`parse_language`] accepts (with [`LANGUAGE_MAX_CHARS`]): language
+/// (2–3 letters and up to three extensions of 3, or 5–8 letters), script, region, variants,
+/// then extensions and private use, separated by `-` or `_`, in any case.
+pub fn language_pattern() -> String {
+    let (sep, letter, alnum) = ("[-_]", "[A-Za-z]", "[A-Za-z0-9]");
+    trimmed_pattern(&format!(
+        "(?:{letter}{{2,3}}(?:{sep}{letter}{{3}}){{0,3}}|{letter}{{5,8}})\
+         (?:{sep}{letter}{{4}})?\
+         (?:{sep}(?:{letter}{{2}}|[0-9]{{3}}))?\
+         (?:{sep}(?:{alnum}{{5,8}}|[0-9]{alnum}{{3}}))*\
+         (?:{sep}{alnum}(?:{sep}{alnum}{{1,8}})*{sep}{alnum}{{2,8}})?"
+    ))
 }
 
 /// A BCP 47 language tag (`fr`, `fr-FR`, `zh-Hant-TW`, `de-CH-1996`), in its canonical case.
@@ -301,7 +412,7 @@ pub fn parse_language(raw: &str) -> Result<String, Invalid> {
         )
     };
     let tag = raw.trim();
-    if tag.is_empty() || tag.len() > 35 {
+    if tag.is_empty() || raw.chars().count() > LANGUAGE_MAX_CHARS {
         return Err(bad());
     }
     let mut subtags = tag.split(['-', '_']).peekable();
@@ -372,6 +483,23 @@ pub fn parse_language(raw: &str) -> Result<String, Invalid> {
     Ok(out.join("-"))
 }
 
+/// Characters an e-mail address may have as sent.
+pub const EMAIL_MAX_CHARS: usize = 254;
+
+/// Characters of the part before `@`, besides letters and digits.
+const EMAIL_LOCAL_SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
+
+/// The pattern of the addresses [`parse_email`] accepts (with [`EMAIL_MAX_CHARS`]): dot-atoms
+/// before `@`, then labels of 1–63 letters, digits and inner `-`, and a top-level domain of
+/// 2–63 letters.
+pub fn email_pattern() -> String {
+    let atom = format!("[A-Za-z0-9{EMAIL_LOCAL_SPECIALS}]+");
+    let label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    trimmed_pattern(&format!(
+        "{atom}(?:\\.{atom})*@(?:{label}\\.)+[A-Za-z]{{2,63}}"
+    ))
+}
+
 /// An e-mail address (`local@domain.tld`): the domain lower-cased, the local part kept.
 pub fn parse_email(raw: &str) -> Result<String, Invalid> {
     let bad = |why: &str| {
@@ -381,19 +509,17 @@ pub fn parse_email(raw: &str) -> Result<String, Invalid> {
         )
     };
     let email = raw.trim();
-    if email.len() > 254 {
+    if raw.chars().count() > EMAIL_MAX_CHARS {
         return Err(bad("it is longer than 254 characters"));
     }
     let (local, domain) = email.rsplit_once('@').ok_or_else(|| bad("no `@`"))?;
-    const LOCAL_SPECIALS: &[u8] = b".!#$%&'*+/=?^_`{|}~-";
     if local.is_empty()
-        || local.len() > 64
         || local.starts_with('.')
         || local.ends_with('.')
         || local.contains("..")
-        || !local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(&b))
+        || !local.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b == b'.' || EMAIL_LOCAL_SPECIALS.as_bytes().contains(&b)
+        })
     {
         return Err(bad("the part before `@` is not usable"));
     }
@@ -414,17 +540,27 @@ pub fn parse_email(raw: &str) -> Result<String, Invalid> {
     Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
 }
 
-/// A date of birth `YYYY-MM-DD`: not after `today` (in the country's time zone) and at most
-/// 130 years before it.
+/// A date of birth `YYYY-MM-DD` (RFC 3339's full-date, the schema's `format: date`): not
+/// after `today` (in the country's time zone) and at most 130 years before it.
 pub fn parse_date_of_birth(raw: &str, today: NaiveDate) -> Result<NaiveDate, Invalid> {
-    let date = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
+    let bad = || {
         Invalid::new(
             "dateOfBirth",
             format!("`{raw}` is not a date YYYY-MM-DD, like 1984-03-21"),
         )
-    })?;
+    };
+    // chrono alone also takes `1984-3-21` or `+1984-03-21`; the full-date has fixed widths.
+    let shaped = raw.len() == 10
+        && raw.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
+        return Err(bad());
+    }
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| bad())?;
     if date > today {
-        return Err(Invalid::new(
+        return Err(Invalid::against_today(
             "dateOfBirth",
             format!("{date} is in the future"),
         ));
@@ -433,7 +569,7 @@ pub fn parse_date_of_birth(raw: &str, today: NaiveDate) -> Result<NaiveDate, Inv
         .with_year(today.year() - 130)
         .unwrap_or(NaiveDate::MIN);
     if date < oldest {
-        return Err(Invalid::new(
+        return Err(Invalid::against_today(
             "dateOfBirth",
             format!("{date} is more than 130 years ago"),
         ));
@@ -633,6 +769,221 @@ mod tests {
         );
         assert_eq!(roles(&["superuser"]).map_err(|e| e.field), Err("roles"));
         assert_eq!(roles(&[]).map_err(|e| e.field), Err("roles"));
+    }
+
+    /// Whether `pattern` (as the OpenAPI document states it, with `max` characters) takes
+    /// `value`, read by a JSON Schema validator as a client's would.
+    struct Stated(jsonschema::Validator);
+
+    impl Stated {
+        fn new(pattern: &str, max: usize) -> Self {
+            let schema =
+                serde_json::json!({"type": "string", "pattern": pattern, "maxLength": max});
+            Self(jsonschema::validator_for(&schema).expect("a valid schema"))
+        }
+
+        fn takes(&self, value: &str) -> bool {
+            self.0
+                .is_valid(&serde_json::Value::String(value.to_owned()))
+        }
+    }
+
+    /// Random texts over `alphabet`, up to `max` characters, from a fixed seed.
+    fn texts(alphabet: &[&str], max: usize, count: usize) -> Vec<String> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        (0..count)
+            .map(|_| {
+                let len = rng.random_range(0..=max);
+                (0..len)
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_phone_pattern_takes_exactly_the_numbers_each_plan_parses() {
+        for plan in PLANS {
+            let numbering = Numbering { plan: *plan };
+            let stated = Stated::new(&numbering.pattern(), PHONE_MAX_CHARS);
+            // Numbers built the ways people write them, around the plan's lengths, and noise.
+            let code = plan.calling_code;
+            let trunk = plan.trunk_prefix.unwrap_or("");
+            let mut values: Vec<String> = Vec::new();
+            for digits in texts(&["0", "1", "2", "5", "9"], plan.max_digits + 2, 400) {
+                for prefix in [
+                    String::new(),
+                    format!("+{code}"),
+                    format!("+{code} "),
+                    format!("00{code}"),
+                    format!("+{code}({trunk})"),
+                    trunk.to_owned(),
+                    "0".into(),
+                    "00".into(),
+                    "+".into(),
+                    " ".into(),
+                ] {
+                    let spaced: String = digits
+                        .chars()
+                        .enumerate()
+                        .map(|(i, d)| {
+                            if i % 3 == 2 {
+                                format!("{d}.")
+                            } else {
+                                d.to_string()
+                            }
+                        })
+                        .collect();
+                    values.push(format!("{prefix}{digits}"));
+                    values.push(format!(" {prefix}-{spaced}\u{3000}"));
+                }
+            }
+            values.extend(texts(
+                &[
+                    "+", "0", "3", "4", "9", " ", "(", ")", ".", "-", "/", "a", "\t", "\u{a0}",
+                    "\u{feff}",
+                ],
+                36,
+                3000,
+            ));
+            let mut accepted = 0;
+            for value in &values {
+                let parsed = numbering.parse(value).is_ok();
+                accepted += usize::from(parsed);
+                assert_eq!(stated.takes(value), parsed, "{} {value:?}", plan.country);
+            }
+            assert!(
+                accepted >= 100,
+                "{}: only {accepted} accepted numbers were tried",
+                plan.country
+            );
+        }
+    }
+
+    #[test]
+    fn the_code_pattern_takes_exactly_the_codes_that_parse() {
+        let stated = Stated::new(&code_pattern(), usize::MAX >> 1);
+        let mut values = texts(
+            &["0", "7", "9", " ", "\t", "a", "\u{2003}", "\u{feff}"],
+            9,
+            5000,
+        );
+        values.extend(["123456", " 012345\n", "１２３４５６"].map(String::from));
+        for value in values {
+            assert_eq!(
+                stated.takes(&value),
+                parse_code("code", &value).is_ok(),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_language_pattern_takes_exactly_the_tags_that_parse() {
+        let stated = Stated::new(&language_pattern(), LANGUAGE_MAX_CHARS);
+        let subtags = [
+            "fr",
+            "DE",
+            "zh",
+            "yue",
+            "cmn",
+            "Hant",
+            "latn",
+            "TW",
+            "419",
+            "1996",
+            "rozaj",
+            "u",
+            "x",
+            "a",
+            "ca",
+            "gregory",
+            "abcdefghi",
+            "12",
+            "-",
+            "_",
+            " ",
+            "\u{a0}",
+            "é",
+        ];
+        let mut values: Vec<String> = Vec::new();
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let parts = rng.random_range(1..=5);
+            let tag: Vec<&str> = (0..parts)
+                .map(|_| subtags[rng.random_range(0..subtags.len())])
+                .collect();
+            let sep = if rng.random_bool(0.8) { "-" } else { "_" };
+            values.push(tag.join(sep));
+        }
+        values.extend(texts(&["a", "Z", "1", "-", "_", " "], 40, 5000));
+        for value in &values {
+            assert_eq!(
+                stated.takes(value),
+                parse_language(value).is_ok(),
+                "{value:?}"
+            );
+        }
+        let accepted = values.iter().filter(|v| parse_language(v).is_ok()).count();
+        assert!(accepted >= 1000, "only {accepted} tags were accepted");
+    }
+
+    #[test]
+    fn the_email_pattern_takes_exactly_the_addresses_that_parse() {
+        let stated = Stated::new(&email_pattern(), EMAIL_MAX_CHARS);
+        let pieces = [
+            "jane",
+            "J",
+            ".",
+            "..",
+            "@",
+            "example",
+            "org",
+            "c0m",
+            "-",
+            "x-y",
+            "+tag",
+            "!#$%&'*/=?^_`{|}~",
+            " ",
+            "\u{2028}",
+            "é",
+            "a1",
+            &"l".repeat(63),
+            &"m".repeat(64),
+        ];
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut values: Vec<String> = Vec::new();
+        for _ in 0..20_000 {
+            let local: String = (0..rng.random_range(0..3))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let domain: Vec<&str> = (0..rng.random_range(1..4))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            values.push(format!("{local}@{}", domain.join(".")));
+        }
+        values.extend(["jane@example.org", " Jane.Doe+pulse@Example.ORG "].map(String::from));
+        for value in &values {
+            assert_eq!(stated.takes(value), parse_email(value).is_ok(), "{value:?}");
+        }
+        let accepted = values.iter().filter(|v| parse_email(v).is_ok()).count();
+        assert!(accepted >= 200, "only {accepted} addresses were accepted");
+    }
+
+    #[test]
+    fn a_date_of_birth_out_of_range_is_refused_against_today_only() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 10).expect("date");
+        assert!(parse_date_of_birth("2026-12-11", today).is_err_and(|e| e.against_today));
+        assert!(parse_date_of_birth("1890-01-01", today).is_err_and(|e| e.against_today));
+        for malformed in ["1984-3-21", "+1984-03-21", " 1984-03-21", "1984-02-30"] {
+            assert!(
+                parse_date_of_birth(malformed, today).is_err_and(|e| !e.against_today),
+                "{malformed}"
+            );
+        }
     }
 
     #[test]

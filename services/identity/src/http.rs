@@ -30,7 +30,7 @@ use uuid::Uuid;
 pub use problems::user_not_found;
 pub use views::{
     EmailVerification, JwksDocument, OtpAccepted, OtpRequest, ProfilePatch, ProfileView,
-    RefreshRequest, RolesInput, RolesView, TokenRequest, TokenResponse,
+    RefreshRequest, RolesInput, RolesView, TokenRequest, TokenResponse, phone_schema,
 };
 
 use crate::keys::Keyring;

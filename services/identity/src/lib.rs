@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_kit::component::{BuildError, Component, ComponentContext, GrpcServices, Job, Parts};
+use pulse_kit::config::CountryConfig;
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, SettingError};
 use pulse_proto::identity::v1::directory_server::DirectoryServer;
@@ -169,9 +170,26 @@ impl Component for Identity {
         &MIGRATIONS
     }
 
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    /// The document, with the phone numbers of `country` stated by its numbering plan.
+    fn openapi(&self, country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
-        Some(http::IdentityApi::openapi())
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let mut doc = http::IdentityApi::openapi();
+        // Without a plan the build fails; the document keeps the plan-free schema.
+        if let (Some(numbering), Some(components)) =
+            (Numbering::of(&country.code), doc.components.as_mut())
+        {
+            for body in ["OtpRequest", "TokenRequest"] {
+                if let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut(body) {
+                    body.properties.insert(
+                        "phone".to_owned(),
+                        RefOr::T(Schema::Object(http::phone_schema(&numbering))),
+                    );
+                }
+            }
+        }
+        Some(doc)
     }
 
     /// Builds the keyring, the SMS and e-mail ports and the flows over them: the HTTP routes,

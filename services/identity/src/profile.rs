@@ -140,10 +140,10 @@ impl Profiles {
         let language = match &change.language {
             None => None,
             Some(None) => {
-                return Err(Invalid {
-                    field: "language",
-                    message: "the preferred language cannot be removed: send another one, like `fr` or `en-GB`".into(),
-                });
+                return Err(Invalid::new(
+                    "language",
+                    "the preferred language cannot be removed: send another one, like `fr` or `en-GB`",
+                ));
             }
             Some(Some(raw)) => Some(domain::parse_language(raw)?),
         };

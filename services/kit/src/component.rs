@@ -196,9 +196,10 @@ pub trait Component: Send + Sync {
     /// The component's own migrations (versions above the kit's reserved range).
     fn migrations(&self) -> &'static Migrator;
 
-    /// OpenAPI description of the routes; the server merges every component's into
-    /// `/openapi.json`.
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    /// OpenAPI description of the routes for the deployment's `country` (limits that depend
+    /// on it, such as its phone numbers, are stated for it); the server merges every
+    /// component's into `/openapi.json`.
+    fn openapi(&self, _country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         None
     }
 

@@ -159,83 +159,175 @@ pub fn operations(doc: &Value) -> Vec<((axum::http::Method, String), bool)> {
         .collect()
 }
 
-/// Adds OpenAPI `links` from the operations that create or replace a resource to those that
-/// take its id, so a client (or a tool) can chain create → read → act: a `POST` on a collection
-/// (`/v1/orders`) whose success body has an `id` links to every operation under
-/// `/v1/orders/{…}` with that id (`$response.body#/id`); a `PUT` on `/v1/campaigns/{id}` links
-/// to the other operations under that path with the same id (`$request.path.id`).
+/// The resource a plural path segment or collection names: `orders` → `order`,
+/// `dead-letters` → `dead-letter`.
+fn singular(plural: &str) -> Option<&str> {
+    plural.strip_suffix('s').filter(|name| !name.is_empty())
+}
+
+/// Where a link takes a resource's id from, or puts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// A path parameter.
+    Parameter(String),
+    /// A top-level field of the JSON request body.
+    Body(String),
+}
+
+/// Adds OpenAPI `links` from the operations that yield a resource's id to those that take it,
+/// so a client (or a tool) can chain create → list → read → act. Resources are named by the
+/// paths and fields, never listed by hand:
+/// - ids come from a `POST` on a collection (`/v1/orders` → an `order`, `$response.body#/id`),
+///   a `GET` of a collection (`$response.body#/items/0/id`), an array of objects with an `id`
+///   (`slots` → a `slot`, `$response.body#/slots/0/id`), a field named `…Id` (`userId` → a
+///   `user`), or the path of a `PUT` on an item (`/v1/campaigns/{id}` → `$request.path.id`);
+/// - they go to the path parameter after a collection (`/v1/orders/{id}/pay`), a parameter
+///   named after the resource (`/v1/seckill/{campaign}/orders`), or a request body field named
+///   `…Id` (`slotId` of `POST /v1/appointments`).
 pub fn link_resources(doc: &mut Value) {
     let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
         return;
     };
-    // (path, method, operationId) of every operation.
-    let operations: Vec<(String, &'static str, String)> = paths
-        .iter()
-        .flat_map(|(path, item)| {
-            METHODS.into_iter().filter_map(move |method| {
-                let id = item.get(method)?.get("operationId")?.as_str()?;
-                Some((path.clone(), method, id.to_owned()))
-            })
-        })
-        .collect();
     let schemas = doc["components"]["schemas"].clone();
-    let has_id = |response: &Value| {
-        let schema = &response["content"]["application/json"]["schema"];
-        let schema = match schema["$ref"].as_str() {
+    let resolve = |schema: &Value| -> Value {
+        match schema["$ref"].as_str() {
             Some(reference) => reference
                 .strip_prefix("#/components/schemas/")
-                .map_or(&Value::Null, |name| &schemas[name]),
-            None => schema,
-        };
-        schema["properties"]["id"].is_object()
+                .map_or(Value::Null, |name| schemas[name].clone()),
+            None => schema.clone(),
+        }
     };
-    let mut links: Vec<(String, &'static str, String, Map<String, Value>)> = Vec::new();
-    for (path, method, _) in &operations {
-        let response = paths[path][*method]["responses"]
-            .as_object()
-            .and_then(|responses| {
+    let has_id = |schema: &Value| resolve(schema)["properties"]["id"].is_object();
+    struct Operation {
+        path: String,
+        method: &'static str,
+        id: String,
+        /// The first 2xx answer: its status and (resolved) JSON body schema.
+        success: Option<(String, Value)>,
+        /// (resource, where the id goes).
+        takes: Vec<(String, Slot)>,
+    }
+    let mut operations: Vec<Operation> = Vec::new();
+    for (path, item) in paths {
+        for method in METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let Some(id) = operation["operationId"].as_str() else {
+                continue;
+            };
+            let success = operation["responses"].as_object().and_then(|responses| {
                 responses
                     .iter()
                     .find(|(status, _)| status.starts_with('2'))
-                    .map(|(status, response)| (status.clone(), response))
+                    .map(|(status, response)| {
+                        let schema = &response["content"]["application/json"]["schema"];
+                        (status.clone(), resolve(schema))
+                    })
             });
-        let Some((status, response)) = response else {
+            let mut takes = Vec::new();
+            let segments: Vec<&str> = path.split('/').collect();
+            for (at, segment) in segments.iter().enumerate() {
+                let Some(param) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+                else {
+                    continue;
+                };
+                let resource = if param == "id" {
+                    at.checked_sub(1)
+                        .and_then(|before| singular(segments[before]))
+                } else {
+                    Some(param)
+                };
+                if let Some(resource) = resource {
+                    takes.push((resource.to_owned(), Slot::Parameter(param.to_owned())));
+                }
+            }
+            let body = resolve(&operation["requestBody"]["content"]["application/json"]["schema"]);
+            for field in body["properties"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.keys())
+            {
+                if let Some(resource) = field.strip_suffix("Id").filter(|r| !r.is_empty()) {
+                    takes.push((resource.to_owned(), Slot::Body(field.clone())));
+                }
+            }
+            operations.push(Operation {
+                path: path.clone(),
+                method,
+                id: id.to_owned(),
+                success,
+                takes,
+            });
+        }
+    }
+    let mut links: Vec<(String, &'static str, String, Map<String, Value>)> = Vec::new();
+    for source in &operations {
+        let Some((status, body)) = &source.success else {
             continue;
         };
-        let (prefix, source) = match *method {
-            "post" if !path.ends_with('}') && has_id(response) => (format!("{path}/{{"), None),
-            "put" if path.ends_with('}') => match path.rsplit_once("/{") {
-                Some((collection, param)) => (
-                    format!("{collection}/{{"),
-                    Some(param.trim_end_matches('}').to_owned()),
-                ),
-                None => continue,
-            },
-            _ => continue,
-        };
+        // (resource, runtime expression of its id).
+        let mut yields: Vec<(String, String)> = Vec::new();
+        let collection = singular(source.path.rsplit('/').next().unwrap_or_default());
+        match (source.method, collection) {
+            ("post", Some(resource)) if body["properties"]["id"].is_object() => {
+                yields.push((resource.to_owned(), "$response.body#/id".to_owned()));
+            }
+            ("put", None) => {
+                let segments: Vec<&str> = source.path.split('/').collect();
+                if let [.., collection, last] = segments.as_slice()
+                    && let Some(param) = last.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+                    && let Some(resource) = singular(collection)
+                {
+                    yields.push((resource.to_owned(), format!("$request.path.{param}")));
+                }
+            }
+            _ => {}
+        }
+        for (field, schema) in body["properties"].as_object().into_iter().flatten() {
+            if schema["type"] == "array" && has_id(&schema["items"]) {
+                let resource = if field == "items" {
+                    collection.filter(|_| source.method == "get")
+                } else {
+                    singular(field)
+                };
+                if let Some(resource) = resource {
+                    yields.push((resource.to_owned(), format!("$response.body#/{field}/0/id")));
+                }
+            } else if let Some(resource) = field.strip_suffix("Id").filter(|r| !r.is_empty()) {
+                yields.push((resource.to_owned(), format!("$response.body#/{field}")));
+            }
+        }
         let mut found = Map::new();
-        for (target, target_method, target_id) in &operations {
-            if (target, target_method) == (path, method) {
+        for target in &operations {
+            if (&target.path, target.method) == (&source.path, source.method) {
                 continue;
             }
-            let Some(rest) = target.strip_prefix(&prefix) else {
+            let mut parameters = Map::new();
+            let mut request_body = Map::new();
+            for (resource, slot) in &target.takes {
+                let Some((_, expression)) = yields.iter().find(|(r, _)| r == resource) else {
+                    continue;
+                };
+                match slot {
+                    Slot::Parameter(name) => parameters.insert(name.clone(), json!(expression)),
+                    Slot::Body(field) => request_body.insert(field.clone(), json!(expression)),
+                };
+            }
+            if parameters.is_empty() && request_body.is_empty() {
                 continue;
-            };
-            let Some((param, _)) = rest.split_once('}') else {
-                continue;
-            };
-            let value = match &source {
-                None => "$response.body#/id".to_owned(),
-                Some(name) if name == param => format!("$request.path.{name}"),
-                Some(_) => continue,
-            };
-            found.insert(
-                target_id.clone(),
-                json!({ "operationId": target_id, "parameters": { param: value } }),
-            );
+            }
+            let mut link = json!({ "operationId": target.id });
+            if !parameters.is_empty() {
+                link["parameters"] = Value::Object(parameters);
+            }
+            if !request_body.is_empty() {
+                link["requestBody"] = Value::Object(request_body);
+            }
+            found.insert(target.id.clone(), link);
         }
         if !found.is_empty() {
-            links.push((path.clone(), method, status, found));
+            links.push((source.path.clone(), source.method, status.clone(), found));
         }
     }
     for (path, method, status, found) in links {
@@ -520,39 +612,80 @@ mod tests {
     }
 
     #[test]
-    fn creating_operations_link_to_those_that_take_the_new_id() {
+    fn operations_that_yield_an_id_link_to_those_that_take_it() {
+        let json_body = |schema: &str| json!({ "description": "ok", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
         let mut doc = json!({
             "paths": {
                 "/v1/orders": {
-                    "post": { "operationId": "place_order", "responses": { "201": { "description": "created",
-                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Order" } } } } } },
-                    "get": { "operationId": "list_orders", "responses": { "200": { "description": "list" } } }
+                    "post": { "operationId": "place_order", "responses": { "201": json_body("Order") },
+                        "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/OrderInput" } } } } },
+                    "get": { "operationId": "list_orders", "responses": { "200": json_body("OrderList") } }
                 },
                 "/v1/orders/{id}": { "get": { "operationId": "get_order", "responses": {} } },
                 "/v1/orders/{id}/pay": { "post": { "operationId": "pay", "responses": {} } },
+                "/v1/products": { "post": { "operationId": "create_product", "responses": { "201": json_body("Product") } } },
                 "/v1/campaigns/{id}": {
                     "put": { "operationId": "put_campaign", "responses": { "200": { "description": "ok" } } },
                     "get": { "operationId": "get_campaign", "responses": {} }
                 },
-                "/v1/campaigns/{id}/close": { "post": { "operationId": "close_campaign", "responses": {} } }
+                "/v1/campaigns/{id}/close": { "post": { "operationId": "close_campaign", "responses": {} } },
+                "/v1/seckill/{campaign}/orders": { "post": { "operationId": "seckill", "responses": { "202": json_body("Accepted") } } },
+                "/v1/auth/token": { "post": { "operationId": "sign_in", "responses": { "200": json_body("Token") } } },
+                "/v1/users/{id}/roles": { "put": { "operationId": "set_roles", "responses": {} } }
             },
-            "components": { "schemas": { "Order": { "properties": { "id": { "type": "string" } } } } }
+            "components": { "schemas": {
+                "Order": { "properties": { "id": { "type": "string" } } },
+                "OrderList": { "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Order" } } } },
+                "OrderInput": { "properties": { "productId": { "type": "string" }, "quantity": { "type": "integer" } } },
+                "Product": { "properties": { "id": { "type": "string" } } },
+                "Accepted": { "properties": { "orderId": { "type": "string" } } },
+                "Token": { "properties": { "userId": { "type": "string" }, "accessToken": { "type": "string" } } }
+            } }
         });
         link_resources(&mut doc);
-        let created = &doc["paths"]["/v1/orders"]["post"]["responses"]["201"]["links"];
+        let links = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["links"].clone()
+        };
+        // Created: the new id goes to the operations under the collection.
+        let created = links("/v1/orders", "post", "201");
         assert_eq!(
             created["get_order"],
             json!({ "operationId": "get_order", "parameters": { "id": "$response.body#/id" } })
         );
         assert_eq!(created["pay"]["parameters"]["id"], "$response.body#/id");
         assert!(created.get("list_orders").is_none());
-        let put = &doc["paths"]["/v1/campaigns/{id}"]["put"]["responses"]["200"]["links"];
+        // Listed: the first item's id.
+        assert_eq!(
+            links("/v1/orders", "get", "200")["pay"]["parameters"]["id"],
+            "$response.body#/items/0/id"
+        );
+        // Into a request body field named after the resource.
+        assert_eq!(
+            links("/v1/products", "post", "201")["place_order"],
+            json!({ "operationId": "place_order", "requestBody": { "productId": "$response.body#/id" } })
+        );
+        // Replaced: the id of the request's path, to a parameter named after the resource too.
+        let put = links("/v1/campaigns/{id}", "put", "200");
         assert_eq!(
             put["close_campaign"]["parameters"]["id"],
             "$request.path.id"
         );
         assert_eq!(put["get_campaign"]["parameters"]["id"], "$request.path.id");
-        assert!(doc["paths"]["/v1/orders"]["get"]["responses"]["200"]["links"].is_null());
+        assert_eq!(put["seckill"]["parameters"]["campaign"], "$request.path.id");
+        // A field named `…Id`.
+        assert_eq!(
+            links("/v1/seckill/{campaign}/orders", "post", "202")["get_order"]["parameters"]["id"],
+            "$response.body#/orderId"
+        );
+        assert_eq!(
+            links("/v1/auth/token", "post", "200")["set_roles"]["parameters"]["id"],
+            "$response.body#/userId"
+        );
+        assert!(
+            links("/v1/auth/token", "post", "200")
+                .get("place_order")
+                .is_none()
+        );
     }
 
     /// The documented format accepts exactly the keys the middleware accepts.

@@ -367,7 +367,7 @@ pub async fn start(
             outbox: Outbox::new(&country.code, &keyspace, name),
         };
         let mut keys = IdempotencyStore::new(pool.clone());
-        if let Some(doc) = component.openapi() {
+        if let Some(doc) = component.openapi(&country) {
             let operations = crate::openapi::operations(
                 &serde_json::to_value(&doc).map_err(ServerError::OpenApi)?,
             );

@@ -39,6 +39,16 @@ pub fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 
+/// A pattern class of the characters [`str::trim`] drops (every one of [`WHITESPACE`]), for
+/// patterns of values the domains trim: `^{class}*…{class}*$`.
+pub fn whitespace_class() -> String {
+    let escaped: String = WHITESPACE
+        .iter()
+        .map(|c| format!("\\u{:04x}", u32::from(*c)))
+        .collect();
+    format!("[{escaped}]")
+}
+
 /// The pattern of [`checked`]'s characters: no control character, and one that is not white
 /// space. Escapes only (`\xHH`, `\uHHHH`), which ECMA-262, Rust and Python regexes all read.
 pub fn not_blank_pattern() -> String {

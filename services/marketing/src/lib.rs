@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::family::Family;
 use pulse_kit::component::{BuildError, Component, ComponentContext, ConsumerSpec, Job, Parts};
+use pulse_kit::config::CountryConfig;
 use pulse_kit::consumer::ConsumerConfig;
 use pulse_kit::kafka::events_topic;
 use sqlx::migrate::Migrator;
@@ -74,7 +75,7 @@ impl Component for Marketing {
         &MIGRATIONS
     }
 
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    fn openapi(&self, _country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
         Some(http::MarketingApi::openapi())
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pulse_kit::component::{BuildError, Component, ComponentContext, Job, Parts};
+use pulse_kit::config::CountryConfig;
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, SettingError};
 use sqlx::migrate::Migrator;
@@ -116,7 +117,7 @@ impl Component for Notifier {
         &MIGRATIONS
     }
 
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    fn openapi(&self, _country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
         Some(http::NotifierApi::openapi())
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use pulse_kit::component::{BuildError, Component, ComponentContext, Job, Parts};
+use pulse_kit::config::CountryConfig;
 use pulse_kit::metrics::Metrics;
 use pulse_kit::server::ServerSettings;
 use pulse_kit::settings::{Env, SettingError, ordering as vars};
@@ -170,7 +171,7 @@ impl Component for Ordering {
         &MIGRATIONS
     }
 
-    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+    fn openapi(&self, _country: &CountryConfig) -> Option<utoipa::openapi::OpenApi> {
         use utoipa::OpenApi;
         Some(http::OrderingApi::openapi())
     }

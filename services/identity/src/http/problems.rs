@@ -15,7 +15,12 @@ use pulse_kit::sms::SmsError;
 
 impl From<Invalid> for Problem {
     fn from(err: Invalid) -> Self {
-        Problem::unprocessable(err.to_string()).with("field", err.field)
+        let field = err.field;
+        if err.against_today {
+            Problem::invalid_combination(err.to_string()).with("field", field)
+        } else {
+            Problem::unprocessable(err.to_string()).with("field", field)
+        }
     }
 }
 

@@ -5,6 +5,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type};
+
+use crate::domain::{self, Numbering};
 use crate::profile::ProfileChange;
 use crate::sessions::Session;
 use crate::store::UserRow;
@@ -14,6 +17,7 @@ use crate::store::UserRow;
 #[serde(rename_all = "camelCase")]
 pub struct OtpRequest {
     /// The phone, international (`+33 6 12 34 56 78`) or national (`06 12 34 56 78`).
+    #[schema(schema_with = any_phone_schema)]
     pub phone: String,
 }
 
@@ -32,8 +36,10 @@ pub struct OtpAccepted {
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequest {
     /// The phone the code was sent to.
+    #[schema(schema_with = any_phone_schema)]
     pub phone: String,
     /// The 6-digit code.
+    #[schema(schema_with = code_schema)]
     pub code: String,
 }
 
@@ -131,21 +137,21 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfilePatch {
-    /// Name, 1 to 100 characters.
+    /// Name, 1 to 100 characters; `null` removes it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = name_schema)]
     pub name: Option<Option<String>>,
     /// Preferred language, a BCP 47 tag (`fr`, `en-GB`); cannot be removed.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = language_schema)]
     pub language: Option<Option<String>>,
-    /// Date of birth, `YYYY-MM-DD`, not in the future.
+    /// Date of birth, `YYYY-MM-DD`, not in the future; `null` removes it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, format = Date)]
+    #[schema(schema_with = date_of_birth_schema)]
     pub date_of_birth: Option<Option<String>>,
     /// E-mail address; a new one is unverified until the code sent to it comes back.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = email_schema)]
     pub email: Option<Option<String>>,
 }
 
@@ -165,7 +171,84 @@ impl From<ProfilePatch> for ProfileChange {
 #[serde(rename_all = "camelCase")]
 pub struct EmailVerification {
     /// The 6-digit code sent to the address.
+    #[schema(schema_with = code_schema)]
     pub code: String,
+}
+
+// The schemas state the domain's rules with the patterns built next to them (crate::domain),
+// so the document and the parsers cannot drift.
+
+const PHONE_DESCRIPTION: &str = "A phone of the deployment's country, international (`+33 6 12 34 56 78`, `0033 6…`) or national (`06 12 34 56 78`); spaces, dots, dashes, slashes and parentheses between the digits";
+
+/// A phone of the deployment's country, as [`Numbering::parse`] accepts it.
+pub fn phone_schema(numbering: &Numbering) -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .min_length(Some(1))
+        .max_length(Some(domain::PHONE_MAX_CHARS))
+        .pattern(Some(numbering.pattern()))
+        .description(Some(PHONE_DESCRIPTION))
+        .build()
+}
+
+/// The phone before the country is known; [`crate::Identity`]'s document replaces it with
+/// [`phone_schema`] of the deployment's country.
+fn any_phone_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .min_length(Some(1))
+        .max_length(Some(domain::PHONE_MAX_CHARS))
+        .description(Some(PHONE_DESCRIPTION))
+        .build()
+}
+
+fn code_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(domain::code_pattern()))
+        .description(Some("The 6-digit code"))
+        .build()
+}
+
+fn name_schema() -> Object {
+    pulse_kit::text::nullable_schema(
+        domain::NAME_MAX_CHARS,
+        "Name, 1 to 100 characters; `null` removes it",
+    )
+}
+
+fn language_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .min_length(Some(2))
+        .max_length(Some(domain::LANGUAGE_MAX_CHARS))
+        .pattern(Some(domain::language_pattern()))
+        .description(Some(
+            "Preferred language, a BCP 47 tag (`fr`, `en-GB`); cannot be removed (no `null`)",
+        ))
+        .build()
+}
+
+fn date_of_birth_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+        .description(Some(
+            "Date of birth, `YYYY-MM-DD`, neither in the future nor more than 130 years ago (else 422 invalid-combination); `null` removes it",
+        ))
+        .build()
+}
+
+fn email_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(6))
+        .max_length(Some(domain::EMAIL_MAX_CHARS))
+        .pattern(Some(domain::email_pattern()))
+        .description(Some(
+            "E-mail address; a new one is unverified until the code sent to it comes back; `null` removes it",
+        ))
+        .build()
 }
 
 /// `PUT /v1/users/{id}/roles`.
