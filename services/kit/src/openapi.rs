@@ -27,6 +27,22 @@ const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
+/// A schema written as JSON Schema 2020-12 (the dialect of OpenAPI 3.1), for keywords utoipa
+/// has no builder for (`if`/`then`, `const`): a JSON object is served as written; any other
+/// value `v` becomes `{"const": v}`.
+pub fn json_schema(schema: Value) -> Object {
+    let keywords = match schema {
+        Value::Object(keywords) => keywords,
+        other => Map::from_iter([("const".to_owned(), other)]),
+    };
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter(
+            keywords,
+        )))
+        .build()
+}
+
 /// The schema of a whole number from `minimum` to `maximum` (a component's limits, which
 /// utoipa's attributes cannot take from a constant).
 pub fn integer_schema(minimum: i64, maximum: i64, description: &str) -> Object {

@@ -32,6 +32,7 @@ pub use poll::RESERVATION_LOST_AFTER;
 
 pub use views::{
     OrderInput, OrderList, OrderView, PaymentStarted, ProductInput, ProductList, WebhookAck,
+    WebhookEventBody,
 };
 
 use crate::catalogue::Catalogue;
@@ -308,7 +309,7 @@ pub async fn refund(
 /// Idempotent on the provider's event id.
 #[utoipa::path(post, path = "/v1/payments/webhook", tag = "ordering",
     params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256 of `t.body`>")),
-    request_body(content = String, content_type = "application/json"),
+    request_body(content = WebhookEventBody, content_type = "application/json"),
     responses((status = 200, body = WebhookAck),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "webhook-signature-invalid, webhook-signature-stale or webhook-malformed"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "webhook-unknown-order")))]
@@ -334,7 +335,7 @@ pub async fn webhook(
     paths(create_product, update_product, list_products, get_product, place_order, get_order, list_orders,
           cancel, pay, refund, webhook),
     components(schemas(Problem, ProductInput, ProductRow, ProductList, OrderInput, OrderView, OrderList,
-                       OrderKind, OrderStatus, CancelReason, PaymentStarted, WebhookAck)),
+                       OrderKind, OrderStatus, CancelReason, PaymentStarted, WebhookEventBody, WebhookAck)),
     tags((name = "ordering", description = "Products, orders and payments"))
 )]
 pub struct OrderingApi;

@@ -176,6 +176,22 @@ pub struct OrderList {
     pub items: Vec<OrderView>,
 }
 
+/// The body of the payment provider's webhook, as the document states it
+/// ([`crate::payments::webhook::event_schema`]); the handler reads the raw bytes, which the
+/// signature covers.
+pub struct WebhookEventBody;
+
+impl utoipa::PartialSchema for WebhookEventBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::Schema::Object(pulse_kit::openapi::json_schema(
+            crate::payments::webhook::event_schema(),
+        ))
+        .into()
+    }
+}
+
+impl utoipa::ToSchema for WebhookEventBody {}
+
 /// The webhook's answer.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

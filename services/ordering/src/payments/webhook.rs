@@ -71,12 +71,71 @@ fn text(value: &Value, pointer: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn order_ref(object: &Value) -> Option<OrderRef> {
-    let by_id = text(object, "/client_reference_id")
-        .or_else(|| text(object, "/metadata/order_id"))
+/// Event types of a finished checkout.
+pub const CHECKOUT_COMPLETED: [&str; 2] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+];
+/// Event type of a refunded charge.
+pub const CHARGE_REFUNDED: &str = "charge.refunded";
+
+/// A UUID in its hyphenated form (JSON Schema's `format: uuid`), at `pointer`.
+fn uuid_at(object: &Value, pointer: &str) -> Option<Uuid> {
+    text(object, pointer)
+        .filter(|s| s.len() == 36)
         .and_then(|s| s.parse::<Uuid>().ok())
-        .map(OrderRef::Id);
-    by_id.or_else(|| text(object, "/payment_intent").map(OrderRef::PaymentIntent))
+}
+
+/// The order a checkout or charge names: `client_reference_id`, else `metadata.order_id`
+/// (order ids), else `payment_intent`.
+fn order_ref(object: &Value) -> Option<OrderRef> {
+    uuid_at(object, "/client_reference_id")
+        .or_else(|| uuid_at(object, "/metadata/order_id"))
+        .map(OrderRef::Id)
+        .or_else(|| text(object, "/payment_intent").map(OrderRef::PaymentIntent))
+}
+
+/// The JSON Schema of the events [`WebhookEvent::parse`] takes: `id`, `type` and
+/// `data.object`; a checkout names its session, a refunded charge its order or payment.
+pub fn event_schema() -> Value {
+    let text = serde_json::json!({ "type": "string", "minLength": 1 });
+    let uuid = serde_json::json!({ "type": "string", "format": "uuid" });
+    let object_is = |schema: Value| serde_json::json!({ "properties": { "data": { "properties": { "object": schema } } } });
+    serde_json::json!({
+        "type": "object",
+        "description": "A Stripe-shaped event: `{id, type, data: {object}}`. Checkouts (`checkout.session.completed`, `checkout.session.async_payment_succeeded`) and refunded charges (`charge.refunded`) are applied to the order they name; any other type is acknowledged and ignored.",
+        "required": ["id", "type", "data"],
+        "properties": {
+            "id": { "description": "The provider's event id; an event comes into effect once", "type": "string", "minLength": 1 },
+            "type": text,
+            "data": {
+                "type": "object",
+                "required": ["object"],
+                "properties": { "object": { "type": "object" } }
+            }
+        },
+        "allOf": [
+            {
+                "if": { "properties": { "type": { "enum": CHECKOUT_COMPLETED } } },
+                "then": object_is(serde_json::json!({
+                    "required": ["id"],
+                    "properties": { "id": text }
+                }))
+            },
+            {
+                "if": { "properties": { "type": { "const": CHARGE_REFUNDED } } },
+                "then": object_is(serde_json::json!({
+                    "anyOf": [
+                        { "required": ["client_reference_id"], "properties": { "client_reference_id": uuid } },
+                        { "required": ["metadata"], "properties": { "metadata": {
+                            "type": "object", "required": ["order_id"], "properties": { "order_id": uuid }
+                        } } },
+                        { "required": ["payment_intent"], "properties": { "payment_intent": text } }
+                    ]
+                }))
+            }
+        ]
+    })
 }
 
 impl WebhookEvent {
@@ -91,7 +150,7 @@ impl WebhookEvent {
             .filter(|o| o.is_object())
             .ok_or_else(|| BadEvent("no `data.object`".into()))?;
         Ok(match event_type.as_str() {
-            "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            t if CHECKOUT_COMPLETED.contains(&t) => {
                 let session_id =
                     text(object, "/id").ok_or_else(|| BadEvent("no session `id`".into()))?;
                 Self::CheckoutCompleted {
@@ -105,7 +164,7 @@ impl WebhookEvent {
                     event_type,
                 }
             }
-            "charge.refunded" => Self::Refunded {
+            CHARGE_REFUNDED => Self::Refunded {
                 order: order_ref(object).ok_or_else(|| {
                     BadEvent("the charge names no order or payment intent".into())
                 })?,
@@ -276,6 +335,58 @@ impl WebhookOutcome {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_event_schema_takes_exactly_the_events_that_parse() {
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&event_schema())
+            .expect("a valid schema");
+        let order = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let types = [
+            json!("checkout.session.completed"),
+            json!("checkout.session.async_payment_succeeded"),
+            json!("charge.refunded"),
+            json!("customer.created"),
+            json!(""),
+            json!(7),
+        ];
+        let objects = [
+            json!({}),
+            json!({ "id": "cs_1" }),
+            json!({ "id": "" }),
+            json!({ "id": 5 }),
+            json!({ "client_reference_id": order }),
+            json!({ "client_reference_id": order.replace('-', "") }),
+            json!({ "client_reference_id": "not-an-order", "metadata": { "order_id": order } }),
+            json!({ "metadata": { "order_id": "nope" } }),
+            json!({ "metadata": [] }),
+            json!({ "payment_intent": "pi_1" }),
+            json!({ "payment_intent": "" }),
+            json!({ "id": "cs_2", "client_reference_id": order, "payment_status": "paid" }),
+            json!([]),
+            json!("text"),
+        ];
+        let mut events = vec![json!(null), json!([]), json!({}), json!({ "id": "evt" })];
+        for event_type in &types {
+            for object in &objects {
+                for id in [json!("evt_1"), json!(""), json!(null)] {
+                    events.push(
+                        json!({ "id": id, "type": event_type, "data": { "object": object } }),
+                    );
+                }
+                events.push(json!({ "id": "evt_2", "type": event_type, "data": object }));
+            }
+        }
+        let mut parsed = 0;
+        for event in &events {
+            let body = serde_json::to_vec(event).expect("JSON");
+            let ok = WebhookEvent::parse(&body).is_ok();
+            parsed += usize::from(ok);
+            assert_eq!(validator.is_valid(event), ok, "{event}");
+        }
+        assert!(parsed >= 20, "only {parsed} events parsed");
+    }
 
     #[test]
     fn checkout_completions_name_their_order() {
