@@ -390,7 +390,7 @@ async fn an_active_campaign_follows_the_sales_and_is_closed_on_delete() {
     assert!(in_marketing.closed);
     assert_eq!(
         marketing.buy(id, "u7").await,
-        410,
+        409,
         "closed campaigns refuse"
     );
 

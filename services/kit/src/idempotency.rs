@@ -6,7 +6,9 @@
 //! - same key while the first request still runs → the retry waits for it and gets its answer;
 //! - a 5xx is not stored, so the client may retry with the same key;
 //! - keys are scoped to the authenticated caller (the token's subject) and kept at least 24
-//!   hours; a request without a valid token is not looked at (its handler answers 401).
+//!   hours; a request without a valid token is not looked at (its handler answers 401), and
+//!   an operation anyone may call (sign-in, the payment webhook) has no keys: the header is
+//!   neither documented nor read there.
 //!
 //! A response with an effect is recorded by the flow itself, inside the transaction that makes
 //! the effect ([`IdempotencyKey::record`]): both commit or neither does, so a crash can never
@@ -18,7 +20,7 @@
 //!
 //! [`layer`] wraps a component's router; the table lives in the component's schema.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -49,8 +51,8 @@ const STORED_HEADERS: &[&str] = &["content-type", "location"];
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     pool: PgPool,
-    /// Per documented operation (method, route template): whether it requires a bearer token.
-    operations: Option<Arc<HashMap<(Method, String), bool>>>,
+    /// The operations keys are honoured on (method, route template); all when `None`.
+    operations: Option<Arc<HashSet<(Method, String)>>>,
 }
 
 impl IdempotencyStore {
@@ -62,30 +64,29 @@ impl IdempotencyStore {
         }
     }
 
-    /// Honours keys only on these operations (method, route template `/v1/orders/{id}`, and
-    /// whether it requires a bearer token, as the component's OpenAPI document lists them): a
-    /// method a route does not have is then answered 405 by the router instead of being judged
-    /// by its key first, and an anonymous caller of a public operation still gets a malformed
-    /// key refused (400), while one of an operation that requires a token gets its 401 first.
+    /// Honours keys only on these operations (method and route template `/v1/orders/{id}`):
+    /// the ones that require a bearer token, as the component's OpenAPI document lists them
+    /// ([`crate::openapi::keyed_operations`]). Keys are remembered per caller, so an operation
+    /// anyone may call keeps none and does not look at the header; a method a route does not
+    /// have is answered 405 by the router instead of being judged by its key first.
     #[must_use]
     pub fn for_operations(
         mut self,
-        operations: impl IntoIterator<Item = ((Method, String), bool)>,
+        operations: impl IntoIterator<Item = (Method, String)>,
     ) -> Self {
         self.operations = Some(Arc::new(operations.into_iter().collect()));
         self
     }
 
-    /// Whether a request with `method` to `route` (its route template) is one of the
-    /// operations keys are honoured on (`None`), and if so whether it requires a token
-    /// (`Some(true)`; without a list of operations, every one is taken to require one).
-    fn honours(&self, method: &Method, route: Option<&str>) -> Option<bool> {
+    /// Whether keys are honoured on a request with `method` to `route` (its route template):
+    /// on every state-changing request when no operations were given.
+    fn honours(&self, method: &Method, route: Option<&str>) -> bool {
         match (&self.operations, route) {
-            (None, _) => Some(true),
+            (None, _) => true,
             (Some(operations), Some(route)) => {
-                operations.get(&(method.clone(), route.to_owned())).copied()
+                operations.contains(&(method.clone(), route.to_owned()))
             }
-            (Some(_), None) => None,
+            (Some(_), None) => false,
         }
     }
 }
@@ -266,29 +267,24 @@ pub async fn middleware(
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    let Some(requires_token) = store.honours(request.method(), route) else {
+    if !store.honours(request.method(), route) {
         return next.run(request).await;
-    };
+    }
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
-    let subject = request
+    // Authorization before validation: an anonymous caller gets its 401 from the handler,
+    // whatever the key.
+    let Some(subject) = request
         .extensions()
         .get::<Principal>()
-        .map(|p| p.subject().to_owned());
-    // Authorization before validation: an anonymous caller of an operation that requires a
-    // token gets its 401 from the handler, whatever the key.
-    if subject.is_none() && requires_token {
+        .map(|p| p.subject().to_owned())
+    else {
         return next.run(request).await;
-    }
+    };
     let key = match validate_key(&raw_key) {
         Ok(key) => key.to_owned(),
         Err(problem) => return problem.into_response(),
-    };
-    // Keys are remembered for authenticated callers only: an anonymous one has no scope to
-    // keep them in (its well-formed key is not used).
-    let Some(subject) = subject else {
-        return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {

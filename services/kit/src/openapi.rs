@@ -7,7 +7,8 @@
 //!   wrong shape);
 //! - path or query parameters: 400 `bad-request` (a value that does not parse);
 //! - a bearer token required ([`crate::auth`]): 401 `unauthorized`;
-//! - a state-changing method ([`crate::idempotency`]): the optional `Idempotency-Key` header
+//! - a state-changing method that requires a token ([`crate::idempotency`]): the optional
+//!   `Idempotency-Key` header
 //!   (1 to 255 visible ASCII characters, [`IDEMPOTENCY_KEY_PATTERN`]), 400
 //!   `idempotency-key-invalid`, 422 `idempotency-key-reused`, 413 `payload-too-large`;
 //! - every operation: 429 `rate-limited` ([`crate::ratelimit`], with `Retry-After`) and 503
@@ -155,9 +156,10 @@ const EVERYWHERE: [Answer; 2] = [
     ),
 ];
 
-/// Every operation of `doc` (an OpenAPI document as JSON): its method and path template, and
-/// whether it requires a bearer token.
-pub fn operations(doc: &Value) -> Vec<((axum::http::Method, String), bool)> {
+/// The operations of `doc` (an OpenAPI document as JSON) that honour `Idempotency-Key`, as
+/// method and path template: the state-changing ones that require a bearer token (keys are
+/// remembered per caller).
+pub fn keyed_operations(doc: &Value) -> Vec<(axum::http::Method, String)> {
     let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
         return Vec::new();
     };
@@ -166,13 +168,21 @@ pub fn operations(doc: &Value) -> Vec<((axum::http::Method, String), bool)> {
         .flat_map(|(path, item)| {
             METHODS.into_iter().filter_map(move |method| {
                 let operation = item.get(method)?.as_object()?;
-                let token = requires_token(operation);
+                if !(is_state_changing(method) && requires_token(operation)) {
+                    return None;
+                }
                 let method =
                     axum::http::Method::from_bytes(method.to_uppercase().as_bytes()).ok()?;
-                Some(((method, path.clone()), token))
+                Some((method, path.clone()))
             })
         })
         .collect()
+}
+
+/// Whether `method` (lower case, as OpenAPI names it) changes state: what
+/// [`crate::idempotency`] looks at.
+fn is_state_changing(method: &str) -> bool {
+    matches!(method, "post" | "put" | "patch" | "delete")
 }
 
 /// The resource a plural path segment or collection names: `orders` → `order`,
@@ -412,7 +422,7 @@ fn complete_operation(method: &str, path_has_parameters: bool, operation: &mut M
     if requires_token(operation) {
         answers.push(&TOKEN);
     }
-    if matches!(method, "post" | "put" | "patch" | "delete") {
+    if is_state_changing(method) && requires_token(operation) {
         answers.extend(&IDEMPOTENCY);
         document_idempotency_key(operation);
     }

@@ -68,7 +68,14 @@ impl Problem {
 
     /// Adds an extension member.
     #[must_use]
+    ///
+    /// `key` must not be one of RFC 9457's own members (`type`, `title`, `status`, `detail`,
+    /// `instance`): the body would hold it twice, and clients would read either.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        debug_assert!(
+            !["type", "title", "status", "detail", "instance"].contains(&key),
+            "problem extension `{key}` would repeat a member of RFC 9457"
+        );
         self.extensions.insert(key.to_owned(), value.into());
         self
     }

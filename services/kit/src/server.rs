@@ -368,7 +368,7 @@ pub async fn start(
         };
         let mut keys = IdempotencyStore::new(pool.clone());
         if let Some(doc) = component.openapi(&country) {
-            let operations = crate::openapi::operations(
+            let operations = crate::openapi::keyed_operations(
                 &serde_json::to_value(&doc).map_err(ServerError::OpenApi)?,
             );
             keys = keys.for_operations(operations);

@@ -187,7 +187,7 @@ async fn a_method_the_route_lacks_is_405_whatever_the_key() {
             .route("/things", post(create))
             .with_state(calls.clone()),
         IdempotencyStore::new(env.pool.clone())
-            .for_operations([((axum::http::Method::POST, "/things".to_owned()), true)]),
+            .for_operations([(axum::http::Method::POST, "/things".to_owned())]),
     )
     .layer(axum::middleware::from_fn(as_alice));
     let (status, _, _) = send(&app, request(Some("k-405"), r#"{"a":1}"#)).await;
@@ -211,30 +211,43 @@ async fn a_method_the_route_lacks_is_405_whatever_the_key() {
     assert_eq!(calls.count.load(Ordering::SeqCst), 1);
 }
 
-/// On a public operation an anonymous caller's malformed key is refused like anyone's (the
-/// document says what a key looks like); a well-formed one is let through unremembered.
+/// An operation that is not among the keyed ones (one anyone may call) does not look at the
+/// header: a malformed key is no refusal there, and a repeated one does not replay.
 #[tokio::test]
-async fn an_anonymous_callers_malformed_key_is_400_on_a_public_operation() {
+async fn an_operation_without_keys_ignores_the_header() {
     let env = common::env().await;
+    let calls = calls(&env);
     let app = idempotency::layer(
-        Router::new().route("/refusals", post(|| async { StatusCode::NO_CONTENT })),
+        Router::new()
+            .route("/things", post(create))
+            .route(
+                "/public",
+                post(|State(calls): State<Calls>| async move {
+                    calls.count.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::CREATED
+                }),
+            )
+            .with_state(calls.clone()),
         IdempotencyStore::new(env.pool.clone())
-            .for_operations([((axum::http::Method::POST, "/refusals".to_owned()), false)]),
+            .for_operations([(axum::http::Method::POST, "/things".to_owned())]),
     )
     .layer(axum::middleware::from_fn(as_alice));
-    for (key, want) in [
-        ("with space", StatusCode::BAD_REQUEST),
-        ("well-formed", StatusCode::NO_CONTENT),
-        ("well-formed", StatusCode::NO_CONTENT),
-    ] {
-        let request = Request::post("/refusals")
-            .header("x-anonymous", "1")
+    let public = |key: &str| {
+        Request::post("/public")
+            .header("content-type", "application/json")
             .header("idempotency-key", key)
-            .body(Body::empty())
-            .expect("request");
-        let (status, _, _) = send(&app, request).await;
-        assert_eq!(status, want, "{key}");
+            .body(Body::from(r#"{"a":1}"#))
+            .expect("request")
+    };
+    for key in ["with space", "well-formed", "well-formed"] {
+        let (status, headers, _) = send(&app, public(key)).await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        assert!(headers.get(REPLAYED).is_none(), "{key}");
     }
+    assert_eq!(calls.count.load(Ordering::SeqCst), 3);
+    // The keyed operation still refuses a malformed key.
+    let (status, _, _) = send(&app, request(Some("with space"), r#"{"a":1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

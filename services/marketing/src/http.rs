@@ -360,7 +360,7 @@ impl From<Refusal> for Problem {
                 "this campaign has not started yet; try again at its start time",
             ),
             Refusal::Ended => (
-                StatusCode::GONE,
+                StatusCode::CONFLICT,
                 "seckill-ended",
                 "Campaign ended",
                 "this campaign is over",
@@ -390,8 +390,7 @@ impl From<Refusal> for Problem {
               (status = 400, body = Problem, content_type = "application/problem+json", description = "idempotency-key-invalid"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json", description = "campaign-not-found"),
-              (status = 409, body = Problem, content_type = "application/problem+json", description = "seckill-sold-out, seckill-already-bought or seckill-not-started"),
-              (status = 410, body = Problem, content_type = "application/problem+json", description = "seckill-ended"),
+              (status = 409, body = Problem, content_type = "application/problem+json", description = "seckill-sold-out, seckill-already-bought, seckill-not-started or seckill-ended: what the campaign's state allows"),
               (status = 429, body = Problem, content_type = "application/problem+json", description = "seckill-rate-limited: more attempts per second than the country allows one user (Retry-After)"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "seckill-unavailable: Redis is down, nothing was reserved")),
     security(("bearer" = [])))]

@@ -168,7 +168,7 @@ async fn campaign_admin_upserts_idempotently_and_never_resets_what_was_sold() {
     assert_eq!(closed.phase(), CampaignPhase::Ended);
     assert!(closed.closed);
     let (status, problem, _) = app.seckill(&app.token("u9", &["patient"]), id).await;
-    assert_eq!((status, kind(&problem).as_str()), (410, "seckill-ended"));
+    assert_eq!((status, kind(&problem).as_str()), (409, "seckill-ended"));
     let still = admin
         .upsert(upsert(id, 10))
         .await
@@ -177,7 +177,7 @@ async fn campaign_admin_upserts_idempotently_and_never_resets_what_was_sold() {
     assert_eq!(still.phase(), CampaignPhase::Ended);
     assert!(still.closed);
     let (status, problem, _) = app.seckill(&app.token("u9", &["patient"]), id).await;
-    assert_eq!((status, kind(&problem).as_str()), (410, "seckill-ended"));
+    assert_eq!((status, kind(&problem).as_str()), (409, "seckill-ended"));
 }
 
 #[tokio::test]
@@ -301,7 +301,7 @@ async fn each_seckill_refusal_has_its_own_problem_and_winners_are_in_the_stream(
     );
     assert_eq!(headers["content-type"], "application/problem+json");
     let (status, problem, _) = app.seckill(&nina, "over").await;
-    assert_eq!((status, kind(&problem).as_str()), (410, "seckill-ended"));
+    assert_eq!((status, kind(&problem).as_str()), (409, "seckill-ended"));
     let (status, problem, _) = app.seckill(&nina, "no-such-campaign").await;
     assert_eq!(
         (status, kind(&problem).as_str()),

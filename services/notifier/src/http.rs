@@ -58,7 +58,7 @@ pub fn routes(state: AppState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(list, stream, mark_read, get_preferences, put_preferences, dead_letters, retry_dead_letter),
-    components(schemas(InboxPage, InboxItem, PreferencesView, QuietHours, DeadLetterList, DeadLetter)),
+    components(schemas(InboxPage, InboxItem, StreamEvent, PreferencesView, QuietHours, DeadLetterList, DeadLetter)),
     tags((name = "notifier", description = "In-app notifications, preferences and dead letters"))
 )]
 pub struct NotifierApi;
@@ -144,6 +144,40 @@ pub async fn mark_read(
     }
 }
 
+/// One event of `GET /v1/notifications/stream`, as OpenAPI 3.1 describes an event of a
+/// `text/event-stream` answer (its `event`, `id`, `data` and `retry` fields): what
+/// [`next_event`] and [`retry_hint`] send.
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let notification = serde_json::json!({
+            "type": "object",
+            "required": ["event", "id", "data"],
+            "properties": {
+                "event": { "const": "notification" },
+                "id": { "type": "string", "pattern": "^[0-9]+$", "description": "The stream position: send it back as Last-Event-ID to resume after it" },
+                "data": { "type": "string", "contentMediaType": "application/json", "contentSchema": { "$ref": "#/components/schemas/InboxItem" } }
+            }
+        });
+        let reconnect = serde_json::json!({
+            "type": "object",
+            "required": ["event", "data", "retry"],
+            "properties": {
+                "event": { "const": "reconnect" },
+                "retry": { "type": "integer", "minimum": 0, "description": "Milliseconds to wait before reconnecting (to another replica)" },
+                "data": { "type": "string" }
+            }
+        });
+        utoipa::openapi::schema::Schema::Object(pulse_kit::openapi::json_schema(
+            serde_json::json!({ "anyOf": [notification, reconnect] }),
+        ))
+        .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
+
 /// Notifications sent to a stream per read.
 const STREAM_BATCH: i64 = 100;
 
@@ -153,7 +187,7 @@ const STREAM_BATCH: i64 = 100;
 /// reconnects to another replica.
 #[utoipa::path(get, path = "/v1/notifications/stream", tag = "notifier",
     params(("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this stream position")),
-    responses((status = 200, description = "`notification` events, each an InboxItem as JSON", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "`notification` events, each an InboxItem as JSON; a closing `reconnect` event", content_type = "text/event-stream", body = StreamEvent),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

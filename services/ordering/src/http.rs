@@ -308,7 +308,8 @@ pub async fn refund(
 /// The payment provider's webhook (no token: the `Stripe-Signature` header authenticates it).
 /// Idempotent on the provider's event id.
 #[utoipa::path(post, path = "/v1/payments/webhook", tag = "ordering",
-    params(("Stripe-Signature" = String, Header, description = "t=<unix>,v1=<hex HMAC-SHA256 of `t.body`>")),
+    params(("Stripe-Signature" = String, Header, pattern = r"^t=[0-9]{1,18}(,v[0-9]=[0-9a-f]{64})+$",
+             description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of `<t>.<body>` with the webhook secret>` (more `v1=` during a secret rotation; `v0=` is ignored)")),
     request_body(content = WebhookEventBody, content_type = "application/json"),
     responses((status = 200, body = WebhookAck),
               (status = 400, body = Problem, content_type = "application/problem+json", description = "webhook-signature-invalid, webhook-signature-stale or webhook-malformed"),

@@ -41,7 +41,7 @@ impl From<OrderError> for Problem {
                 "Not possible in this order status",
             )
             .with_detail(err.to_string())
-            .with("status", status.as_str()),
+            .with("orderStatus", status.as_str()),
             OrderError::Amount(err) => Problem::unprocessable(err.to_string()),
             // A concurrent request with the same Idempotency-Key recorded its answer first and
             // this one rolled back: not a failure; the idempotency middleware answers with the

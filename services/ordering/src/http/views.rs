@@ -148,6 +148,7 @@ pub struct OrderInput {
     pub product_id: Uuid,
     /// Units (1 to 100, default 1).
     #[serde(default = "one")]
+    #[schema(schema_with = quantity_schema)]
     pub quantity: u32,
     /// A voucher from the caller's wallet to take off the price.
     #[serde(default)]
@@ -156,6 +157,16 @@ pub struct OrderInput {
 
 fn one() -> u32 {
     1
+}
+
+fn quantity_schema() -> utoipa::openapi::schema::Object {
+    let mut schema = pulse_kit::openapi::integer_schema(
+        1,
+        i64::from(crate::domain::MAX_QUANTITY),
+        "Units (default 1)",
+    );
+    schema.default = Some(serde_json::json!(1));
+    schema
 }
 
 impl OrderInput {

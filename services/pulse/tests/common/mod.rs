@@ -71,9 +71,15 @@ impl Ports {
 /// provides, `database`, the keyspace `instance`, `ports`, HS256 test tokens, France, and
 /// development mode; callers add their own settings.
 pub fn serve(target: &str, database: &str, instance: &str, ports: Ports) -> Command {
+    pulse(&["serve", "--target", target], database, instance, ports)
+}
+
+/// `pulse <args>` with the environment of [`serve`] (`pulse seed --country FR` against the
+/// database of a running server, for example).
+pub fn pulse(args: &[&str], database: &str, instance: &str, ports: Ports) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pulse"));
     command
-        .args(["serve", "--target", target])
+        .args(args)
         .env_clear()
         .env("RUST_LOG", "warn")
         .env("PULSE_DATABASE_URL", database)
