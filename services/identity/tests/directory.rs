@@ -83,15 +83,32 @@ async fn contacts_are_answered_within_the_callers_deadline() {
         .await
         .expect_err("bad id");
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    let late = client
-        .get_contact(ask(user.user_id, Duration::from_nanos(1)))
+    // A read the database cannot answer in time (the table is locked by another transaction)
+    // ends at the caller's deadline, not when the lock goes.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE identity.users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
         .await
-        .expect_err("deadline");
+        .expect("lock users");
+    let started = Instant::now();
+    let late = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_contact(ask(user.user_id, Duration::from_millis(300))),
+    )
+    .await
+    .expect("an answer at the deadline, not when the lock goes")
+    .expect_err("deadline");
+    let waited = started.elapsed();
+    blocker.rollback().await.expect("unlock");
     assert!(
         matches!(
             late.code(),
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         ),
         "{late:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "answered after {waited:?}"
     );
 }

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::Invalid;
 use super::schedule::{Schedule, ValidSchedule};
 
-const LATITUDE: RangeInclusive<f64> = -90.0..=90.0;
+/// Latitudes the map index (Redis GEO, Web Mercator) can hold: it stops at ±85.05112878°, so
+/// nothing lies beyond ±85° on a map of practices anyway.
+const LATITUDE: RangeInclusive<f64> = -85.0..=85.0;
 const LONGITUDE: RangeInclusive<f64> = -180.0..=180.0;
 const PRICE_MINOR: RangeInclusive<i64> = 0..=100_000_000;
 const MAX_LANGUAGES: usize = 20;
@@ -177,10 +179,13 @@ pub struct Position {
 }
 
 impl Position {
-    /// Checks that the latitude is within ±90° and the longitude within ±180°.
+    /// Checks that the latitude is within ±85° (the map index's range) and the longitude within ±180°.
     pub fn parse(latitude: f64, longitude: f64) -> Result<Self, Invalid> {
         if !LATITUDE.contains(&latitude) {
-            return Err(Invalid::new("latitude", "must be between -90 and 90"));
+            return Err(Invalid::new(
+                "latitude",
+                "must be between -85 and 85, the map index's range",
+            ));
         }
         if !LONGITUDE.contains(&longitude) {
             return Err(Invalid::new("longitude", "must be between -180 and 180"));
@@ -317,6 +322,17 @@ mod tests {
         assert_eq!(draft.schedule, None);
     }
 
+    #[test]
+    fn positions_stop_where_the_map_index_stops() {
+        // Redis GEO refuses latitudes beyond ±85.05112878°: what passes here must be indexable.
+        for latitude in [-85.0, 0.0, 85.0] {
+            assert!(Position::parse(latitude, 180.0).is_ok(), "{latitude}");
+        }
+        for latitude in [-85.01, 85.000_001, 89.9, f64::NAN] {
+            assert!(Position::parse(latitude, 0.0).is_err(), "{latitude}");
+        }
+    }
+
     /// Spoils one field of a valid input.
     type Spoil = fn(&mut PractitionerInput);
 
@@ -325,7 +341,7 @@ mod tests {
         let cases: [(Spoil, &str); 9] = [
             (
                 |i| i.latitude = 100.0,
-                "latitude: must be between -90 and 90",
+                "latitude: must be between -85 and 85, the map index's range",
             ),
             (
                 |i| i.longitude = f64::NAN,
@@ -369,6 +385,9 @@ mod tests {
         let mut both = input();
         both.name = String::new();
         both.latitude = 100.0;
-        assert_eq!(error(both), "latitude: must be between -90 and 90");
+        assert_eq!(
+            error(both),
+            "latitude: must be between -85 and 85, the map index's range"
+        );
     }
 }

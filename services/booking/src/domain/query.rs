@@ -198,8 +198,8 @@ impl SearchQuery {
     }
 }
 
-/// A latitude as `near` takes it: a decimal from -90 to 90 (no exponent, no leading zero).
-const LATITUDE_PATTERN: &str = "-?(([0-9]|[1-8][0-9])(\\.[0-9]+)?|90(\\.0+)?)";
+/// A latitude as `near` takes it: a decimal from -85 to 85 (no exponent, no leading zero).
+const LATITUDE_PATTERN: &str = "-?(([0-9]|[1-7][0-9]|8[0-4])(\\.[0-9]+)?|85(\\.0+)?)";
 /// A longitude as `near` takes it: a decimal from -180 to 180.
 const LONGITUDE_PATTERN: &str = "-?(([0-9]|[1-9][0-9]|1[0-7][0-9])(\\.[0-9]+)?|180(\\.0+)?)";
 /// A radius in km above 0 and at most 200, as `radius_km` takes it.
