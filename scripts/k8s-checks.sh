@@ -22,7 +22,7 @@ VALIDATE_PKG="kubernetes-validate==1.37.0"
 # Kubernetes versions to validate against: the oldest supported and the newest known.
 K8S_VERSIONS=(1.30.0 1.37.0)
 # Kinds the chart may render without a schema in kubernetes-validate (Prometheus Operator).
-OPTIONAL_KINDS="ServiceMonitor PrometheusRule"
+OPTIONAL_KINDS="ServiceMonitor PodMonitor PrometheusRule"
 
 log() { printf 'k8s-checks: %s\n' "$*" >&2; }
 die() {
@@ -211,7 +211,8 @@ main() {
 		fail "helm lint charts/pulse"
 	}
 	"$helm" lint --strict charts/pulse --set metrics.serviceMonitor.enabled=true \
-		--set metrics.prometheusRule.enabled=true >"$work/lint-monitoring.log" 2>&1 || {
+		--set metrics.podMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+		>"$work/lint-monitoring.log" 2>&1 || {
 		cat "$work/lint-monitoring.log" >&2
 		fail "helm lint charts/pulse with monitoring enabled"
 	}
@@ -224,7 +225,8 @@ main() {
 		fail "helm template charts/pulse"
 	fi
 	if "$helm" template pulse charts/pulse --namespace pulse-system \
-		--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+		--set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
+		--set metrics.prometheusRule.enabled=true \
 		--set leaderElection.enabled=false --set replicaCount=1 >"$work/chart-options.yaml" 2>"$work/template.log"; then
 		validate_builtin "$work/chart-options.yaml"
 	else

@@ -171,7 +171,7 @@ async fn probes_tenancy_errors_and_metrics() {
         .expect("text");
     assert!(
         metrics
-            .contains(r#"pulse_http_requests_total{route="/v1/me",method="GET",status="403"} 1"#),
+            .contains(r#"pulse_http_requests_total{component="kit",route="/v1/me",method="GET",status="403"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use pulse_kit::config::CountryConfig;
+use pulse_kit::db::in_transaction_span;
 use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
 use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
@@ -26,6 +29,16 @@ const SLOT_LOCK_TTL: Duration = Duration::from_secs(5);
 /// Most appointments one list returns.
 const LIST_LIMIT: i64 = 500;
 
+/// Labels of `pulse_booking_appointments_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `booked`, `conflict` (the slot was taken or being taken), `cancelled` or `rescheduled`.
+    pub outcome: &'static str,
+}
+
+/// Every outcome, so that each series exists (at 0) from the start.
+const OUTCOMES: [&str; 4] = ["booked", "conflict", "cancelled", "rescheduled"];
+
 /// Booking, cancelling and rescheduling appointments.
 ///
 /// Each write is one function shaped `lock → begin → work → commit (event, hook, COMMIT) →
@@ -38,7 +51,8 @@ const LIST_LIMIT: i64 = 500;
 ///   ([`RedisLock::try_acquire_as`]);
 /// - one PostgreSQL transaction locks the slot (`SELECT … FOR UPDATE`), checks the country's
 ///   rules (minimum notice, horizon, appointments per patient per day), writes the appointment
-///   and its outbox event;
+///   and its outbox event; it runs in a `db.transaction` span
+///   ([`in_transaction_span`]), which the event's `traceparent` names;
 /// - the caller's [`BeforeCommit`] hook runs in that transaction right before `COMMIT`: that is
 ///   where the request's idempotency record goes, so it commits with the booking or not at all.
 #[derive(Clone)]
@@ -46,6 +60,7 @@ pub struct Appointments {
     store: Store,
     country: Arc<CountryConfig>,
     slot_locks: Arc<SlotLocks>,
+    outcomes: Family<OutcomeLabels, Counter>,
 }
 
 impl Appointments {
@@ -65,7 +80,37 @@ impl Appointments {
                 prefix: crate::redis_prefix(keyspace),
                 bypassed: Counter::default(),
             }),
+            outcomes: {
+                let outcomes = Family::default();
+                for outcome in OUTCOMES {
+                    drop(outcomes.get_or_create(&OutcomeLabels { outcome }));
+                }
+                outcomes
+            },
         }
+    }
+
+    /// Appointments booked, cancelled and rescheduled, and bookings refused because the slot
+    /// was taken (`pulse_booking_appointments_total{outcome}`).
+    pub fn outcomes(&self) -> &Family<OutcomeLabels, Counter> {
+        &self.outcomes
+    }
+
+    /// Counts `result` as `done` when it succeeded, as `conflict` when the slot was taken.
+    fn count<T>(
+        &self,
+        done: &'static str,
+        result: Result<T, BookingError>,
+    ) -> Result<T, BookingError> {
+        let outcome = match &result {
+            Ok(_) => done,
+            Err(BookingError::SlotTaken | BookingError::SlotBeingBooked) => "conflict",
+            Err(_) => return result,
+        };
+        self.outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        result
     }
 
     /// Bookings decided by the database guard alone because Redis was unreachable.
@@ -83,14 +128,16 @@ impl Appointments {
         request: Option<&IdempotencyKey>,
         hook: impl BeforeCommit<AppointmentRow>,
     ) -> Result<AppointmentRow, BookingError> {
-        let booking = async {
+        let span = tracing::Span::current();
+        let booking = in_transaction_span("booking.book", async {
             let mut tx = self.store.begin().await?;
             let appointment = self.take_slot(&mut tx, slot_id, patient, None).await?;
-            tracing::Span::current().record("appointment_id", display(appointment.id));
+            span.record("appointment_id", display(appointment.id));
             let event = AppointmentEvent::booked(&appointment);
             self.commit(tx, &event, hook, appointment).await
-        };
-        self.slot_locks.around(slot_id, request, booking).await
+        });
+        let booked = self.slot_locks.around(slot_id, request, booking).await;
+        self.count("booked", booked)
     }
 
     /// Cancels an appointment and frees its slot. Patients may cancel their own until the
@@ -102,17 +149,21 @@ impl Appointments {
         actor: &Actor,
         hook: impl BeforeCommit<AppointmentRow>,
     ) -> Result<AppointmentRow, BookingError> {
-        let mut tx = self.store.begin().await?;
-        let appointment = self.lock_active(&mut tx, id, actor).await?;
-        domain::check_cancellation(
-            &self.country.booking,
-            Utc::now(),
-            appointment.starts_at,
-            actor.cancels_for_the_practice(),
-        )?;
-        let cancelled = self.release_slot(&mut tx, &appointment, actor).await?;
-        let event = AppointmentEvent::cancelled(&cancelled, actor.subject());
-        self.commit(tx, &event, hook, cancelled).await
+        let cancelled = in_transaction_span("booking.cancel", async {
+            let mut tx = self.store.begin().await?;
+            let appointment = self.lock_active(&mut tx, id, actor).await?;
+            domain::check_cancellation(
+                &self.country.booking,
+                Utc::now(),
+                appointment.starts_at,
+                actor.cancels_for_the_practice(),
+            )?;
+            let cancelled = self.release_slot(&mut tx, &appointment, actor).await?;
+            let event = AppointmentEvent::cancelled(&cancelled, actor.subject());
+            self.commit(tx, &event, hook, cancelled).await
+        })
+        .await;
+        self.count("cancelled", cancelled)
     }
 
     /// Moves a patient's appointment to `new_slot`: the new slot is booked and the old one freed
@@ -132,7 +183,8 @@ impl Appointments {
         hook: impl BeforeCommit<AppointmentRow>,
     ) -> Result<AppointmentRow, BookingError> {
         let actor = Actor::Patient(patient.to_owned());
-        let moving = async {
+        let span = tracing::Span::current();
+        let moving = in_transaction_span("booking.reschedule", async {
             let mut tx = self.store.begin().await?;
             let old = self.lock_active(&mut tx, id, &actor).await?;
             domain::check_cancellation(
@@ -144,12 +196,13 @@ impl Appointments {
             let new = self
                 .take_slot(&mut tx, new_slot, patient, Some(&old))
                 .await?;
-            tracing::Span::current().record("new_appointment_id", display(new.id));
+            span.record("new_appointment_id", display(new.id));
             self.release_slot(&mut tx, &old, &actor).await?;
             let event = AppointmentEvent::rescheduled(&new, &old);
             self.commit(tx, &event, hook, new).await
-        };
-        self.slot_locks.around(new_slot, request, moving).await
+        });
+        let moved = self.slot_locks.around(new_slot, request, moving).await;
+        self.count("rescheduled", moved)
     }
 
     /// One appointment (internal callers).

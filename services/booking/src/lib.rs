@@ -88,6 +88,11 @@ impl Services {
             self.appointments.lock_bypassed().clone(),
         );
         metrics.register(
+            "booking_appointments",
+            "Appointments booked, cancelled and rescheduled, and bookings refused because the slot was taken (conflict)",
+            self.appointments.outcomes().clone(),
+        );
+        metrics.register(
             "booking_search_db_queries",
             "Database queries run by practitioner searches (cache misses)",
             self.search.db_queries.clone(),

@@ -88,6 +88,11 @@ async fn assert_one_winner(app: &TestApp, rounds: usize) {
 async fn two_hundred_clients_one_slot_one_appointment() {
     let app = TestApp::start().await;
     assert_one_winner(&app, 10).await;
+    // What the dashboards show: ten bookings, and every loser counted as a conflict.
+    let outcome = |name: &str| format!("pulse_booking_appointments_total{{outcome=\"{name}\"}}");
+    assert_eq!(app.metric(&outcome("booked")).await, 10.0);
+    assert_eq!(app.metric(&outcome("conflict")).await, 1990.0);
+    assert_eq!(app.metric(&outcome("cancelled")).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

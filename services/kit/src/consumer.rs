@@ -198,6 +198,14 @@ impl Consumer {
     /// Runs until `shutdown` is cancelled. Dropping the future stops every partition at once
     /// (uncommitted work is rolled back).
     pub async fn run(self, shutdown: CancellationToken) {
+        // Every series exists from the start, so dashboards and alerts see 0, not nothing.
+        let labels = self.group_labels();
+        let metrics = &self.metrics;
+        drop(metrics.consumer_handled.get_or_create(&labels));
+        drop(metrics.consumer_failures.get_or_create(&labels));
+        drop(metrics.consumer_dead_lettered.get_or_create(&labels));
+        drop(metrics.consumer_fetch_failures.get_or_create(&labels));
+        drop(metrics.consumer_partitions_owned.get_or_create(&labels));
         let partitions = loop {
             match self
                 .kafka
@@ -383,10 +391,19 @@ impl PartitionWorker {
     async fn run(self, mut conn: PgConnection) {
         match self.consume(&mut conn).await {
             Ok(()) | Err(WorkerStop::Cancelled) => {}
-            Err(err) => tracing::warn!(
+            Err(err) => {
+                if matches!(err, WorkerStop::Kafka(_)) {
+                    self.consumer
+                        .metrics
+                        .consumer_fetch_failures
+                        .get_or_create(&self.group_labels())
+                        .inc();
+                }
+                tracing::warn!(
                 group = %self.config().group, partition = self.partition, error = %err,
                 "partition worker stopped; the partition will be taken again"
-            ),
+                );
+            }
         }
         // Ending the session releases the partition's advisory lock.
         conn.close().await.ok();
@@ -446,6 +463,11 @@ impl PartitionWorker {
                     continue;
                 }
                 Err(err) => {
+                    self.consumer
+                        .metrics
+                        .consumer_fetch_failures
+                        .get_or_create(&self.group_labels())
+                        .inc();
                     tracing::warn!(partition = self.partition, error = %err, "fetch failed; retrying");
                     sleep_or_cancel(Duration::from_secs(1), &self.token).await;
                     continue;
@@ -565,14 +587,19 @@ impl PartitionWorker {
                 return Ok(());
             }
         };
+        // OpenTelemetry kind consumer, messaging attributes of the semantic conventions; its
+        // parent is the producer's span named by the record's `traceparent`.
         let span = tracing::info_span!(
-            "consume",
-            group = %self.config().group,
-            topic = %self.config().topic,
-            partition = self.partition,
-            offset = record.offset,
-            event_type = %envelope.event_type,
-            event_id = %envelope.id,
+            "kafka.consume",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.consumer.group.name = %self.config().group,
+            messaging.destination.name = %self.config().topic,
+            messaging.destination.partition.id = %self.partition,
+            messaging.kafka.offset = record.offset,
+            messaging.message.id = %envelope.id,
+            pulse.event_type = %envelope.event_type,
         );
         if let Some(parent) = record
             .record

@@ -127,6 +127,21 @@ pub async fn migrate(
     Ok(())
 }
 
+/// Runs `work`, a flow's transaction from `BEGIN` to `COMMIT` (or rollback), in a
+/// `db.transaction` span (`db.system.name` `postgresql`, `pulse.flow` the flow's name) that
+/// starts when `work` first runs, not when it is built: time spent before (waiting for a lock
+/// the flow takes first, say) is not the transaction's. Events appended to the outbox inside
+/// continue the trace from this span.
+pub async fn in_transaction_span<F: Future>(flow: &'static str, work: F) -> F::Output {
+    use tracing::Instrument;
+    work.instrument(tracing::info_span!(
+        "db.transaction",
+        db.system.name = "postgresql",
+        pulse.flow = flow
+    ))
+    .await
+}
+
 /// A 64-bit advisory lock key for `name` (stable across processes and versions).
 pub fn advisory_key(name: &str) -> i64 {
     use sha2::{Digest, Sha256};

@@ -1,6 +1,7 @@
 //! HTTP scaffolding shared by every component: request metrics and tracing, the admin router,
 //! and serving with graceful shutdown.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,20 +19,56 @@ use crate::health::Health;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::telemetry;
 
-/// Records request count and latency by route template, method and status, and runs the
-/// request in a span that continues the caller's `traceparent`.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Which component serves each route template: the `component` label of request metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RouteOwners(HashMap<String, &'static str>);
+
+impl RouteOwners {
+    /// Records `component` as the owner of every path of its OpenAPI document (`paths` keys are
+    /// the route templates axum matches, e.g. `/v1/practitioners/{id}`).
+    pub fn add_documented(&mut self, component: &'static str, openapi: &serde_json::Value) {
+        if let Some(paths) = openapi.get("paths").and_then(|p| p.as_object()) {
+            for path in paths.keys() {
+                self.0.insert(path.clone(), component);
+            }
+        }
+    }
+
+    /// The component serving `route`; `kit` for the kit's own and unknown routes.
+    pub fn owner(&self, route: &str) -> &'static str {
+        self.0.get(route).copied().unwrap_or("kit")
+    }
+}
+
+/// State of the request observer.
+#[derive(Clone)]
+struct Observer {
+    metrics: Arc<Metrics>,
+    owners: Arc<RouteOwners>,
+}
+
+/// Records request count and latency by component, route template, method and status, and runs the
+/// request in a span that continues the caller's `traceparent`: `http.request` (OpenTelemetry
+/// kind server, with the semantic conventions' `http.request.method`, `http.route` and
+/// `http.response.status_code`; a 5xx answer sets its status to error). Each request ends
+/// with a `debug` line of target `pulse_kit::http` (`RUST_LOG=info,pulse_kit::http=debug`)
+/// in that span, so it carries the request's `trace_id`.
+async fn observe(State(observer): State<Observer>, request: Request, next: Next) -> Response {
+    let Observer { metrics, owners } = observer;
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
-    let span = tracing::info_span!("http.request", http.method = %method, http.route = %route, http.status = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
     if let Some(parent) = request
         .headers()
         .get(telemetry::TRACEPARENT)
@@ -42,8 +79,19 @@ pub async fn observe(
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.record("http.status", status);
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "request handled"
+        );
+    });
     let labels = HttpLabels {
+        component: owners.owner(&route),
         route,
         method,
         status,
@@ -56,9 +104,13 @@ pub async fn observe(
     response
 }
 
-/// Adds [`observe`] to `router`.
-pub fn with_observability(router: Router, metrics: Arc<Metrics>) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(metrics, observe))
+/// Adds request metrics and tracing to `router`, labelling routes with their `owners`.
+pub fn with_observability(router: Router, metrics: Arc<Metrics>, owners: RouteOwners) -> Router {
+    let observer = Observer {
+        metrics,
+        owners: Arc::new(owners),
+    };
+    router.layer(axum::middleware::from_fn_with_state(observer, observe))
 }
 
 /// The admin listener's routes: `/livez`, `/readyz`, `/metrics`.
@@ -114,6 +166,14 @@ mod tests {
                 get(|| async { telemetry::current_traceparent().unwrap_or_default() }),
             ),
             Arc::clone(&metrics),
+            {
+                let mut owners = RouteOwners::default();
+                owners.add_documented(
+                    "things",
+                    &serde_json::json!({ "paths": { "/v1/things/{id}": {} } }),
+                );
+                owners
+            },
         );
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let request = axum::http::Request::get("/v1/things/42")
@@ -134,7 +194,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(
-                r#"pulse_http_requests_total{route="/v1/things/{id}",method="GET",status="200"} 1"#
+                r#"pulse_http_requests_total{component="things",route="/v1/things/{id}",method="GET",status="200"} 1"#
             ),
             "{text}"
         );

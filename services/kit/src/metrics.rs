@@ -7,12 +7,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of HTTP request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
+    /// Component serving the route (`booking`, …), `kit` for the kit's own routes.
+    pub component: &'static str,
     /// Route template (`/v1/practitioners/{id}`), never the raw path.
     pub route: String,
     /// HTTP method.
@@ -26,6 +28,15 @@ pub struct HttpLabels {
 pub struct ComponentLabels {
     /// Component name.
     pub component: String,
+}
+
+/// Labels of database pool metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Component owning the pool.
+    pub component: String,
+    /// `in_use` or `idle`.
+    pub state: &'static str,
 }
 
 /// Labels of consumer metrics.
@@ -48,8 +59,15 @@ pub struct GroupLabels {
     pub topic: String,
 }
 
+/// Upper bounds (seconds) of the request latency buckets. SLO latency thresholds (the chart's
+/// `slo.*.latency.thresholdSeconds`) must be one of them: a latency SLO counts the requests in
+/// the bucket at the threshold.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// All kit metrics, plus the registry they live in.
@@ -61,6 +79,8 @@ pub struct Metrics {
     pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     /// Events published by the outbox relay.
     pub outbox_published: Family<ComponentLabels, Counter>,
+    /// Publishing attempts that Kafka failed (the relay retries them).
+    pub outbox_publish_failures: Family<ComponentLabels, Counter>,
     /// Age in seconds of the oldest event not yet published (0 when the outbox is empty).
     pub outbox_lag_seconds: Family<ComponentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Records behind the partition's high watermark.
@@ -71,8 +91,14 @@ pub struct Metrics {
     pub consumer_failures: Family<GroupLabels, Counter>,
     /// Records sent to the dead-letter topic.
     pub consumer_dead_lettered: Family<GroupLabels, Counter>,
+    /// Fetches and offset commits that Kafka failed (retried).
+    pub consumer_fetch_failures: Family<GroupLabels, Counter>,
     /// Partitions this process currently owns.
     pub consumer_partitions_owned: Family<GroupLabels, Gauge>,
+    /// Connections of each component's database pool, in use or idle.
+    pub db_pool_connections: Family<PoolLabels, Gauge>,
+    /// The most connections each component's pool opens.
+    pub db_pool_max_connections: Family<ComponentLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,6 +132,12 @@ impl Metrics {
             "Events published to Kafka by the outbox relay",
             outbox_published.clone(),
         );
+        let outbox_publish_failures = Family::<ComponentLabels, Counter>::default();
+        registry.register(
+            "outbox_publish_failures",
+            "Outbox publishing attempts that Kafka failed (retried)",
+            outbox_publish_failures.clone(),
+        );
         let outbox_lag_seconds = Family::default();
         registry.register(
             "outbox_publish_lag_seconds",
@@ -136,6 +168,24 @@ impl Metrics {
             "Records moved to the dead-letter topic",
             consumer_dead_lettered.clone(),
         );
+        let consumer_fetch_failures = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "consumer_fetch_failures",
+            "Fetches and offset commits that Kafka failed (retried)",
+            consumer_fetch_failures.clone(),
+        );
+        let db_pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Connections of a component's database pool, by state (in_use, idle)",
+            db_pool_connections.clone(),
+        );
+        let db_pool_max_connections = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "db_pool_max_connections",
+            "The most connections a component's database pool opens",
+            db_pool_max_connections.clone(),
+        );
         let consumer_partitions_owned = Family::<GroupLabels, Gauge>::default();
         registry.register(
             "consumer_partitions_owned",
@@ -147,12 +197,51 @@ impl Metrics {
             http_requests,
             http_duration,
             outbox_published,
+            outbox_publish_failures,
             outbox_lag_seconds,
             consumer_lag,
             consumer_handled,
             consumer_failures,
             consumer_dead_lettered,
+            consumer_fetch_failures,
             consumer_partitions_owned,
+            db_pool_connections,
+            db_pool_max_connections,
+        }
+    }
+
+    /// Keeps `component`'s pool gauges current (once a second) until `shutdown`.
+    pub async fn watch_pool(
+        self: std::sync::Arc<Self>,
+        component: &'static str,
+        pool: sqlx::PgPool,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let labels = |state| PoolLabels {
+            component: component.to_owned(),
+            state,
+        };
+        // `get_or_create` holds the family's lock until its guard drops: owned values, one at a
+        // time, or the second call waits forever for the first.
+        let in_use = self
+            .db_pool_connections
+            .get_or_create_owned(&labels("in_use"));
+        let idle = self
+            .db_pool_connections
+            .get_or_create_owned(&labels("idle"));
+        self.db_pool_max_connections
+            .get_or_create(&ComponentLabels {
+                component: component.to_owned(),
+            })
+            .set(i64::from(pool.options().get_max_connections()));
+        loop {
+            let idle_now = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
+            idle.set(idle_now);
+            in_use.set((i64::from(pool.size()) - idle_now).max(0));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
         }
     }
 

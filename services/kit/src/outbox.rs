@@ -199,6 +199,11 @@ impl OutboxRelay {
 
     /// Runs until `shutdown` is cancelled: waits for leadership, then publishes.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Every series exists from the start, so dashboards and alerts see 0, not nothing.
+        let labels = self.labels();
+        drop(self.metrics.outbox_published.get_or_create(&labels));
+        drop(self.metrics.outbox_publish_failures.get_or_create(&labels));
+        drop(self.metrics.outbox_lag_seconds.get_or_create(&labels));
         let lock_key = crate::db::advisory_key(&format!("pulse-outbox-relay:{}", self.component));
         while !shutdown.is_cancelled() {
             match self.lead(lock_key, &shutdown).await {
@@ -243,6 +248,10 @@ impl OutboxRelay {
                 }
                 Err(RelayError::Sql(err)) => break Err(RelayError::Sql(err)),
                 Err(err) => {
+                    self.metrics
+                        .outbox_publish_failures
+                        .get_or_create(&self.labels())
+                        .inc();
                     tracing::warn!(component = %self.component, error = %err, "publishing outbox events failed; will retry");
                     clients.clear();
                     partitions.clear();
@@ -327,8 +336,28 @@ impl OutboxRelay {
             let Some(pc) = clients.get(&key) else {
                 continue;
             };
-            let records = group.iter().map(|row| to_record(row)).collect();
-            pc.produce(records, Compression::NoCompression).await?;
+            // One producer span per event, a child of the span that appended it; its record
+            // carries the publish span's `traceparent` (the appender's when spans are off), so
+            // the consumers' spans continue from it. The spans end when the batch is written.
+            let spans: Vec<tracing::Span> = group
+                .iter()
+                .map(|row| publish_span(row, partition))
+                .collect();
+            let records = group
+                .iter()
+                .zip(&spans)
+                .map(|(row, span)| {
+                    let traceparent = telemetry::span_traceparent(span);
+                    to_record(row, traceparent.as_deref().or(row.traceparent.as_deref()))
+                })
+                .collect();
+            if let Err(err) = pc.produce(records, Compression::NoCompression).await {
+                for span in &spans {
+                    span.record("otel.status_code", "error");
+                    span.record("error.type", "kafka_produce");
+                }
+                return Err(err.into());
+            }
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
@@ -367,7 +396,32 @@ impl OutboxRelay {
     }
 }
 
-fn to_record(row: &PendingRow) -> Record {
+/// The `outbox.publish` span of `row` (OpenTelemetry kind producer, messaging attributes of the
+/// semantic conventions), a child of the `traceparent` stored with the row; a row without one
+/// starts a trace.
+fn publish_span(row: &PendingRow, partition: i32) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "outbox.publish",
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %row.topic,
+        messaging.destination.partition.id = %partition,
+        messaging.kafka.message.key = %row.key,
+        messaging.message.id = %row.event_id,
+        pulse.event_type = %row.event_type,
+    );
+    if let Some(parent) = &row.traceparent {
+        telemetry::set_remote_parent(&span, parent);
+    }
+    span
+}
+
+/// The Kafka record of `row`, with `traceparent` in its headers.
+fn to_record(row: &PendingRow, traceparent: Option<&str>) -> Record {
     let mut headers = BTreeMap::new();
     headers.insert(
         HEADER_EVENT_TYPE.to_owned(),
@@ -378,7 +432,7 @@ fn to_record(row: &PendingRow) -> Record {
         row.event_id.to_string().into_bytes(),
     );
     headers.insert(HEADER_COUNTRY.to_owned(), row.country.as_bytes().to_vec());
-    if let Some(traceparent) = &row.traceparent {
+    if let Some(traceparent) = traceparent {
         headers.insert(
             telemetry::TRACEPARENT.to_owned(),
             traceparent.as_bytes().to_vec(),

@@ -92,6 +92,8 @@ struct Inner {
     watching: AtomicBool,
     state: Gauge,
     rejected: Counter,
+    /// Failed connections and probes.
+    errors: Counter,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -146,16 +148,23 @@ impl RedisHandle {
                 watching: AtomicBool::new(false),
                 state: Gauge::default(),
                 rejected: Counter::default(),
+                errors: Counter::default(),
             }),
         })
     }
 
-    /// Registers `pulse_redis_breaker_state` and `pulse_redis_breaker_rejected_calls_total`.
+    /// Registers `pulse_redis_breaker_state`, `pulse_redis_errors_total` and
+    /// `pulse_redis_breaker_rejected_calls_total`.
     pub fn register_metrics(&self, metrics: &Metrics) {
         metrics.register(
             "redis_breaker_state",
             "State of the circuit breaker in front of Redis: 0 closed, 1 half-open (trial), 2 open",
             self.inner.state.clone(),
+        );
+        metrics.register(
+            "redis_errors",
+            "Failed Redis connections and health probes",
+            self.inner.errors.clone(),
         );
         metrics.register(
             "redis_breaker_rejected_calls",
@@ -194,6 +203,7 @@ impl RedisHandle {
         match inner.connect().await {
             Ok(manager) => Ok(manager),
             Err(err) => {
+                inner.errors.inc();
                 inner.breaker.trip();
                 inner.publish_state();
                 tracing::warn!(error = %err, "cannot connect to Redis; failing fast until a probe succeeds");
@@ -304,6 +314,7 @@ impl Inner {
                 tracing::info!("Redis answers again; circuit closed");
             }
         } else {
+            self.errors.inc();
             attempt.failure();
         }
         self.publish_state();

@@ -345,6 +345,7 @@ pub async fn start(
     grpc_routes.add_service(grpc_health_service);
     let mut public = Router::new();
     let mut openapi = base_openapi();
+    let mut route_owners = http::RouteOwners::default();
 
     for component in &components {
         let name = component.name();
@@ -368,10 +369,9 @@ pub async fn start(
         };
         let mut keys = IdempotencyStore::new(pool.clone());
         if let Some(doc) = component.openapi(&country) {
-            let operations = crate::openapi::keyed_operations(
-                &serde_json::to_value(&doc).map_err(ServerError::OpenApi)?,
-            );
-            keys = keys.for_operations(operations);
+            let value = serde_json::to_value(&doc).map_err(ServerError::OpenApi)?;
+            route_owners.add_documented(name, &value);
+            keys = keys.for_operations(crate::openapi::keyed_operations(&value));
             openapi.merge(doc);
         }
         let parts = component.build(&ctx).map_err(|source| ServerError::Build {
@@ -397,6 +397,7 @@ pub async fn start(
             },
         );
         tasks.spawn(relay.run(shutdown.clone()));
+        tasks.spawn(Arc::clone(&metrics).watch_pool(name, pool.clone(), shutdown.clone()));
         for spec in parts.consumers {
             let mut config = spec.config;
             config.partitions = settings.kafka_partitions;
@@ -474,6 +475,7 @@ pub async fn start(
             .layer(axum::middleware::from_fn(crate::auth::authenticate))
             .layer(Extension(Arc::clone(&auth))),
         Arc::clone(&metrics),
+        route_owners,
     );
     let admin = http::admin_router(&health, Arc::clone(&metrics));
 

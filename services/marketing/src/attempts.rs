@@ -74,6 +74,19 @@ impl Refusal {
     }
 }
 
+/// Every outcome `pulse_marketing_seckill_attempts_total` counts.
+const OUTCOMES: [&str; 9] = [
+    "reserved",
+    "replayed",
+    "rate_limited",
+    "unknown",
+    "not_started",
+    "ended",
+    "already_bought",
+    "sold_out",
+    "unavailable",
+];
+
 /// A won attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reserved {
@@ -101,6 +114,12 @@ impl Attempts {
         outcomes: Family<OutcomeLabels, Counter>,
         missing: Arc<Notify>,
     ) -> Self {
+        // Every outcome's series exists (at 0) from the start.
+        for outcome in OUTCOMES {
+            drop(outcomes.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            }));
+        }
         Self {
             seckill,
             per_user,

@@ -182,6 +182,11 @@ impl Component for Ordering {
         let s = &self.settings;
         let metrics = OrderingMetrics::register(&ctx.metrics);
         let store = store::Store::new(ctx.db.clone(), ctx.outbox.clone());
+        ctx.metrics.register(
+            "ordering_orders",
+            "Orders that reached each status",
+            store.orders_reached().clone(),
+        );
         let payment_timeout =
             Duration::from_secs(u64::from(ctx.country.ordering.payment_timeout_seconds));
         let permits = Arc::new(Permits::new(

@@ -4,6 +4,9 @@
 //! and its outbox event always commit together.
 
 use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use pulse_kit::outbox::{Outbox, OutboxError};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -232,17 +235,50 @@ fn int(n: impl TryInto<i32>) -> i32 {
     n.try_into().unwrap_or(i32::MAX)
 }
 
+/// Labels of `pulse_ordering_orders_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The status an order reached (`PENDING_PAYMENT`, `PAID`, …).
+    pub status: &'static str,
+}
+
 /// Ordering's tables.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
     outbox: Outbox,
+    reached: Family<StatusLabels, Counter>,
 }
 
 impl Store {
     /// The store over ordering's pool and outbox.
     pub fn new(pool: PgPool, outbox: Outbox) -> Self {
-        Self { pool, outbox }
+        let reached = Family::default();
+        for status in OrderStatus::ALL {
+            drop(reached.get_or_create(&StatusLabels {
+                status: status.as_str(),
+            }));
+        }
+        Self {
+            pool,
+            outbox,
+            reached,
+        }
+    }
+
+    /// Orders that reached each status (`pulse_ordering_orders_total{status}`), counted when
+    /// the statement that writes the status succeeds: a transaction that fails to commit after
+    /// it (rare) is counted too.
+    pub fn orders_reached(&self) -> &Family<StatusLabels, Counter> {
+        &self.reached
+    }
+
+    fn count(&self, status: OrderStatus) {
+        self.reached
+            .get_or_create(&StatusLabels {
+                status: status.as_str(),
+            })
+            .inc();
     }
 
     /// Begins a flow's transaction.
@@ -383,7 +419,7 @@ impl Store {
             Deadline::After(timeout) => (None, Some(timeout.as_secs_f64())),
         };
         let amounts = &new.amounts;
-        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+        let inserted = sqlx::query_as::<_, OrderRow>(&format!(
             "INSERT INTO orders (id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
                                  subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
                                  payment_deadline, paid_at)
@@ -409,7 +445,11 @@ impl Store {
         .bind(after)
         .bind(new.status == OrderStatus::Paid)
         .fetch_optional(&mut *tx)
-        .await?)
+        .await?;
+        if let Some(order) = &inserted {
+            self.count(order.status);
+        }
+        Ok(inserted)
     }
 
     /// One order.
@@ -495,7 +535,7 @@ impl Store {
         status: OrderStatus,
         reason: Option<CancelReason>,
     ) -> Result<OrderRow, OrderError> {
-        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+        let row = sqlx::query_as::<_, OrderRow>(&format!(
             "UPDATE orders SET status = $2, updated_at = now(),
                     paid_at = CASE WHEN $4 THEN now() ELSE paid_at END,
                     cancelled_at = CASE WHEN $5 THEN now() ELSE cancelled_at END,
@@ -510,7 +550,9 @@ impl Store {
         .bind(status == OrderStatus::Cancelled)
         .bind(status == OrderStatus::Refunded)
         .fetch_one(&mut *tx)
-        .await?)
+        .await?;
+        self.count(status);
+        Ok(row)
     }
 
     /// Remembers the checkout started for an order still unpaid; `None` if it is not unpaid.

@@ -37,10 +37,12 @@ pub async fn run() -> anyhow::Result<()> {
     let settings = ServerSettings {
         db_max_connections: DB_CONNECTIONS,
         kafka_partitions: 3,
+        admin_addr: super::admin_addr()?,
         ..testing::server_settings(&db.url, &redis_url())
     };
     let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
     let server = start(&settings, testing::france(), components).await?;
+    eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
     let base = format!("http://{}", server.http_addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)

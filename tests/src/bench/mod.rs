@@ -6,6 +6,23 @@ pub mod seckill;
 
 use std::time::Duration;
 
+/// Where a bench's in-process server serves `/metrics`: `PULSE_BENCH_ADMIN_ADDR`, else
+/// 127.0.0.1:9492, which the Prometheus of `./dev up` scrapes as country `bench` (so the
+/// dashboards show a bench while it runs), else any free port when that one is taken.
+pub fn admin_addr() -> anyhow::Result<std::net::SocketAddr> {
+    if let Some(addr) = std::env::var_os("PULSE_BENCH_ADMIN_ADDR") {
+        let text = addr.to_string_lossy();
+        return text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("PULSE_BENCH_ADMIN_ADDR={text}: {e}"));
+    }
+    let wanted: std::net::SocketAddr = ([127, 0, 0, 1], 9492).into();
+    Ok(match std::net::TcpListener::bind(wanted) {
+        Ok(_free) => wanted,
+        Err(_) => ([127, 0, 0, 1], 0).into(),
+    })
+}
+
 /// Latency percentiles and throughput of one run.
 #[derive(Debug, Clone)]
 pub struct Measurement {

@@ -55,6 +55,7 @@ pub async fn run() -> anyhow::Result<()> {
         // Fixed ports: ordering's defaults point at this process's own listeners.
         http_addr: ([127, 0, 0, 1], testing::free_port()).into(),
         grpc_addr: ([127, 0, 0, 1], testing::free_port()).into(),
+        admin_addr: super::admin_addr()?,
         ..testing::server_settings(&db.url, &redis_url())
     };
     let ordering = pulse_ordering::Ordering::read(
@@ -71,6 +72,7 @@ pub async fn run() -> anyhow::Result<()> {
     );
     let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing), Arc::new(ordering)];
     let server = start(&settings, country, components).await?;
+    eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
     let base = format!("http://{}", server.http_addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY * 2)
