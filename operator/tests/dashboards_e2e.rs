@@ -220,12 +220,6 @@ async fn every_dashboard_panel_and_alert_is_backed_by_scraped_series() {
         testing::free_port(),
         testing::free_port(),
     );
-    let keyring = dir.join("keyring");
-    std::fs::write(
-        &keyring,
-        testing::unique("keyring-secret-of-the-dashboards-test"),
-    )
-    .expect("keyring");
     let log = File::create(dir.join("pulse.log")).expect("pulse log");
     let pulse = Command::new(pulse_bin())
         .args(["serve", "--target", "all"])
@@ -249,23 +243,7 @@ async fn every_dashboard_panel_and_alert_is_backed_by_scraped_series() {
         .env("PULSE_COUNTRY__TIMEZONE", "Europe/Paris")
         .env("PULSE_COUNTRY__CURRENCY", "EUR")
         .env("PULSE_COUNTRY__LOCALE", "fr-FR")
-        .env("PULSE_PAYMENT_PROVIDER", "sandbox")
-        .env("PULSE_PAYMENT_WEBHOOK_SECRET", testing::unique("whsec_obs"))
-        .env("PULSE_IDENTITY_KEYRING_SECRET_FILE", &keyring)
-        .env("PULSE_IDENTITY_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_IDENTITY_SANDBOX_SMS_FILE",
-            dir.join("identity-sms.jsonl"),
-        )
-        .env(
-            "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-            dir.join("identity-email.jsonl"),
-        )
-        .env("PULSE_NOTIFIER_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_NOTIFIER_SANDBOX_SMS_FILE",
-            dir.join("notifier-sms.jsonl"),
-        )
+        .envs(testing::sandbox_env(&dir, &testing::unique("whsec_obs")))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)

@@ -32,6 +32,43 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// What `pulse serve --target all` needs besides the servers, for a test: the sandbox providers
+/// writing into `dir` (identity's texts to `identity-sms.jsonl` and e-mails to
+/// `identity-email.jsonl`, notifier's texts to `notifier-sms.jsonl`), the sandbox payment
+/// provider signing with `webhook_secret`, and identity's keyring secret (written to
+/// `dir/keyring`).
+pub fn sandbox_env(
+    dir: &std::path::Path,
+    webhook_secret: &str,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    let keyring = dir.join("keyring");
+    std::fs::write(&keyring, unique("keyring-secret-of-a-test-run"))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", keyring.display()));
+    let file = |name: &str| dir.join(name).into_os_string();
+    vec![
+        ("PULSE_PAYMENT_PROVIDER", "sandbox".into()),
+        ("PULSE_PAYMENT_WEBHOOK_SECRET", webhook_secret.into()),
+        (
+            "PULSE_IDENTITY_KEYRING_SECRET_FILE",
+            keyring.into_os_string(),
+        ),
+        ("PULSE_IDENTITY_SMS_PROVIDER", "sandbox".into()),
+        (
+            "PULSE_IDENTITY_SANDBOX_SMS_FILE",
+            file("identity-sms.jsonl"),
+        ),
+        (
+            "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
+            file("identity-email.jsonl"),
+        ),
+        ("PULSE_NOTIFIER_SMS_PROVIDER", "sandbox".into()),
+        (
+            "PULSE_NOTIFIER_SANDBOX_SMS_FILE",
+            file("notifier-sms.jsonl"),
+        ),
+    ]
+}
+
 /// A database created for one test and dropped when the value is dropped.
 #[derive(Debug)]
 pub struct TestDatabase {

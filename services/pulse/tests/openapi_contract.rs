@@ -73,7 +73,6 @@ async fn every_operation_keeps_the_openapi_contract() {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
     let dir = common::work_dir(&instance);
-    let keyring = common::keyring_file(&dir);
     let webhook_secret = testing::unique("whsec_contract");
     let ports = Ports::free();
     let mut command = common::serve("all", &db.url, &instance, ports);
@@ -87,23 +86,7 @@ async fn every_operation_keeps_the_openapi_contract() {
             "PULSE_COUNTRY__RATE_LIMITS__SECKILL_ATTEMPTS_PER_SECOND",
             "1000000",
         )
-        .env("PULSE_PAYMENT_PROVIDER", "sandbox")
-        .env("PULSE_PAYMENT_WEBHOOK_SECRET", &webhook_secret)
-        .env("PULSE_IDENTITY_KEYRING_SECRET_FILE", &keyring)
-        .env("PULSE_IDENTITY_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_IDENTITY_SANDBOX_SMS_FILE",
-            dir.join("identity-sms.jsonl"),
-        )
-        .env(
-            "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-            dir.join("identity-email.jsonl"),
-        )
-        .env("PULSE_NOTIFIER_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_NOTIFIER_SANDBOX_SMS_FILE",
-            dir.join("notifier-sms.jsonl"),
-        );
+        .envs(testing::sandbox_env(&dir, &webhook_secret));
     let server = Process::spawn(command, dir.join("pulse.log"));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -354,7 +354,6 @@ async fn a_booking_is_one_trace_from_the_request_to_its_consumers() {
     let jaeger = Jaeger::start(&client, &dir).await;
     let db = TestDatabase::create().await;
 
-    let keyring = common::keyring_file(&dir);
     let ports = Ports::free();
     let mut command = common::serve("all", &db.url, &instance, ports);
     command
@@ -367,26 +366,7 @@ async fn a_booking_is_one_trace_from_the_request_to_its_consumers() {
         )
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("PULSE_DB_MAX_CONNECTIONS", "4")
-        .env("PULSE_PAYMENT_PROVIDER", "sandbox")
-        .env(
-            "PULSE_PAYMENT_WEBHOOK_SECRET",
-            testing::unique("whsec_traces"),
-        )
-        .env("PULSE_IDENTITY_KEYRING_SECRET_FILE", &keyring)
-        .env("PULSE_IDENTITY_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_IDENTITY_SANDBOX_SMS_FILE",
-            dir.join("identity-sms.jsonl"),
-        )
-        .env(
-            "PULSE_IDENTITY_SANDBOX_EMAIL_FILE",
-            dir.join("identity-email.jsonl"),
-        )
-        .env("PULSE_NOTIFIER_SMS_PROVIDER", "sandbox")
-        .env(
-            "PULSE_NOTIFIER_SANDBOX_SMS_FILE",
-            dir.join("notifier-sms.jsonl"),
-        );
+        .envs(testing::sandbox_env(&dir, &testing::unique("whsec_traces")));
     let server = Process::spawn(command, dir.join("pulse.log"));
     common::wait_ready(&client, ports.http, &server, "pulse serve --target all").await;
 
