@@ -23,6 +23,10 @@ fn usage() {
     }
 }
 
+/// The allocator of the `pulse` binary, so the in-process servers allocate as it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let scenario = std::env::args().nth(1);
