@@ -40,6 +40,22 @@ impl RouteOwners {
     }
 }
 
+/// The method as a metric label without allocating: the standard methods, else `other` (an
+/// extension method must not mint label values).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// State of the request observer.
 #[derive(Clone)]
 struct Observer {
@@ -60,7 +76,7 @@ async fn observe(State(observer): State<Observer>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let span = tracing::info_span!(
         "http.request",
         otel.kind = "server",

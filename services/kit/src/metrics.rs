@@ -17,8 +17,8 @@ pub struct HttpLabels {
     pub component: &'static str,
     /// Route template (`/v1/practitioners/{id}`), never the raw path.
     pub route: String,
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method (`other` for extension methods).
+    pub method: &'static str,
     /// Response status code.
     pub status: u16,
 }

@@ -35,8 +35,9 @@ pub const HEADER_COUNTRY: &str = "country";
 /// Writes events of one component into its outbox.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    country: String,
-    topic: String,
+    // Shared, not owned: components clone their state (and with it the outbox) per request.
+    country: Arc<str>,
+    topic: Arc<str>,
 }
 
 /// Why an event could not be appended.
@@ -56,8 +57,8 @@ impl Outbox {
     /// [`ComponentContext::keyspace`](crate::component::ComponentContext::keyspace)).
     pub fn new(country: &str, keyspace: &str, component: &str) -> Self {
         Self {
-            country: country.to_owned(),
-            topic: events_topic(keyspace, component),
+            country: country.into(),
+            topic: events_topic(keyspace, component).into(),
         }
     }
 
@@ -80,7 +81,7 @@ impl Outbox {
         let envelope = EventEnvelope {
             id: crate::new_id(),
             event_type: event_type.to_owned(),
-            country: self.country.clone(),
+            country: self.country.to_string(),
             occurred_at: Utc::now(),
             traceparent: Some(telemetry::current_or_new_traceparent()),
             payload: serde_json::to_value(payload)?,
@@ -99,7 +100,7 @@ impl Outbox {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(envelope.id)
-        .bind(&self.topic)
+        .bind(&*self.topic)
         .bind(key)
         .bind(event_type)
         .bind(sqlx::types::Json(&envelope))

@@ -28,7 +28,7 @@ use crate::seckill::{Attempt, Seckill};
 pub struct OutcomeLabels {
     /// `reserved`, `replayed`, `sold_out`, `already_bought`, `not_started`, `ended`, `unknown`,
     /// `unavailable`, `rate_limited`.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Why an attempt got no voucher.
@@ -116,9 +116,7 @@ impl Attempts {
     ) -> Self {
         // Every outcome's series exists (at 0) from the start.
         for outcome in OUTCOMES {
-            drop(outcomes.get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            }));
+            drop(outcomes.get_or_create(&OutcomeLabels { outcome }));
         }
         Self {
             seckill,
@@ -150,9 +148,7 @@ impl Attempts {
             Err(refusal) => refusal.outcome(),
         };
         self.outcomes
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
         result
     }
