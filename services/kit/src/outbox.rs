@@ -86,18 +86,14 @@ impl Outbox {
             traceparent: Some(telemetry::current_or_new_traceparent()),
             payload: serde_json::to_value(payload)?,
         };
-        // Transactions appending under the same key queue here until the holder commits, so
-        // for one key the outbox id order is the commit order the relay publishes in.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(crate::db::advisory_key(&format!(
-                "pulse-outbox-key:{}:{key}",
-                self.topic
-            )))
-            .execute(&mut *tx)
-            .await?;
+        // Transactions appending under the same key queue on the advisory lock until the holder
+        // commits, so for one key the outbox id order is the commit order the relay publishes
+        // in. One statement, one round trip: the lock's row is produced (the lock taken) before
+        // the insert draws the row's id.
         sqlx::query(
-            "INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
+             INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7 FROM locked",
         )
         .bind(envelope.id)
         .bind(&*self.topic)
@@ -106,6 +102,10 @@ impl Outbox {
         .bind(sqlx::types::Json(&envelope))
         .bind(&envelope.traceparent)
         .bind(envelope.occurred_at)
+        .bind(crate::db::advisory_key(&format!(
+            "pulse-outbox-key:{}:{key}",
+            self.topic
+        )))
         .execute(&mut *tx)
         .await?;
         Ok(envelope)
