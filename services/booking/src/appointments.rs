@@ -296,11 +296,8 @@ impl Appointments {
             local_day: day,
             replacing,
         };
-        let appointment = self.store.insert_appointment(tx, new).await?;
-        self.store
-            .set_slot_status(tx, slot.id, SlotStatus::Booked)
-            .await?;
-        Ok(appointment)
+        // Also marks the slot booked.
+        self.store.insert_appointment(tx, new).await
     }
 
     /// In the flow's transaction: locks an active appointment `actor` may manage.

@@ -393,15 +393,18 @@ impl Store {
         .await
     }
 
-    /// Inserts an active appointment. [`BookingError::SlotTaken`] when the slot already has one:
-    /// the unique index decides even when the Redis lock was bypassed.
+    /// Inserts an active appointment and marks its slot booked. [`BookingError::SlotTaken`] when
+    /// the slot already has one: the unique index decides even when the Redis lock was bypassed.
     pub async fn insert_appointment(
         &self,
         tx: &mut PgConnection,
         new: NewAppointment<'_>,
     ) -> Result<AppointmentRow, BookingError> {
+        // The slot (locked by the caller) is marked booked in the same statement: one round
+        // trip; a unique violation undoes both.
         let inserted = sqlx::query_as(&format!(
-            "INSERT INTO appointments (id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, local_day,
+            "WITH taken AS (UPDATE slots SET status = $10 WHERE id = $2)
+             INSERT INTO appointments (id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, local_day,
                                        status, rescheduled_from)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              RETURNING {APPOINTMENT_COLUMNS}"
@@ -415,6 +418,7 @@ impl Store {
         .bind(new.local_day)
         .bind(AppointmentStatus::Booked)
         .bind(new.replacing)
+        .bind(SlotStatus::Booked)
         .fetch_one(tx)
         .await;
         match inserted {
@@ -514,10 +518,16 @@ impl Store {
         tx: &mut PgConnection,
         event: &AppointmentEvent,
     ) -> Result<(), OutboxError> {
+        // One partition per practitioner; commit order per slot. The slot's row lock (and an
+        // appointment's, for a cancellation) already serialises the writers of one slot, and
+        // the consumers need no order between different slots (search invalidation is
+        // order-free, notices are per appointment), so bookings of one practitioner's different
+        // slots do not queue behind each other's commits.
         self.outbox
-            .append(
+            .append_ordered(
                 tx,
                 &event.practitioner_id.to_string(),
+                &event.slot_id.to_string(),
                 event.kind.event_type(),
                 event,
             )

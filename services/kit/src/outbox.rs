@@ -78,6 +78,23 @@ impl Outbox {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<EventEnvelope, OutboxError> {
+        self.append_ordered(tx, key, key, event_type, payload).await
+    }
+
+    /// [`Outbox::append`] with the commit order kept per `order_key` instead of per partition
+    /// `key`: events reach `key`'s partition, and those with the same `order_key` reach it in
+    /// commit order; transactions with different order keys do not wait for each other. For an
+    /// aggregate whose writers a row lock already serialises (a slot, an appointment), so that
+    /// a busy partition key (a practitioner) does not make every writer wait for the previous
+    /// one's commit.
+    pub async fn append_ordered(
+        &self,
+        tx: &mut PgConnection,
+        key: &str,
+        order_key: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+    ) -> Result<EventEnvelope, OutboxError> {
         let envelope = EventEnvelope {
             id: crate::new_id(),
             event_type: event_type.to_owned(),
@@ -103,7 +120,7 @@ impl Outbox {
         .bind(&envelope.traceparent)
         .bind(envelope.occurred_at)
         .bind(crate::db::advisory_key(&format!(
-            "pulse-outbox-key:{}:{key}",
+            "pulse-outbox-key:{}:{order_key}",
             self.topic
         )))
         .execute(&mut *tx)

@@ -236,3 +236,49 @@ async fn only_one_relay_publishes_at_a_time() {
         relay.await.expect("relay stops");
     }
 }
+
+#[tokio::test]
+async fn writers_of_one_partition_key_wait_only_for_their_own_order_key() {
+    let env = env().await;
+    let component = format!("outbox{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let outbox = Outbox::new("FR", "fr", &component);
+    let (partition_key, slot_a, slot_b) = ("practitioner-7", "slot-a", "slot-b");
+
+    // A transaction appends for slot A and stays open.
+    let mut open = env.pool.begin().await.expect("begin");
+    outbox
+        .append_ordered(&mut open, partition_key, slot_a, "TestEvent", &1)
+        .await
+        .expect("append for slot A");
+
+    // Another slot of the same partition key does not wait for it…
+    let mut other = env.pool.begin().await.expect("begin");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        outbox.append_ordered(&mut other, partition_key, slot_b, "TestEvent", &2),
+    )
+    .await
+    .expect("slot B waited for slot A's transaction")
+    .expect("append for slot B");
+    other.commit().await.expect("commit slot B");
+
+    // …while the same slot does, until the first commits.
+    let same = {
+        let (pool, outbox) = (env.pool.clone(), outbox.clone());
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.expect("begin");
+            outbox
+                .append_ordered(&mut tx, partition_key, slot_a, "TestEvent", &3)
+                .await
+                .expect("append for slot A again");
+            tx.commit().await.expect("commit");
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!same.is_finished(), "slot A's second writer did not wait");
+    open.commit().await.expect("commit slot A");
+    tokio::time::timeout(Duration::from_secs(5), same)
+        .await
+        .expect("slot A's second writer went on after the commit")
+        .expect("task");
+}
