@@ -2,6 +2,7 @@
 
 pub mod booking;
 pub mod operator;
+pub mod search;
 pub mod seckill;
 
 use std::time::Duration;
@@ -21,6 +22,17 @@ pub fn admin_addr() -> anyhow::Result<std::net::SocketAddr> {
         Ok(_free) => wanted,
         Err(_) => ([127, 0, 0, 1], 0).into(),
     })
+}
+
+/// Host and port of a `redis://` URL, for `redis-benchmark`.
+pub fn redis_host_port(url: &str) -> (String, String) {
+    let rest = url.trim_start_matches("redis://");
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.to_owned()),
+        None => (rest.to_owned(), "6379".to_owned()),
+    }
 }
 
 /// Latency percentiles and throughput of one run.

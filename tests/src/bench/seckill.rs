@@ -290,7 +290,7 @@ async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
         .query_async(&mut redis)
         .await?;
     let keys = CampaignKeys::new(keyspace, campaign);
-    let url = url_parts(&redis_url());
+    let url = super::redis_host_port(&redis_url());
     let output = tokio::process::Command::new("redis-benchmark")
         .args(["-h", &url.0, "-p", &url.1])
         .args(["-c", &CONCURRENCY.to_string(), "-n", &ATTEMPTS.to_string()])
@@ -350,16 +350,6 @@ async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
 }
 
 /// Host and port of a `redis://host:port` URL.
-fn url_parts(url: &str) -> (String, String) {
-    let rest = url.trim_start_matches("redis://");
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    let rest = rest.split('/').next().unwrap_or(rest);
-    match rest.rsplit_once(':') {
-        Some((host, port)) => (host.to_owned(), port.to_owned()),
-        None => (rest.to_owned(), "6379".to_owned()),
-    }
-}
-
 async fn cleanup(keyspace: &str, campaigns: &[&str]) -> anyhow::Result<()> {
     let mut redis = redis_connection().await?;
     for campaign in campaigns {

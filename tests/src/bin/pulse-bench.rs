@@ -11,6 +11,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "100 CountryTenants applied at once, reconciled by pulse-operator on a real control plane: time to Ready, API requests, RSS",
     ),
     (
+        "search",
+        "one cached practitioner search by 50 clients through Pulse, beside redis-benchmark GET of a value of its size; the ratio",
+    ),
+    (
         "seckill",
         "a seckill crowd through Pulse, beside redis-benchmark running the same Lua script; oversell count",
     ),
@@ -33,6 +37,7 @@ async fn main() -> std::process::ExitCode {
     let result = match scenario.as_deref() {
         Some("booking") => pulse_e2e::bench::booking::run().await,
         Some("operator") => pulse_e2e::bench::operator::run().await,
+        Some("search") => pulse_e2e::bench::search::run().await,
         Some("seckill") => pulse_e2e::bench::seckill::run().await,
         Some("-h" | "--help") | None => {
             usage();

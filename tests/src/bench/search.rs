@@ -1,0 +1,214 @@
+//! `./dev bench search`: one cached practitioner search
+//! (`GET /v1/practitioners?specialty=dermatology&city=Paris`) asked by many clients at once
+//! through Pulse (booking in-process, rate limits lifted: every client is one address), beside
+//! `redis-benchmark` GET of a value of the answer's size at the same concurrency, the floor of
+//! any cache in front of Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use pulse_kit::component::Component;
+use pulse_kit::server::{ServerSettings, start};
+use pulse_kit::testing::{self, TestDatabase, redis_connection, redis_url};
+use serde_json::json;
+
+use super::{Measurement, print_table};
+
+/// Clients asking at once, for Pulse and redis-benchmark alike.
+const CONCURRENCY: usize = 50;
+/// How long Pulse is asked.
+const DURATION: Duration = Duration::from_secs(10);
+/// Practitioners the search finds (one page).
+const PRACTITIONERS: usize = 20;
+/// The search.
+const QUERY: &str = "/v1/practitioners?specialty=dermatology&city=Paris";
+
+/// Runs both and prints one table with the ratio of Pulse's throughput to Redis'.
+pub async fn run() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await;
+    let booking = pulse_booking::Booking;
+    pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations()).await?;
+    let settings = ServerSettings {
+        db_max_connections: 16,
+        kafka_partitions: 3,
+        admin_addr: super::admin_addr()?,
+        ..testing::server_settings(&db.url, &redis_url())
+    };
+    let mut country = testing::france();
+    country.rate_limits.requests_per_second = 1_000_000;
+    country.rate_limits.burst = 1_000_000;
+    let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
+    let server = start(&settings, country, components).await?;
+    eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
+    let base = format!("http://{}", server.http_addr);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY * 2)
+        .build()?;
+
+    eprintln!("bench: {PRACTITIONERS} dermatologists in Paris");
+    let admin = testing::token("bench-admin", &["admin"], "FR");
+    let day = json!([{ "start": "09:00", "end": "17:00" }]);
+    for n in 0..PRACTITIONERS {
+        client
+            .post(format!("{base}/v1/practitioners"))
+            .bearer_auth(&admin)
+            .json(&json!({
+                "name": format!("Dr Search {n}"), "specialty": "dermatology", "city": "Paris",
+                "address": format!("{n} rue de la Paix"), "latitude": 48.85, "longitude": 2.35,
+                "consultationPriceMinor": 5000,
+                "schedule": { "slotMinutes": 30, "weekly": { "Mon": day, "Tue": day, "Wed": day,
+                    "Thu": day, "Fri": day } }
+            }))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    // The first answer fills the cache; every later one is a hit.
+    let body = client
+        .get(format!("{base}{QUERY}"))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let found = serde_json::from_slice::<serde_json::Value>(&body)?["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if found == 0 {
+        bail!(
+            "the search finds nothing: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    eprintln!(
+        "bench: {QUERY} by {CONCURRENCY} clients for {} s through Pulse",
+        DURATION.as_secs()
+    );
+    let pulse = through_pulse(&client, &format!("{base}{QUERY}")).await?;
+    server.shutdown().await;
+
+    eprintln!(
+        "bench: redis-benchmark GET of a {} byte value, {} calls, {CONCURRENCY} clients",
+        body.len(),
+        pulse.requests
+    );
+    let reference = redis_get(body.len(), pulse.requests).await?;
+    let ratio = pulse.throughput() / reference.throughput().max(f64::EPSILON);
+    println!();
+    print_table(&[pulse, reference]);
+    println!();
+    println!("ratio (Pulse / redis-benchmark throughput): {ratio:.2}");
+    println!(
+        "Pulse: HTTP → rate limit (Redis) → search cache (Redis, 2 round trips) → JSON; {found} practitioners."
+    );
+    println!("redis-benchmark: GET of a value as large as Pulse's answer, straight to Redis.");
+    Ok(())
+}
+
+/// `CONCURRENCY` clients asking `url` for `DURATION`; every answer must be 200.
+async fn through_pulse(client: &reqwest::Client, url: &str) -> anyhow::Result<Measurement> {
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (client, url) = (client.clone(), url.to_owned());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            while started.elapsed() < DURATION {
+                let asked = Instant::now();
+                let response = client.get(&url).send().await?;
+                let status = response.status();
+                response.bytes().await?;
+                if !status.is_success() {
+                    bail!("GET {url}: {status}");
+                }
+                latencies.push(asked.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        latencies.extend(done.context("a client task")??);
+    }
+    Ok(Measurement {
+        scenario: "search".into(),
+        system: "pulse".into(),
+        concurrency: CONCURRENCY,
+        requests: latencies.len(),
+        succeeded: latencies.len(),
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// `redis-benchmark` GET of a `size`-byte value, `requests` times at `CONCURRENCY`.
+async fn redis_get(size: usize, requests: usize) -> anyhow::Result<Measurement> {
+    let key = testing::unique("bench-search-value");
+    let mut redis = redis_connection().await;
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(vec![b'x'; size])
+        .arg("EX")
+        .arg(600)
+        .query_async::<()>(&mut redis)
+        .await?;
+    let (host, port) = super::redis_host_port(&redis_url());
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", &host, "-p", &port])
+        .args(["-c", &CONCURRENCY.to_string(), "-n", &requests.to_string()])
+        .arg("--csv")
+        .args(["GET", &key])
+        .output()
+        .await
+        .context("redis-benchmark is not installed (it ships with Redis)")?;
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut redis)
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "redis-benchmark failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let values: Vec<f64> = stdout
+        .lines()
+        .rfind(|l| l.starts_with("\"GET"))
+        .context("no result line from redis-benchmark")?
+        .split("\",\"")
+        .skip(1)
+        .map(|v| v.trim_matches('"').parse::<f64>().unwrap_or(0.0))
+        .collect();
+    let [rps, _avg, _min, p50, p95, p99, _max] = values[..] else {
+        bail!("unexpected redis-benchmark output: {stdout}");
+    };
+    // redis-benchmark reports percentiles, not samples: three latencies stand for them, and the
+    // wall time follows from its own throughput.
+    let latencies = percentiles_as_samples(p50, p95, p99);
+    Ok(Measurement {
+        scenario: "search".into(),
+        system: "redis-get".into(),
+        concurrency: CONCURRENCY,
+        requests,
+        succeeded: requests,
+        elapsed: Duration::from_secs_f64(requests as f64 / rps.max(f64::EPSILON)),
+        latencies,
+    })
+}
+
+/// 100 samples whose p50, p95 and p99 (as [`Measurement::percentile_ms`] reads them) are the
+/// given milliseconds.
+fn percentiles_as_samples(p50: f64, p95: f64, p99: f64) -> Vec<Duration> {
+    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    (1..=100)
+        .map(|rank| match rank {
+            ..=50 => ms(p50),
+            51..=95 => ms(p95),
+            _ => ms(p99),
+        })
+        .collect()
+}
