@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use pulse_kit::config::CountryConfig;
 use pulse_kit::db::in_transaction_span;
 use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
+use pulse_kit::metrics::preset;
 use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
@@ -82,9 +83,7 @@ impl Appointments {
             }),
             outcomes: {
                 let outcomes = Family::default();
-                for outcome in OUTCOMES {
-                    drop(outcomes.get_or_create(&OutcomeLabels { outcome }));
-                }
+                preset(&outcomes, OUTCOMES.map(|outcome| OutcomeLabels { outcome }));
                 outcomes
             },
         }

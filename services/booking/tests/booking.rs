@@ -101,6 +101,7 @@ async fn without_redis_the_database_still_allows_one_appointment() {
     let app = TestApp::start_with(france(), "redis://127.0.0.1:1").await;
     assert_one_winner(&app, 10).await;
     assert!(app.metric("pulse_booking_slot_lock_bypassed_total").await >= 2000.0);
+    assert!(app.metric("pulse_redis_errors_total").await >= 1.0);
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
 use crate::kafka::{KafkaHandle, dead_letter_topic};
-use crate::metrics::{ConsumerLabels, GroupLabels, Metrics};
+use crate::metrics::{ConsumerLabels, GroupLabels, Metrics, preset};
 use crate::outbox::sleep_or_cancel;
 use crate::telemetry;
 
@@ -199,13 +199,16 @@ impl Consumer {
     /// (uncommitted work is rolled back).
     pub async fn run(self, shutdown: CancellationToken) {
         // Every series exists from the start, so dashboards and alerts see 0, not nothing.
-        let labels = self.group_labels();
         let metrics = &self.metrics;
-        drop(metrics.consumer_handled.get_or_create(&labels));
-        drop(metrics.consumer_failures.get_or_create(&labels));
-        drop(metrics.consumer_dead_lettered.get_or_create(&labels));
-        drop(metrics.consumer_fetch_failures.get_or_create(&labels));
-        drop(metrics.consumer_partitions_owned.get_or_create(&labels));
+        for counter in [
+            &metrics.consumer_handled,
+            &metrics.consumer_failures,
+            &metrics.consumer_dead_lettered,
+            &metrics.consumer_fetch_failures,
+        ] {
+            preset(counter, [self.group_labels()]);
+        }
+        preset(&metrics.consumer_partitions_owned, [self.group_labels()]);
         let partitions = loop {
             match self
                 .kafka

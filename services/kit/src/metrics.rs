@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
@@ -68,6 +68,19 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Creates `family`'s series for each of `label_sets` at 0, so that dashboards and alerts see
+/// 0 before the first event rather than no series at all.
+pub fn preset<S, M, C>(family: &Family<S, M, C>, label_sets: impl IntoIterator<Item = S>)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: MetricConstructor<M>,
+{
+    for labels in label_sets {
+        // The guard is dropped at once: asking the family again while holding it would deadlock.
+        drop(family.get_or_create(&labels));
+    }
 }
 
 /// All kit metrics, plus the registry they live in.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
 use crate::kafka::{KafkaHandle, events_topic, partition_for};
-use crate::metrics::{ComponentLabels, Metrics};
+use crate::metrics::{ComponentLabels, Metrics, preset};
 use crate::telemetry;
 
 /// Kafka record header carrying the event type.
@@ -218,10 +218,9 @@ impl OutboxRelay {
     /// Runs until `shutdown` is cancelled: waits for leadership, then publishes.
     pub async fn run(self, shutdown: CancellationToken) {
         // Every series exists from the start, so dashboards and alerts see 0, not nothing.
-        let labels = self.labels();
-        drop(self.metrics.outbox_published.get_or_create(&labels));
-        drop(self.metrics.outbox_publish_failures.get_or_create(&labels));
-        drop(self.metrics.outbox_lag_seconds.get_or_create(&labels));
+        preset(&self.metrics.outbox_published, [self.labels()]);
+        preset(&self.metrics.outbox_publish_failures, [self.labels()]);
+        preset(&self.metrics.outbox_lag_seconds, [self.labels()]);
         let lock_key = crate::db::advisory_key(&format!("pulse-outbox-relay:{}", self.component));
         while !shutdown.is_cancelled() {
             match self.lead(lock_key, &shutdown).await {

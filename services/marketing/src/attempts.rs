@@ -115,9 +115,7 @@ impl Attempts {
         missing: Arc<Notify>,
     ) -> Self {
         // Every outcome's series exists (at 0) from the start.
-        for outcome in OUTCOMES {
-            drop(outcomes.get_or_create(&OutcomeLabels { outcome }));
-        }
+        pulse_kit::metrics::preset(&outcomes, OUTCOMES.map(|outcome| OutcomeLabels { outcome }));
         Self {
             seckill,
             per_user,
@@ -194,5 +192,31 @@ impl Attempts {
                 Err(Refusal::Unavailable)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_counted_has_its_series_from_the_start() {
+        let refusals = [
+            Refusal::RateLimited {
+                retry_after_secs: 1,
+            },
+            Refusal::UnknownCampaign("c".into()),
+            Refusal::NotStarted,
+            Refusal::Ended,
+            Refusal::AlreadyBought,
+            Refusal::SoldOut,
+            Refusal::Unavailable,
+        ];
+        for refusal in &refusals {
+            assert!(OUTCOMES.contains(&refusal.outcome()), "{refusal:?}");
+        }
+        // The two wins, and nothing else.
+        assert_eq!(OUTCOMES.len(), refusals.len() + 2);
+        assert!(OUTCOMES.contains(&"reserved") && OUTCOMES.contains(&"replayed"));
     }
 }

@@ -147,13 +147,13 @@ impl DeliveryMetrics {
     /// Registers the metrics (`pulse_notifier_sent_total`, …).
     pub fn register(&self, metrics: &pulse_kit::metrics::Metrics) {
         // The per-channel series exist (at 0) from the start, for dashboards and alerts.
-        for channel in Channel::ALL {
-            let labels = ChannelLabels {
+        let channels = || {
+            Channel::ALL.map(|channel| ChannelLabels {
                 channel: channel.as_str().to_owned(),
-            };
-            drop(self.dead_letters.get_or_create(&labels));
-            drop(self.breaker_open.get_or_create(&labels));
-        }
+            })
+        };
+        pulse_kit::metrics::preset(&self.dead_letters, channels());
+        pulse_kit::metrics::preset(&self.breaker_open, channels());
         metrics.register(
             "notifier_sent",
             "Notification deliveries by channel, kind and outcome",

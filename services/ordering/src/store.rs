@@ -254,11 +254,12 @@ impl Store {
     /// The store over ordering's pool and outbox.
     pub fn new(pool: PgPool, outbox: Outbox) -> Self {
         let reached = Family::default();
-        for status in OrderStatus::ALL {
-            drop(reached.get_or_create(&StatusLabels {
+        pulse_kit::metrics::preset(
+            &reached,
+            OrderStatus::ALL.iter().map(|status| StatusLabels {
                 status: status.as_str(),
-            }));
-        }
+            }),
+        );
         Self {
             pool,
             outbox,

@@ -589,6 +589,11 @@ async fn an_unpaid_product_order_is_cancelled_and_its_stock_comes_back() {
             .await,
         1
     );
+    // What the dashboards count: one order placed, the same one cancelled, none paid.
+    let reached = |status: &str| format!("pulse_ordering_orders_total{{status=\"{status}\"}}");
+    assert_eq!(app.metric(&reached("PENDING_PAYMENT")).await, 1.0);
+    assert_eq!(app.metric(&reached("CANCELLED")).await, 1.0);
+    assert_eq!(app.metric(&reached("PAID")).await, 0.0);
     // Paying a cancelled order is refused.
     let (status, body) = app
         .post(&buyer, &format!("/v1/orders/{order_id}/pay"))

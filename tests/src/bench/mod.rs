@@ -35,6 +35,58 @@ pub fn redis_host_port(url: &str) -> (String, String) {
     }
 }
 
+/// What `redis-benchmark --csv` reports for one command.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisBenchmark {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50: f64,
+    /// 95th percentile, ms.
+    pub p95: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+}
+
+/// Runs `redis-benchmark` against `PULSE_REDIS_URL` with `clients` connections, `requests`
+/// requests and `args` (extra options, then the command), and reads its CSV line.
+pub async fn redis_benchmark(
+    clients: usize,
+    requests: usize,
+    args: &[&str],
+) -> anyhow::Result<RedisBenchmark> {
+    use anyhow::Context;
+    let (host, port) = redis_host_port(&pulse_kit::testing::redis_url());
+    let output = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", &host, "-p", &port])
+        .args(["-c", &clients.to_string(), "-n", &requests.to_string()])
+        .arg("--csv")
+        .args(args)
+        .output()
+        .await
+        .context("redis-benchmark is not installed (it ships with Redis)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        anyhow::bail!(
+            "redis-benchmark failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let values: Vec<f64> = stdout
+        .lines()
+        .rfind(|l| l.starts_with('"') && !l.starts_with("\"test\""))
+        .context("no result line from redis-benchmark")?
+        .rsplit("\",\"")
+        .take(7)
+        .map(|v| v.trim_matches('"').parse::<f64>().unwrap_or(0.0))
+        .collect();
+    let [_max, p99, p95, p50, _min, _avg, rps] = values[..] else {
+        anyhow::bail!("unexpected redis-benchmark output: {stdout}");
+    };
+    Ok(RedisBenchmark { rps, p50, p95, p99 })
+}
+
 /// Latency percentiles and throughput of one run.
 #[derive(Debug, Clone)]
 pub struct Measurement {

@@ -154,38 +154,12 @@ async fn redis_get(size: usize, requests: usize) -> anyhow::Result<Measurement> 
         .arg(600)
         .query_async::<()>(&mut redis)
         .await?;
-    let (host, port) = super::redis_host_port(&redis_url());
-    let output = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", &host, "-p", &port])
-        .args(["-c", &CONCURRENCY.to_string(), "-n", &requests.to_string()])
-        .arg("--csv")
-        .args(["GET", &key])
-        .output()
-        .await
-        .context("redis-benchmark is not installed (it ships with Redis)")?;
+    let measured = super::redis_benchmark(CONCURRENCY, requests, &["GET", &key]).await;
     redis::cmd("DEL")
         .arg(&key)
         .query_async::<()>(&mut redis)
         .await?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "redis-benchmark failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let values: Vec<f64> = stdout
-        .lines()
-        .rfind(|l| l.starts_with("\"GET"))
-        .context("no result line from redis-benchmark")?
-        .split("\",\"")
-        .skip(1)
-        .map(|v| v.trim_matches('"').parse::<f64>().unwrap_or(0.0))
-        .collect();
-    let [rps, _avg, _min, p50, p95, p99, _max] = values[..] else {
-        bail!("unexpected redis-benchmark output: {stdout}");
-    };
+    let super::RedisBenchmark { rps, p50, p95, p99 } = measured?;
     // redis-benchmark reports percentiles, not samples: three latencies stand for them, and the
     // wall time follows from its own throughput.
     let latencies = percentiles_as_samples(p50, p95, p99);

@@ -290,46 +290,28 @@ async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
         .query_async(&mut redis)
         .await?;
     let keys = CampaignKeys::new(keyspace, campaign);
-    let url = super::redis_host_port(&redis_url());
-    let output = tokio::process::Command::new("redis-benchmark")
-        .args(["-h", &url.0, "-p", &url.1])
-        .args(["-c", &CONCURRENCY.to_string(), "-n", &ATTEMPTS.to_string()])
-        .args(["-r", "100000000", "--csv"])
-        .args(["EVALSHA", &sha, "5"])
-        .args([
+    let millis = now.timestamp_millis().to_string();
+    let measured = super::redis_benchmark(
+        CONCURRENCY,
+        ATTEMPTS,
+        &[
+            "-r",
+            "100000000",
+            "EVALSHA",
+            &sha,
+            "5",
             &keys.meta,
             &keys.stock,
             &keys.buyers,
             &keys.orders,
             &keys.stream,
-        ])
-        .args([
-            &now.timestamp_millis().to_string(),
+            &millis,
             "user-__rand_int__",
             "order-__rand_int__",
-        ])
-        .output()
-        .await
-        .context("redis-benchmark is not installed (it ships with Redis)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "redis-benchmark failed: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let values: Vec<f64> = stdout
-        .lines()
-        .rfind(|l| l.starts_with("\"EVALSHA"))
-        .context("no result line from redis-benchmark")?
-        .rsplit("\",\"")
-        .take(7)
-        .map(|v| v.trim_matches('"').parse::<f64>().unwrap_or(0.0))
-        .collect();
-    let [_max, p99, p95, p50, _min, _avg, rps] = values[..] else {
-        bail!("unexpected redis-benchmark output: {stdout}");
-    };
+        ],
+    )
+    .await?;
+    let super::RedisBenchmark { rps, p50, p95, p99 } = measured;
     let won: usize = redis.xlen(&keys.stream).await?;
     let left: i64 = redis.get(&keys.stock).await?;
     let buyers: usize = redis.hlen(&keys.buyers).await?;
