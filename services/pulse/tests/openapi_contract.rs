@@ -96,14 +96,7 @@ async fn every_operation_keeps_the_openapi_contract() {
 
     // Practitioners with schedules and free slots, for the operations the links chain from a
     // search (slots, booking, cancelling, rescheduling).
-    let seeded = common::pulse(&["seed", "--country", "FR"], &db.url, &instance, ports)
-        .output()
-        .expect("pulse seed");
-    assert!(
-        seeded.status.success(),
-        "pulse seed --country FR: {}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
+    common::seed_france(&db.url, &instance, ports);
     // A user signed in by phone code, so that the caller's profile exists; the token carries
     // every role, so that every operation is reachable.
     let user = sign_in(&client, ports.http, &dir.join("identity-sms.jsonl")).await;

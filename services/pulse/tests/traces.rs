@@ -371,14 +371,7 @@ async fn a_booking_is_one_trace_from_the_request_to_its_consumers() {
     common::wait_ready(&client, ports.http, &server, "pulse serve --target all").await;
 
     // Practitioners with free slots.
-    let seeded = common::pulse(&["seed", "--country", "FR"], &db.url, &instance, ports)
-        .output()
-        .expect("pulse seed");
-    assert!(
-        seeded.status.success(),
-        "pulse seed --country FR: {}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
+    common::seed_france(&db.url, &instance, ports);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&db.url)

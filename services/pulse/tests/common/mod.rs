@@ -101,6 +101,19 @@ pub fn pulse(args: &[&str], database: &str, instance: &str, ports: Ports) -> Com
     command
 }
 
+/// `pulse seed --country FR` against the database of a running server: the demo practitioners,
+/// with schedules and free slots.
+pub fn seed_france(database: &str, instance: &str, ports: Ports) {
+    let seeded = pulse(&["seed", "--country", "FR"], database, instance, ports)
+        .output()
+        .expect("pulse seed");
+    assert!(
+        seeded.status.success(),
+        "pulse seed --country FR: {}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+}
+
 /// Waits until `process` (`what`, for the message) answers `/readyz` with 200 on `port`; 60 s
 /// at most, then the panic shows the end of its log.
 pub async fn wait_ready(client: &reqwest::Client, port: u16, process: &Process, what: &str) {
