@@ -179,6 +179,15 @@ pub struct Parts {
     pub consumers: Vec<ConsumerSpec>,
     /// Background jobs.
     pub jobs: Vec<Job>,
+    /// Operations (method, route template) whose flow keeps its own `Idempotency-Key`
+    /// records in the atomic step that makes its effect: the kit's middleware checks and hands
+    /// the key over but neither looks it up nor stores an answer (see
+    /// [`IdempotencyStore::kept_by_flow`](crate::idempotency::IdempotencyStore::kept_by_flow)).
+    pub keys_kept_by_flow: Vec<(axum::http::Method, &'static str)>,
+    /// Operations whose flow limits a signed-in caller's rate itself, in the same atomic step
+    /// as its effect: the edge rate limit does not spend a second Redis round trip on them
+    /// (see [`RateLimiter::limited_by_flow`](crate::ratelimit::RateLimiter::limited_by_flow)).
+    pub rate_limited_by_flow: Vec<(axum::http::Method, &'static str)>,
 }
 
 /// A Pulse component (identity, booking, marketing, ordering, notifier).

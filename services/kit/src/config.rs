@@ -225,7 +225,9 @@ pub struct RateLimits {
     pub requests_per_second: u32,
     /// Extra requests a client may burst above the sustained rate.
     pub burst: u32,
-    /// Seckill attempts per second one user may make.
+    /// Seckill attempts per second one user may make at one campaign (with a burst of as many
+    /// again); checked by the reservation script itself, so these attempts do not count
+    /// against the per-client limit above.
     #[schemars(range(min = 1))]
     pub seckill_attempts_per_second: u32,
 }

@@ -53,6 +53,8 @@ pub struct IdempotencyStore {
     pool: PgPool,
     /// The operations keys are honoured on (method, route template); all when `None`.
     operations: Option<Arc<HashSet<(Method, String)>>>,
+    /// The operations whose flow keeps its own records.
+    kept_by_flow: Arc<[(Method, String)]>,
 }
 
 impl IdempotencyStore {
@@ -61,7 +63,26 @@ impl IdempotencyStore {
         Self {
             pool,
             operations: None,
+            kept_by_flow: Arc::new([]),
         }
+    }
+
+    /// On these operations the flow keeps its own records, atomically with its effect (the
+    /// seckill reservation script does, in Redis): the middleware still checks the key and
+    /// hands it over as [`IdempotencyKey`], but neither looks it up nor stores an answer, so
+    /// the operation costs no database round trip. Such a flow promises what the middleware
+    /// does for effects (a retry gets the first effect's answer); a refusal, which has no
+    /// effect, is decided again.
+    #[must_use]
+    pub fn kept_by_flow<'a>(
+        mut self,
+        operations: impl IntoIterator<Item = (Method, &'a str)>,
+    ) -> Self {
+        self.kept_by_flow = operations
+            .into_iter()
+            .map(|(method, route)| (method, route.to_owned()))
+            .collect();
+        self
     }
 
     /// Honours keys only on these operations (method and route template `/v1/orders/{id}`):
@@ -270,6 +291,12 @@ pub async fn middleware(
     if !store.honours(request.method(), route) {
         return next.run(request).await;
     }
+    let kept_by_flow = route.is_some_and(|route| {
+        store
+            .kept_by_flow
+            .iter()
+            .any(|(method, kept)| method == request.method() && kept == route)
+    });
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
@@ -286,6 +313,16 @@ pub async fn middleware(
         Ok(key) => key.to_owned(),
         Err(problem) => return problem.into_response(),
     };
+    if kept_by_flow {
+        let mut request = request;
+        request.extensions_mut().insert(IdempotencyKey {
+            scope: format!("sub:{subject}"),
+            fingerprint: Vec::new(),
+            key,
+            recorded: Arc::default(),
+        });
+        return next.run(request).await;
+    }
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,

@@ -6,12 +6,14 @@
 //! valid token (the [`Principal`] that [`authenticate`](crate::auth::authenticate) stored), else its IP address (the first `X-Forwarded-For` hop when the deployment sits
 //! behind a trusted proxy). Over the limit: 429 problem+json with `Retry-After`. Redis
 //! unreachable: requests pass (the limit protects capacity; availability matters more) and
-//! the metric `pulse_rate_limit_unavailable` counts them.
+//! the metric `pulse_rate_limit_unavailable` counts them. An operation whose flow limits its
+//! caller in its own atomic step ([`RateLimiter::limited_by_flow`], the seckill attempt) is not
+//! checked here for signed-in callers, which saves a Redis round trip per request.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +41,26 @@ redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
 return {1, 0}
 ";
 
+/// A GCRA limit's parameters: `requests_per_second` sustained plus `burst` extra.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    /// Time between two requests at the sustained rate, ms (at least 1).
+    pub interval_ms: u64,
+    /// How far ahead of the sustained rate a client may be: the burst, ms.
+    pub tolerance_ms: u64,
+}
+
+impl Gcra {
+    /// `requests_per_second` (at least 1) sustained plus `burst` extra.
+    pub fn new(requests_per_second: u32, burst: u32) -> Self {
+        let interval_ms = (1000 / u64::from(requests_per_second.max(1))).max(1);
+        Self {
+            interval_ms,
+            tolerance_ms: interval_ms * u64::from(burst),
+        }
+    }
+}
+
 /// The limits and where they are kept.
 pub struct RateLimiter {
     redis: RedisHandle,
@@ -47,6 +69,8 @@ pub struct RateLimiter {
     interval_ms: u64,
     tolerance_ms: u64,
     trust_forwarded_for: bool,
+    /// Operations (method, route template) whose flow limits a signed-in caller itself.
+    limited_by_flow: Vec<(axum::http::Method, String)>,
     /// Requests refused with 429.
     pub limited: Counter,
     /// Requests let through unchecked because Redis did not answer.
@@ -65,17 +89,49 @@ impl RateLimiter {
         burst: u32,
         trust_forwarded_for: bool,
     ) -> Self {
-        let interval_ms = (1000 / u64::from(requests_per_second.max(1))).max(1);
+        let Gcra {
+            interval_ms,
+            tolerance_ms,
+        } = Gcra::new(requests_per_second, burst);
         Self {
             redis,
             script: LuaScript::new(GCRA),
             keyspace: keyspace.to_owned(),
             interval_ms,
-            tolerance_ms: interval_ms * u64::from(burst),
+            tolerance_ms,
             trust_forwarded_for,
+            limited_by_flow: Vec::new(),
             limited: Counter::default(),
             unavailable: Counter::default(),
         }
+    }
+
+    /// On these operations a signed-in caller is limited by the operation's own flow, in the
+    /// same atomic Redis step as its effect (the seckill reservation script limits each user's
+    /// attempts at a campaign), so the edge check would only add a round trip. Anonymous
+    /// requests to them are still limited here.
+    #[must_use]
+    pub fn limited_by_flow<'a>(
+        mut self,
+        operations: impl IntoIterator<Item = (axum::http::Method, &'a str)>,
+    ) -> Self {
+        self.limited_by_flow = operations
+            .into_iter()
+            .map(|(method, route)| (method, route.to_owned()))
+            .collect();
+        self
+    }
+
+    /// Whether the request's own flow limits it (see [`RateLimiter::limited_by_flow`]).
+    fn is_limited_by_flow(&self, request: &Request) -> bool {
+        let Some(route) = request.extensions().get::<MatchedPath>() else {
+            return false;
+        };
+        request.extensions().get::<Principal>().is_some()
+            && self
+                .limited_by_flow
+                .iter()
+                .any(|(method, limited)| method == request.method() && limited == route.as_str())
     }
 
     /// Who the request counts against.
@@ -125,7 +181,7 @@ pub async fn middleware(
     request: Request,
     next: Next,
 ) -> Response {
-    if EXEMPT.contains(&request.uri().path()) {
+    if EXEMPT.contains(&request.uri().path()) || limiter.is_limited_by_flow(&request) {
         return next.run(request).await;
     }
     let client = limiter.client_of(&request);
@@ -197,6 +253,65 @@ mod tests {
             "one more after the interval"
         );
         assert!(limiter.check("alice").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_operation_limited_by_its_flow_skips_the_edge_check_for_signed_in_callers() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+        let redis = RedisHandle::new(&crate::testing::redis_url()).expect("url");
+        let keyspace = crate::testing::unique("rlflow");
+        let limiter = Arc::new(
+            RateLimiter::new(redis, &keyspace, 1, 0, false)
+                .limited_by_flow([(axum::http::Method::POST, "/attempts/{id}")]),
+        );
+        let app = axum::Router::new()
+            .route("/attempts/{id}", axum::routing::post(|| async { "ok" }))
+            .route("/other", axum::routing::post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&limiter),
+                middleware,
+            ))
+            .layer(axum::middleware::from_fn(
+                |mut request: Request, next: Next| async move {
+                    if request.headers().contains_key("x-user") {
+                        request.extensions_mut().insert(Principal {
+                            claims: crate::auth::claims_for(
+                                "alice",
+                                &[],
+                                "FR",
+                                "test",
+                                std::time::Duration::from_secs(60),
+                            ),
+                        });
+                    }
+                    next.run(request).await
+                },
+            ));
+        let status = |path: &'static str, signed_in: bool| {
+            let app = app.clone();
+            async move {
+                let mut request = Request::post(path);
+                if signed_in {
+                    request = request.header("x-user", "1");
+                }
+                app.oneshot(request.body(Body::empty()).expect("request"))
+                    .await
+                    .expect("response")
+                    .status()
+            }
+        };
+        for _ in 0..5 {
+            assert_eq!(status("/attempts/summer", true).await, StatusCode::OK);
+        }
+        // Anonymous callers of the same operation and other operations are limited here.
+        assert_eq!(status("/attempts/summer", false).await, StatusCode::OK);
+        assert_eq!(
+            status("/attempts/summer", false).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status("/other", true).await, StatusCode::OK);
+        assert_eq!(status("/other", true).await, StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[tokio::test]

@@ -344,6 +344,7 @@ pub async fn start(
     let mut grpc_routes = tonic::service::Routes::builder();
     grpc_routes.add_service(grpc_health_service);
     let mut public = Router::new();
+    let mut limited_by_flow = Vec::new();
     let mut openapi = base_openapi();
     let mut route_owners = http::RouteOwners::default();
 
@@ -378,6 +379,8 @@ pub async fn start(
             component: name,
             source,
         })?;
+        let keys = keys.kept_by_flow(parts.keys_kept_by_flow);
+        limited_by_flow.extend(parts.rate_limited_by_flow);
         public = public.merge(idempotency::layer(parts.routes, keys));
         for service in parts.grpc.names() {
             grpc_health
@@ -432,13 +435,16 @@ pub async fn start(
         health.dependency_gauge(),
     );
     redis.register_metrics(&metrics);
-    let limiter = Arc::new(ratelimit::RateLimiter::new(
-        redis.clone(),
-        &keyspace,
-        country.rate_limits.requests_per_second,
-        country.rate_limits.burst,
-        settings.trust_forwarded_for,
-    ));
+    let limiter = Arc::new(
+        ratelimit::RateLimiter::new(
+            redis.clone(),
+            &keyspace,
+            country.rate_limits.requests_per_second,
+            country.rate_limits.burst,
+            settings.trust_forwarded_for,
+        )
+        .limited_by_flow(limited_by_flow),
+    );
     metrics.register(
         "rate_limited_requests",
         "Requests refused with 429",

@@ -322,6 +322,56 @@ async fn a_request_that_died_before_commit_leaves_its_key_free_at_once() {
 }
 
 #[tokio::test]
+async fn an_operation_whose_flow_keeps_its_keys_gets_the_key_and_no_record() {
+    let env = common::env().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let app = idempotency::layer(
+        Router::new().route(
+            "/attempts/{id}",
+            post({
+                let seen = Arc::clone(&seen);
+                move |key: Option<IdempotencyKey>| async move {
+                    if let (Some(key), Ok(mut seen)) = (key, seen.lock()) {
+                        seen.push(format!("{} {}", key.scope(), key.key()));
+                    }
+                    Problem::new(StatusCode::CONFLICT, "sold-out", "Sold out")
+                }
+            }),
+        ),
+        IdempotencyStore::new(env.pool.clone())
+            .kept_by_flow([(axum::http::Method::POST, "/attempts/{id}")]),
+    )
+    .layer(axum::middleware::from_fn(as_alice));
+    let attempt = |key: &str| {
+        Request::post("/attempts/summer")
+            .header("idempotency-key", key)
+            .body(Body::empty())
+            .expect("request")
+    };
+    for _ in 0..2 {
+        let (status, headers, _) = send(&app, attempt("k-1")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(headers.get(REPLAYED).is_none(), "the flow decides again");
+    }
+    assert_eq!(
+        seen.lock().map(|s| s.clone()).unwrap_or_default(),
+        vec!["sub:alice k-1".to_owned(), "sub:alice k-1".to_owned()],
+        "the flow got the caller's key both times"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&env.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        stored, 0,
+        "the middleware keeps nothing for such an operation"
+    );
+    // The key is still checked.
+    let (status, _, problem) = send(&app, attempt("with space")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+}
+
+#[tokio::test]
 async fn refusals_are_kept_and_anonymous_requests_are_not_looked_at() {
     let env = common::env().await;
     let app = app(env.pool.clone(), calls(&env));

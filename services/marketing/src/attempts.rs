@@ -1,8 +1,8 @@
 //! The seckill attempt flow: one user's try at one voucher of a campaign.
 //!
-//! The flow checks the user's attempt rate, then runs the reservation script, which decides
-//! everything else atomically in Redis (window, per-user limit, stock) and, on success, adds the
-//! reservation to the campaign's stream for ordering. Nothing is written anywhere else, so a
+//! The flow runs the reservation script, which decides everything atomically in one Redis
+//! round trip (the user's attempt rate at the campaign, window, per-user limit, stock) and, on
+//! success, adds the reservation to the campaign's stream for ordering. Nothing is written anywhere else, so a
 //! refusal leaves no trace but its metric. The script is the one atomic step: whatever must be
 //! remembered with a reservation goes into it, such as the request's `Idempotency-Key` record
 //! (caller + key → order id): a retry with the key gets the same reservation back, even when the
@@ -16,7 +16,6 @@ use std::sync::Arc;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use pulse_kit::ratelimit::RateLimiter;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -100,17 +99,15 @@ pub struct Reserved {
 #[derive(Clone)]
 pub struct Attempts {
     seckill: Arc<Seckill>,
-    per_user: Arc<RateLimiter>,
     outcomes: Family<OutcomeLabels, Counter>,
     missing: Arc<Notify>,
 }
 
 impl Attempts {
-    /// Attempts over `seckill`, limited per user by `per_user`, counted in `outcomes`;
+    /// Attempts over `seckill` (which limits each user's attempt rate), counted in `outcomes`;
     /// `missing` is notified when Redis does not know a campaign.
     pub fn new(
         seckill: Arc<Seckill>,
-        per_user: Arc<RateLimiter>,
         outcomes: Family<OutcomeLabels, Counter>,
         missing: Arc<Notify>,
     ) -> Self {
@@ -118,7 +115,6 @@ impl Attempts {
         pulse_kit::metrics::preset(&outcomes, OUTCOMES.map(|outcome| OutcomeLabels { outcome }));
         Self {
             seckill,
-            per_user,
             outcomes,
             missing,
         }
@@ -160,11 +156,6 @@ impl Attempts {
         if domain::check_campaign_id(campaign).is_err() {
             return Err(Refusal::UnknownCampaign(campaign.to_owned()));
         }
-        if let Err(retry_after_ms) = self.per_user.check(&format!("seckill:sub:{user}")).await {
-            return Err(Refusal::RateLimited {
-                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
-            });
-        }
         let order_id = pulse_kit::new_id();
         match self
             .seckill
@@ -178,6 +169,9 @@ impl Attempts {
             Ok(Attempt::Replayed(order_id)) => Ok(Reserved {
                 order_id,
                 replayed: true,
+            }),
+            Ok(Attempt::RateLimited(retry_after_ms)) => Err(Refusal::RateLimited {
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
             }),
             Ok(Attempt::SoldOut) => Err(Refusal::SoldOut),
             Ok(Attempt::AlreadyBought) => Err(Refusal::AlreadyBought),

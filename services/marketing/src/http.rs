@@ -29,13 +29,17 @@ pub struct AppState {
     pub store: Store,
 }
 
+/// The seckill attempt's route template: its flow keeps its own `Idempotency-Key` records and
+/// limits each user's rate (see [`crate::seckill::RESERVE_SCRIPT`]).
+pub const SECKILL_ROUTE: &str = "/v1/seckill/{campaign}/orders";
+
 /// The routes.
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/v1/campaigns", get(list_campaigns))
         .route("/v1/campaigns/{id}", get(get_campaign).put(put_campaign))
         .route("/v1/campaigns/{id}/close", post(close_campaign))
-        .route("/v1/seckill/{campaign}/orders", post(seckill))
+        .route(SECKILL_ROUTE, post(seckill))
         .route("/v1/vouchers", get(wallet))
         .route("/v1/vouchers/{id}", get(get_voucher))
         .with_state(state)
@@ -382,7 +386,9 @@ impl From<Refusal> for Problem {
 /// With an `Idempotency-Key` (the kit's middleware checks it, 400 `idempotency-key-invalid` when
 /// malformed, and hands it over), a retry (the client lost the `202`) answers `202` with the same
 /// order id: the reservation script keeps caller + key → order id for 24 hours, atomically with
-/// the reservation, so this holds even if the server died right after reserving.
+/// the reservation, so this holds even if the server died right after reserving. A key belongs
+/// to one campaign; a refusal has no effect and is not kept, so a retry of a refused attempt
+/// is decided again (a voucher given back may be won).
 #[utoipa::path(post, path = "/v1/seckill/{campaign}/orders", tag = "marketing",
     params(("campaign" = schemas::CampaignId, Path),
            ("Idempotency-Key" = Option<String>, Header, description = "unique per purchase; retry with the same key to get the same reservation back")),

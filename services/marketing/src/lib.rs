@@ -21,6 +21,8 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Method;
+
 use prometheus_client::metrics::family::Family;
 use pulse_kit::component::{BuildError, Component, ComponentContext, ConsumerSpec, Job, Parts};
 use pulse_kit::config::CountryConfig;
@@ -54,7 +56,12 @@ pub struct Services {
 /// Builds marketing's services for `ctx` (also used by tests that drive them directly).
 pub fn services(ctx: &ComponentContext) -> Services {
     let store = store::Store::new(ctx.db.clone(), ctx.outbox.clone());
-    let seckill = Arc::new(seckill::Seckill::new(ctx.redis.clone(), &ctx.keyspace));
+    // One user's attempts per second at a campaign, with a burst of as many again.
+    let per_second = ctx.country.rate_limits.seckill_attempts_per_second;
+    let seckill = Arc::new(
+        seckill::Seckill::new(ctx.redis.clone(), &ctx.keyspace)
+            .with_attempt_rate(pulse_kit::ratelimit::Gcra::new(per_second, per_second)),
+    );
     Services {
         campaigns: campaigns::Campaigns::new(store.clone(), Arc::clone(&seckill)),
         store,
@@ -90,27 +97,21 @@ impl Component for Marketing {
             "Seckill attempts by outcome",
             Clone::clone(&outcomes),
         );
-        // One user's attempts per second, with a burst of as many again.
-        let per_second = ctx.country.rate_limits.seckill_attempts_per_second;
-        let per_user = Arc::new(pulse_kit::ratelimit::RateLimiter::new(
-            ctx.redis.clone(),
-            &ctx.keyspace,
-            per_second,
-            per_second,
-            false,
-        ));
         let missing = Arc::new(tokio::sync::Notify::new());
         let mut parts = Parts {
             routes: http::routes(http::AppState {
                 campaigns: services.campaigns.clone(),
                 attempts: attempts::Attempts::new(
                     Arc::clone(&services.seckill),
-                    per_user,
                     outcomes,
                     Arc::clone(&missing),
                 ),
                 store: services.store.clone(),
             }),
+            // The reservation script keeps the attempt's key and limits the user's rate in
+            // its one round trip: no database record, no second Redis call per attempt.
+            keys_kept_by_flow: vec![(Method::POST, http::SECKILL_ROUTE)],
+            rate_limited_by_flow: vec![(Method::POST, http::SECKILL_ROUTE)],
             ..Parts::default()
         };
         parts

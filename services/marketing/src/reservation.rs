@@ -14,6 +14,7 @@
 //! | `<tag>:dead` | stream | entries ordering could not turn into an order, with `error` |
 //! | `<tag>:errors` | hash | entry id → last error, while ordering retries it |
 //! | `<tag>:idem:<len>:<user>:<key>` | string | order id answered to the user's `Idempotency-Key` (24 h) |
+//! | `<tag>:attempts:<len>:<user>` | string | the user's attempt rate at the campaign (GCRA; expires when idle) |
 //!
 //! `{seckill:<keyspace>}:campaigns` (a set) lists the campaign ids whose streams ordering reads.
 
@@ -83,6 +84,14 @@ impl CampaignKeys {
     /// script's slot on Redis Cluster.
     pub fn idempotency(&self, user: &str, key: &str) -> String {
         format!("{}:idem:{}:{user}:{key}", self.tag, user.len())
+    }
+
+    /// `user`'s attempt-rate record at this campaign (GCRA: the theoretical arrival time of
+    /// their next attempt; it expires a second after they slow down). Named like
+    /// [`CampaignKeys::idempotency`], in the campaign's hash tag, so the reservation script
+    /// checks the rate in the same call.
+    pub fn attempts(&self, user: &str) -> String {
+        format!("{}:attempts:{}:{user}", self.tag, user.len())
     }
 
     /// Every key of the campaign, for commands that treat them alike (expiry, clean-up).

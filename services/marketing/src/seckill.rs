@@ -8,6 +8,7 @@
 //! for a campaign Redis does not know.
 
 use chrono::{DateTime, Utc};
+use pulse_kit::ratelimit::Gcra;
 use pulse_kit::redis::{LuaScript, RedisHandle};
 use redis::AsyncCommands;
 use uuid::Uuid;
@@ -15,21 +16,39 @@ use uuid::Uuid;
 use crate::reservation::{CampaignKeys, registry_key};
 
 /// The reservation script. One call, atomically: was this request (same caller, same
-/// `Idempotency-Key`) answered already? Then the same reservation again. Otherwise: is the
-/// campaign known and open (window, not closed)? has the user bought fewer than the limit? is
-/// there stock? Then: decrement the stock, count the user, remember the order as unpaid, `XADD`
-/// the reservation and, with a key, record key → order id for [`IDEMPOTENCY_TTL`].
+/// `Idempotency-Key`) answered already? Then the same reservation again. Otherwise: is the user
+/// within their attempt rate at this campaign? is the campaign known and open (window, not
+/// closed)? has the user bought fewer than the limit? is there stock? Then: decrement the
+/// stock, count the user, remember the order as unpaid, `XADD` the reservation and, with a key,
+/// record key → order id for [`IDEMPOTENCY_TTL`]. One round trip decides everything an
+/// attempt needs from Redis, so the edge rate limit skips this operation for signed-in callers
+/// (the rate checked here is the stricter one).
 ///
-/// `KEYS`: meta, stock, buyers, orders, stream, and optionally the request's idempotency record
-/// ([`CampaignKeys::idempotency`]). `ARGV`: now (Unix ms), user, order id, and with the record its
-/// TTL in ms. Returns `{outcome, order id}`: `ok` (reserved now) or `replay` (reserved by the
-/// first request with the key), else `{outcome}`: `unknown`, `ended`, `not-started`,
-/// `already-bought` or `sold-out`. Called with the first five keys and three arguments only, it
-/// behaves as before keys existed (the benchmark calls it that way).
+/// `KEYS`: meta, stock, buyers, orders, stream, then optionally the user's attempt-rate record
+/// ([`CampaignKeys::attempts`]) and then the request's idempotency record
+/// ([`CampaignKeys::idempotency`]). `ARGV`: now (Unix ms), user, order id, then with the rate
+/// record its GCRA interval and tolerance in ms (interval `0`: not limited), then with the
+/// idempotency record its TTL in ms.
+/// Returns `{outcome, order id}`: `ok` (reserved now) or `replay` (reserved by the first request
+/// with the key); `{'rate-limited', retry after ms}`; else `{outcome}`: `unknown`, `ended`,
+/// `not-started`, `already-bought` or `sold-out`. Called with the first five keys and three
+/// arguments only, it is the reservation alone (the benchmark's reference calls it that way).
+/// The rate uses Redis' clock, so replicas with skewed clocks share one limit.
 pub const RESERVE_SCRIPT: &str = r"
-if KEYS[6] then
-  local prior = redis.call('GET', KEYS[6])
+if KEYS[7] then
+  local prior = redis.call('GET', KEYS[7])
   if prior then return {'replay', prior} end
+end
+if KEYS[6] and ARGV[4] ~= '0' then
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local interval = tonumber(ARGV[4])
+  local tat = tonumber(redis.call('GET', KEYS[6]) or clock)
+  if tat < clock then tat = clock end
+  local next_tat = tat + interval
+  local allow_at = next_tat - tonumber(ARGV[5]) - interval
+  if allow_at > clock then return {'rate-limited', tostring(allow_at - clock)} end
+  redis.call('SET', KEYS[6], next_tat, 'PX', next_tat - clock + 1000)
 end
 local meta = redis.call('HMGET', KEYS[1], 'start', 'end', 'closed', 'limit', 'price', 'currency', 'campaign')
 if not meta[1] then return {'unknown'} end
@@ -46,7 +65,7 @@ redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
 redis.call('XADD', KEYS[5], '*', 'order', ARGV[3], 'user', ARGV[2], 'campaign', meta[7],
   'price', meta[5], 'currency', meta[6], 'at', ARGV[1])
-if KEYS[6] then redis.call('SET', KEYS[6], ARGV[3], 'PX', ARGV[4]) end
+if KEYS[7] then redis.call('SET', KEYS[7], ARGV[3], 'PX', ARGV[6]) end
 return {'ok', ARGV[3]}
 ";
 
@@ -203,6 +222,8 @@ pub enum Attempt {
     Ended,
     /// The user reached the per-user limit.
     AlreadyBought,
+    /// The user tries more often than their attempt rate allows: retry after this many ms.
+    RateLimited(u64),
     /// Nothing left.
     SoldOut,
 }
@@ -321,6 +342,8 @@ pub enum Adopted {
 pub struct Seckill {
     redis: RedisHandle,
     keyspace: String,
+    /// Each user's attempt rate at a campaign, when limited.
+    attempt_rate: Option<Gcra>,
     reserve: LuaScript,
     update: LuaScript,
     rebuild: LuaScript,
@@ -345,6 +368,7 @@ impl Seckill {
         Self {
             redis,
             keyspace: keyspace.to_owned(),
+            attempt_rate: None,
             reserve: LuaScript::new(RESERVE_SCRIPT),
             update: LuaScript::new(UPDATE_SCRIPT),
             rebuild: LuaScript::new(REBUILD_SCRIPT),
@@ -352,6 +376,14 @@ impl Seckill {
             release: LuaScript::new(RELEASE_SCRIPT),
             close: LuaScript::new(CLOSE_SCRIPT),
         }
+    }
+
+    /// Limits each user's attempts at a campaign to `rate`, checked by the reservation script
+    /// itself.
+    #[must_use]
+    pub fn with_attempt_rate(mut self, rate: Gcra) -> Self {
+        self.attempt_rate = Some(rate);
+        self
     }
 
     /// The keys of `campaign`.
@@ -382,7 +414,16 @@ impl Seckill {
         now: DateTime<Utc>,
     ) -> redis::RedisResult<Attempt> {
         let keys = self.keys(campaign);
+        let now_ms = now.timestamp_millis().to_string();
+        let order = order_id.to_string();
+        let attempts = keys.attempts(user);
         let record = key.map(|key| keys.idempotency(user, key));
+        // Interval 0: not limited (the record's place comes after the rate's).
+        let rate = self
+            .attempt_rate
+            .map_or(("0".to_owned(), "0".to_owned()), |rate| {
+                (rate.interval_ms.to_string(), rate.tolerance_ms.to_string())
+            });
         let ttl = IDEMPOTENCY_TTL.as_millis().to_string();
         let mut key_list = vec![
             keys.meta.as_str(),
@@ -390,10 +431,9 @@ impl Seckill {
             &keys.buyers,
             &keys.orders,
             &keys.stream,
+            &attempts,
         ];
-        let now_ms = now.timestamp_millis().to_string();
-        let order = order_id.to_string();
-        let mut args = vec![now_ms.as_str(), user, &order];
+        let mut args = vec![now_ms.as_str(), user, &order, &rate.0, &rate.1];
         if let Some(record) = &record {
             key_list.push(record);
             args.push(&ttl);
@@ -402,6 +442,12 @@ impl Seckill {
         let outcome: Vec<String> = self.reserve.run(&mut conn, &key_list, &args).await?;
         Ok(match outcome.first().map(String::as_str) {
             Some("ok") => Attempt::Reserved,
+            Some("rate-limited") => Attempt::RateLimited(
+                outcome
+                    .get(1)
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .unwrap_or(1000),
+            ),
             Some("replay") => match outcome.get(1).and_then(|id| Uuid::parse_str(id).ok()) {
                 Some(prior) => Attempt::Replayed(prior),
                 None => {

@@ -32,12 +32,30 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_same_reservation() {
     assert_eq!(status, 202, "{first}");
     let order = first["orderId"].as_str().expect("order id").to_owned();
 
-    // The process dies after the script and before the middleware's own bookkeeping: only
-    // Redis remembers the key.
-    sqlx::query("DELETE FROM marketing.idempotency_keys")
-        .execute(&app.pool)
+    // One Redis round trip did it all: the script keeps the key and the user's attempt rate;
+    // nothing went to the database, and the edge limit kept no record of its own.
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM marketing.idempotency_keys")
+        .fetch_one(&app.pool)
         .await
-        .expect("forget the middleware's records");
+        .expect("count");
+    assert_eq!(
+        records, 0,
+        "a seckill attempt writes nothing to the database"
+    );
+    {
+        let keys = app.keys("retry");
+        let mut redis = app.redis().await;
+        let rate: bool = redis.exists(keys.attempts("alice")).await.expect("exists");
+        assert!(
+            rate,
+            "the script keeps alice's attempt rate at the campaign"
+        );
+        let edge: bool = redis
+            .exists(format!("{{rl:{}:sub:alice}}", app.keyspace))
+            .await
+            .expect("exists");
+        assert!(!edge, "the edge limit spent no round trip on the attempt");
+    }
     let (status, again, headers) = app.seckill_with_key(&alice, "retry", Some("buy-1")).await;
     assert_eq!(status, 202, "{again}");
     assert_eq!(

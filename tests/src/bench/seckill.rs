@@ -177,7 +177,7 @@ pub async fn run() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "Pulse: HTTP → JWT → per-client and per-user rate limits (Redis) → the reservation script → 202; orders made by the stream consumer."
+        "Pulse: HTTP (Idempotency-Key) → JWT → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
     );
     println!(
         "redis-benchmark: EVALSHA of the same script straight to Redis (random users), the ceiling of the design."
@@ -215,9 +215,11 @@ async fn pulse_run(
                     break;
                 };
                 let t = Instant::now();
+                // As a client does: one key per purchase, reused only by a retry.
                 let status = client
                     .post(&url)
                     .bearer_auth(token)
+                    .header("Idempotency-Key", format!("bench-attempt-{index}"))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
