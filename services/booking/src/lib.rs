@@ -154,6 +154,7 @@ impl Component for Booking {
                 jobs::slot_horizon(services.practitioners.clone()),
                 jobs::geo_index(services.practitioners),
             ],
+            ..Parts::default()
         })
     }
 }
