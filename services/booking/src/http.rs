@@ -244,11 +244,7 @@ pub async fn search_practitioners(
         .search(&query)
         .await
         .map_err(|e| Problem::from_error(&e))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        json.as_str().to_owned(),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// Free slots of a practitioner.

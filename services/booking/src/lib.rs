@@ -102,6 +102,11 @@ impl Services {
             "Practitioner searches answered from the cache",
             self.search.cache_hits.clone(),
         );
+        metrics.register(
+            "booking_search_near_cache_hits",
+            "Practitioner searches answered from the replica's own near-cache, without Redis (also counted as cache hits)",
+            self.search.near_hits.clone(),
+        );
     }
 }
 

@@ -1,10 +1,19 @@
 //! Practitioner search: filters in PostgreSQL, "near" through a Redis GEO index, results cached
 //! in Redis (cache-aside, TTL with jitter) with single-flight on misses. Booking's consumer of
 //! its own appointment events bumps a generation number, which retires every cached result.
+//!
+//! In front of Redis, each replica keeps a small near-cache of the answers it served, valid for
+//! the generation it last read. A replica reads the generation from Redis at most every
+//! [`GENERATION_RECHECK`], so a bump made by whichever replica consumed the event retires the
+//! near-cache of every replica within that time, without a message that could be lost; an
+//! answer also leaves the near-cache after [`NEAR_TTL`], because results move with the clock
+//! (slots pass). A hot search then costs no Redis round trip at all.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use pulse_kit::config::CountryConfig;
@@ -23,6 +32,13 @@ use crate::domain::{self, SearchQuery};
 pub const SLOTS_PER_RESULT: i64 = 5;
 /// Practitioners the GEO index returns at most for one search.
 const GEO_LIMIT: usize = 1000;
+/// How stale a replica's view of the search generation may be: a booking or cancellation
+/// reaches every replica's near-cache at most this long after its event was consumed.
+pub const GENERATION_RECHECK: Duration = Duration::from_millis(100);
+/// How long an answer stays in a replica's near-cache at most.
+pub const NEAR_TTL: Duration = Duration::from_secs(5);
+/// Bytes of answers one replica's near-cache holds at most (the hottest searches come first).
+const NEAR_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// A free slot in a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -110,7 +126,80 @@ impl std::error::Error for SearchError {
 }
 
 /// What one search computation ends with, shared by the searches that waited for it.
-type SearchOutcome = Result<Arc<String>, SearchError>;
+type SearchOutcome = Result<Bytes, SearchError>;
+
+/// One replica's near-cache: answers of the generation it last read from Redis.
+#[derive(Default)]
+struct NearCache {
+    /// The generation the answers belong to, and when it was read.
+    generation: Option<(i64, Instant)>,
+    /// Query fingerprint → answer, and when it was stored.
+    answers: HashMap<String, (Bytes, Instant)>,
+    /// Sum of the answers' sizes.
+    bytes: usize,
+}
+
+impl NearCache {
+    /// The generation, if it was read within [`GENERATION_RECHECK`].
+    fn fresh_generation(&self, now: Instant) -> Option<i64> {
+        self.generation
+            .filter(|(_, read)| now.duration_since(*read) < GENERATION_RECHECK)
+            .map(|(generation, _)| generation)
+    }
+
+    /// Records the generation read from Redis at `read`; a new one retires every answer.
+    fn observe(&mut self, generation: i64, read: Instant) {
+        match self.generation {
+            Some((known, _)) if known == generation => {}
+            _ => {
+                self.answers.clear();
+                self.bytes = 0;
+            }
+        }
+        if self.generation.is_none_or(|(_, at)| at <= read) {
+            self.generation = Some((generation, read));
+        }
+    }
+
+    fn get(&self, fingerprint: &str, generation: i64, now: Instant) -> Option<Bytes> {
+        if self.generation.map(|(g, _)| g) != Some(generation) {
+            return None;
+        }
+        self.answers
+            .get(fingerprint)
+            .filter(|(_, stored)| now.duration_since(*stored) < NEAR_TTL)
+            .map(|(answer, _)| answer.clone())
+    }
+
+    /// Keeps `answer` of `generation` unless the generation moved on or the cache is full
+    /// (expired answers make room first).
+    fn put(&mut self, fingerprint: &str, generation: i64, answer: &Bytes, now: Instant) {
+        if self.generation.map(|(g, _)| g) != Some(generation) {
+            return;
+        }
+        if self.bytes + answer.len() > NEAR_CACHE_BYTES {
+            self.answers
+                .retain(|_, (_, stored)| now.duration_since(*stored) < NEAR_TTL);
+            self.bytes = self.answers.values().map(|(a, _)| a.len()).sum();
+        }
+        if self.bytes + answer.len() > NEAR_CACHE_BYTES {
+            return;
+        }
+        if let Some((old, _)) = self
+            .answers
+            .insert(fingerprint.to_owned(), (answer.clone(), now))
+        {
+            self.bytes -= old.len();
+        }
+        self.bytes += answer.len();
+    }
+
+    fn clear(&mut self) {
+        self.generation = None;
+        self.answers.clear();
+        self.bytes = 0;
+    }
+}
 
 /// Search with its cache.
 pub struct Search {
@@ -124,6 +213,9 @@ pub struct Search {
     pub db_queries: Counter,
     /// Searches answered from the cache.
     pub cache_hits: Counter,
+    /// Searches answered from this replica's near-cache (also counted in `cache_hits`).
+    pub near_hits: Counter,
+    near: Mutex<NearCache>,
     ttl: Duration,
 }
 
@@ -161,6 +253,8 @@ impl Search {
             flights: SingleFlight::default(),
             db_queries: Counter::default(),
             cache_hits: Counter::default(),
+            near_hits: Counter::default(),
+            near: Mutex::default(),
             ttl: Duration::from_secs(60),
         }
     }
@@ -174,11 +268,42 @@ impl Search {
         format!("{}:geo", self.prefix)
     }
 
-    /// Retires every cached result (called by the appointment-event consumer).
+    /// Retires every cached result (called by the appointment-event consumer): in Redis at
+    /// once, in this replica's near-cache at once, in the others' within
+    /// [`GENERATION_RECHECK`].
     pub async fn invalidate(&self) -> redis::RedisResult<()> {
         let mut conn = self.redis.connection().await?;
         let _: i64 = conn.incr(self.generation_key(), 1).await?;
+        self.near_cache().clear();
         Ok(())
+    }
+
+    fn near_cache(&self) -> std::sync::MutexGuard<'_, NearCache> {
+        // A panic while holding the lock leaves nothing half-updated that matters: the
+        // near-cache is only ever a copy.
+        self.near
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The search generation: this replica's view when fresh, else read from Redis (and the
+    /// near-cache retired if it moved). `None` when Redis does not answer: nothing is cached.
+    async fn generation(&self, conn: &mut Option<redis::aio::ConnectionManager>) -> Option<i64> {
+        if let Some(generation) = self.near_cache().fresh_generation(Instant::now()) {
+            return Some(generation);
+        }
+        let read = Instant::now();
+        if conn.is_none() {
+            *conn = self.redis.connection().await.ok();
+        }
+        let generation = conn
+            .as_mut()?
+            .get::<_, Option<i64>>(self.generation_key())
+            .await
+            .ok()?
+            .unwrap_or(0);
+        self.near_cache().observe(generation, read);
+        Some(generation)
     }
 
     /// Adds or moves practitioners in the GEO index.
@@ -198,39 +323,56 @@ impl Search {
         Ok(())
     }
 
-    /// Runs a search: cache, else one database query shared by concurrent identical searches.
-    pub async fn search(&self, query: &SearchQuery) -> Result<Arc<String>, SearchError> {
+    /// Runs a search: near-cache, else Redis, else one database query shared by concurrent
+    /// identical searches. The answer is the JSON of a [`SearchPage`].
+    pub async fn search(&self, query: &SearchQuery) -> Result<Bytes, SearchError> {
         let fingerprint = hex::encode(Sha256::digest(
             serde_json::to_vec(query).unwrap_or_default(),
         ));
         // No generation yet counts as 0; no answer from Redis means no caching at all. One
         // connection serves both reads.
-        let mut conn = self.redis.connection().await.ok();
-        let generation = match &mut conn {
-            Some(conn) => conn
-                .get::<_, Option<i64>>(self.generation_key())
-                .await
-                .ok()
-                .map(|g| g.unwrap_or(0)),
-            None => None,
-        };
+        let mut conn = None;
+        let generation = self.generation(&mut conn).await;
+        if let Some(generation) = generation
+            && let Some(hit) = self
+                .near_cache()
+                .get(&fingerprint, generation, Instant::now())
+        {
+            self.near_hits.inc();
+            self.cache_hits.inc();
+            return Ok(hit);
+        }
         let cache_key = generation.map(|g| format!("{}:search:{g}:{fingerprint}", self.prefix));
+        if conn.is_none() && cache_key.is_some() {
+            conn = self.redis.connection().await.ok();
+        }
         if let (Some(key), Some(conn)) = (&cache_key, &mut conn)
-            && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
+            && let Ok(Some(hit)) = conn.get::<_, Option<Vec<u8>>>(key).await
         {
             self.cache_hits.inc();
-            return Ok(Arc::new(hit));
+            let hit = Bytes::from(hit);
+            if let Some(generation) = generation {
+                self.near_cache()
+                    .put(&fingerprint, generation, &hit, Instant::now());
+            }
+            return Ok(hit);
         }
         let flight_key = cache_key
             .clone()
             .unwrap_or_else(|| format!("nocache:{fingerprint}"));
         let this = self.snapshot();
         let query = query.clone();
-        self.flights
+        let answer = self
+            .flights
             .run(&flight_key, move || async move {
                 this.fill(cache_key, &query).await
             })
-            .await
+            .await?;
+        if let Some(generation) = generation {
+            self.near_cache()
+                .put(&fingerprint, generation, &answer, Instant::now());
+        }
+        Ok(answer)
     }
 
     fn snapshot(&self) -> SearchWorker {
@@ -261,16 +403,16 @@ impl SearchWorker {
     async fn fill(&self, cache_key: Option<String>, query: &SearchQuery) -> SearchOutcome {
         if let Some(key) = &cache_key
             && let Ok(mut conn) = self.redis.connection().await
-            && let Ok(Some(hit)) = conn.get::<_, Option<String>>(key).await
+            && let Ok(Some(hit)) = conn.get::<_, Option<Vec<u8>>>(key).await
         {
-            return Ok(Arc::new(hit));
+            return Ok(Bytes::from(hit));
         }
         let page = self
             .query_database(query)
             .await
             .map_err(|err| SearchError::Db(Arc::new(err)))?;
-        let json = serde_json::to_string(&page)
-            .map_err(|err| SearchError::Encode(err.to_string().into()))?;
+        let json =
+            serde_json::to_vec(&page).map_err(|err| SearchError::Encode(err.to_string().into()))?;
         if let Some(key) = cache_key {
             let jitter = rand::rng().random_range(0..=self.ttl.as_secs() / 4);
             if let Ok(mut conn) = self.redis.connection().await {
@@ -281,7 +423,7 @@ impl SearchWorker {
                 }
             }
         }
-        Ok(Arc::new(json))
+        Ok(Bytes::from(json))
     }
 
     /// Practitioner ids within the radius, nearest first, with distances (Redis GEO). `None`
@@ -464,6 +606,70 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_near_cache_serves_one_generation_for_a_short_while() {
+        let start = Instant::now();
+        let answer = Bytes::from_static(b"{\"items\":[]}");
+        let mut near = NearCache::default();
+        assert_eq!(near.fresh_generation(start), None, "nothing read yet");
+        near.put("q", 3, &answer, start);
+        assert_eq!(
+            near.get("q", 3, start),
+            None,
+            "no answer before a generation is known"
+        );
+        near.observe(3, start);
+        near.put("q", 3, &answer, start);
+        assert_eq!(near.get("q", 3, start), Some(answer.clone()));
+        assert_eq!(near.get("other", 3, start), None);
+        // The view of the generation must be re-read soon; the answer lives a little longer.
+        let later = start + GENERATION_RECHECK;
+        assert_eq!(
+            near.fresh_generation(later),
+            None,
+            "re-read after the recheck time"
+        );
+        near.observe(3, later);
+        assert_eq!(
+            near.get("q", 3, later),
+            Some(answer.clone()),
+            "same generation, kept"
+        );
+        assert_eq!(near.get("q", 3, start + NEAR_TTL), None, "too old");
+        // A new generation retires every answer, and an answer of the old one is not kept.
+        near.observe(4, later);
+        assert_eq!(near.get("q", 4, later), None);
+        near.put("q", 3, &answer, later);
+        assert_eq!(near.get("q", 3, later), None);
+        // A slower reader's older view does not move the generation back.
+        near.observe(4, start);
+        assert_eq!(near.fresh_generation(later), Some(4));
+        near.clear();
+        assert_eq!(near.fresh_generation(later), None);
+    }
+
+    #[test]
+    fn the_near_cache_holds_a_bounded_number_of_bytes() {
+        let now = Instant::now();
+        let mut near = NearCache::default();
+        near.observe(1, now);
+        let big = Bytes::from(vec![b'x'; NEAR_CACHE_BYTES / 2]);
+        near.put("a", 1, &big, now);
+        near.put("b", 1, &big, now);
+        near.put("c", 1, &big, now);
+        assert!(near.get("a", 1, now).is_some() && near.get("b", 1, now).is_some());
+        assert!(near.get("c", 1, now).is_none(), "full: the newcomer waits");
+        assert_eq!(near.bytes, NEAR_CACHE_BYTES);
+        // Replacing an answer does not count it twice; expired answers make room.
+        near.put("a", 1, &big, now);
+        assert_eq!(near.bytes, NEAR_CACHE_BYTES);
+        let later = now + NEAR_TTL;
+        near.observe(1, later);
+        near.put("c", 1, &big, later);
+        assert!(near.get("c", 1, later).is_some());
+        assert_eq!(near.bytes, NEAR_CACHE_BYTES / 2);
+    }
 
     #[test]
     fn haversine_paris_lyon() {

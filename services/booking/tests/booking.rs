@@ -408,6 +408,88 @@ async fn cancel_frees_the_slot_and_search_shows_it_within_a_second() {
     assert!(slots.iter().all(|s| s["id"] != slot.as_str()));
 }
 
+#[tokio::test]
+async fn a_booking_leaves_the_search_of_every_replica_within_a_second() {
+    let app = TestApp::start().await;
+    // A second replica of the same country: same database, Redis keyspace and Kafka topics,
+    // so one consumer group (only one replica consumes each event).
+    let mut settings =
+        pulse_kit::testing::server_settings(&app.db.url, &pulse_kit::testing::redis_url());
+    settings.instance = app.keyspace.strip_prefix("fr-").map(str::to_owned);
+    let other = pulse_kit::server::start(
+        &settings,
+        france(),
+        vec![std::sync::Arc::new(pulse_booking::Booking)],
+    )
+    .await
+    .expect("second replica");
+    app.practitioner("Rennes", "cardiology", 30).await;
+    let day = paris_day(5);
+    let query = format!("/v1/practitioners?city=rennes&specialty=cardiology&available_on={day}");
+    let replicas = [app.base.clone(), format!("http://{}", other.http_addr)];
+    let first_slot = |page: Value| -> Option<String> {
+        page["items"][0]["availableSlots"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut shown = Vec::new();
+    for base in &replicas {
+        // The second ask of each replica is answered from its own near-cache.
+        for _ in 0..2 {
+            let page: Value = app
+                .client
+                .get(format!("{base}{query}"))
+                .send()
+                .await
+                .expect("search")
+                .json()
+                .await
+                .expect("json");
+            shown.push(first_slot(page).expect("a free slot is shown"));
+        }
+    }
+    assert!(shown.windows(2).all(|w| w[0] == w[1]), "{shown:?}");
+    let near_hits = |admin: String| {
+        let client = app.client.clone();
+        async move {
+            let text = client
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            pulse_kit::testing::metric_value(&text, "pulse_booking_search_near_cache_hits_total")
+        }
+    };
+    for admin in [
+        app.admin_base.clone(),
+        format!("http://{}", other.admin_addr),
+    ] {
+        assert!(
+            near_hits(admin.clone()).await >= 1.0,
+            "{admin} served from its near-cache"
+        );
+    }
+
+    let slot = shown[0].clone();
+    let patient = app.token("patient-replicas", &["patient"]);
+    let (status, appointment, _) = app.book(&patient, &slot, "replicas-1").await;
+    assert_eq!(status, 201, "{appointment}");
+    for base in &replicas {
+        let gone = wait_for(&app, &format!("{base}{query}"), |page| {
+            first_slot(page).as_deref() != Some(slot.as_str())
+        })
+        .await;
+        assert!(
+            gone < Duration::from_secs(1),
+            "the booked slot left the search of {base} after {gone:?}"
+        );
+    }
+    other.shutdown().await;
+}
+
 async fn wait_for(app: &TestApp, url: &str, done: impl Fn(Value) -> bool) -> Duration {
     let started = tokio::time::Instant::now();
     loop {

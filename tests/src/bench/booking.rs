@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pulse_kit::component::Component;
-use pulse_kit::server::{ServerSettings, start};
-use pulse_kit::testing::{self, TestDatabase, redis_url};
+use pulse_kit::testing::{self, TestDatabase};
 use serde_json::{Value, json};
 
+use super::server::ServerProcess;
 use super::{Measurement, print_table, read_pgbench_logs};
 
 /// Database connections, for Pulse's pool and for pgbench alike.
@@ -32,18 +31,14 @@ fn token(subject: &str, roles: &[&str]) -> anyhow::Result<String> {
 /// Runs both scenarios and prints one table.
 pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
-    let booking = pulse_booking::Booking;
-    pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations()).await?;
-    let settings = ServerSettings {
-        db_max_connections: DB_CONNECTIONS,
-        kafka_partitions: 3,
-        admin_addr: super::admin_addr()?,
-        ..testing::server_settings(&db.url, &redis_url())
-    };
-    let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
-    let server = start(&settings, testing::france(), components).await?;
+    let connections = DB_CONNECTIONS.to_string();
+    let server = ServerProcess::start(
+        &db.url,
+        &[("PULSE_DB_MAX_CONNECTIONS", connections.as_str())],
+    )
+    .await?;
     eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
-    let base = format!("http://{}", server.http_addr);
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()?;
@@ -83,12 +78,17 @@ pub async fn run() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     eprintln!("bench: hot-slot, {HOT_CLIENTS} clients x {HOT_ROUNDS} slots through Pulse");
-    rows.push(hot_slot(&client, &base, &hot_slots).await?);
+    let mut hot = hot_slot(&client, &base, &hot_slots).await?;
     eprintln!(
         "bench: distinct-slots, {DISTINCT_CLIENTS} clients, {DISTINCT_BOOKINGS} bookings through Pulse"
     );
     let distinct: Vec<String> = slots.drain(..DISTINCT_BOOKINGS).collect();
-    rows.push(distinct_slots(&client, &base, distinct).await?);
+    let mut distinct = distinct_slots(&client, &base, distinct).await?;
+    let usage = server.stop().await;
+    hot.peak_rss_mib = Some(usage.peak_rss_mib);
+    distinct.peak_rss_mib = Some(usage.peak_rss_mib);
+    rows.push(hot);
+    rows.push(distinct);
 
     eprintln!(
         "bench: pgbench with the same transaction, {DB_CONNECTIONS} connections, {PGBENCH_SECONDS} s each"
@@ -115,13 +115,12 @@ pub async fn run() -> anyhow::Result<()> {
     );
     std::fs::remove_dir_all(&dir).ok();
     pool.close().await;
-    server.shutdown().await;
 
     println!();
     print_table(&rows);
     println!();
     println!(
-        "Pulse: HTTP clients → Redis slot lock → one PostgreSQL transaction ({DB_CONNECTIONS} pooled connections)."
+        "Pulse: a separate `pulse serve --target all`; HTTP clients → Redis slot lock → one PostgreSQL transaction ({DB_CONNECTIONS} pooled connections)."
     );
     println!(
         "pgbench: the same transaction sent straight to PostgreSQL over {DB_CONNECTIONS} connections."
@@ -188,6 +187,7 @@ async fn hot_slot(
         succeeded,
         elapsed: started.elapsed(),
         latencies,
+        peak_rss_mib: None,
     })
 }
 
@@ -248,6 +248,7 @@ async fn distinct_slots(
         succeeded,
         elapsed: started.elapsed(),
         latencies,
+        peak_rss_mib: None,
     })
 }
 
@@ -336,5 +337,6 @@ async fn pgbench(
         succeeded: usize::try_from(booked).unwrap_or(0),
         elapsed: Duration::from_secs(u64::from(PGBENCH_SECONDS)),
         latencies,
+        peak_rss_mib: None,
     })
 }

@@ -4,6 +4,7 @@ pub mod booking;
 pub mod operator;
 pub mod search;
 pub mod seckill;
+pub mod server;
 
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub struct Measurement {
     pub elapsed: Duration,
     /// Per-request latencies.
     pub latencies: Vec<Duration>,
+    /// Peak resident memory of the measured server process, MiB (Pulse's rows).
+    pub peak_rss_mib: Option<f64>,
 }
 
 impl Measurement {
@@ -124,10 +127,11 @@ impl Measurement {
     }
 }
 
-/// Prints measurements as one table.
+/// Prints measurements as one table. A Pulse row's `ratio` is its throughput over the
+/// reference row (any other system) of the same scenario: the share of the raw limit it reaches.
 pub fn print_table(rows: &[Measurement]) {
     println!(
-        "{:<16} {:<10} {:>6} {:>9} {:>9} {:>12} {:>9} {:>9} {:>9}",
+        "{:<16} {:<16} {:>6} {:>9} {:>9} {:>12} {:>9} {:>9} {:>9} {:>6} {:>9}",
         "scenario",
         "system",
         "conc",
@@ -136,11 +140,26 @@ pub fn print_table(rows: &[Measurement]) {
         "throughput/s",
         "p50 ms",
         "p95 ms",
-        "p99 ms"
+        "p99 ms",
+        "ratio",
+        "peak RSS"
     );
     for row in rows {
+        let reference = rows
+            .iter()
+            .find(|r| r.scenario == row.scenario && r.system != "pulse");
+        let ratio = match reference {
+            Some(reference) if row.system == "pulse" => format!(
+                "{:.2}",
+                row.throughput() / reference.throughput().max(f64::EPSILON)
+            ),
+            _ => "-".to_owned(),
+        };
+        let rss = row
+            .peak_rss_mib
+            .map_or_else(|| "-".to_owned(), |mib| format!("{mib:.0} MiB"));
         println!(
-            "{:<16} {:<10} {:>6} {:>9} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<16} {:<16} {:>6} {:>9} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>6} {:>9}",
             row.scenario,
             row.system,
             row.concurrency,
@@ -150,8 +169,24 @@ pub fn print_table(rows: &[Measurement]) {
             row.percentile_ms(0.50),
             row.percentile_ms(0.95),
             row.percentile_ms(0.99),
+            ratio,
+            rss,
         );
     }
+}
+
+/// 100 samples whose p50, p95 and p99 (as [`Measurement::percentile_ms`] reads them) are the
+/// given milliseconds: how a tool that reports percentiles, not samples (redis-benchmark),
+/// fills a [`Measurement`].
+pub fn percentiles_as_samples(p50: f64, p95: f64, p99: f64) -> Vec<Duration> {
+    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
+    (1..=100)
+        .map(|rank| match rank {
+            ..=50 => ms(p50),
+            51..=95 => ms(p95),
+            _ => ms(p99),
+        })
+        .collect()
 }
 
 /// Reads pgbench's per-transaction log files (`<prefix>.<pid>[.<thread>]`) into latencies.

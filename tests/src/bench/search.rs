@@ -1,19 +1,18 @@
 //! `./dev bench search`: one cached practitioner search
 //! (`GET /v1/practitioners?specialty=dermatology&city=Paris`) asked by many clients at once
-//! through Pulse (booking in-process, rate limits lifted: every client is one address), beside
+//! through a separate `pulse serve --target all` (rate limits lifted: every client is one
+//! address), beside
 //! `redis-benchmark` GET of a value of the answer's size at the same concurrency, the floor of
 //! any cache in front of Redis.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pulse_kit::component::Component;
-use pulse_kit::server::{ServerSettings, start};
-use pulse_kit::testing::{self, TestDatabase, redis_connection, redis_url};
+use pulse_kit::testing::{self, TestDatabase, redis_connection};
 use serde_json::json;
 
-use super::{Measurement, print_table};
+use super::server::ServerProcess;
+use super::{Measurement, percentiles_as_samples, print_table};
 
 /// Clients asking at once, for Pulse and redis-benchmark alike.
 const CONCURRENCY: usize = 50;
@@ -27,21 +26,19 @@ const QUERY: &str = "/v1/practitioners?specialty=dermatology&city=Paris";
 /// Runs both and prints one table with the ratio of Pulse's throughput to Redis'.
 pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
-    let booking = pulse_booking::Booking;
-    pulse_kit::db::migrate(&db.url, booking.name(), booking.migrations()).await?;
-    let settings = ServerSettings {
-        db_max_connections: 16,
-        kafka_partitions: 3,
-        admin_addr: super::admin_addr()?,
-        ..testing::server_settings(&db.url, &redis_url())
-    };
-    let mut country = testing::france();
-    country.rate_limits.requests_per_second = 1_000_000;
-    country.rate_limits.burst = 1_000_000;
-    let components: Vec<Arc<dyn Component>> = vec![Arc::new(booking)];
-    let server = start(&settings, country, components).await?;
+    // Every client is one address: the per-client limit is lifted, as a CDN in front would
+    // spread the crowd over many.
+    let server = ServerProcess::start(
+        &db.url,
+        &[
+            ("PULSE_DB_MAX_CONNECTIONS", "16"),
+            ("PULSE_COUNTRY__RATE_LIMITS__REQUESTS_PER_SECOND", "1000000"),
+            ("PULSE_COUNTRY__RATE_LIMITS__BURST", "1000000"),
+        ],
+    )
+    .await?;
     eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
-    let base = format!("http://{}", server.http_addr);
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY * 2)
         .build()?;
@@ -87,7 +84,11 @@ pub async fn run() -> anyhow::Result<()> {
         DURATION.as_secs()
     );
     let pulse = through_pulse(&client, &format!("{base}{QUERY}")).await?;
-    server.shutdown().await;
+    let usage = server.stop().await;
+    let pulse = Measurement {
+        peak_rss_mib: Some(usage.peak_rss_mib),
+        ..pulse
+    };
 
     eprintln!(
         "bench: redis-benchmark GET of a {} byte value, {} calls, {CONCURRENCY} clients",
@@ -95,13 +96,11 @@ pub async fn run() -> anyhow::Result<()> {
         pulse.requests
     );
     let reference = redis_get(body.len(), pulse.requests).await?;
-    let ratio = pulse.throughput() / reference.throughput().max(f64::EPSILON);
     println!();
     print_table(&[pulse, reference]);
     println!();
-    println!("ratio (Pulse / redis-benchmark throughput): {ratio:.2}");
     println!(
-        "Pulse: HTTP → rate limit (Redis) → search cache (Redis, 2 round trips) → JSON; {found} practitioners."
+        "Pulse: a separate `pulse serve --target all`: HTTP → rate limit (Redis) → search cache → JSON; {found} practitioners."
     );
     println!("redis-benchmark: GET of a value as large as Pulse's answer, straight to Redis.");
     Ok(())
@@ -140,6 +139,7 @@ async fn through_pulse(client: &reqwest::Client, url: &str) -> anyhow::Result<Me
         succeeded: latencies.len(),
         elapsed: started.elapsed(),
         latencies,
+        peak_rss_mib: None,
     })
 }
 
@@ -171,18 +171,6 @@ async fn redis_get(size: usize, requests: usize) -> anyhow::Result<Measurement> 
         succeeded: requests,
         elapsed: Duration::from_secs_f64(requests as f64 / rps.max(f64::EPSILON)),
         latencies,
+        peak_rss_mib: None,
     })
-}
-
-/// 100 samples whose p50, p95 and p99 (as [`Measurement::percentile_ms`] reads them) are the
-/// given milliseconds.
-fn percentiles_as_samples(p50: f64, p95: f64, p99: f64) -> Vec<Duration> {
-    let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
-    (1..=100)
-        .map(|rank| match rank {
-            ..=50 => ms(p50),
-            51..=95 => ms(p95),
-            _ => ms(p99),
-        })
-        .collect()
 }

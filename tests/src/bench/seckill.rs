@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use pulse_kit::component::Component;
-use pulse_kit::server::{ServerSettings, start};
 use pulse_kit::testing::{self, TestDatabase, redis_url};
 use pulse_marketing::reservation::{CampaignKeys, registry_key};
 use pulse_marketing::seckill::{LoadSpec, RESERVE_SCRIPT, Seckill};
 use redis::AsyncCommands;
 use serde_json::json;
+
+use super::server::ServerProcess;
+use super::{Measurement, percentiles_as_samples, print_table};
 
 /// Vouchers on sale in each run.
 const STOCK: u32 = 1_000;
@@ -25,55 +26,19 @@ const ATTEMPTS: usize = 20_000;
 /// Clients at once, for Pulse and for redis-benchmark alike.
 const CONCURRENCY: usize = 200;
 
-/// One run's numbers.
-struct Row {
-    system: &'static str,
-    requests: usize,
-    won: usize,
-    throughput: f64,
-    p50: f64,
-    p95: f64,
-    p99: f64,
+/// One run's numbers, and the oversell found after it (must be 0).
+struct Run {
+    measured: Measurement,
     oversold: usize,
-}
-
-fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[rank].as_secs_f64() * 1000.0
 }
 
 /// Runs Pulse, then redis-benchmark, and prints one table. Fails if either oversold.
 pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
-    let marketing = pulse_marketing::Marketing;
-    let settings = ServerSettings {
-        db_max_connections: 32,
-        kafka_partitions: 3,
-        // Fixed ports: ordering's defaults point at this process's own listeners.
-        http_addr: ([127, 0, 0, 1], testing::free_port()).into(),
-        grpc_addr: ([127, 0, 0, 1], testing::free_port()).into(),
-        admin_addr: super::admin_addr()?,
-        ..testing::server_settings(&db.url, &redis_url())
-    };
-    let ordering = pulse_ordering::Ordering::read(
-        &pulse_kit::settings::Env::from_map([("PULSE_PAYMENT_PROVIDER", "sandbox")]),
-        &settings,
-    )?;
-    pulse_kit::db::migrate(&db.url, marketing.name(), marketing.migrations()).await?;
-    pulse_kit::db::migrate(&db.url, ordering.name(), ordering.migrations()).await?;
-    let country = testing::france();
-    let keyspace = format!(
-        "{}-{}",
-        country.slug(),
-        settings.instance.clone().unwrap_or_default()
-    );
-    let components: Vec<Arc<dyn Component>> = vec![Arc::new(marketing), Arc::new(ordering)];
-    let server = start(&settings, country, components).await?;
+    let server = ServerProcess::start(&db.url, &[("PULSE_DB_MAX_CONNECTIONS", "32")]).await?;
     eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
-    let base = format!("http://{}", server.http_addr);
+    let keyspace = server.keyspace.clone();
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY * 2)
         .build()?;
@@ -102,7 +67,8 @@ pub async fn run() -> anyhow::Result<()> {
     eprintln!(
         "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
     );
-    let pulse = pulse_run(&client, &base, campaign, tokens).await?;
+    let measured = pulse_run(&client, &base, campaign, tokens).await?;
+    let won = measured.succeeded;
 
     // Oversell check: every reservation becomes one order; no more than the stock, no user twice.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -112,11 +78,12 @@ pub async fn run() -> anyhow::Result<()> {
                 .bind(campaign)
                 .fetch_all(&pool)
                 .await?;
-        if orders.len() >= pulse.won || Instant::now() > deadline {
+        if orders.len() >= won || Instant::now() > deadline {
             break orders;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let usage = server.stop().await;
     let distinct: HashSet<&String> = orders.iter().collect();
     if distinct.len() != orders.len() {
         bail!("a user got two orders");
@@ -126,64 +93,39 @@ pub async fn run() -> anyhow::Result<()> {
         .get(CampaignKeys::new(&keyspace, campaign).stock)
         .await?;
     let stock = STOCK as usize;
-    let pulse = Row {
+    let pulse = Run {
         oversold: orders.len().saturating_sub(stock)
-            + pulse.won.saturating_sub(stock)
+            + won.saturating_sub(stock)
             + usize::try_from(-stock_left.min(0)).unwrap_or(0),
-        ..pulse
+        measured: Measurement {
+            peak_rss_mib: Some(usage.peak_rss_mib),
+            ..measured
+        },
     };
-    if orders.len() != pulse.won {
+    if orders.len() != won {
         bail!(
-            "{} reservations but {} orders after a minute",
-            pulse.won,
+            "{won} reservations but {} orders after a minute",
             orders.len()
         );
     }
     pool.close().await;
-    server.shutdown().await;
 
     eprintln!("bench: redis-benchmark, the same script, {ATTEMPTS} calls, {CONCURRENCY} clients");
     let reference = redis_benchmark(&keyspace).await?;
     cleanup(&keyspace, &[campaign, "bench-lua"]).await?;
 
     println!();
+    print_table(&[pulse.measured, reference.measured]);
     println!(
-        "{:<8} {:<16} {:>6} {:>9} {:>6} {:>12} {:>8} {:>8} {:>8} {:>9}",
-        "scenario",
-        "system",
-        "conc",
-        "requests",
-        "won",
-        "throughput/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "oversold"
+        "oversold: pulse {}, redis-benchmark {} (orders or reservations beyond the stock, plus any negative Redis stock; must be 0)",
+        pulse.oversold, reference.oversold
     );
-    for row in [&pulse, &reference] {
-        println!(
-            "{:<8} {:<16} {:>6} {:>9} {:>6} {:>12.0} {:>8.2} {:>8.2} {:>8.2} {:>9}",
-            "seckill",
-            row.system,
-            CONCURRENCY,
-            row.requests,
-            row.won,
-            row.throughput,
-            row.p50,
-            row.p95,
-            row.p99,
-            row.oversold
-        );
-    }
     println!();
     println!(
-        "Pulse: HTTP (Idempotency-Key) → JWT → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
+        "Pulse: a separate `pulse serve --target all`; HTTP (Idempotency-Key) → JWT → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
     );
     println!(
         "redis-benchmark: EVALSHA of the same script straight to Redis (random users), the ceiling of the design."
-    );
-    println!(
-        "oversold: orders or reservations beyond the stock, plus any negative Redis stock (must be 0)."
     );
     if pulse.oversold > 0 || reference.oversold > 0 {
         bail!("oversold");
@@ -196,7 +138,7 @@ async fn pulse_run(
     base: &str,
     campaign: &str,
     tokens: Arc<Vec<String>>,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Measurement> {
     let next = Arc::new(AtomicUsize::new(0));
     let url = format!("{base}/v1/seckill/{campaign}/orders");
     let started = Instant::now();
@@ -246,16 +188,15 @@ async fn pulse_run(
     if other > 0 {
         bail!("{other} seckill attempts got neither 202 nor 409");
     }
-    latencies.sort();
-    Ok(Row {
-        system: "pulse",
+    Ok(Measurement {
+        scenario: "seckill".into(),
+        system: "pulse".into(),
+        concurrency: CONCURRENCY,
         requests: latencies.len(),
-        won,
-        throughput: latencies.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
-        p50: percentile_ms(&latencies, 0.50),
-        p95: percentile_ms(&latencies, 0.95),
-        p99: percentile_ms(&latencies, 0.99),
-        oversold: 0,
+        succeeded: won,
+        elapsed,
+        latencies,
+        peak_rss_mib: None,
     })
 }
 
@@ -267,7 +208,7 @@ async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnection>
 
 /// Loads a campaign like marketing does, then lets redis-benchmark call the reservation script
 /// with random users and order ids.
-async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
+async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Run> {
     let campaign = "bench-lua";
     let seckill = Seckill::new(pulse_kit::redis::RedisHandle::new(&redis_url())?, keyspace);
     let now = Utc::now();
@@ -321,19 +262,22 @@ async fn redis_benchmark(keyspace: &str) -> anyhow::Result<Row> {
     let oversold = won.saturating_sub(stock)
         + buyers.saturating_sub(stock)
         + usize::try_from(-left.min(0)).unwrap_or(0);
-    Ok(Row {
-        system: "redis-benchmark",
-        requests: ATTEMPTS,
-        won,
-        throughput: rps,
-        p50,
-        p95,
-        p99,
+    Ok(Run {
+        measured: Measurement {
+            scenario: "seckill".into(),
+            system: "redis-benchmark".into(),
+            concurrency: CONCURRENCY,
+            requests: ATTEMPTS,
+            succeeded: won,
+            elapsed: Duration::from_secs_f64(ATTEMPTS as f64 / rps.max(f64::EPSILON)),
+            latencies: percentiles_as_samples(p50, p95, p99),
+            peak_rss_mib: None,
+        },
         oversold,
     })
 }
 
-/// Host and port of a `redis://host:port` URL.
+/// Deletes the bench campaigns' keys.
 async fn cleanup(keyspace: &str, campaigns: &[&str]) -> anyhow::Result<()> {
     let mut redis = redis_connection().await?;
     for campaign in campaigns {
