@@ -215,6 +215,70 @@ async fn an_unknown_kid_costs_one_fetch_per_interval() {
 }
 
 #[tokio::test]
+async fn a_token_is_checked_once_until_its_key_is_refreshed_or_it_expires() {
+    let key = TestSigningKey::ed25519();
+    let jwks = TestJwks::start(&[&key]).await;
+    let interval = Duration::from_secs(1);
+    let app = app_with_jwks(&jwks, interval).await;
+    let hits = || app.metric("pulse_verified_token_hits_total");
+    let token = key.token("patient-8", &["patient"], "FR");
+    for _ in 0..3 {
+        let (status, body) = me(&app, &token).await;
+        assert_eq!((status, body["subject"].as_str()), (200, Some("patient-8")));
+    }
+    assert_eq!(
+        hits().await,
+        2.0,
+        "the signature was checked by the first request only"
+    );
+    // Another token of the same caller is checked on its own.
+    assert_eq!(
+        me(
+            &app,
+            &key.token("patient-8", &["patient", "customer"], "FR")
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(hits().await, 2.0);
+
+    // A refresh of the set replaces the key objects: the token is checked again, once.
+    jwks.publish(&[&key]);
+    tokio::time::sleep(interval + Duration::from_millis(100)).await;
+    let unknown = TestSigningKey::ed25519();
+    refused(&app, &unknown.token("x", &[], "FR"), 401, "unknown kid").await;
+    assert_eq!(jwks.fetches(), 2);
+    assert_eq!(me(&app, &token).await.0, 200);
+    assert_eq!(hits().await, 2.0, "checked again against the refreshed key");
+    assert_eq!(me(&app, &token).await.0, 200);
+    assert_eq!(hits().await, 3.0);
+
+    // A checked token is refused once it expires (the validation's 30 s of leeway included).
+    let mut claims = claims_for(
+        "patient-9",
+        &["patient".into()],
+        "FR",
+        TEST_JWT_ISSUER,
+        Duration::from_secs(600),
+    );
+    claims.exp = chrono::Utc::now().timestamp() - 29;
+    let expiring = key.mint(&claims);
+    assert_eq!(me(&app, &expiring).await.0, 200, "within the leeway");
+    assert_eq!(me(&app, &expiring).await.0, 200);
+    assert_eq!(hits().await, 4.0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let problem = refused(&app, &expiring, 401, "expired").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{problem}"
+    );
+    assert_eq!(hits().await, 4.0);
+}
+
+#[tokio::test]
 async fn after_a_rotation_old_and_new_keys_verify() {
     let old = TestSigningKey::ed25519();
     let jwks = TestJwks::start(&[&old]).await;

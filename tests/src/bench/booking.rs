@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use pulse_kit::testing::{self, TestDatabase};
+use pulse_kit::testing::TestDatabase;
 use serde_json::{Value, json};
 
 use super::server::ServerProcess;
@@ -23,10 +23,6 @@ const HOT_ROUNDS: usize = 20;
 const DISTINCT_CLIENTS: usize = 64;
 const DISTINCT_BOOKINGS: usize = 3000;
 const PGBENCH_SECONDS: u32 = 10;
-
-fn token(subject: &str, roles: &[&str]) -> anyhow::Result<String> {
-    Ok(testing::token(subject, roles, "FR"))
-}
 
 /// Runs both scenarios and prints one table.
 pub async fn run() -> anyhow::Result<()> {
@@ -47,7 +43,7 @@ pub async fn run() -> anyhow::Result<()> {
     let all_day = json!([{ "start": "00:00", "end": "23:45" }]);
     let created: Value = client
         .post(format!("{base}/v1/practitioners"))
-        .bearer_auth(token("bench-admin", &["admin"])?)
+        .bearer_auth(server.token("bench-admin", &["admin"]))
         .json(&json!({
             "name": "Dr Bench", "specialty": "general-practice", "city": "Paris", "address": "1 rue du Banc",
             "latitude": 48.85, "longitude": 2.35, "consultationPriceMinor": 2500,
@@ -78,12 +74,12 @@ pub async fn run() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     eprintln!("bench: hot-slot, {HOT_CLIENTS} clients x {HOT_ROUNDS} slots through Pulse");
-    let mut hot = hot_slot(&client, &base, &hot_slots).await?;
+    let mut hot = hot_slot(&client, &server, &hot_slots).await?;
     eprintln!(
         "bench: distinct-slots, {DISTINCT_CLIENTS} clients, {DISTINCT_BOOKINGS} bookings through Pulse"
     );
     let distinct: Vec<String> = slots.drain(..DISTINCT_BOOKINGS).collect();
-    let mut distinct = distinct_slots(&client, &base, distinct).await?;
+    let mut distinct = distinct_slots(&client, &server, distinct).await?;
     let usage = server.stop().await;
     hot.peak_rss_mib = Some(usage.peak_rss_mib);
     distinct.peak_rss_mib = Some(usage.peak_rss_mib);
@@ -133,18 +129,23 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn hot_slot(
     client: &reqwest::Client,
-    base: &str,
+    server: &ServerProcess,
     slots: &[String],
 ) -> anyhow::Result<Measurement> {
+    let base = &server.base;
+    // New patients every round: the per-day limit is not what is measured here.
+    let rounds: Vec<Vec<String>> = (0..slots.len())
+        .map(|round| {
+            (0..HOT_CLIENTS)
+                .map(|i| server.token(&format!("hot-{round}-{i}"), &["patient"]))
+                .collect()
+        })
+        .collect();
     let mut latencies = Vec::new();
     let mut succeeded = 0;
     let mut requests = 0;
     let started = Instant::now();
-    for (round, slot) in slots.iter().enumerate() {
-        // New patients every round: the per-day limit is not what is measured here.
-        let tokens: Vec<String> = (0..HOT_CLIENTS)
-            .map(|i| token(&format!("hot-{round}-{i}"), &["patient"]))
-            .collect::<Result<_, _>>()?;
+    for ((round, slot), tokens) in slots.iter().enumerate().zip(rounds) {
         let mut tasks = Vec::new();
         for (i, token) in tokens.iter().enumerate() {
             let client = client.clone();
@@ -193,26 +194,32 @@ async fn hot_slot(
 
 async fn distinct_slots(
     client: &reqwest::Client,
-    base: &str,
+    server: &ServerProcess,
     slots: Vec<String>,
 ) -> anyhow::Result<Measurement> {
+    let base = &server.base;
+    // A patient per booking: the per-day limit is not what is measured here.
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..slots.len())
+            .map(|index| server.token(&format!("distinct-{index}"), &["patient"]))
+            .collect(),
+    );
     let slots = Arc::new(slots);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for worker in 0..DISTINCT_CLIENTS {
+    for _ in 0..DISTINCT_CLIENTS {
         let client = client.clone();
         let url = format!("{base}/v1/appointments");
         let slots = Arc::clone(&slots);
+        let tokens = Arc::clone(&tokens);
         let next = Arc::clone(&next);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut ok = 0usize;
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(slot) = slots.get(index) else { break };
-                // A patient per booking: the per-day limit is not what is measured here.
-                let Ok(token) = token(&format!("distinct-{worker}-{index}"), &["patient"]) else {
+                let (Some(slot), Some(token)) = (slots.get(index), tokens.get(index)) else {
                     break;
                 };
                 let t = Instant::now();

@@ -44,7 +44,7 @@ pub async fn run() -> anyhow::Result<()> {
         .build()?;
 
     eprintln!("bench: {PRACTITIONERS} dermatologists in Paris");
-    let admin = testing::token("bench-admin", &["admin"], "FR");
+    let admin = server.token("bench-admin", &["admin"]);
     let day = json!([{ "start": "09:00", "end": "17:00" }]);
     for n in 0..PRACTITIONERS {
         client

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use pulse_kit::testing::{self, TestDatabase, redis_url};
+use pulse_kit::testing::{TestDatabase, redis_url};
 use pulse_marketing::reservation::{CampaignKeys, registry_key};
 use pulse_marketing::seckill::{LoadSpec, RESERVE_SCRIPT, Seckill};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use super::server::ServerProcess;
+use super::server::{ServerProcess, Usage};
 use super::{Measurement, percentiles_as_samples, print_table};
 
 /// Vouchers on sale in each run.
@@ -48,7 +48,7 @@ pub async fn run() -> anyhow::Result<()> {
     let now = Utc::now();
     client
         .put(format!("{base}/v1/campaigns/{campaign}"))
-        .bearer_auth(testing::token("bench-admin", &["admin"], "FR"))
+        .bearer_auth(server.token("bench-admin", &["admin"]))
         .json(&json!({
             "voucherTitle": "Bench voucher", "voucherValueMinor": 1000, "currency": "EUR",
             "priceMinor": 100, "stock": STOCK, "perUserLimit": 1,
@@ -61,13 +61,17 @@ pub async fn run() -> anyhow::Result<()> {
     eprintln!("bench: minting {ATTEMPTS} user tokens");
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..ATTEMPTS)
-            .map(|i| testing::token(&format!("bench-buyer-{i}"), &["patient"], "FR"))
+            .map(|i| server.token(&format!("bench-buyer-{i}"), &["patient"]))
             .collect(),
     );
+    eprintln!("bench: each buyer opens the sale page (their wallet) before the sale");
+    open_sale_page(&client, &base, Arc::clone(&tokens)).await?;
     eprintln!(
         "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
     );
+    let (server_before, bench_before) = (server.usage(), Usage::of(std::process::id()));
     let measured = pulse_run(&client, &base, campaign, tokens).await?;
+    let (server_after, bench_after) = (server.usage(), Usage::of(std::process::id()));
     let won = measured.succeeded;
 
     // Oversell check: every reservation becomes one order; no more than the stock, no user twice.
@@ -120,15 +124,51 @@ pub async fn run() -> anyhow::Result<()> {
         "oversold: pulse {}, redis-benchmark {} (orders or reservations beyond the stock, plus any negative Redis stock; must be 0)",
         pulse.oversold, reference.oversold
     );
+    let per_attempt = |after: Usage, before: Usage| {
+        (after.cpu_seconds - before.cpu_seconds) * 1e6 / ATTEMPTS as f64
+    };
+    println!(
+        "CPU per attempt: server {:.0} µs, load generator {:.0} µs",
+        per_attempt(server_after, server_before),
+        per_attempt(bench_after, bench_before)
+    );
     println!();
     println!(
-        "Pulse: a separate `pulse serve --target all`; HTTP (Idempotency-Key) → JWT → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
+        "Pulse: a separate `pulse serve --target all`; buyers opened the sale page first; HTTP (Idempotency-Key) → EdDSA token (checked at the page) → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
     );
     println!(
         "redis-benchmark: EVALSHA of the same script straight to Redis (random users), the ceiling of the design."
     );
     if pulse.oversold > 0 || reference.oversold > 0 {
         bail!("oversold");
+    }
+    Ok(())
+}
+
+/// Every buyer's sale page, before the sale: their wallet (`GET /v1/vouchers`), as the web
+/// app shows it beside the countdown. This is when the server first checks each buyer's token.
+async fn open_sale_page(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: Arc<Vec<String>>,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENCY {
+        let (client, url) = (client.clone(), format!("{base}/v1/vouchers"));
+        let (tokens, next) = (Arc::clone(&tokens), Arc::clone(&next));
+        workers.spawn(async move {
+            while let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let status = client.get(&url).bearer_auth(token).send().await?.status();
+                if !status.is_success() {
+                    bail!("GET {url}: {status}");
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.context("a sale-page task")??;
     }
     Ok(())
 }

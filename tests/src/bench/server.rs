@@ -12,8 +12,15 @@ use anyhow::{Context, bail};
 use pulse_kit::testing;
 
 /// A running `pulse serve --target all`; stopped (SIGKILL) when dropped.
+///
+/// It accepts EdDSA tokens, the algorithm identity signs with, verified through a JWK set
+/// served by the bench ([`ServerProcess::token`] mints them), so every request pays what a
+/// real client's costs.
 pub struct ServerProcess {
     child: std::process::Child,
+    signing_key: testing::TestSigningKey,
+    /// Serves the signing key's public half until the server is stopped.
+    _jwks: testing::TestJwks,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// Where it serves `/metrics`.
@@ -89,6 +96,8 @@ impl ServerProcess {
         } else {
             admin_addr
         };
+        let signing_key = testing::TestSigningKey::ed25519();
+        let jwks = testing::TestJwks::start(&[&signing_key]).await;
         let log = std::fs::File::create(dir.join("pulse.log"))?;
         let child = std::process::Command::new(&binary)
             .args(["serve", "--target", "all"])
@@ -99,7 +108,8 @@ impl ServerProcess {
             .env("PULSE_DATABASE_URL", database)
             .env("PULSE_REDIS_URL", testing::redis_url())
             .env("PULSE_KAFKA_BROKERS", testing::kafka_brokers().join(","))
-            .env("PULSE_JWT_SECRET", testing::TEST_JWT_SECRET)
+            .env("PULSE_JWT_ALGORITHMS", "EdDSA")
+            .env("PULSE_JWKS_URL", &jwks.url)
             .env("PULSE_JWT_ISSUER", testing::TEST_JWT_ISSUER)
             .env("PULSE_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("PULSE_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
@@ -124,6 +134,8 @@ impl ServerProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut server = Self {
             child,
+            signing_key,
+            _jwks: jwks,
             base: format!("http://127.0.0.1:{http}"),
             admin_addr,
             keyspace: format!("fr-{instance}"),
@@ -153,6 +165,11 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// An EdDSA token for `subject` with `roles` in France, valid for an hour.
+    pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+        self.signing_key.token(subject, roles, "FR")
     }
 
     /// The last lines of its log.
