@@ -25,7 +25,8 @@ use crate::events::AppointmentEvent;
 use crate::flow::BookingError;
 use crate::store::{AppointmentRow, NewAppointment, Store};
 
-/// How long a slot's Redis lock lives if its holder never releases it.
+/// How long a slot's Redis lock lives if its holder never releases it, and how long a booked
+/// slot's lock keeps turning the crowd away.
 const SLOT_LOCK_TTL: Duration = Duration::from_secs(5);
 /// Most appointments one list returns.
 const LIST_LIMIT: i64 = 500;
@@ -162,6 +163,9 @@ impl Appointments {
             self.commit(tx, &event, hook, cancelled).await
         })
         .await;
+        if let Ok(row) = &cancelled {
+            self.slot_locks.forget(row.slot_id).await;
+        }
         self.count("cancelled", cancelled)
     }
 
@@ -198,10 +202,14 @@ impl Appointments {
             span.record("new_appointment_id", display(new.id));
             self.release_slot(&mut tx, &old, &actor).await?;
             let event = AppointmentEvent::rescheduled(&new, &old);
-            self.commit(tx, &event, hook, new).await
+            let moved = self.commit(tx, &event, hook, new).await?;
+            Ok((moved, old.slot_id))
         });
         let moved = self.slot_locks.around(new_slot, request, moving).await;
-        self.count("rescheduled", moved)
+        if let Ok((_, freed)) = &moved {
+            self.slot_locks.forget(*freed).await;
+        }
+        self.count("rescheduled", moved.map(|(row, _)| row))
     }
 
     /// One appointment (internal callers).
@@ -384,8 +392,27 @@ impl SlotLocks {
     ) -> Result<T, BookingError> {
         let lock = self.acquire(slot, request).await?;
         let result = work.await;
-        self.release(lock).await;
+        match &result {
+            // The slot is booked now (by this request or before it): the lock stays until it
+            // expires, so the crowd still racing for the slot is turned away by Redis alone,
+            // without a database transaction each. Freeing the slot lifts it (`forget`).
+            Ok(_) | Err(BookingError::SlotTaken) => {}
+            Err(_) => self.release(lock).await,
+        }
         result
+    }
+
+    /// Lifts whatever lock a slot has (its appointment was cancelled or moved: the slot is free
+    /// again). The database decides anyway; this only stops Redis turning bookers away.
+    async fn forget(&self, slot: Uuid) {
+        let key = format!("{}:slot-lock:{slot}", self.prefix);
+        let lifted: redis::RedisResult<()> = match self.redis.connection().await {
+            Ok(mut conn) => redis::cmd("DEL").arg(&key).query_async(&mut conn).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = lifted {
+            tracing::warn!(error = %err, "could not lift the freed slot's lock; it expires by itself");
+        }
     }
 
     /// Takes the slot's lock for `request` (re-entrant for its retries; a request without a key

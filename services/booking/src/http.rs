@@ -108,7 +108,17 @@ impl From<BookingError> for Problem {
             BookingError::Db(err) => return Problem::from_error(err),
             BookingError::Outbox(err) => return Problem::from_error(err),
         };
-        Problem::new(status, slug, title).with_detail(err.to_string())
+        let problem = Problem::new(status, slug, title).with_detail(err.to_string());
+        match err {
+            // A booker turned away by another request's slot lock has no effect and lost to
+            // whoever holds the lock: the refusal is not kept under its key (no database write
+            // per loser of a crowd), and a retry is decided again. Never a duplicate of the
+            // winner: a request's own retries share its lock. (`SlotTaken` is kept: a
+            // concurrent duplicate of the winner gets it from the database and must answer
+            // with the winner's response, which the middleware finds when it records.)
+            BookingError::SlotBeingBooked => problem.not_kept(),
+            _ => problem,
+        }
     }
 }
 

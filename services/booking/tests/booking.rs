@@ -1044,6 +1044,40 @@ async fn a_retry_takes_back_the_slot_lock_its_dead_first_attempt_left() {
     let (status, appointment, _) = app.book(&patient, slot, "crash-key").await;
     assert_eq!(status, 201, "{appointment}");
     assert_eq!(appointment["patientId"], "patient-crash");
+    // The slot is booked now: the lock stays a few seconds to turn the crowd away in Redis.
     let left: Option<String> = redis.get(&lock).await.expect("get");
-    assert_eq!(left, None, "the retry released the lock");
+    assert_eq!(left.as_deref(), Some(token.as_str()));
+    let ttl: i64 = redis.pttl(&lock).await.expect("ttl");
+    assert!(ttl > 0 && ttl <= 5_000, "it expires by itself ({ttl} ms)");
+    let late = app.token("patient-late", &["patient"]);
+    let (status, problem, _) = app.book(&late, slot, "late-key").await;
+    assert_eq!(
+        (status, pulse_kit::testing::problem_kind(&problem).as_str()),
+        (409, "slot-being-booked")
+    );
+    // A refusal of a losing booker is not kept under its key: no record is written.
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.idempotency_keys WHERE idempotency_key IN ('other-key', 'late-key')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(kept, 0, "losers cost no database write");
+    // Cancelling frees the slot and lifts the lock: it can be booked again at once.
+    let cancelled = app
+        .client
+        .post(format!(
+            "{}/v1/appointments/{}/cancel",
+            app.base,
+            appointment["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), 200);
+    let left: Option<String> = redis.get(&lock).await.expect("get");
+    assert_eq!(left, None, "cancelling lifted the lock");
+    let (status, again, _) = app.book(&late, slot, "late-key").await;
+    assert_eq!(status, 201, "the refused key is decided again: {again}");
 }

@@ -47,6 +47,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Headers of the first response that are replayed with it.
 const STORED_HEADERS: &[&str] = &["content-type", "location"];
 
+/// A response extension: the answer is not recorded under the request's key (a refusal that
+/// depends on contended state; see [`Problem::not_kept`]). A retry with the key is decided
+/// again.
+#[derive(Debug, Clone, Copy)]
+pub struct NotKept;
+
 /// Where a component's keys are kept, and for which operations.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
@@ -370,7 +376,8 @@ pub async fn middleware(
             _ => fresh,
         };
     }
-    if idempotency.recorded.load(Ordering::SeqCst) {
+    if idempotency.recorded.load(Ordering::SeqCst) || fresh.extensions().get::<NotKept>().is_some()
+    {
         return fresh;
     }
     // An answer without an effect (a refusal, a validation error): kept as the first outcome,

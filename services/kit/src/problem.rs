@@ -37,6 +37,10 @@ pub struct Problem {
     /// Seconds after which a retry may succeed, sent as the `Retry-After` header.
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
+    /// The answer depends on contended state that a retry should see afresh, so the
+    /// idempotency middleware does not keep it (see [`Problem::not_kept`]).
+    #[serde(skip)]
+    pub not_kept: bool,
 }
 
 impl Problem {
@@ -49,7 +53,17 @@ impl Problem {
             detail: None,
             extensions: Map::new(),
             retry_after_secs: None,
+            not_kept: false,
         }
+    }
+
+    /// Marks a refusal that has no effect and depends on contended state (someone else is
+    /// booking the slot): the `Idempotency-Key` middleware does not record it, so the refusal
+    /// costs no database write and a retry with the key is decided again.
+    #[must_use]
+    pub fn not_kept(mut self) -> Self {
+        self.not_kept = true;
+        self
     }
 
     /// Adds a `Retry-After` header of `seconds`.
@@ -222,7 +236,13 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let retry_after = self.retry_after_secs;
+        let not_kept = self.not_kept;
         let mut response = (status, Json(self)).into_response();
+        if not_kept {
+            response
+                .extensions_mut()
+                .insert(crate::idempotency::NotKept);
+        }
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = retry_after {
