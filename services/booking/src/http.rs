@@ -64,7 +64,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/appointments/{id}", get(get_appointment))
         .route("/v1/appointments/{id}/cancel", post(cancel))
         .route("/v1/appointments/{id}/reschedule", post(reschedule))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 impl From<BookingError> for Problem {
@@ -165,7 +165,7 @@ fn path_id(text: &str) -> Result<Uuid, Problem> {
               (status = 409, body = Problem, content_type = "application/problem+json", description = "account-already-linked: `accountSubject` is another practitioner's"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn create_practitioner(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _admin: Admin,
     key: Option<IdempotencyKey>,
     ApiJson(input): ApiJson<PractitionerInput>,
@@ -191,7 +191,7 @@ pub async fn create_practitioner(
               (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update_practitioner(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _admin: Admin,
     key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
@@ -214,7 +214,7 @@ pub async fn update_practitioner(
               (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn put_schedule(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _admin: Admin,
     key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
@@ -233,7 +233,7 @@ pub async fn put_schedule(
 #[utoipa::path(get, path = "/v1/practitioners/{id}", tag = "booking", params(("id" = Uuid, Path)),
     responses((status = 200, body = Practitioner), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_practitioner(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Practitioner>, Problem> {
     let id = path_id(&id)?;
@@ -245,7 +245,7 @@ pub async fn get_practitioner(
 #[utoipa::path(get, path = "/v1/practitioners", tag = "booking", params(SearchParams),
     responses((status = 200, body = SearchPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn search_practitioners(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, Problem> {
     let query = SearchQuery::parse(&params, &app.country, Utc::now()).map_err(invalid_request)?;
@@ -273,7 +273,7 @@ pub struct SlotList {
 #[utoipa::path(get, path = "/v1/practitioners/{id}/slots", tag = "booking", params(("id" = Uuid, Path), SlotParams),
     responses((status = 200, body = SlotList), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_slots(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<SlotParams>,
 ) -> Result<ApiJson<SlotList>, Problem> {
@@ -359,7 +359,7 @@ pub struct BookInput {
               (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn book(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Patient(principal): Patient,
     key: IdempotencyKey,
     ApiJson(input): ApiJson<BookInput>,
@@ -390,7 +390,7 @@ pub struct AppointmentList {
 #[utoipa::path(get, path = "/v1/appointments", tag = "booking",
     responses((status = 200, body = AppointmentList), (status = 401, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn list_appointments(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
 ) -> Result<ApiJson<AppointmentList>, Problem> {
     let rows = if principal.has_role("practitioner") {
@@ -423,7 +423,7 @@ fn actor(principal: &Principal) -> Actor {
     responses((status = 200, body = Appointment), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn get_appointment(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<Appointment>, Problem> {
@@ -438,7 +438,7 @@ pub async fn get_appointment(
     responses((status = 200, body = Appointment), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn cancel(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,
@@ -463,7 +463,7 @@ pub async fn cancel(
               (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub async fn reschedule(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Patient(principal): Patient,
     key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<String>,

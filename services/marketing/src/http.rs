@@ -1,6 +1,8 @@
 //! Marketing's HTTP API: campaigns (admin mirror of `CampaignAdmin`), the seckill endpoint and
 //! the wallet.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -42,7 +44,7 @@ pub fn routes(state: AppState) -> Router {
         .route(SECKILL_ROUTE, post(seckill))
         .route("/v1/vouchers", get(wallet))
         .route("/v1/vouchers/{id}", get(get_voucher))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 impl From<CampaignError> for Problem {
@@ -258,7 +260,7 @@ pub struct CampaignList {
               (status = 503, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn put_campaign(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<CampaignInput>,
@@ -283,7 +285,7 @@ pub async fn put_campaign(
     responses((status = 200, body = CampaignView), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_campaign(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<CampaignView>, Problem> {
     Ok(ApiJson(app.campaigns.status(&id, false).await?.into()))
@@ -292,7 +294,9 @@ pub async fn get_campaign(
 /// Campaigns that are scheduled, running, or ended less than a day ago.
 #[utoipa::path(get, path = "/v1/campaigns", tag = "marketing",
     responses((status = 200, body = CampaignList)))]
-pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<CampaignList>, Problem> {
+pub async fn list_campaigns(
+    State(app): State<Arc<AppState>>,
+) -> Result<ApiJson<CampaignList>, Problem> {
     let since = Utc::now() - chrono::Duration::days(1);
     let items = app.campaigns.list(since, 200).await?;
     Ok(ApiJson(CampaignList {
@@ -309,7 +313,7 @@ pub async fn list_campaigns(State(app): State<AppState>) -> Result<ApiJson<Campa
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn close_campaign(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<CampaignView>, Problem> {
@@ -401,7 +405,7 @@ impl From<Refusal> for Problem {
               (status = 503, body = Problem, content_type = "application/problem+json", description = "seckill-unavailable: Redis is down, nothing was reserved")),
     security(("bearer" = [])))]
 pub async fn seckill(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     key: Option<IdempotencyKey>,
     ApiPath(campaign): ApiPath<String>,
@@ -485,7 +489,7 @@ pub struct VoucherList {
     responses((status = 200, body = VoucherList), (status = 401, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn wallet(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
 ) -> Result<ApiJson<VoucherList>, Problem> {
     let rows = app.store.wallet(principal.subject(), 500).await?;
@@ -500,7 +504,7 @@ pub async fn wallet(
               (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get_voucher(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<VoucherView>, Problem> {

@@ -35,7 +35,7 @@ struct Run {
 /// Runs Pulse, then redis-benchmark, and prints one table. Fails if either oversold.
 pub async fn run() -> anyhow::Result<()> {
     let db = TestDatabase::create().await;
-    let server = ServerProcess::start(&db.url, &[("PULSE_DB_MAX_CONNECTIONS", "32")]).await?;
+    let server = ServerProcess::start(&db.url, &[("PULSE_DB_MAX_CONNECTIONS", "16")]).await?;
     eprintln!("bench: metrics at http://{}/metrics", server.admin_addr);
     let keyspace = server.keyspace.clone();
     let base = server.base.clone();
