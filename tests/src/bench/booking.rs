@@ -141,6 +141,14 @@ async fn hot_slot(
                 .collect()
         })
         .collect();
+    // The crowd reaches the pods through the Ingress, whose connections to them are kept
+    // alive: open as many as there are clients before measuring.
+    let warm: Vec<_> = (0..HOT_CLIENTS)
+        .map(|_| client.get(format!("{base}/livez")).send())
+        .collect();
+    for response in futures::future::join_all(warm).await {
+        response?.error_for_status()?;
+    }
     let mut latencies = Vec::new();
     let mut succeeded = 0;
     let mut requests = 0;
