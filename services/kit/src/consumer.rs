@@ -3,7 +3,11 @@
 //! - **Effectively once**: a record's handler runs in a transaction that also advances the
 //!   stored offset and records the event id; a crash before commit leaves neither the effect nor
 //!   the offset, so the record is handled again; an event published twice (same id) is applied
-//!   once.
+//!   once. A partition far behind applies its records in batches, a transaction each
+//!   ([`ConsumerConfig::batch_from_lag`]), with the same guarantee for the whole batch. The
+//!   commit does not wait for the disk by default
+//!   ([`ConsumerConfig::synchronous_commit`]): a PostgreSQL crash may take back the last
+//!   commits, effects and offsets together, and those records are applied again from Kafka.
 //! - **Partitions shared among replicas**: every replica heartbeats into `consumer_members`;
 //!   each takes at most `ceil(partitions / live replicas)` partitions, each guarded by a
 //!   PostgreSQL advisory lock held on the connection that runs the partition's transactions.
@@ -13,7 +17,7 @@
 //!   `max_attempts` failures the record goes to the dead-letter topic with the error, and the
 //!   partition moves on.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,8 +80,28 @@ pub struct ConsumerConfig {
     pub heartbeat: Duration,
     /// A replica that has not heartbeaten for this long is considered gone.
     pub member_ttl: Duration,
-    /// Longest a fetch waits for new records.
+    /// Longest a fetch waits for new records: the long poll of an idle partition.
     pub fetch_max_wait: Duration,
+    /// Longest a fetch waits after one that brought records; after each fetch that brought
+    /// none, the wait doubles up to `fetch_max_wait`. A busy partition asks again at once: some
+    /// brokers (tansu) hold every fetch for (up to) its whole wait even when records are there,
+    /// which would add the long poll to the lag of every record.
+    pub busy_fetch_max_wait: Duration,
+    /// Whether each record's transaction waits, at commit, for PostgreSQL to flush it to disk
+    /// (`synchronous_commit`). Off by default: a record's effects, its event id and the offset
+    /// commit together, so a PostgreSQL crash that loses the last (< 1 s of) commits loses them
+    /// together, and the records are fetched from Kafka and applied again: nothing is lost or
+    /// applied twice. What did already follow from a lost commit outside PostgreSQL (a Redis
+    /// call, a message sent from a row it wrote) happens again, as after any retry. On, every
+    /// record waits for a disk flush, which bounds a partition to the disk's flush rate.
+    pub synchronous_commit: bool,
+    /// Records a partition must be behind (the broker's high watermark minus the next offset)
+    /// before it applies them in batches of up to `max_batch` records a transaction. Closer to
+    /// the head, each record commits before the next one's handler runs: a record's effects
+    /// are visible as soon as it is handled, and a crash redoes at most one record.
+    pub batch_from_lag: i64,
+    /// Most records one transaction applies when the partition is behind.
+    pub max_batch: usize,
     /// Partitions to create the topic with when it does not exist yet.
     pub partitions: i32,
 }
@@ -94,6 +118,10 @@ impl ConsumerConfig {
             heartbeat: Duration::from_secs(1),
             member_ttl: Duration::from_secs(5),
             fetch_max_wait: Duration::from_millis(500),
+            busy_fetch_max_wait: Duration::from_millis(1),
+            synchronous_commit: false,
+            batch_from_lag: 64,
+            max_batch: 256,
             partitions: 3,
         }
     }
@@ -136,6 +164,14 @@ enum ApplyError {
     Fenced,
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+}
+
+/// How a batch went, short of an error that stops the worker.
+enum Batch {
+    /// Committed.
+    Applied,
+    /// Rolled back: the handler of the `at`-th record failed.
+    HandlerFailed { at: usize, error: HandlerError },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -433,7 +469,10 @@ impl PartitionWorker {
             topic: self.config().topic.clone(),
             partition: self.partition,
         };
-        let max_wait = i32::try_from(self.config().fetch_max_wait.as_millis()).unwrap_or(500);
+        let millis = |wait: Duration| i32::try_from(wait.as_millis()).unwrap_or(500).max(1);
+        let idle_wait = millis(self.config().fetch_max_wait);
+        let busy_wait = millis(self.config().busy_fetch_max_wait);
+        let mut max_wait = idle_wait;
         loop {
             if self.token.is_cancelled() {
                 return Err(WorkerStop::Cancelled);
@@ -477,16 +516,54 @@ impl PartitionWorker {
                 }
             };
             records.sort_by_key(|r| r.offset);
-            for record in records {
-                // A fetch may start at the beginning of the batch holding `next`.
-                if record.offset < next {
-                    continue;
-                }
+            // A fetch may start at the beginning of the batch holding `next`.
+            records.retain(|r| r.offset >= next);
+            // Busy: ask again at once. Idle: the wait doubles back up to the long poll, so a
+            // partition between two records does not sit out a whole long poll on a broker
+            // that holds fetches for their wait.
+            max_wait = if records.is_empty() {
+                max_wait.saturating_mul(2).min(idle_wait)
+            } else {
+                busy_wait
+            };
+            let mut rest = &records[..];
+            // A record whose handler failed in a batch goes alone (with retries and the
+            // dead-letter topic), after the records before it.
+            let mut alone_at: Option<i64> = None;
+            while let Some(record) = rest.first() {
                 if self.token.is_cancelled() {
                     return Err(WorkerStop::Cancelled);
                 }
-                self.process(conn, &record).await?;
-                next = record.offset + 1;
+                let up_to = alone_at.map_or(self.config().max_batch, |at| {
+                    usize::try_from(at - record.offset).unwrap_or(0)
+                });
+                let batch = if high_watermark - next >= self.config().batch_from_lag {
+                    batch_of(rest, up_to.min(self.config().max_batch))
+                } else {
+                    Vec::new()
+                };
+                let done = if batch.len() > 1 {
+                    match self.apply_batch(conn, &batch).await? {
+                        Batch::Applied => batch.len(),
+                        Batch::HandlerFailed { at, error } => {
+                            tracing::debug!(
+                                partition = self.partition, error = %error,
+                                "a handler failed in a batch; the records before it go as a batch, it alone"
+                            );
+                            alone_at = batch.get(at).map(|(r, _)| r.offset);
+                            continue;
+                        }
+                    }
+                } else {
+                    self.process(conn, record).await?;
+                    if alone_at == Some(record.offset) {
+                        alone_at = None;
+                    }
+                    1
+                };
+                let (applied, later) = rest.split_at(done);
+                rest = later;
+                next = applied.last().map_or(next, |r| r.offset + 1);
                 self.consumer
                     .metrics
                     .consumer_lag
@@ -568,30 +645,24 @@ impl PartitionWorker {
         }
     }
 
-    async fn process(
+    /// Starts a record's (or a batch's) transaction; see `ConsumerConfig::synchronous_commit`.
+    async fn begin<'c>(
         &self,
-        conn: &mut PgConnection,
-        record: &RecordAndOffset,
-    ) -> Result<(), WorkerStop> {
-        let envelope: EventEnvelope = match record
-            .record
-            .value
-            .as_deref()
-            .ok_or_else(|| "the record has no value".to_owned())
-            .and_then(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
-        {
-            Ok(envelope) => envelope,
-            Err(err) => {
-                // Retrying cannot fix a record that is not an event.
-                self.dead_letter(record, &format!("malformed event envelope: {err}"), 0)
-                    .await?;
-                self.store_offset(conn, record.offset, record.offset + 1)
-                    .await?;
-                return Ok(());
-            }
-        };
-        // OpenTelemetry kind consumer, messaging attributes of the semantic conventions; its
-        // parent is the producer's span named by the record's `traceparent`.
+        conn: &'c mut PgConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Postgres>, sqlx::Error> {
+        if self.config().synchronous_commit {
+            conn.begin().await
+        } else {
+            // One round trip, as a plain BEGIN.
+            conn.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                .await
+        }
+    }
+
+    /// The span of handling `record`: OpenTelemetry kind consumer, messaging attributes of the
+    /// semantic conventions; its parent is the producer's span named by the record's
+    /// `traceparent`.
+    fn span(&self, record: &RecordAndOffset, envelope: &EventEnvelope) -> tracing::Span {
         let span = tracing::info_span!(
             "kafka.consume",
             otel.kind = "consumer",
@@ -612,6 +683,93 @@ impl PartitionWorker {
         {
             telemetry::set_remote_parent(&span, parent);
         }
+        span
+    }
+
+    /// Applies `batch` (consecutive records from the stored offset on, with their events) in
+    /// one transaction: the offset moves past all of them and their event ids are recorded
+    /// with the effects of every handler, or nothing is. A failing handler rolls the batch
+    /// back and says which record it was.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[(&RecordAndOffset, EventEnvelope)],
+    ) -> Result<Batch, ApplyError> {
+        let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) else {
+            return Ok(Batch::Applied);
+        };
+        let mut tx = self.begin(conn).await?;
+        let moved = sqlx::query(
+            "UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+             WHERE group_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+        )
+        .bind(&self.config().group)
+        .bind(&self.config().topic)
+        .bind(self.partition)
+        .bind(first.offset)
+        .bind(last.offset + 1)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !moved {
+            return Err(ApplyError::Fenced);
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|(_, envelope)| envelope.id).collect();
+        // An event in the batch twice (published again) is inserted, and fresh, once.
+        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO consumer_processed_events (group_name, event_id)
+             SELECT $1, id FROM unnest($2::uuid[]) AS id
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.config().group)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        for (at, (record, envelope)) in batch.iter().enumerate() {
+            if !fresh.remove(&envelope.id) {
+                tracing::debug!(event_id = %envelope.id, "event already applied; skipping");
+                continue;
+            }
+            let handled = self
+                .consumer
+                .handler
+                .handle(&mut tx, envelope)
+                .instrument(self.span(record, envelope))
+                .await;
+            if let Err(error) = handled {
+                // Dropping the transaction rolls it back.
+                return Ok(Batch::HandlerFailed { at, error });
+            }
+        }
+        tx.commit().await?;
+        self.consumer
+            .metrics
+            .consumer_handled
+            .get_or_create(&self.group_labels())
+            .inc_by(batch.len() as u64);
+        Ok(Batch::Applied)
+    }
+
+    async fn process(
+        &self,
+        conn: &mut PgConnection,
+        record: &RecordAndOffset,
+    ) -> Result<(), WorkerStop> {
+        let envelope: EventEnvelope = match envelope_of(record) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                // Retrying cannot fix a record that is not an event.
+                self.dead_letter(record, &format!("malformed event envelope: {err}"), 0)
+                    .await?;
+                self.store_offset(conn, record.offset, record.offset + 1)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let span = self.span(record, &envelope);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -667,29 +825,33 @@ impl PartitionWorker {
         offset: i64,
         envelope: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        let mut tx = conn.begin().await?;
-        let current: Option<i64> = sqlx::query_scalar(
-            "SELECT next_offset FROM consumer_offsets
-             WHERE group_name = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+        let mut tx = self.begin(conn).await?;
+        // One round trip: the offset moves from `offset` only (the row lock fences off a
+        // replica that took the partition meanwhile; a moved offset matches no row), and the
+        // event id is recorded only then. Both commit with the handler's effects, or neither.
+        let (moved, fresh): (bool, bool) = sqlx::query_as(
+            "WITH moved AS (
+                 UPDATE consumer_offsets SET next_offset = $4 + 1, updated_at = now()
+                 WHERE group_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $4
+                 RETURNING 1
+             ), fresh AS (
+                 INSERT INTO consumer_processed_events (group_name, event_id)
+                 SELECT $1, $5 FROM moved
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             )
+             SELECT EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM fresh)",
         )
         .bind(&self.config().group)
         .bind(&self.config().topic)
         .bind(self.partition)
-        .fetch_optional(&mut *tx)
+        .bind(offset)
+        .bind(envelope.id)
+        .fetch_one(&mut *tx)
         .await?;
-        if current != Some(offset) {
+        if !moved {
             return Err(ApplyError::Fenced);
         }
-        let fresh = sqlx::query(
-            "INSERT INTO consumer_processed_events (group_name, event_id) VALUES ($1, $2)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.config().group)
-        .bind(envelope.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
         if fresh {
             self.consumer
                 .handler
@@ -699,16 +861,6 @@ impl PartitionWorker {
         } else {
             tracing::debug!(event_id = %envelope.id, "event already applied; skipping");
         }
-        sqlx::query(
-            "UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
-             WHERE group_name = $1 AND topic = $2 AND partition = $3",
-        )
-        .bind(&self.config().group)
-        .bind(&self.config().topic)
-        .bind(self.partition)
-        .bind(offset + 1)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -788,5 +940,181 @@ impl PartitionWorker {
                 }
             }
         }
+    }
+}
+
+/// The event of `record`, or why it is not one.
+fn envelope_of(record: &RecordAndOffset) -> Result<EventEnvelope, String> {
+    record
+        .record
+        .value
+        .as_deref()
+        .ok_or_else(|| "the record has no value".to_owned())
+        .and_then(|bytes| serde_json::from_slice(bytes).map_err(|e| e.to_string()))
+}
+
+/// Up to `max` leading records of `records` with their events, stopping before the first
+/// record that is not an event (it goes alone, to the dead-letter topic) or does not follow
+/// the previous offset (the stored offset moves record by record there).
+fn batch_of(records: &[RecordAndOffset], max: usize) -> Vec<(&RecordAndOffset, EventEnvelope)> {
+    let mut batch: Vec<(&RecordAndOffset, EventEnvelope)> = Vec::new();
+    for record in records.iter().take(max) {
+        if batch
+            .last()
+            .is_some_and(|(previous, _)| previous.offset + 1 != record.offset)
+        {
+            break;
+        }
+        match envelope_of(record) {
+            Ok(envelope) => batch.push((record, envelope)),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{TestDatabase, kafka_brokers, unique};
+
+    static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/migrations");
+
+    /// Records each event (its `applied_at` telling its transaction); fails on
+    /// `{"poison": true}`.
+    struct Recorder;
+
+    #[async_trait]
+    impl EventHandler for Recorder {
+        async fn handle(
+            &self,
+            tx: &mut PgConnection,
+            event: &EventEnvelope,
+        ) -> Result<(), HandlerError> {
+            let seq = event.payload["seq"].as_i64().ok_or("no seq")?;
+            if event.payload["poison"].as_bool() == Some(true) {
+                return Err(format!("cannot apply poison event {seq}").into());
+            }
+            // `applied_at` defaults to now(), the start of the transaction: one value per
+            // transaction.
+            sqlx::query("INSERT INTO effects (event_id, seq) VALUES ($1, $2)")
+                .bind(event.id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+    }
+
+    fn envelope(seq: i64, poison: bool) -> EventEnvelope {
+        EventEnvelope {
+            id: crate::new_id(),
+            event_type: "TestEvent".into(),
+            country: "FR".into(),
+            occurred_at: chrono::Utc::now(),
+            traceparent: None,
+            payload: serde_json::json!({ "seq": seq, "poison": poison }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partition_far_behind_is_applied_in_batches_once_each_and_a_poison_alone() {
+        let db = TestDatabase::create().await;
+        crate::db::migrate(&db.url, "kit_batch", &MIGRATIONS)
+            .await
+            .expect("migrations apply");
+        let pool = crate::db::schema_pool(&db.url, "kit_batch", 4).expect("pool");
+        let options = crate::db::schema_options(&db.url, "kit_batch").expect("options");
+        let kafka = KafkaHandle::new(kafka_brokers());
+        let topic = unique("kit.batch");
+        kafka.ensure_topic(&topic, 1).await.expect("topic");
+        // 300 events far beyond `batch_from_lag`, one published twice and one poison.
+        let mut events: Vec<EventEnvelope> =
+            (0..300).map(|seq| envelope(seq, seq == 200)).collect();
+        events.insert(151, events[150].clone());
+        let client = kafka.client().await.expect("client");
+        let pc = client
+            .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let records = events
+            .iter()
+            .map(|e| Record {
+                key: Some(e.id.to_string().into_bytes()),
+                value: Some(serde_json::to_vec(e).expect("json")),
+                headers: BTreeMap::new(),
+                timestamp: chrono::Utc::now(),
+            })
+            .collect();
+        pc.produce(records, Compression::NoCompression)
+            .await
+            .expect("produce");
+
+        let mut config = ConsumerConfig::new("batch", &topic);
+        config.partitions = 1;
+        config.retry_backoff = Duration::from_millis(10);
+        config.max_attempts = 2;
+        config.fetch_max_wait = Duration::from_millis(100);
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(
+            Consumer::new(
+                pool.clone(),
+                options,
+                kafka.clone(),
+                Arc::new(Recorder),
+                Arc::clone(&metrics),
+                config,
+            )
+            .run(stop.clone()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let offset: Option<i64> = sqlx::query_scalar(
+                "SELECT next_offset FROM consumer_offsets WHERE group_name = 'batch'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .expect("offset");
+            if offset == Some(301) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "offset {offset:?}, not past all 301 records"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seen: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT seq, count(*) FROM effects GROUP BY seq ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .expect("effects");
+        let expected: Vec<(i64, i64)> = (0..300).filter(|&s| s != 200).map(|s| (s, 1)).collect();
+        assert_eq!(seen, expected, "every event but the poison, once");
+        let transactions: i64 =
+            sqlx::query_scalar("SELECT count(DISTINCT applied_at) FROM effects")
+                .fetch_one(&pool)
+                .await
+                .expect("transactions");
+        assert!(
+            transactions < 50,
+            "299 effects in {transactions} transactions: not batched"
+        );
+        let dead = client
+            .partition_client(
+                dead_letter_topic(&topic, "batch"),
+                0,
+                UnknownTopicHandling::Retry,
+            )
+            .await
+            .expect("dead-letter partition")
+            .fetch_records(0, 1..1_000_000, 1_000)
+            .await
+            .expect("dead letters")
+            .0;
+        assert_eq!(dead.len(), 1, "the poison alone is dead-lettered");
+        stop.cancel();
+        running.await.expect("stops");
     }
 }

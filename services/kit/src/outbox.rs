@@ -134,8 +134,12 @@ impl Outbox {
 pub struct RelayConfig {
     /// Rows published per round.
     pub batch_size: i64,
-    /// Sleep when the outbox is empty.
+    /// Sleep when the outbox was found empty again and again (the longest gap between polls).
     pub idle_poll: Duration,
+    /// Sleep after the first round that found the outbox empty; it doubles with every empty
+    /// round up to `idle_poll`. While events keep coming the relay looks again soon after it
+    /// emptied the outbox, instead of leaving the next ones waiting a whole `idle_poll`.
+    pub busy_poll: Duration,
     /// Retry interval for a follower waiting for leadership.
     pub follower_poll: Duration,
     /// Published rows are deleted after this long.
@@ -149,6 +153,7 @@ impl Default for RelayConfig {
         Self {
             batch_size: 500,
             idle_poll: Duration::from_millis(100),
+            busy_poll: Duration::from_millis(5),
             follower_poll: Duration::from_secs(2),
             retention: Duration::from_secs(7 * 24 * 3600),
             partitions: 3,
@@ -245,9 +250,16 @@ impl OutboxRelay {
             return Ok(());
         }
         tracing::info!(component = %self.component, "outbox relay is leader");
-        let mut clients: HashMap<(String, i32), PartitionClient> = HashMap::new();
+        // Marking rows published need not wait for the disk: a mark lost in a PostgreSQL
+        // crash publishes the rows again, which consumers deduplicate (as after a relay crash
+        // between publishing and marking).
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        let mut clients: HashMap<(String, i32), Arc<PartitionClient>> = HashMap::new();
         let mut partitions: HashMap<String, Vec<i32>> = HashMap::new();
         let mut last_prune = std::time::Instant::now();
+        let mut poll = self.config.busy_poll;
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
@@ -258,10 +270,12 @@ impl OutboxRelay {
             {
                 Ok(0) => {
                     self.update_lag(&mut conn).await.ok();
-                    sleep_or_cancel(self.config.idle_poll, shutdown).await;
+                    sleep_or_cancel(poll, shutdown).await;
+                    poll = poll.saturating_mul(2).min(self.config.idle_poll);
                 }
                 Ok(_) => {
                     self.update_lag(&mut conn).await.ok();
+                    poll = self.config.busy_poll;
                 }
                 Err(RelayError::Sql(err)) => break Err(RelayError::Sql(err)),
                 Err(err) => {
@@ -291,7 +305,7 @@ impl OutboxRelay {
     async fn publish_batch(
         &self,
         conn: &mut PgConnection,
-        clients: &mut HashMap<(String, i32), PartitionClient>,
+        clients: &mut HashMap<(String, i32), Arc<PartitionClient>>,
         partitions: &mut HashMap<String, Vec<i32>>,
     ) -> Result<usize, RelayError> {
         // Runs on the leader's own connection: if that session is gone, so is the leadership.
@@ -342,16 +356,20 @@ impl OutboxRelay {
                 .push(row);
         }
         let client = self.kafka.client().await?;
+        let mut sends = Vec::with_capacity(groups.len());
         for ((topic, partition), group) in groups {
             let key = (topic.clone(), partition);
-            if !clients.contains_key(&key) {
-                let pc = client
-                    .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
-                    .await?;
-                clients.insert(key.clone(), pc);
-            }
-            let Some(pc) = clients.get(&key) else {
-                continue;
+            let pc = match clients.get(&key) {
+                Some(pc) => Arc::clone(pc),
+                None => {
+                    let pc = Arc::new(
+                        client
+                            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
+                            .await?,
+                    );
+                    clients.insert(key, Arc::clone(&pc));
+                    pc
+                }
             };
             // One producer span per event, a child of the span that appended it; its record
             // carries the publish span's `traceparent` (the appender's when spans are off), so
@@ -368,13 +386,21 @@ impl OutboxRelay {
                     to_record(row, traceparent.as_deref().or(row.traceparent.as_deref()))
                 })
                 .collect();
-            if let Err(err) = pc.produce(records, Compression::NoCompression).await {
-                for span in &spans {
-                    span.record("otel.status_code", "error");
-                    span.record("error.type", "kafka_produce");
+            sends.push(async move {
+                let produced = pc.produce(records, Compression::NoCompression).await;
+                if produced.is_err() {
+                    for span in &spans {
+                        span.record("otel.status_code", "error");
+                        span.record("error.type", "kafka_produce");
+                    }
                 }
-                return Err(err.into());
-            }
+                produced
+            });
+        }
+        // Partitions are written at once, each in one call: the order within a partition is
+        // the call's. If one fails nothing is marked, and the round is published again.
+        for produced in futures::future::join_all(sends).await {
+            produced?;
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")

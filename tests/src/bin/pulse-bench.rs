@@ -7,6 +7,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "hot-slot and distinct-slots bookings through Pulse, beside pgbench running the same transaction",
     ),
     (
+        "events",
+        "5,000 events/s for 60 s through outbox → relay → Kafka → consumer, beside rskafka straight to the broker; lag p50/p99, lost events",
+    ),
+    (
         "operator",
         "100 CountryTenants applied at once, reconciled by pulse-operator on a real control plane: time to Ready, API requests, RSS",
     ),
@@ -36,6 +40,7 @@ async fn main() -> std::process::ExitCode {
     let scenario = std::env::args().nth(1);
     let result = match scenario.as_deref() {
         Some("booking") => pulse_e2e::bench::booking::run().await,
+        Some("events") => pulse_e2e::bench::events::run().await,
         Some("operator") => pulse_e2e::bench::operator::run().await,
         Some("search") => pulse_e2e::bench::search::run().await,
         Some("seckill") => pulse_e2e::bench::seckill::run().await,
