@@ -42,6 +42,9 @@ fn country_env(command: &mut std::process::Command, jwks: &str) {
         .env("PULSE_JWT_ALGORITHMS", "EdDSA,HS256")
         .env("PULSE_JWKS_URL", jwks)
         .env("PULSE_DB_MAX_CONNECTIONS", "4")
+        // One patient books a batch as fast as the server answers: not what is tested here.
+        .env("PULSE_COUNTRY__RATE_LIMITS__REQUESTS_PER_SECOND", "1000000")
+        .env("PULSE_COUNTRY__RATE_LIMITS__BURST", "1000000")
         .env(
             "PULSE_COUNTRY__BOOKING__MAX_APPOINTMENTS_PER_PATIENT_PER_DAY",
             "100",
