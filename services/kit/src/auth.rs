@@ -171,7 +171,8 @@ impl VerifiedTokens {
             let entries = self.lock();
             let entry = entries.get(digest)?;
             let leeway = i64::try_from(leeway).unwrap_or(0);
-            if !Arc::ptr_eq(&entry.key, key) || entry.exp.saturating_add(leeway) <= now {
+            // Expired exactly when jsonwebtoken would say so: exp + leeway < now.
+            if !Arc::ptr_eq(&entry.key, key) || entry.exp.saturating_add(leeway) < now {
                 return None;
             }
         }

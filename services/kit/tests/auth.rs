@@ -262,12 +262,14 @@ async fn a_token_is_checked_once_until_its_key_is_refreshed_or_it_expires() {
         TEST_JWT_ISSUER,
         Duration::from_secs(600),
     );
-    claims.exp = chrono::Utc::now().timestamp() - 29;
+    // Valid (with the leeway) until the clock passes a whole 3 s on (timestamps are whole
+    // seconds): both requests below fall inside it, and 4.1 s later it has expired.
+    claims.exp = chrono::Utc::now().timestamp() - 27;
     let expiring = key.mint(&claims);
     assert_eq!(me(&app, &expiring).await.0, 200, "within the leeway");
     assert_eq!(me(&app, &expiring).await.0, 200);
     assert_eq!(hits().await, 4.0);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let problem = refused(&app, &expiring, 401, "expired").await;
     assert!(
         problem["detail"]
