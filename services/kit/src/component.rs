@@ -168,6 +168,28 @@ impl GrpcServices {
     }
 }
 
+/// Operations named by method and route template (`POST /v1/seckill/{campaign}/orders`), as the
+/// router matched them ([`axum::extract::MatchedPath`]); a short list, searched in place.
+#[derive(Debug, Clone, Default)]
+pub struct Operations(std::sync::Arc<[(axum::http::Method, String)]>);
+
+impl Operations {
+    /// The list of `operations`.
+    pub fn new<'a>(operations: impl IntoIterator<Item = (axum::http::Method, &'a str)>) -> Self {
+        Self(
+            operations
+                .into_iter()
+                .map(|(method, route)| (method, route.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Whether `method` on `route` is one of them.
+    pub fn contains(&self, method: &axum::http::Method, route: &str) -> bool {
+        self.0.iter().any(|(m, r)| m == method && r == route)
+    }
+}
+
 /// What a component runs in this process, built once by [`Component::build`].
 #[derive(Default)]
 pub struct Parts {

@@ -60,7 +60,7 @@ pub struct IdempotencyStore {
     /// The operations keys are honoured on (method, route template); all when `None`.
     operations: Option<Arc<HashSet<(Method, String)>>>,
     /// The operations whose flow keeps its own records.
-    kept_by_flow: Arc<[(Method, String)]>,
+    kept_by_flow: crate::component::Operations,
 }
 
 impl IdempotencyStore {
@@ -69,7 +69,7 @@ impl IdempotencyStore {
         Self {
             pool,
             operations: None,
-            kept_by_flow: Arc::new([]),
+            kept_by_flow: crate::component::Operations::default(),
         }
     }
 
@@ -84,10 +84,7 @@ impl IdempotencyStore {
         mut self,
         operations: impl IntoIterator<Item = (Method, &'a str)>,
     ) -> Self {
-        self.kept_by_flow = operations
-            .into_iter()
-            .map(|(method, route)| (method, route.to_owned()))
-            .collect();
+        self.kept_by_flow = crate::component::Operations::new(operations);
         self
     }
 
@@ -297,12 +294,8 @@ pub async fn middleware(
     if !store.honours(request.method(), route) {
         return next.run(request).await;
     }
-    let kept_by_flow = route.is_some_and(|route| {
-        store
-            .kept_by_flow
-            .iter()
-            .any(|(method, kept)| method == request.method() && kept == route)
-    });
+    let kept_by_flow =
+        route.is_some_and(|route| store.kept_by_flow.contains(request.method(), route));
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };

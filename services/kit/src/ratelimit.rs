@@ -70,7 +70,7 @@ pub struct RateLimiter {
     tolerance_ms: u64,
     trust_forwarded_for: bool,
     /// Operations (method, route template) whose flow limits a signed-in caller itself.
-    limited_by_flow: Vec<(axum::http::Method, String)>,
+    limited_by_flow: crate::component::Operations,
     /// Requests refused with 429.
     pub limited: Counter,
     /// Requests let through unchecked because Redis did not answer.
@@ -100,7 +100,7 @@ impl RateLimiter {
             interval_ms,
             tolerance_ms,
             trust_forwarded_for,
-            limited_by_flow: Vec::new(),
+            limited_by_flow: crate::component::Operations::default(),
             limited: Counter::default(),
             unavailable: Counter::default(),
         }
@@ -115,10 +115,7 @@ impl RateLimiter {
         mut self,
         operations: impl IntoIterator<Item = (axum::http::Method, &'a str)>,
     ) -> Self {
-        self.limited_by_flow = operations
-            .into_iter()
-            .map(|(method, route)| (method, route.to_owned()))
-            .collect();
+        self.limited_by_flow = crate::component::Operations::new(operations);
         self
     }
 
@@ -130,8 +127,7 @@ impl RateLimiter {
         request.extensions().get::<Principal>().is_some()
             && self
                 .limited_by_flow
-                .iter()
-                .any(|(method, limited)| method == request.method() && limited == route.as_str())
+                .contains(request.method(), route.as_str())
     }
 
     /// Who the request counts against.
