@@ -210,6 +210,9 @@ pub struct Parts {
     /// as its effect: the edge rate limit does not spend a second Redis round trip on them
     /// (see [`RateLimiter::limited_by_flow`](crate::ratelimit::RateLimiter::limited_by_flow)).
     pub rate_limited_by_flow: Vec<(axum::http::Method, &'static str)>,
+    /// Operations the edge rate limit never checks, for any caller: answers served from
+    /// memory (the web app's embedded files), cheaper to serve than a Redis round trip to limit.
+    pub not_rate_limited: Vec<(axum::http::Method, &'static str)>,
 }
 
 /// A Pulse component (identity, booking, marketing, ordering, notifier).
@@ -226,6 +229,13 @@ pub trait Component: Send + Sync {
 
     /// The component's own migrations (versions above the kit's reserved range).
     fn migrations(&self) -> &'static Migrator;
+
+    /// Whether the component keeps state in PostgreSQL. One that does not (the web app) gets no
+    /// schema, outbox relay or idempotency records, and a process of such components only is
+    /// ready whether or not PostgreSQL answers.
+    fn uses_database(&self) -> bool {
+        true
+    }
 
     /// OpenAPI description of the routes for the deployment's `country` (limits that depend
     /// on it, such as its phone numbers, are stated for it); the server merges every

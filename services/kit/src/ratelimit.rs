@@ -71,6 +71,8 @@ pub struct RateLimiter {
     trust_forwarded_for: bool,
     /// Operations (method, route template) whose flow limits a signed-in caller itself.
     limited_by_flow: crate::component::Operations,
+    /// Operations never limited, for any caller (answers served from memory).
+    not_limited: crate::component::Operations,
     /// Requests refused with 429.
     pub limited: Counter,
     /// Requests let through unchecked because Redis did not answer.
@@ -101,6 +103,7 @@ impl RateLimiter {
             tolerance_ms,
             trust_forwarded_for,
             limited_by_flow: crate::component::Operations::default(),
+            not_limited: crate::component::Operations::default(),
             limited: Counter::default(),
             unavailable: Counter::default(),
         }
@@ -119,15 +122,28 @@ impl RateLimiter {
         self
     }
 
-    /// Whether the request's own flow limits it (see [`RateLimiter::limited_by_flow`]).
-    fn is_limited_by_flow(&self, request: &Request) -> bool {
+    /// These operations are never limited, whoever calls: their answers come from the
+    /// process's memory (the web app's embedded files), so serving one costs less than the
+    /// Redis round trip that would limit it.
+    #[must_use]
+    pub fn not_limited<'a>(
+        mut self,
+        operations: impl IntoIterator<Item = (axum::http::Method, &'a str)>,
+    ) -> Self {
+        self.not_limited = crate::component::Operations::new(operations);
+        self
+    }
+
+    /// Whether the edge check is skipped for the request: its own flow limits it (see
+    /// [`RateLimiter::limited_by_flow`]) or it is never limited ([`RateLimiter::not_limited`]).
+    fn skips_edge_check(&self, request: &Request) -> bool {
         let Some(route) = request.extensions().get::<MatchedPath>() else {
             return false;
         };
-        request.extensions().get::<Principal>().is_some()
-            && self
-                .limited_by_flow
-                .contains(request.method(), route.as_str())
+        let (method, route) = (request.method(), route.as_str());
+        self.not_limited.contains(method, route)
+            || (request.extensions().get::<Principal>().is_some()
+                && self.limited_by_flow.contains(method, route))
     }
 
     /// Who the request counts against.
@@ -177,7 +193,7 @@ pub async fn middleware(
     request: Request,
     next: Next,
 ) -> Response {
-    if EXEMPT.contains(&request.uri().path()) || limiter.is_limited_by_flow(&request) {
+    if EXEMPT.contains(&request.uri().path()) || limiter.skips_edge_check(&request) {
         return next.run(request).await;
     }
     let client = limiter.client_of(&request);
@@ -252,17 +268,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_operation_limited_by_its_flow_skips_the_edge_check_for_signed_in_callers() {
+    async fn operations_limited_by_their_flow_or_never_limited_skip_the_edge_check() {
         use axum::body::Body;
         use tower::ServiceExt;
         let redis = RedisHandle::new(&crate::testing::redis_url()).expect("url");
         let keyspace = crate::testing::unique("rlflow");
         let limiter = Arc::new(
             RateLimiter::new(redis, &keyspace, 1, 0, false)
-                .limited_by_flow([(axum::http::Method::POST, "/attempts/{id}")]),
+                .limited_by_flow([(axum::http::Method::POST, "/attempts/{id}")])
+                .not_limited([(axum::http::Method::POST, "/files/{*path}")]),
         );
         let app = axum::Router::new()
             .route("/attempts/{id}", axum::routing::post(|| async { "ok" }))
+            .route("/files/{*path}", axum::routing::post(|| async { "ok" }))
             .route("/other", axum::routing::post(|| async { "ok" }))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&limiter),
@@ -308,6 +326,10 @@ mod tests {
         );
         assert_eq!(status("/other", true).await, StatusCode::OK);
         assert_eq!(status("/other", true).await, StatusCode::TOO_MANY_REQUESTS);
+        // Operations never limited pass for everyone, however often.
+        for signed_in in [false, true, false, true, false] {
+            assert_eq!(status("/files/app.js", signed_in).await, StatusCode::OK);
+        }
     }
 
     #[tokio::test]

@@ -345,6 +345,7 @@ pub async fn start(
     grpc_routes.add_service(grpc_health_service);
     let mut public = Router::new();
     let mut limited_by_flow = Vec::new();
+    let mut not_rate_limited = Vec::new();
     let mut openapi = base_openapi();
     let mut route_owners = http::RouteOwners::default();
 
@@ -379,15 +380,21 @@ pub async fn start(
             component: name,
             source,
         })?;
-        let keys = keys.kept_by_flow(parts.keys_kept_by_flow);
         limited_by_flow.extend(parts.rate_limited_by_flow);
-        public = public.merge(idempotency::layer(parts.routes, keys));
-        for service in parts.grpc.names() {
-            grpc_health
-                .set_service_status(*service, ServingStatus::Serving)
-                .await;
+        not_rate_limited.extend(parts.not_rate_limited);
+        if !component.uses_database() {
+            // No schema: nothing to relay, no idempotency records, no pool to watch.
+            public = public.merge(parts.routes);
+            register_grpc(&grpc_health, &mut grpc_routes, parts.grpc).await;
+            for job in parts.jobs {
+                tracing::info!(component = name, job = %job.name, "starting job");
+                tasks.spawn((job.run)(shutdown.clone()));
+            }
+            continue;
         }
-        parts.grpc.register(&mut grpc_routes);
+        let keys = keys.kept_by_flow(parts.keys_kept_by_flow);
+        public = public.merge(idempotency::layer(parts.routes, keys));
+        register_grpc(&grpc_health, &mut grpc_routes, parts.grpc).await;
         let relay = OutboxRelay::new(
             name,
             pool.clone(),
@@ -428,7 +435,13 @@ pub async fn start(
     crate::openapi::complete(&mut openapi);
     let openapi = Arc::new(openapi);
 
-    let health = Health::new(dependency_checks(settings, &redis, &kafka)?);
+    let database_decides = components.iter().any(|c| c.uses_database());
+    let health = Health::new(dependency_checks(
+        settings,
+        &redis,
+        &kafka,
+        database_decides,
+    )?);
     metrics.register(
         "dependency_up",
         "Whether a dependency answered its last check (1) or not (0); only the database decides readiness",
@@ -443,7 +456,8 @@ pub async fn start(
             country.rate_limits.burst,
             settings.trust_forwarded_for,
         )
-        .limited_by_flow(limited_by_flow),
+        .limited_by_flow(limited_by_flow)
+        .not_limited(not_rate_limited),
     );
     metrics.register(
         "rate_limited_requests",
@@ -577,10 +591,27 @@ fn local_addr(listener: &TcpListener, fallback: SocketAddr) -> SocketAddr {
 /// Readiness requires the database only: without it nothing works. Redis and Kafka are
 /// checked and reported (`/readyz` body, `pulse_dependency_up`) but a pod without them still
 /// serves: Redis has fallbacks behind its breaker, the outbox holds events for Kafka.
+/// Adds a component's gRPC services to the process's routes and reports them serving.
+async fn register_grpc(
+    health: &tonic_health::server::HealthReporter,
+    routes: &mut tonic::service::RoutesBuilder,
+    services: crate::component::GrpcServices,
+) {
+    for service in services.names() {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
+    services.register(routes);
+}
+
+/// The dependency checks of `/readyz`: PostgreSQL decides readiness when `database_decides`
+/// (some component keeps its state there), else it is only reported, like Redis and Kafka.
 fn dependency_checks(
     settings: &ServerSettings,
     redis: &RedisHandle,
     kafka: &KafkaHandle,
+    database_decides: bool,
 ) -> Result<Vec<Check>, ServerError> {
     let options = db::schema_options(settings.database_url.expose(), "public")?;
     let pool = PgPoolOptions::new()
@@ -589,17 +620,22 @@ fn dependency_checks(
         .connect_lazy_with(options);
     let redis = redis.clone();
     let kafka = kafka.clone();
+    let postgres = move || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
     Ok(vec![
-        Check::new("postgres", move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        }),
+        if database_decides {
+            Check::new("postgres", postgres)
+        } else {
+            Check::reported("postgres", postgres)
+        },
         Check::reported("redis", move || {
             let redis = redis.clone();
             async move { redis.ping().await.map_err(|e| e.to_string()) }

@@ -33,6 +33,9 @@ pub struct Target {
     pub settings: &'static [&'static Setting],
     /// The component's migrations (`pulse migrate` needs no settings but the database).
     pub migrations: &'static Migrator,
+    /// Whether the component keeps state in PostgreSQL; `pulse migrate` gives the others no
+    /// schema (see [`Component::uses_database`]).
+    pub database: bool,
 }
 
 /// Every target, in start-up order. Adding a component means adding it here.
@@ -43,6 +46,7 @@ pub const TARGETS: &[Target] = &[
         load: |env, server| Ok(Arc::new(pulse_identity::Identity::read(env, server)?)),
         settings: pulse_identity::settings::ALL,
         migrations: &pulse_identity::MIGRATIONS,
+        database: true,
     },
     Target {
         name: "booking",
@@ -50,6 +54,7 @@ pub const TARGETS: &[Target] = &[
         load: |_, _| Ok(Arc::new(pulse_booking::Booking)),
         settings: &[],
         migrations: &pulse_booking::MIGRATIONS,
+        database: true,
     },
     Target {
         name: "marketing",
@@ -57,6 +62,7 @@ pub const TARGETS: &[Target] = &[
         load: |_, _| Ok(Arc::new(pulse_marketing::Marketing)),
         settings: &[],
         migrations: &pulse_marketing::MIGRATIONS,
+        database: true,
     },
     Target {
         name: "ordering",
@@ -64,6 +70,7 @@ pub const TARGETS: &[Target] = &[
         load: |env, server| Ok(Arc::new(pulse_ordering::Ordering::read(env, server)?)),
         settings: pulse_kit::settings::ordering::ALL,
         migrations: &pulse_ordering::MIGRATIONS,
+        database: true,
     },
     Target {
         name: "notifier",
@@ -71,6 +78,15 @@ pub const TARGETS: &[Target] = &[
         load: |env, server| Ok(Arc::new(pulse_notifier::Notifier::read(env, server)?)),
         settings: pulse_kit::settings::notifier::ALL,
         migrations: &pulse_notifier::MIGRATIONS,
+        database: true,
+    },
+    Target {
+        name: "web",
+        description: "Web: the patient and buyer web app (embedded files, served at /).",
+        load: |env, server| Ok(Arc::new(pulse_web::Web::read(env, server)?)),
+        settings: &[],
+        migrations: &pulse_web::MIGRATIONS,
+        database: false,
     },
 ];
 
@@ -311,6 +327,9 @@ async fn seed(env: &Env, args: &SeedArgs) -> anyhow::Result<()> {
 
 async fn migrate(database_url: &str, target: &str) -> anyhow::Result<()> {
     for target in select_targets(target)? {
+        if !target.database {
+            continue;
+        }
         pulse_kit::db::migrate(database_url, target.name, target.migrations)
             .await
             .with_context(|| format!("migrating `{}`", target.name))?;
@@ -343,7 +362,7 @@ async fn serve(env: &Env, target: Option<&str>) -> anyhow::Result<()> {
         components = ?settings.components.iter().map(|c| c.name()).collect::<Vec<_>>(),
         "settings read");
     if settings.migrate {
-        for component in &settings.components {
+        for component in settings.components.iter().filter(|c| c.uses_database()) {
             pulse_kit::db::migrate(
                 settings.server.database_url.expose(),
                 component.name(),
@@ -388,7 +407,7 @@ mod tests {
 
     #[test]
     fn targets_select_components() {
-        assert_eq!(select_targets("all").expect("all").len(), 5);
+        assert_eq!(select_targets("all").expect("all").len(), 6);
         let chosen = select_targets("booking, ordering,booking").expect("list");
         let names: Vec<_> = chosen.iter().map(|t| t.name).collect();
         assert_eq!(names, vec!["booking", "ordering"]);
@@ -407,7 +426,14 @@ mod tests {
     fn help_lists_the_targets() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for name in ["identity", "booking", "marketing", "ordering", "notifier"] {
+        for name in [
+            "identity",
+            "booking",
+            "marketing",
+            "ordering",
+            "notifier",
+            "web",
+        ] {
             assert!(help.contains(name), "{help}");
         }
     }
@@ -495,6 +521,12 @@ mod tests {
             let component = (target.load)(&env, &server).expect("component");
             assert_eq!(component.name(), target.name);
             assert_eq!(component.description(), target.description);
+            assert_eq!(
+                component.uses_database(),
+                target.database,
+                "{}",
+                target.name
+            );
         }
     }
 
