@@ -8,7 +8,16 @@
 //! algorithm allow-list) or, for a token that names one of identity's own keys, by the keyring
 //! directly: identity trusts the tokens it signed without fetching its own JWKS over HTTP.
 //! Authorization comes before the body, so refusals come in the order 401, 403, then 4xx.
+//!
+//! A browser app keeps its refresh token in the `pulse_refresh` cookie rather than in storage
+//! a script can read: it signs in with `refreshTokenIn: cookie`, then refreshes and signs out
+//! with a JSON body that leaves `refreshToken` out (`{}`), and the token travels only in the
+//! cookie (see `http/cookie.rs`). Refreshing and signing out with the cookie still require a
+//! `Content-Type: application/json` body: together with `SameSite=Strict`, that is the defence
+//! against cross-site request forgery, since another site can neither make the browser attach
+//! the cookie nor send a JSON body without a CORS preflight, which the API never grants.
 
+mod cookie;
 mod problems;
 mod views;
 
@@ -16,9 +25,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::{CACHE_CONTROL, PRAGMA};
+use axum::http::header::{CACHE_CONTROL, PRAGMA, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use pulse_kit::auth::jwks::JWKS_PATH;
@@ -27,17 +36,19 @@ use pulse_kit::idempotency::{Answer, IdempotencyKey, RecordAnswer};
 use pulse_kit::problem::{ApiJson, ApiPath, Problem};
 use uuid::Uuid;
 
-pub use problems::user_not_found;
+pub use cookie::REFRESH_COOKIE;
+pub use problems::{no_refresh_token, user_not_found};
 pub use views::{
     EmailVerification, JwksDocument, OtpAccepted, OtpRequest, ProfilePatch, ProfileView,
-    RefreshRequest, RolesInput, RolesView, TokenRequest, TokenResponse, phone_schema,
+    RefreshRequest, RefreshTokenIn, RolesInput, RolesView, TokenRequest, TokenResponse,
+    phone_schema,
 };
 
 use crate::keys::Keyring;
 use crate::otp::Otp;
 use crate::profile::{ProfileChange, Profiles};
 use crate::roles::Roles;
-use crate::sessions::Sessions;
+use crate::sessions::{Session, Sessions};
 use crate::store::UserRow;
 
 /// Shared state of the handlers.
@@ -163,13 +174,58 @@ fn no_store(response: impl IntoResponse) -> Response {
     response
 }
 
+/// The answer with a session's tokens, its refresh token delivered `to` the body or the
+/// cookie (then the body has none).
+fn tokens(session: Session, to: RefreshTokenIn) -> Result<Response, Problem> {
+    match to {
+        RefreshTokenIn::Body => Ok(no_store(ApiJson(TokenResponse::from(session)))),
+        RefreshTokenIn::Cookie => {
+            let cookie = cookie::set(&session.refresh_token, session.refresh_expires_in)?;
+            let mut response = no_store(ApiJson(
+                TokenResponse::from(session).without_refresh_token(),
+            ));
+            response.headers_mut().append(SET_COOKIE, cookie);
+            Ok(response)
+        }
+    }
+}
+
+/// The refresh token a request presents and where it came from: the body's `refreshToken`
+/// when there is one, else the `pulse_refresh` cookie; neither is a 401.
+fn presented(
+    input: RefreshRequest,
+    headers: &HeaderMap,
+) -> Result<(String, RefreshTokenIn), Problem> {
+    match input.refresh_token {
+        Some(token) => Ok((token, RefreshTokenIn::Body)),
+        None => cookie::read(headers)
+            .map(|token| (token, RefreshTokenIn::Cookie))
+            .ok_or_else(no_refresh_token),
+    }
+}
+
+/// `problem`, clearing the cookie when it was the cookie's token that was refused (401): a
+/// dead token is of no use to the browser.
+fn refused(problem: Problem, from: RefreshTokenIn) -> Response {
+    let clear =
+        from == RefreshTokenIn::Cookie && problem.status == StatusCode::UNAUTHORIZED.as_u16();
+    let mut response = problem.into_response();
+    if clear {
+        response.headers_mut().append(SET_COOKIE, cookie::cleared());
+    }
+    response
+}
+
 // ------------------------------------------------------------------------------------ auth
 
 /// Sends a 6-digit sign-in code to a phone of the deployment's country by SMS. The answer is
 /// the same whether or not the phone belongs to a user. Limits: one code per phone per minute,
 /// ten per phone per day, and a number per client address per hour.
+///
+/// With the sandbox SMS provider (development mode only) the answer also carries the code as
+/// `sandboxCode`, so that a local web app can show it; with a real provider it never does.
 #[utoipa::path(post, path = "/v1/auth/otp", tag = "identity", request_body = OtpRequest,
-    responses((status = 202, body = OtpAccepted, description = "a code is on its way (for any phone)"),
+    responses((status = 202, body = OtpAccepted, description = "a code is on its way (for any phone); `sandboxCode` only in development, with the sandbox SMS provider"),
               (status = 422, body = Problem, content_type = "application/problem+json", description = "validation-failed (field phone), phone-wrong-country, sms-rejected"),
               (status = 429, body = Problem, content_type = "application/problem+json", description = "otp-rate-limited (Retry-After; `limit`: phone-interval, phone-daily or client-address)"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "sms-unavailable (Retry-After): nothing was sent or counted")))]
@@ -179,62 +235,85 @@ pub async fn send_otp(
     ApiJson(input): ApiJson<OtpRequest>,
 ) -> Result<Response, Problem> {
     let sent = app.otp.send(&input.phone, &client).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        ApiJson(OtpAccepted {
-            expires_in_seconds: sent.expires_in,
-            resend_after_seconds: sent.resend_after,
-        }),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, ApiJson(OtpAccepted::from(sent))).into_response())
 }
 
 /// Signs in with the code sent to the phone: an access token (JWT signed by identity, 15
 /// minutes by default) and a refresh token. The first sign-in of a phone creates its user
 /// with the role `patient`. Each code allows 5 attempts; after that a new code is needed.
+///
+/// With `refreshTokenIn: cookie` (browser apps) the refresh token is set in the `pulse_refresh`
+/// cookie (`HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age=` its lifetime) and the
+/// body has no `refreshToken`; the default, `body`, answers it in the body.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "identity", request_body = TokenRequest,
-    responses((status = 200, body = TokenResponse),
+    responses((status = 200, body = TokenResponse, description = "signed in; the refresh token is in the body (`refreshToken`), or with `refreshTokenIn: cookie` in the `pulse_refresh` cookie only",
+               headers(("Set-Cookie" = String, description = "with `refreshTokenIn: cookie` only: `pulse_refresh=<refresh token>; HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age=<refreshTokenExpiresIn>`"))),
               (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid-code (`attemptsLeft`) or code-expired (request a new code)"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "validation-failed (field phone or code), phone-wrong-country"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "validation-failed (field phone, code or refreshTokenIn), phone-wrong-country"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "service-unavailable (Retry-After)")))]
 pub async fn sign_in(
     State(app): State<AppState>,
     ApiJson(input): ApiJson<TokenRequest>,
 ) -> Result<Response, Problem> {
     let session = app.sessions.sign_in(&input.phone, &input.code).await?;
-    Ok(no_store(ApiJson(TokenResponse::from(session))))
+    tokens(session, input.refresh_token_in)
 }
 
 /// Exchanges a refresh token for new tokens. Each refresh token works once: presenting one
 /// that was already exchanged revokes the whole session (every token issued from that
 /// sign-in), as a copied token would.
+///
+/// The token is the body's `refreshToken`, or, when the body leaves it out (`{}`), the
+/// `pulse_refresh` cookie; the new one goes back the same way (a new cookie and no
+/// `refreshToken` in the body, or in the body). A refused cookie is cleared. The body must be
+/// JSON (`Content-Type: application/json`) in both cases: with the cookie's `SameSite=Strict`,
+/// that keeps other sites from refreshing on a user's behalf (CSRF).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "identity", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse),
-              (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid-refresh-token or refresh-token-reused (the session is revoked)"),
+    params(("pulse_refresh" = Option<String>, Cookie, description = "the refresh token, when the body has no `refreshToken` (set by `POST /v1/auth/token` with `refreshTokenIn: cookie`)")),
+    responses((status = 200, body = TokenResponse, description = "new tokens; the new refresh token in the body (`refreshToken`) when it came in the body, in the `pulse_refresh` cookie only when it came in the cookie",
+               headers(("Set-Cookie" = String, description = "when the cookie was used: the new `pulse_refresh=<refresh token>; HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age=<refreshTokenExpiresIn>`"))),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid-refresh-token (unknown, expired or revoked, or neither refreshToken nor the cookie sent) or refresh-token-reused (the session is revoked)",
+               headers(("Set-Cookie" = String, description = "when the cookie was used: clears it (`pulse_refresh=; …; Max-Age=0`)"))),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "service-unavailable (Retry-After)")))]
 pub async fn refresh(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<RefreshRequest>,
 ) -> Result<Response, Problem> {
-    let session = app.sessions.refresh(&input.refresh_token).await?;
-    Ok(no_store(ApiJson(TokenResponse::from(session))))
+    let (token, from) = presented(input, &headers)?;
+    match app.sessions.refresh(&token).await {
+        Ok(session) => tokens(session, from),
+        Err(err) => Ok(refused(Problem::from(err), from)),
+    }
 }
 
 /// Signs out: revokes every refresh token of the session. Answers 204 for unknown tokens too
 /// (RFC 7009). Access tokens already issued stay valid until they expire.
+///
+/// The token is the body's `refreshToken`, or, when the body leaves it out (`{}`), the
+/// `pulse_refresh` cookie, which the answer then clears. As for a refresh, the body must be
+/// JSON: with `SameSite=Strict`, no other site can sign a user out (CSRF).
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "identity", request_body = RefreshRequest,
-    responses((status = 204, description = "the session is revoked"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "validation-failed (no refreshToken)"),
+    params(("pulse_refresh" = Option<String>, Cookie, description = "the refresh token, when the body has no `refreshToken`")),
+    responses((status = 204, description = "the session is revoked",
+               headers(("Set-Cookie" = String, description = "when the cookie was used: clears it (`pulse_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age=0`)"))),
+              (status = 401, body = Problem, content_type = "application/problem+json", description = "invalid-refresh-token: neither refreshToken nor the cookie was sent"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "service-unavailable (Retry-After)")))]
 pub async fn logout(
     State(app): State<AppState>,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<RefreshRequest>,
-) -> Result<StatusCode, Problem> {
+) -> Result<Response, Problem> {
+    let (token, from) = presented(input, &headers)?;
     app.sessions
-        .logout(&input.refresh_token)
+        .logout(&token)
         .await
         .map_err(|err| Problem::from_error(&err))?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if from == RefreshTokenIn::Cookie {
+        response.headers_mut().append(SET_COOKIE, cookie::cleared());
+    }
+    Ok(response)
 }
 
 // --------------------------------------------------------------------------------- profile
@@ -385,3 +464,62 @@ pub async fn jwks(State(app): State<AppState>) -> Result<Response, Problem> {
     tags((name = "identity", description = "Sign-in by phone code, tokens, profiles, roles and the published signing keys"))
 )]
 pub struct IdentityApi;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(<IdentityApi as utoipa::OpenApi>::openapi()).expect("JSON")
+    }
+
+    fn required(doc: &Value, schema: &str) -> Vec<String> {
+        doc["components"]["schemas"][schema]["required"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_document_states_the_cookie_and_sandbox_fields_as_they_are_sent() {
+        let doc = document();
+        if std::env::var_os("PRINT_IDENTITY_OPENAPI").is_some() {
+            println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+        }
+        let schemas = &doc["components"]["schemas"];
+        // Left out of the body in cookie mode, a string when there.
+        assert!(!required(&doc, "TokenResponse").contains(&"refreshToken".to_owned()));
+        assert!(required(&doc, "TokenResponse").contains(&"refreshTokenExpiresIn".to_owned()));
+        assert_eq!(
+            schemas["TokenResponse"]["properties"]["refreshToken"]["type"],
+            "string"
+        );
+        // `{}` is a valid body of a refresh or logout by cookie; null is not a token.
+        assert!(required(&doc, "RefreshRequest").is_empty());
+        assert_eq!(
+            schemas["RefreshRequest"]["properties"]["refreshToken"]["type"],
+            "string"
+        );
+        assert_eq!(
+            schemas["TokenRequest"]["properties"]["refreshTokenIn"]["enum"],
+            serde_json::json!(["body", "cookie"])
+        );
+        assert!(!required(&doc, "TokenRequest").contains(&"refreshTokenIn".to_owned()));
+        assert!(!required(&doc, "OtpAccepted").contains(&"sandboxCode".to_owned()));
+        assert_eq!(
+            schemas["OtpAccepted"]["properties"]["sandboxCode"]["type"],
+            "string"
+        );
+        for path in ["/v1/auth/refresh", "/v1/auth/logout"] {
+            let parameters = &doc["paths"][path]["post"]["parameters"];
+            assert_eq!(parameters[0]["in"], "cookie", "{path}: {parameters}");
+            assert_eq!(parameters[0]["name"], REFRESH_COOKIE);
+            assert_ne!(parameters[0]["required"], true);
+        }
+    }
+}

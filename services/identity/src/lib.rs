@@ -42,7 +42,7 @@ use crate::crypto::Subkeys;
 use crate::domain::Numbering;
 use crate::email::EmailPort;
 use crate::keys::{Keyring, KeyringConfig};
-use crate::otp::{Otp, OtpMetrics};
+use crate::otp::{CodeDisclosure, Otp, OtpMetrics};
 use crate::profile::Profiles;
 use crate::roles::Roles;
 use crate::sessions::{SessionConfig, SessionMetrics, Sessions};
@@ -215,7 +215,9 @@ impl Component for Identity {
             s.otp_sends_per_address_per_hour,
             &ctx.country.locale,
             otp_metrics,
-        );
+        )
+        // The sandbox (development mode only) hands the code back for a local web app to show.
+        .with_disclosure(CodeDisclosure::for_provider(&s.sms));
         let sessions = Sessions::new(
             ctx.db.clone(),
             Arc::clone(&subkeys),

@@ -8,7 +8,10 @@
 //! transaction: if the provider fails, everything rolls back, so the failed attempt neither
 //! counts against the limits nor leaves a code behind. The answer is the same whether the
 //! phone belongs to a user or not. The code itself exists only in this function's memory and
-//! in the SMS: never in logs, events or the database.
+//! in the SMS: never in logs, events or the database. With the sandbox SMS provider alone (which
+//! writes every text to a local file and runs only in development mode), the answer also
+//! carries the code, so that a local web app can show it ([`CodeDisclosure`]); with a real
+//! provider it never does, and the answer stays the same for every phone.
 
 use std::sync::Arc;
 
@@ -21,7 +24,7 @@ use crate::domain::{
     Numbering, OTP_RESEND_SECONDS, OTP_SENDS_PER_PHONE_PER_DAY, OTP_TTL_SECONDS, Phone, PhoneError,
 };
 use crate::store;
-use pulse_kit::sms::{SmsError, SmsSender};
+use pulse_kit::sms::{SmsError, SmsSender, SmsSettings};
 
 /// Which send limit refused a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +70,51 @@ pub enum OtpError {
     Db(#[from] sqlx::Error),
 }
 
+/// Whether the answer to a send carries the code that was sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CodeDisclosure {
+    /// Never: the code reaches only the phone (every real provider).
+    #[default]
+    Never,
+    /// The code just sent is returned too: only with the sandbox provider, which writes it to
+    /// a local file anyway and which the settings refuse outside development mode.
+    Sandbox,
+}
+
+impl CodeDisclosure {
+    /// [`CodeDisclosure::Sandbox`] for the sandbox provider, [`CodeDisclosure::Never`] for
+    /// any other.
+    pub fn for_provider(sms: &SmsSettings) -> Self {
+        match sms {
+            SmsSettings::Sandbox { .. } => Self::Sandbox,
+            SmsSettings::Twilio { .. } => Self::Never,
+        }
+    }
+}
+
 /// A code is on its way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OtpSent {
     /// Seconds the code stays valid.
     pub expires_in: i64,
     /// Seconds before another code may be requested for the phone.
     pub resend_after: i64,
+    /// The code sent, with the sandbox provider only ([`CodeDisclosure::Sandbox`]).
+    pub sandbox_code: Option<String>,
+}
+
+impl std::fmt::Debug for OtpSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code stays out of anything that might be logged.
+        f.debug_struct("OtpSent")
+            .field("expires_in", &self.expires_in)
+            .field("resend_after", &self.resend_after)
+            .field(
+                "sandbox_code",
+                &self.sandbox_code.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
+    }
 }
 
 /// Counters of the flow.
@@ -97,6 +138,7 @@ pub struct Otp {
     sends_per_address_per_hour: i64,
     language: String,
     metrics: OtpMetrics,
+    disclosure: CodeDisclosure,
 }
 
 /// The SMS text in `language` (the country's), with `code`.
@@ -146,7 +188,16 @@ impl Otp {
             sends_per_address_per_hour: i64::from(sends_per_address_per_hour),
             language: language.to_owned(),
             metrics,
+            disclosure: CodeDisclosure::Never,
         }
+    }
+
+    /// The flow, returning the codes it sends when `disclosure` says so (see
+    /// [`CodeDisclosure::for_provider`]); [`CodeDisclosure::Never`] unless set.
+    #[must_use]
+    pub fn with_disclosure(mut self, disclosure: CodeDisclosure) -> Self {
+        self.disclosure = disclosure;
+        self
     }
 
     /// Sends a new code to `raw_phone`, for a request from `client_address`.
@@ -215,6 +266,10 @@ impl Otp {
         Ok(OtpSent {
             expires_in: OTP_TTL_SECONDS,
             resend_after: OTP_RESEND_SECONDS,
+            sandbox_code: match self.disclosure {
+                CodeDisclosure::Sandbox => Some(code),
+                CodeDisclosure::Never => None,
+            },
         })
     }
 

@@ -117,7 +117,7 @@ async fn each_client_address_has_its_own_hourly_allowance_behind_a_trusted_proxy
 }
 
 #[tokio::test]
-async fn known_and_unknown_phones_get_the_same_answer_byte_for_byte() {
+async fn known_and_unknown_phones_get_the_same_answer_but_for_the_sandbox_code() {
     let app = TestApp::start().await;
     let known = phone(10);
     app.sign_in(&known).await;
@@ -126,11 +126,57 @@ async fn known_and_unknown_phones_get_the_same_answer_byte_for_byte() {
     let a = app.send_otp(&known).await;
     let b = app.send_otp(&unknown).await;
     assert_eq!((a.status, b.status), (202, 202));
-    assert_eq!(a.bytes, b.bytes, "byte-identical bodies");
+    let without_code = |reply: &common::Reply| {
+        let mut body = reply.json();
+        body.as_object_mut().map(|o| o.remove("sandboxCode"));
+        body
+    };
+    assert_eq!(without_code(&a), without_code(&b));
+    assert_eq!(a.bytes.len(), b.bytes.len(), "codes of the same length");
     assert_eq!(a.header("content-type"), b.header("content-type"));
     assert_eq!(a.headers.len(), b.headers.len());
-    // Both got a code.
-    assert!(app.last_code(&known).is_some() && app.last_code(&unknown).is_some());
+    // Both got a code, and the answer shows the one the sandbox wrote.
+    assert_eq!(
+        a.json()["sandboxCode"].as_str(),
+        app.last_code(&known).as_deref()
+    );
+    assert_eq!(
+        b.json()["sandboxCode"].as_str(),
+        app.last_code(&unknown).as_deref()
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_answers_with_the_code_it_wrote_for_a_local_web_app() {
+    let app = TestApp::start().await;
+    let phone = phone(12);
+    let sent = app.send_otp(&phone).await;
+    assert_eq!(sent.status, 202, "{}", sent.json());
+    let body = sent.json();
+    let shown = body["sandboxCode"]
+        .as_str()
+        .expect("sandboxCode")
+        .to_owned();
+    assert_eq!(
+        Some(shown.clone()),
+        app.last_code(&phone),
+        "the code in the file"
+    );
+    assert!(shown.len() == 6 && shown.bytes().all(|b| b.is_ascii_digit()));
+    // The served document states the field.
+    let (_, doc) = app.get(None, "/openapi.json").await;
+    let schema = &doc["components"]["schemas"]["OtpAccepted"];
+    assert!(
+        schema["properties"]["sandboxCode"]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Development only")),
+        "{schema}"
+    );
+    let validator = jsonschema::validator_for(schema).expect("a schema");
+    assert!(validator.is_valid(&body), "{body} against {schema}");
+    // It signs in.
+    let signed = app.token_with(&phone, &shown).await;
+    assert_eq!(signed.status, 200, "{}", signed.json());
 }
 
 #[tokio::test]
@@ -315,4 +361,69 @@ async fn a_number_the_provider_refuses_is_a_422_and_nothing_is_kept() {
     assert_eq!(reply.kind(), "sms-rejected");
     assert_eq!(reply.json()["field"], "phone");
     assert_eq!(count(&app, "otp_codes").await, 0);
+}
+
+#[tokio::test]
+async fn a_real_provider_answers_without_the_code_and_the_same_for_every_phone() {
+    let fake = Arc::new(Mutex::new(Fake {
+        status: 201,
+        ..Fake::default()
+    }));
+    let base_url = fake_provider(Arc::clone(&fake)).await;
+    let app = TestApp::start_with(Verification::Jwks, |s| {
+        s.sms = SmsSettings::Twilio {
+            base_url,
+            account: "AC1".into(),
+            auth_token: Secret::new("t"),
+            from: "+33700000000".into(),
+        };
+    })
+    .await;
+    let last_code = || {
+        let (_, _, form) = fake
+            .lock()
+            .expect("fake")
+            .requests
+            .last()
+            .cloned()
+            .expect("a request");
+        let body = form
+            .iter()
+            .find(|(k, _)| k == "Body")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        body.as_bytes()
+            .windows(6)
+            .find(|w| w.iter().all(u8::is_ascii_digit))
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .expect("a code in the message")
+    };
+    let known = phone(40);
+    let first = app.send_otp(&known).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    assert!(
+        first.json().get("sandboxCode").is_none(),
+        "{}",
+        first.json()
+    );
+    let signed = app.token_with(&known, &last_code()).await;
+    assert_eq!(signed.status, 200, "{}", signed.json());
+    app.forget_recent_sends().await;
+
+    let a = app.send_otp(&known).await;
+    let b = app.send_otp(&phone(41)).await;
+    assert_eq!((a.status, b.status), (202, 202));
+    assert_eq!(a.bytes, b.bytes, "byte-identical bodies");
+    assert_eq!(
+        a.json(),
+        json!({ "expiresInSeconds": 300, "resendAfterSeconds": 60 })
+    );
+    assert_eq!(a.header("content-type"), b.header("content-type"));
+    assert_eq!(a.headers.len(), b.headers.len());
+    let code = last_code();
+    assert!(
+        !String::from_utf8_lossy(&b.bytes).contains(&code),
+        "the code is not in the answer"
+    );
+    assert_eq!(fake.lock().expect("fake").requests.len(), 3);
 }

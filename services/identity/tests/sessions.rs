@@ -245,6 +245,7 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_whole_session() {
     let second = app.refresh(&user.refresh).await;
     assert_eq!(second.status, 200, "{}", second.json());
     assert_eq!(second.header("cache-control").as_deref(), Some("no-store"));
+    assert!(second.set_cookies().is_empty(), "body in, body out");
     let second = signed_in(&user.phone, &second.json());
     assert_ne!(second.refresh, user.refresh);
     assert_eq!(second.user_id, user.user_id);
@@ -300,6 +301,7 @@ async fn logout_revokes_the_session() {
         )
         .await;
     assert_eq!(out.status, 204);
+    assert!(out.set_cookies().is_empty(), "no cookie to clear");
     assert_eq!(
         app.refresh(&second.refresh).await.kind(),
         "invalid-refresh-token"
@@ -312,4 +314,234 @@ async fn logout_revokes_the_session() {
         )
         .await;
     assert_eq!(unknown.status, 204, "no hint whether a token existed");
+}
+
+/// The single `Set-Cookie` of `reply`, checked to set or clear `pulse_refresh` with every
+/// attribute and `Max-Age=max_age`.
+fn assert_refresh_cookie(reply: &common::Reply, max_age: u64) -> String {
+    let cookies = reply.set_cookies();
+    assert_eq!(cookies.len(), 1, "one Set-Cookie: {cookies:?}");
+    let attributes = common::cookie_attributes(&cookies[0]);
+    for wanted in common::REFRESH_COOKIE_ATTRIBUTES {
+        assert!(
+            attributes.iter().any(|a| a == wanted),
+            "{wanted} missing in {}",
+            cookies[0]
+        );
+    }
+    assert!(
+        attributes.contains(&format!("Max-Age={max_age}")),
+        "Max-Age={max_age} missing in {}",
+        cookies[0]
+    );
+    reply.refresh_cookie().expect("pulse_refresh")
+}
+
+/// The refresh lifetime of the test server (the default 30 days), in seconds.
+const REFRESH_SECONDS: u64 = 30 * 86_400;
+
+/// `schema` of the served document validates `body`.
+async fn assert_documented(app: &TestApp, schema: &str, body: &serde_json::Value) {
+    let (_, doc) = app.get(None, "/openapi.json").await;
+    let schema = &doc["components"]["schemas"][schema];
+    let validator = jsonschema::validator_for(schema).expect("a schema");
+    let errors: Vec<String> = validator.iter_errors(body).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{body} against {schema}: {errors:?}");
+}
+
+#[tokio::test]
+async fn a_cookie_sign_in_sets_the_refresh_cookie_and_keeps_the_token_out_of_the_body() {
+    let app = TestApp::start().await;
+    let reply = app.sign_in_with_cookie(&phone(8)).await;
+    let body = reply.json();
+    let token = assert_refresh_cookie(&reply, REFRESH_SECONDS);
+    assert_eq!(token.len(), 43, "a whole refresh token: {token}");
+    assert!(body.get("refreshToken").is_none(), "{body}");
+    assert_eq!(body["refreshTokenExpiresIn"], REFRESH_SECONDS);
+    assert!(body["accessToken"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(reply.header("cache-control").as_deref(), Some("no-store"));
+    assert_documented(&app, "TokenResponse", &body).await;
+    let access = body["accessToken"].as_str().expect("accessToken");
+    let profile = app
+        .send(Method::GET, "/v1/me/profile", Some(access), None, &[])
+        .await;
+    assert_eq!(profile.status, 200, "{}", profile.json());
+
+    // `body`, spelled out, is today's answer: the token in the body and no cookie.
+    app.forget_recent_sends().await;
+    assert_eq!(app.send_otp(&phone(8)).await.status, 202);
+    let code = app.last_code(&phone(8)).expect("code");
+    let in_body = app
+        .post_json(
+            "/v1/auth/token",
+            None,
+            &serde_json::json!({ "phone": phone(8), "code": code, "refreshTokenIn": "body" }),
+        )
+        .await;
+    assert_eq!(in_body.status, 200, "{}", in_body.json());
+    assert!(in_body.set_cookies().is_empty(), "no cookie in body mode");
+    let user = signed_in(&phone(8), &in_body.json());
+    assert_eq!(user.refresh.len(), 43);
+    assert_documented(&app, "TokenResponse", &user.body).await;
+
+    // Another place is refused, naming the field.
+    app.forget_recent_sends().await;
+    assert_eq!(app.send_otp(&phone(8)).await.status, 202);
+    let code = app.last_code(&phone(8)).expect("code");
+    let bad = app
+        .post_json(
+            "/v1/auth/token",
+            None,
+            &serde_json::json!({ "phone": phone(8), "code": code, "refreshTokenIn": "header" }),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.json());
+    assert_eq!(bad.json()["field"], "refreshTokenIn");
+    assert!(bad.set_cookies().is_empty());
+}
+
+#[tokio::test]
+async fn refresh_by_cookie_rotates_the_cookie_and_a_reused_cookie_revokes_the_session() {
+    let app = TestApp::start().await;
+    let first = app
+        .sign_in_with_cookie(&phone(9))
+        .await
+        .refresh_cookie()
+        .expect("cookie");
+
+    let second = app.post_with_cookie("/v1/auth/refresh", &first).await;
+    assert_eq!(second.status, 200, "{}", second.json());
+    assert_eq!(second.header("cache-control").as_deref(), Some("no-store"));
+    let body = second.json();
+    assert!(
+        body.get("refreshToken").is_none(),
+        "cookie in, cookie out: {body}"
+    );
+    assert_eq!(body["refreshTokenExpiresIn"], REFRESH_SECONDS);
+    let second = assert_refresh_cookie(&second, REFRESH_SECONDS);
+    assert_ne!(second, first, "the cookie rotates");
+
+    // Without a JSON body the cookie does nothing (the CSRF defence, with SameSite=Strict),
+    // and the token is not spent.
+    let header = format!("pulse_refresh={second}");
+    let form = app
+        .client
+        .post(format!("{}/v1/auth/refresh", app.base))
+        .header("cookie", &header)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("refreshTokenIn=cookie")
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(form.status().as_u16(), 415);
+    assert!(form.headers().get("set-cookie").is_none());
+
+    let third = app.post_with_cookie("/v1/auth/refresh", &second).await;
+    assert_eq!(third.status, 200, "{}", third.json());
+    let third = assert_refresh_cookie(&third, REFRESH_SECONDS);
+    assert_ne!(third, second);
+
+    // The first cookie comes back (copied): the whole session goes, and the cookie is cleared.
+    let reused = app.post_with_cookie("/v1/auth/refresh", &first).await;
+    assert_eq!(reused.status, 401, "{}", reused.json());
+    assert_eq!(reused.kind(), "refresh-token-reused");
+    assert_eq!(assert_refresh_cookie(&reused, 0), "", "cleared");
+    let newest = app.post_with_cookie("/v1/auth/refresh", &third).await;
+    assert_eq!(newest.status, 401, "the newest cookie stops working too");
+    assert_eq!(newest.kind(), "invalid-refresh-token");
+    let revoked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM identity.refresh_tokens WHERE revoked_at IS NOT NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(revoked, 3, "the family of three tokens is revoked");
+
+    // Neither the body's token nor the cookie.
+    let neither = app
+        .post_json("/v1/auth/refresh", None, &serde_json::json!({}))
+        .await;
+    assert_eq!(neither.status, 401, "{}", neither.json());
+    assert_eq!(neither.kind(), "invalid-refresh-token");
+    let detail = neither.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.contains("refreshToken") && detail.contains("pulse_refresh"),
+        "{detail}"
+    );
+    assert!(neither.set_cookies().is_empty());
+    let null = app
+        .post_json(
+            "/v1/auth/refresh",
+            None,
+            &serde_json::json!({ "refreshToken": null }),
+        )
+        .await;
+    assert_eq!(null.status, 422, "refreshToken is a string when present");
+
+    // With both, the body's token is the one used, and it comes back in the body.
+    app.forget_recent_sends().await;
+    let user = app.sign_in(&phone(9)).await;
+    let both = app
+        .send(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(&serde_json::json!({ "refreshToken": user.refresh })),
+            &[("cookie", "pulse_refresh=not-a-token")],
+        )
+        .await;
+    assert_eq!(both.status, 200, "{}", both.json());
+    assert!(both.set_cookies().is_empty());
+    assert!(both.json()["refreshToken"].is_string());
+}
+
+#[tokio::test]
+async fn logout_by_cookie_clears_it_and_the_old_cookie_then_fails() {
+    let app = TestApp::start().await;
+    let cookie = app
+        .sign_in_with_cookie(&phone(10))
+        .await
+        .refresh_cookie()
+        .expect("cookie");
+    let refreshed = app.post_with_cookie("/v1/auth/refresh", &cookie).await;
+    let cookie = refreshed.refresh_cookie().expect("a new cookie");
+
+    let out = app.post_with_cookie("/v1/auth/logout", &cookie).await;
+    assert_eq!(out.status, 204, "{}", out.json());
+    assert_eq!(assert_refresh_cookie(&out, 0), "", "cleared");
+    let after = app.post_with_cookie("/v1/auth/refresh", &cookie).await;
+    assert_eq!(after.status, 401, "{}", after.json());
+    assert_eq!(after.kind(), "invalid-refresh-token");
+    assert_eq!(
+        assert_refresh_cookie(&after, 0),
+        "",
+        "a refused cookie is cleared"
+    );
+
+    // Without a JSON body the cookie signs nobody out.
+    app.forget_recent_sends().await;
+    let cookie = app
+        .sign_in_with_cookie(&phone(10))
+        .await
+        .refresh_cookie()
+        .expect("cookie");
+    let form = app
+        .client
+        .post(format!("{}/v1/auth/logout", app.base))
+        .header("cookie", format!("pulse_refresh={cookie}"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(form.status().as_u16(), 415);
+    let still = app.post_with_cookie("/v1/auth/refresh", &cookie).await;
+    assert_eq!(still.status, 200, "{}", still.json());
+
+    let neither = app
+        .post_json("/v1/auth/logout", None, &serde_json::json!({}))
+        .await;
+    assert_eq!(neither.status, 401, "{}", neither.json());
+    assert_eq!(neither.kind(), "invalid-refresh-token");
 }

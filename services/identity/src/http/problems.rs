@@ -164,6 +164,18 @@ impl From<RefreshError> for Problem {
     }
 }
 
+/// 401 `invalid-refresh-token` for a refresh or logout that carries no refresh token at all.
+pub fn no_refresh_token() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-refresh-token",
+        "No refresh token",
+    )
+    .with_detail(
+        "the request carries no refresh token: send refreshToken in the JSON body, or the pulse_refresh cookie that POST /v1/auth/token sets with refreshTokenIn: cookie (with a JSON body such as {}); without either, sign in again",
+    )
+}
+
 /// 404 `user-not-found`.
 pub fn user_not_found(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "user-not-found", "User not found").with_detail(detail)

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, SchemaType, Type};
 
 use crate::domain::{self, Numbering};
+use crate::otp::OtpSent;
 use crate::profile::ProfileChange;
 use crate::sessions::Session;
 use crate::store::UserRow;
@@ -21,14 +22,56 @@ pub struct OtpRequest {
     pub phone: String,
 }
 
-/// The answer to `POST /v1/auth/otp`, the same for every phone.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// The answer to `POST /v1/auth/otp`, the same for every phone (but for `sandboxCode`, which
+/// only a development deployment sends).
+#[derive(Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OtpAccepted {
     /// Seconds the code stays valid.
     pub expires_in_seconds: i64,
     /// Seconds before another code may be requested for this phone.
     pub resend_after_seconds: i64,
+    /// Development only: the code just sent, when the SMS provider is the sandbox (which runs
+    /// only with `PULSE_DEVELOPMENT_MODE=true`), so that a local web app can show it. Never
+    /// sent with a real provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = sandbox_code_schema)]
+    pub sandbox_code: Option<String>,
+}
+
+impl std::fmt::Debug for OtpAccepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpAccepted")
+            .field("expires_in_seconds", &self.expires_in_seconds)
+            .field("resend_after_seconds", &self.resend_after_seconds)
+            .field(
+                "sandbox_code",
+                &self.sandbox_code.as_ref().map(|_| "<hidden>"),
+            )
+            .finish()
+    }
+}
+
+impl From<OtpSent> for OtpAccepted {
+    fn from(sent: OtpSent) -> Self {
+        Self {
+            expires_in_seconds: sent.expires_in,
+            resend_after_seconds: sent.resend_after,
+            sandbox_code: sent.sandbox_code,
+        }
+    }
+}
+
+/// Where the refresh token of a new or refreshed session is delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshTokenIn {
+    /// In the JSON body's `refreshToken`, for clients that keep it themselves (the default).
+    #[default]
+    Body,
+    /// In the `pulse_refresh` cookie (`HttpOnly; Secure; SameSite=Strict; Path=/v1/auth`),
+    /// for a browser app: no script can read it, and the body has no `refreshToken`.
+    Cookie,
 }
 
 /// `POST /v1/auth/token`.
@@ -41,14 +84,29 @@ pub struct TokenRequest {
     /// The 6-digit code.
     #[schema(schema_with = code_schema)]
     pub code: String,
+    /// Where the refresh token goes: `body` (the default) or `cookie`.
+    #[serde(default)]
+    #[schema(schema_with = refresh_token_in_schema)]
+    pub refresh_token_in: RefreshTokenIn,
 }
 
-/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`: the refresh token in the body, or `{}`
+/// with the `pulse_refresh` cookie.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshRequest {
-    /// The refresh token of the session.
-    pub refresh_token: String,
+    /// The refresh token of the session, for a client that got it in a body. Leave it out to
+    /// use the `pulse_refresh` cookie instead; when both are there, this one is used.
+    #[serde(default, deserialize_with = "string_if_present")]
+    #[schema(nullable = false)]
+    pub refresh_token: Option<String>,
+}
+
+/// A field that, when present, must be a string (not `null`).
+fn string_if_present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// A session's tokens.
@@ -61,8 +119,12 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds the access token stays valid.
     pub expires_in: u64,
-    /// The refresh token: opaque, good for one `POST /v1/auth/refresh`.
-    pub refresh_token: String,
+    /// The refresh token: opaque, good for one `POST /v1/auth/refresh`. Absent when it was
+    /// delivered in the `pulse_refresh` cookie instead (`refreshTokenIn: cookie` at sign-in,
+    /// and every refresh by that cookie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub refresh_token: Option<String>,
     /// Seconds the refresh token stays valid.
     pub refresh_token_expires_in: u64,
     /// The user's id (the access token's subject).
@@ -77,10 +139,21 @@ impl From<Session> for TokenResponse {
             access_token: session.access.token,
             token_type: "Bearer",
             expires_in: session.access.expires_in,
-            refresh_token: session.refresh_token,
+            refresh_token: Some(session.refresh_token),
             refresh_token_expires_in: session.refresh_expires_in,
             user_id: session.user.id,
             new_user: session.new_user,
+        }
+    }
+}
+
+impl TokenResponse {
+    /// The same answer without the refresh token (delivered in the cookie instead).
+    #[must_use]
+    pub fn without_refresh_token(self) -> Self {
+        Self {
+            refresh_token: None,
+            ..self
         }
     }
 }
@@ -207,6 +280,27 @@ fn code_schema() -> Object {
         .schema_type(SchemaType::Type(Type::String))
         .pattern(Some(domain::code_pattern()))
         .description(Some("The 6-digit code"))
+        .build()
+}
+
+fn refresh_token_in_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .enum_values(Some(["body", "cookie"]))
+        .default(Some(serde_json::Value::from("body")))
+        .description(Some(
+            "Where the refresh token goes: `body` (the default) answers it as `refreshToken`; `cookie`, for a browser app, sets it in the `pulse_refresh` cookie (`HttpOnly; Secure; SameSite=Strict; Path=/v1/auth; Max-Age=` its lifetime) and leaves it out of the body, so no script can read it",
+        ))
+        .build()
+}
+
+fn sandbox_code_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(domain::code_pattern()))
+        .description(Some(
+            "Development only: the 6-digit code just sent, present only when the SMS provider is the sandbox (PULSE_DEVELOPMENT_MODE=true), so that a local web app can show it; never sent with a real provider",
+        ))
         .build()
 }
 

@@ -55,6 +55,38 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     }
+
+    /// Every `Set-Cookie` header of the answer.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The value the answer sets the `pulse_refresh` cookie to (empty when it clears it).
+    pub fn refresh_cookie(&self) -> Option<String> {
+        self.set_cookies().iter().find_map(|cookie| {
+            cookie
+                .strip_prefix("pulse_refresh=")
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+        })
+    }
+}
+
+/// The attributes every `pulse_refresh` cookie carries, `Max-Age` aside.
+pub const REFRESH_COOKIE_ATTRIBUTES: [&str; 4] =
+    ["HttpOnly", "Secure", "SameSite=Strict", "Path=/v1/auth"];
+
+/// The attributes of a `Set-Cookie` value (after the name and value), as written.
+pub fn cookie_attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_owned())
+        .collect()
 }
 
 /// A signed-in user.
@@ -227,6 +259,41 @@ impl TestApp {
             &json!({ "refreshToken": refresh }),
         )
         .await
+    }
+
+    /// `POST /v1/auth/token` with the refresh token delivered in the cookie.
+    pub async fn token_in_cookie(&self, phone: &str, code: &str) -> Reply {
+        self.post_json(
+            "/v1/auth/token",
+            None,
+            &json!({ "phone": phone, "code": code, "refreshTokenIn": "cookie" }),
+        )
+        .await
+    }
+
+    /// A `POST` to `path` with `{}` and the `pulse_refresh` cookie (a browser app's refresh
+    /// or logout).
+    pub async fn post_with_cookie(&self, path: &str, cookie: &str) -> Reply {
+        let header = format!("theme=dark; pulse_refresh={cookie}");
+        self.send(
+            Method::POST,
+            path,
+            None,
+            Some(&json!({})),
+            &[("cookie", header.as_str())],
+        )
+        .await
+    }
+
+    /// Requests a code for `phone` and signs in with the refresh token in the cookie; the
+    /// answer.
+    pub async fn sign_in_with_cookie(&self, phone: &str) -> Reply {
+        let sent = self.send_otp(phone).await;
+        assert_eq!(sent.status, 202, "{}", sent.json());
+        let code = self.last_code(phone).expect("a code in the sandbox");
+        let reply = self.token_in_cookie(phone, &code).await;
+        assert_eq!(reply.status, 200, "{}", reply.json());
+        reply
     }
 
     /// Lets the next code to any phone go out at once (as if the minute had passed).
