@@ -72,11 +72,15 @@ async function answer(response) {
   return data;
 }
 
+/** One refresh at a time across this browser's tabs, where the browser can tell them apart. */
+const exclusive = (fn) => (navigator.locks ? navigator.locks.request('pulse-refresh', fn) : fn());
+
 /** Exchanges the refresh cookie for a new access token; one exchange at a time. */
 export function refresh() {
   refreshing ??= (async () => {
     try {
-      const response = await send('POST', '/v1/auth/refresh', {body: {}});
+      // Another tab's refresh may hold the lock: this one then sends the cookie it rotated.
+      const response = await exclusive(() => send('POST', '/v1/auth/refresh', {body: {}}));
       if (response.status === 401) {
         ended();
         return false;

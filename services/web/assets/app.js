@@ -134,7 +134,8 @@ onSessionChange(async (user) => {
   // The user's preference, kept in the profile, wins over the country's language.
   try {
     const profile = await api('GET', '/v1/me/profile');
-    if (!localStorage.getItem(CHOICE) && profile.language && setLanguage(profile.language)) {
+    const before = language();
+    if (!localStorage.getItem(CHOICE) && profile.language && setLanguage(profile.language) && language() !== before) {
       await render({focus: false});
     }
   } catch {

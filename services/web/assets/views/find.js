@@ -141,7 +141,8 @@ function openConfirmation(panel, who, slot, moving, ctx) {
   const key = newKey();
   const title = h('h2', {id: 'confirm-title', tabindex: '-1'},
     moving ? t('confirm.moveTitle') : t('confirm.title'));
-  const status = h('p', {role: 'status'});
+  // Room for the status line from the start: a double tap must not land on a button that moved.
+  const status = h('p', {role: 'status', class: 'status-line'});
   panel.hidden = false;
   const show = () => {
     if (!currentUser()) {
@@ -152,7 +153,7 @@ function openConfirmation(panel, who, slot, moving, ctx) {
     const button = h('button', {type: 'button', class: 'primary', onclick: async () => {
       if (button.disabled) return;
       button.disabled = true;
-      status.className = '';
+      status.className = 'status-line';
       status.textContent = t('confirm.booking');
       try {
         const appointment = moving ?
@@ -163,7 +164,7 @@ function openConfirmation(panel, who, slot, moving, ctx) {
           h('a', {class: 'button primary', href: '#/appointments'}, t('nav.appointments')));
         panel.querySelector('h2').focus();
       } catch (error) {
-        status.className = 'error';
+        status.className = 'status-line error';
         status.setAttribute('role', 'alert');
         status.textContent = problemText(error);
         // The same key again: a retry after a lost answer gets the first answer.

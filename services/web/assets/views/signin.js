@@ -13,11 +13,10 @@ export function signInForm(done) {
   const phone = h('input', {id: 'phone', name: 'phone', type: 'tel', autocomplete: 'tel', required: true,
     placeholder: EXAMPLE_PHONE[settings.country] || '', 'aria-describedby': 'phone-hint'});
   const code = h('input', {id: 'code', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code',
-    pattern: '[0-9]{6}', maxlength: '6', required: true});
-  const codeStep = h('div', {hidden: true},
-    h('div', {class: 'field'}, h('label', {for: 'code'}, t('signin.code')), code),
-    h('div', {class: 'actions'}, h('button', {type: 'submit', class: 'primary'}, t('signin.submit'))));
-  const sendButton = h('button', {type: 'button', onclick: () => send()}, t('signin.send'));
+    pattern: '[0-9]{6}', maxlength: '6'});
+  const codeStep = h('div', {class: 'field', hidden: true}, h('label', {for: 'code'}, t('signin.code')), code);
+  // One submit button: Enter sends the code, then signs in.
+  const submit = h('button', {type: 'submit', class: 'primary'}, t('signin.send'));
   let stage = 'phone';
   const fail = (error) => {
     status.className = 'error';
@@ -26,11 +25,13 @@ export function signInForm(done) {
   };
   const send = async () => {
     if (!phone.reportValidity()) return;
-    sendButton.disabled = true;
+    submit.disabled = true;
     try {
       const sent = await sendCode(phone.value);
       stage = 'code';
       codeStep.hidden = false;
+      code.required = true;
+      submit.textContent = t('signin.submit');
       status.className = '';
       status.setAttribute('role', 'status');
       status.textContent = t('signin.sent');
@@ -41,7 +42,7 @@ export function signInForm(done) {
     } catch (error) {
       fail(error);
     } finally {
-      sendButton.disabled = false;
+      submit.disabled = false;
     }
   };
   const form = h('form', {class: 'signin', onsubmit: async (event) => {
@@ -58,8 +59,7 @@ export function signInForm(done) {
   h('div', {class: 'field'},
     h('label', {for: 'phone'}, t('signin.phone')), phone,
     h('p', {id: 'phone-hint', class: 'hint'}, t('signin.phoneHint'))),
-  h('div', {class: 'actions'}, sendButton),
-  codeStep, status);
+  codeStep, h('div', {class: 'actions'}, submit), status);
   return form;
 }
 
