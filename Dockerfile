@@ -11,6 +11,9 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
+# The whole workspace (.dockerignore leaves out target/ and .git): the web app's files,
+# services/web/assets/, have no build step of their own; services/web/build.rs compresses and
+# embeds them into `pulse` during `cargo build`, so they need no copy into the runtime image.
 COPY . .
 # Cache the registry and the target directory between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -849,7 +849,10 @@ fn deployment(
         }
         Component::Ordering => env.extend(payment_secrets(spec.payments.as_ref())),
         Component::Notifier => env.extend(notifier_env(tenant, ns)),
-        _ => {}
+        // The base settings alone. `web` serves the app's files and has no schema, but the kit
+        // reads the database URL at start-up whatever it runs, and limits requests through
+        // Redis; it gets no other component's settings or secrets.
+        Component::Booking | Component::Marketing | Component::Web => {}
     }
     let listen = |port: u16| format!("0.0.0.0:{port}");
     env.push(plain_env(&server::HTTP_ADDR, listen(cluster::HTTP_PORT)));
@@ -878,7 +881,8 @@ fn deployment(
     };
     let pull_policy = spec.image_pull_policy.map(|p| p.as_str().to_owned());
 
-    let migrate = Container {
+    // A component with a schema migrates it before serving; `web` has none.
+    let migrate = component.uses_database().then(|| Container {
         name: "migrate".to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: pull_policy.clone(),
@@ -887,7 +891,7 @@ fn deployment(
         resources: Some(resources.clone()),
         security_context: Some(restricted_security_context()),
         ..Container::default()
-    };
+    });
     let serve = Container {
         name: target.to_owned(),
         image: Some(spec.image.clone()),
@@ -960,7 +964,7 @@ fn deployment(
                         }),
                         ..TopologySpreadConstraint::default()
                     }]),
-                    init_containers: Some(vec![migrate]),
+                    init_containers: migrate.map(|migrate| vec![migrate]),
                     containers: vec![serve],
                     volumes: Some(volumes),
                     ..PodSpec::default()
@@ -1106,6 +1110,16 @@ fn path_elements(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|element| !element.is_empty())
 }
 
+/// `path` under the tenant's `prefix`: `/fr/v1/orders` for `/v1/orders`, and `/fr` itself
+/// (not `/fr/`) for web's `/`.
+fn prefixed(prefix: &str, path: &str) -> String {
+    if path == "/" && !prefix.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}{path}")
+    }
+}
+
 /// The public routes of `paths` (each component's paths under the tenant's prefix), most
 /// specific first, or `None` when there is none (an Ingress without paths is invalid).
 fn routes(
@@ -1116,7 +1130,7 @@ fn routes(
     let routes = components.iter().flat_map(|c| {
         paths(c.component)
             .iter()
-            .map(|path| (format!("{}{path}", settings.path_prefix), c.component))
+            .map(|path| (prefixed(&settings.path_prefix, path), c.component))
     });
     let paths = ingress_paths(routes);
     (!paths.is_empty()).then_some(paths)
@@ -1288,7 +1302,14 @@ mod tests {
             "http://marketing.pulse-fr.svc:50051"
         );
 
-        let all = ["identity", "booking", "marketing", "ordering", "notifier"];
+        let all = [
+            "identity",
+            "booking",
+            "marketing",
+            "ordering",
+            "notifier",
+            "web",
+        ];
         assert_eq!(
             names(desired.components.iter().map(|c| c.deployment.clone())),
             all
@@ -1312,9 +1333,9 @@ mod tests {
             Some(STREAM_INGRESS)
         );
         assert_eq!(desired.url.as_deref(), Some("https://fr.pulse.example"));
-        // 2 + 5 × 4 + 2 objects, in apply order, each with apiVersion and kind.
+        // 2 + 6 × 4 + 2 objects, in apply order, each with apiVersion and kind.
         let objects = desired.objects().expect("json");
-        assert_eq!(objects.len(), 24);
+        assert_eq!(objects.len(), 28);
         let kinds: Vec<&str> = objects
             .iter()
             .map(|o| o["kind"].as_str().unwrap_or(""))
@@ -1330,7 +1351,7 @@ mod tests {
                 "PodDisruptionBudget"
             ]
         );
-        assert_eq!(kinds[22..], ["Ingress", "Ingress"]);
+        assert_eq!(kinds[26..], ["Ingress", "Ingress"]);
         assert!(objects.iter().all(|o| o["apiVersion"].is_string()));
     }
 
@@ -1345,14 +1366,20 @@ mod tests {
                 serve.args.clone().unwrap_or_default(),
                 ["serve", "--target", target]
             );
-            let init = &pod_spec(&objects.deployment)
+            let init = pod_spec(&objects.deployment)
                 .init_containers
                 .clone()
-                .unwrap_or_default()[0];
-            assert_eq!(
-                init.args.clone().unwrap_or_default(),
-                ["migrate", "--target", target]
-            );
+                .unwrap_or_default();
+            if objects.component.uses_database() {
+                assert_eq!(init.len(), 1, "{target}");
+                assert_eq!(
+                    init[0].args.clone().unwrap_or_default(),
+                    ["migrate", "--target", target]
+                );
+            } else {
+                // Web has no schema to migrate.
+                assert!(init.is_empty(), "{target}");
+            }
             // HPA owns the replica count.
             assert_eq!(
                 objects.deployment.spec.as_ref().and_then(|s| s.replicas),
@@ -1824,10 +1851,10 @@ mod tests {
         let desired = desired(&t).expect("valid tenant");
         assert_eq!(
             names(desired.components.iter().map(|c| c.deployment.clone())),
-            ["identity", "marketing", "ordering"]
+            ["identity", "marketing", "ordering", "web"]
         );
         let objects = desired.objects().expect("json");
-        assert_eq!(objects.len(), 2 + 3 * 4 + 1);
+        assert_eq!(objects.len(), 2 + 4 * 4 + 1);
         assert!(
             objects
                 .iter()
@@ -1893,6 +1920,8 @@ mod tests {
             ("/v1/payments", "ordering"),
             ("/v1/notifications", "notifier"),
             ("/.well-known", "identity"),
+            // The web app: whatever no API path above claims.
+            ("/", "web"),
         ]
         .into_iter()
         .map(|(p, s)| (p.to_owned(), s.to_owned()))
@@ -1946,8 +1975,12 @@ mod tests {
                 );
             }
         }
-        // Element-wise: `/v1/me/profile` does not catch `/v1/me/profiles`.
-        assert_eq!(route(&paths, "/v1/me/profiles", false), None);
+        // Element-wise: `/v1/me/profile` does not catch `/v1/me/profiles` (no API serves it,
+        // so it falls to the web app's `/`).
+        assert_eq!(
+            route(&paths, "/v1/me/profiles", false).as_deref(),
+            Some("web")
+        );
 
         // Should another component ever route `/v1/me` (or `/v1`), the more specific identity
         // path still wins, by length and by position.
@@ -2000,6 +2033,199 @@ mod tests {
         }
     }
 
+    /// A request path under each API prefix, deeper than the prefix itself.
+    fn below(prefix: &str) -> String {
+        format!("{prefix}/0192b0c4-0000-7000-8000-000000000000")
+    }
+
+    #[test]
+    fn the_web_app_is_served_at_the_root_and_no_api_path_falls_to_it() {
+        let desired = desired_of(&tenant());
+        let paths = ingress_paths(&desired);
+        // `/` with `Prefix` (checked by `paths_of`) to web's Service, last of the list.
+        assert_eq!(paths.last(), Some(&("/".to_owned(), "web".to_owned())));
+        assert_eq!(paths.iter().filter(|(_, s)| s == "web").count(), 1);
+        // Web's own paths reach it, whichever way the controller matches.
+        for request in [
+            "/",
+            "/index.html",
+            "/assets",
+            "/assets/app.js",
+            "/assets/css/app.css",
+            "/app/config.json",
+            "/appointments",
+        ] {
+            for first in [false, true] {
+                assert_eq!(
+                    route(&paths, request, first).as_deref(),
+                    Some("web"),
+                    "{request}"
+                );
+            }
+        }
+        // Every API prefix, and what lies below it, still reaches its own component.
+        for component in Component::ALL.into_iter().filter(|c| *c != Component::Web) {
+            for prefix in component.public_paths() {
+                for request in [(*prefix).to_owned(), below(prefix)] {
+                    for first in [false, true] {
+                        assert_eq!(
+                            route(&paths, &request, first).as_deref(),
+                            Some(component.name()),
+                            "{request}"
+                        );
+                    }
+                }
+            }
+        }
+        // The stream Ingress is unchanged: notifier's stream only, nothing of web.
+        assert_eq!(
+            paths_of(desired.stream_ingress.as_ref()),
+            [("/v1/notifications/stream".into(), "notifier".into())]
+        );
+
+        // Without web, no `/` rule; the API paths are exactly those of before.
+        let mut without = tenant();
+        without.spec.components.get_mut(Component::Web).enabled = false;
+        let without = desired_of(&without);
+        let api_paths = ingress_paths(&without);
+        assert!(api_paths.iter().all(|(p, s)| p != "/" && s != "web"));
+        assert_eq!(api_paths, paths[..paths.len() - 1]);
+        assert_eq!(route(&api_paths, "/assets/app.js", false), None);
+        assert_eq!(
+            paths_of(without.stream_ingress.as_ref()),
+            paths_of(desired.stream_ingress.as_ref())
+        );
+        assert!(
+            without
+                .components
+                .iter()
+                .all(|c| c.component != Component::Web)
+        );
+
+        // Web alone still makes an Ingress: the app, and no API.
+        let mut alone = tenant();
+        for c in Component::ALL {
+            alone.spec.components.get_mut(c).enabled = c == Component::Web;
+        }
+        let alone = desired_of(&alone);
+        assert_eq!(ingress_paths(&alone), [("/".to_owned(), "web".to_owned())]);
+        assert!(alone.stream_ingress.is_none());
+    }
+
+    #[test]
+    fn web_runs_its_target_with_the_base_settings_only() {
+        let names_of = |env: &[EnvVar]| -> Vec<String> {
+            let mut names: Vec<String> = env.iter().map(|v| v.name.clone()).collect();
+            names.sort();
+            names
+        };
+        let base = |extra: &[&str]| -> Vec<String> {
+            let mut names: Vec<String> = [
+                server::DATABASE_URL.var,
+                server::REDIS_URL.var,
+                server::KAFKA_BROKERS.var,
+                server::HTTP_ADDR.var,
+                server::GRPC_ADDR.var,
+                server::ADMIN_ADDR.var,
+            ]
+            .iter()
+            .chain(extra)
+            .map(|n| (*n).to_owned())
+            .collect();
+            names.sort();
+            names
+        };
+
+        let mut t = with_email(tenant());
+        t.spec.development = true;
+        let desired = desired_of(&t);
+        let web = desired
+            .components
+            .iter()
+            .find(|c| c.component == Component::Web)
+            .expect("web is enabled by default");
+        let serve = container(&web.deployment);
+        assert_eq!(serve.name, "web");
+        assert_eq!(
+            serve.args.clone().unwrap_or_default(),
+            ["serve", "--target", "web"]
+        );
+        // The same probes, ports and security as every component.
+        let booking = &desired.components[1].deployment;
+        for (ours, theirs) in [
+            (&serve.startup_probe, &container(booking).startup_probe),
+            (&serve.liveness_probe, &container(booking).liveness_probe),
+            (&serve.readiness_probe, &container(booking).readiness_probe),
+        ] {
+            assert!(ours.is_some());
+            assert_eq!(ours, theirs);
+        }
+        assert_eq!(serve.ports, container(booking).ports);
+        assert_eq!(serve.security_context, container(booking).security_context);
+
+        // The base settings, as Secret references, and nothing of another component: no
+        // keyring, no signing or SMS settings, no SMTP URL, no payment credentials.
+        let env = serve.env.clone().unwrap_or_default();
+        assert_eq!(names_of(&env), base(&[]));
+        for (name, key) in [
+            (server::DATABASE_URL.var, "database-url"),
+            (server::REDIS_URL.var, "redis-url"),
+            (server::KAFKA_BROKERS.var, "kafka-brokers"),
+        ] {
+            assert_eq!(
+                env_source(&env, name),
+                Some((None, Some(("pulse-fr-backends".to_owned(), key.to_owned())))),
+                "{name}"
+            );
+        }
+        assert_eq!(serve.env_from, container(booking).env_from);
+        let volumes: Vec<String> = pod_spec(&web.deployment)
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(volumes, ["tmp"]);
+        // No schema, so no `pulse migrate` before it starts: nothing waits for the database.
+        assert_eq!(pod_spec(&web.deployment).init_containers, None);
+        assert!(!Component::Web.uses_database());
+
+        // While HS256 tokens are accepted, the kit refuses to start without the shared secret:
+        // web gets it like everyone, and nothing more.
+        t.spec.auth.algorithms = vec![JwtAlgorithm::EdDSA, JwtAlgorithm::HS256];
+        t.spec.secrets.jwt.secret = Some(SecretKeyRef {
+            name: "pulse-fr-jwt".into(),
+            key: "secret".into(),
+        });
+        let env = env_of(&desired_of(&t), Component::Web);
+        assert_eq!(names_of(&env), base(&[server::JWT_SECRET.var]));
+
+        // Small resources by default, and its Service, autoscaler and disruption budget.
+        let resources = serve.resources.clone().expect("resources");
+        let quantity = |map: &Option<BTreeMap<String, Quantity>>, key: &str| {
+            map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
+        };
+        assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("50m"));
+        assert_eq!(
+            quantity(&resources.requests, "memory").as_deref(),
+            Some("64Mi")
+        );
+        assert_eq!(
+            quantity(&resources.limits, "memory").as_deref(),
+            Some("256Mi")
+        );
+        assert_eq!(quantity(&resources.limits, "cpu"), None);
+        assert_eq!(web.service.name_any(), "web");
+        assert_eq!(
+            web.service.spec.as_ref().and_then(|s| s.selector.clone()),
+            Some(selector_labels("fr", Component::Web))
+        );
+        let hpa = web.hpa.spec.clone().expect("hpa spec");
+        assert_eq!(hpa.scale_target_ref.name, "web");
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 5));
+        assert_eq!(web.pdb.name_any(), "web");
+    }
+
     #[test]
     fn ingress_prefix_and_absence() {
         let mut t = tenant();
@@ -2008,11 +2234,25 @@ mod tests {
             ingress.tls_secret_name = None;
         }
         let desired_prefixed = desired(&t).expect("valid tenant");
+        let prefixed = ingress_paths(&desired_prefixed);
         assert!(
-            ingress_paths(&desired_prefixed)
+            prefixed
                 .iter()
-                .all(|(p, _)| p.starts_with("/fr/"))
+                .all(|(p, _)| p == "/fr" || p.starts_with("/fr/")),
+            "{prefixed:?}"
         );
+        // The web app at the prefix itself, last; the APIs under it.
+        assert_eq!(prefixed.last(), Some(&("/fr".to_owned(), "web".to_owned())));
+        assert_eq!(route(&prefixed, "/fr", false).as_deref(), Some("web"));
+        assert_eq!(
+            route(&prefixed, "/fr/assets/app.js", false).as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            route(&prefixed, "/fr/v1/orders/1", false).as_deref(),
+            Some("ordering")
+        );
+        assert_eq!(route(&prefixed, "/de", false), None);
         assert_eq!(
             paths_of(desired_prefixed.stream_ingress.as_ref()),
             [("/fr/v1/notifications/stream".into(), "notifier".into())]

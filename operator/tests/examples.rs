@@ -551,3 +551,74 @@ fn broken_campaigns_are_refused() {
     .expect("restock while scheduled");
     validate(&restocked, Some(&campaign)).expect("restock before any status");
 }
+
+/// `web` serves static files and has smaller default resources than the other components:
+/// the API server's defaulting (the CRD schema) and a tenant read from a file (`pulse-operator
+/// render -f`) give it the same ones, whichever of its fields the tenant sets.
+#[test]
+fn web_gets_its_own_defaults_from_the_api_server_and_from_a_file() {
+    use pulse_operator::crd::{Component, ResourceAmounts, ResourceSpec};
+    let fr = example("fr.yaml");
+    let web = ResourceSpec::web();
+    let custom = |cpu: Option<&str>, memory: Option<&str>| ResourceAmounts {
+        cpu: cpu.map(str::to_owned),
+        memory: memory.map(str::to_owned),
+    };
+    let cases: [(Option<Value>, ResourceSpec); 5] = [
+        (None, web.clone()),
+        (Some(json!({ "minReplicas": 3 })), web.clone()),
+        (Some(json!({ "resources": {} })), web.clone()),
+        (
+            Some(json!({ "resources": { "limits": { "memory": "1Gi" } } })),
+            ResourceSpec {
+                requests: web.requests.clone(),
+                limits: custom(None, Some("1Gi")),
+            },
+        ),
+        (
+            Some(json!({ "resources": { "requests": { "cpu": "20m" } } })),
+            ResourceSpec {
+                requests: custom(Some("20m"), None),
+                limits: web.limits.clone(),
+            },
+        ),
+    ];
+    for (spec, expected) in cases {
+        let mut tenant = fr.clone();
+        if let Some(spec) = &spec {
+            tenant["spec"]["components"]["web"] = spec.clone();
+        }
+        let defaulted = validate(&tenant, None).expect("valid");
+        let from_server: CountryTenant = serde_json::from_value(defaulted).expect("tenant");
+        let text = serde_yaml::to_string(&tenant).expect("YAML");
+        let from_file =
+            pulse_operator::render::parse_tenant(&text, "fr.yaml").expect("a tenant from a file");
+        for (origin, read) in [("server", &from_server), ("file", &from_file)] {
+            let components = &read.spec.components;
+            assert_eq!(
+                components.get(Component::Web).resources,
+                expected,
+                "{origin}: {spec:?}"
+            );
+            assert!(components.get(Component::Web).enabled);
+            // The others keep theirs: identity is left to the defaults in fr.yaml.
+            assert_eq!(
+                components.get(Component::Identity).resources,
+                ResourceSpec::default(),
+                "{origin}"
+            );
+        }
+        assert_eq!(from_server.spec.components, from_file.spec.components);
+    }
+    // A bad field of web is named like any other.
+    let mut bad = fr.clone();
+    bad["spec"]["components"]["web"] = json!({ "minReplicas": "two" });
+    let text = serde_yaml::to_string(&bad).expect("YAML");
+    let err = pulse_operator::render::parse_tenant(&text, "fr.yaml")
+        .expect_err("a string for a number")
+        .to_string();
+    assert!(
+        err.contains("spec.components.web") && err.contains("minReplicas"),
+        "{err}"
+    );
+}

@@ -298,6 +298,34 @@ fn tenant_exists(code: &str) -> bool {
     !text(&out.stdout).trim().is_empty()
 }
 
+/// The Service that the Ingress `pulse` of `ns` sends `path` to (a `Prefix` path of its one
+/// rule), as the API server holds it.
+fn ingress_backend(ns: &str, path: &str) -> Option<String> {
+    let out = support::kubectl([
+        "get",
+        "ingress",
+        "pulse",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={range .spec.rules[0].http.paths[*]}{.path} {.pathType} {.backend.service.name}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl get ingress pulse -n {ns}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout).lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(p), Some(kind), Some(service)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        assert_eq!(kind, "Prefix", "{line}");
+        (p == path).then(|| service.to_owned())
+    })
+}
+
 /// Waits until every object the operator makes for `components` exists in `ns`.
 async fn wait_for_components(ns: &str, components: &[&str]) {
     support::wait_for(
@@ -344,7 +372,14 @@ async fn fresh(client: &kube::Client, code: &'static str) {
 async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_deletion_policy() {
     let client = support::client().await;
     let (_chart, _kubeconfig, operator) = chart_and_operator("lifecycle-0").await;
-    let all = ["identity", "booking", "marketing", "ordering", "notifier"];
+    let all = [
+        "identity",
+        "booking",
+        "marketing",
+        "ordering",
+        "notifier",
+        "web",
+    ];
 
     // `it`: Retain (the example's policy).
     fresh(&client, "it").await;
@@ -361,6 +396,11 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         names("ingress", "pulse-it").len(),
         2,
         "pulse and pulse-stream"
+    );
+    assert_eq!(
+        ingress_backend("pulse-it", "/").as_deref(),
+        Some("web"),
+        "the web app at `/`"
     );
     // What the platform engineer puts into the namespace: the tenant's Secrets.
     kubectl_ok([
@@ -386,29 +426,38 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         "booking is owned by its tenant"
     );
 
-    // Disable notifier: its Deployment, Service, autoscaler, disruption budget and its stream
-    // Ingress go; the others stay.
+    // Disable notifier and web: their Deployments, Services, autoscalers, disruption budgets,
+    // notifier's stream Ingress and web's `/` path go; the others stay.
     it["spec"]["components"]["notifier"] = json!({ "enabled": false });
+    it["spec"]["components"]["web"] = json!({ "enabled": false });
     let out = apply(&it);
     assert!(
         out.status.success(),
-        "kubectl apply disabling notifier: {}",
+        "kubectl apply disabling notifier and web: {}",
         text(&out.stderr)
     );
     let started = std::time::Instant::now();
     support::wait_for(
-        "notifier's objects to be removed from pulse-it",
+        "the objects of notifier and web to be removed from pulse-it",
         WAIT,
         || async {
             let left: Vec<String> = COMPONENT_KINDS
                 .iter()
-                .filter(|kind| names(kind, "pulse-it").iter().any(|n| n == "notifier"))
-                .map(|kind| kind.to_string())
+                .flat_map(|kind| {
+                    names(kind, "pulse-it")
+                        .into_iter()
+                        .filter(|n| n == "notifier" || n == "web")
+                        .map(move |n| format!("{kind} {n}"))
+                })
                 .chain(
                     names("ingress", "pulse-it")
                         .into_iter()
                         .filter(|n| n == "pulse-stream")
                         .map(|n| format!("ingress {n}")),
+                )
+                .chain(
+                    ingress_backend("pulse-it", "/")
+                        .map(|service| format!("ingress pulse: `/` to {service}")),
                 )
                 .collect();
             if left.is_empty() {
@@ -420,7 +469,7 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
     )
     .await;
     println!(
-        "notifier disabled: its objects removed in {:?}",
+        "notifier and web disabled: their objects removed in {:?}",
         started.elapsed()
     );
     wait_for_components("pulse-it", &all[..4]).await;
@@ -428,6 +477,12 @@ async fn a_disabled_component_is_removed_and_deleting_a_tenant_follows_its_delet
         names("ingress", "pulse-it"),
         ["pulse"],
         "the main Ingress stays"
+    );
+    // With the APIs only: no `/` rule, the API paths as before.
+    assert_eq!(ingress_backend("pulse-it", "/"), None);
+    assert_eq!(
+        ingress_backend("pulse-it", "/v1/orders").as_deref(),
+        Some("ordering")
     );
 
     // Delete the tenant (Retain): the tenant's objects go with it (garbage collector, through

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
@@ -308,6 +309,11 @@ async fn the_chart_installs_and_its_operator_reconciles_the_french_example() {
         problems.join("\n")
     );
 
+    // The web app: its Deployment runs `--target web` (no schema, so no migration first), its
+    // Service takes the HTTP port, and the Ingress sends `/` to it while every API path keeps
+    // going to its component.
+    check_web_app(&client, "pulse-fr").await;
+
     // kwok made every pod Ready.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "pulse-fr");
     let pods = pods.list(&ListParams::default()).await.expect("list pods");
@@ -380,6 +386,108 @@ async fn the_chart_installs_and_its_operator_reconciles_the_french_example() {
 
     remove_tenant(&client, "fr").await;
     eprintln!("test took {:?}", test.elapsed());
+}
+
+/// What the cluster holds of the web app in `ns`: the Deployment `web` (`pulse serve --target
+/// web`, Ready at its minReplicas: `wait_settled` saw to that), the Service `web`, and the
+/// Ingress `pulse` routing `/` (`Prefix`) to that Service's HTTP port, the API prefixes to their
+/// components; the stream Ingress has notifier's stream only.
+async fn check_web_app(client: &Client, ns: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let web = deployments.get("web").await.expect("Deployment web");
+    let pod = web
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod template");
+    assert_eq!(
+        pod.containers[0].args.clone().unwrap_or_default(),
+        ["serve", "--target", "web"]
+    );
+    assert_eq!(pod.init_containers.unwrap_or_default().len(), 0);
+    let ready = web.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    assert!(ready >= 1, "web has {ready} ready replicas");
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let service = services.get("web").await.expect("Service web");
+    let spec = service.spec.expect("Service spec");
+    assert_eq!(
+        spec.selector
+            .unwrap_or_default()
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("web")
+    );
+    let http = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .expect("http port");
+    assert_eq!(http.port, 8080);
+
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
+    let paths_of = |ingress: Ingress| -> Vec<(String, String, String, String)> {
+        ingress
+            .spec
+            .and_then(|s| s.rules)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|r| r.http.map(|h| h.paths).unwrap_or_default())
+            .map(|p| {
+                let backend = p.backend.service.expect("service backend");
+                let port = backend.port.and_then(|p| p.name).unwrap_or_default();
+                (p.path.unwrap_or_default(), p.path_type, backend.name, port)
+            })
+            .collect()
+    };
+    let main = paths_of(ingresses.get("pulse").await.expect("Ingress pulse"));
+    let root: Vec<_> = main.iter().filter(|(path, ..)| path == "/").collect();
+    assert_eq!(
+        root,
+        [&(
+            "/".to_owned(),
+            "Prefix".to_owned(),
+            "web".to_owned(),
+            "http".to_owned()
+        )],
+        "{main:?}"
+    );
+    // Every other path is an API prefix of another component, so the longest match keeps API
+    // requests away from the web app.
+    for (path, kind, service, _) in &main {
+        assert_eq!(kind, "Prefix", "{path}");
+        if path != "/" {
+            assert!(path.starts_with("/v1/") || path == "/.well-known", "{path}");
+            assert_ne!(service, "web", "{path}");
+        }
+    }
+    for (path, service) in [
+        ("/v1/auth", "identity"),
+        ("/v1/appointments", "booking"),
+        ("/v1/orders", "ordering"),
+        ("/v1/notifications", "notifier"),
+    ] {
+        assert!(
+            main.iter().any(|(p, _, s, _)| p == path && s == service),
+            "{path} -> {service}: {main:?}"
+        );
+    }
+    let stream = paths_of(
+        ingresses
+            .get("pulse-stream")
+            .await
+            .expect("Ingress pulse-stream"),
+    );
+    assert_eq!(
+        stream,
+        [(
+            "/v1/notifications/stream".to_owned(),
+            "Prefix".to_owned(),
+            "notifier".to_owned(),
+            "http".to_owned()
+        )]
+    );
 }
 
 /// The revision (`deployment.kubernetes.io/revision`) of every Deployment of `ns`, by name.

@@ -158,7 +158,7 @@ async fn creates_a_tenant_from_nothing() {
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.namespace.as_deref(), Some("pulse-fr"));
     assert_eq!(status.url.as_deref(), Some("https://fr.pulse.example"));
-    assert_eq!(status.components.len(), 5);
+    assert_eq!(status.components.len(), Component::ALL.len());
     assert!(status.components.iter().all(|c| !c.available));
     let ready = condition_of(&status, READY);
     assert_eq!(
@@ -285,7 +285,7 @@ async fn a_config_change_reapplies_every_deployment() {
         .iter()
         .filter(|r| r.path.contains("/deployments/"))
         .collect();
-    assert_eq!(deployments.len(), 5);
+    assert_eq!(deployments.len(), Component::ALL.len());
     for d in deployments {
         let hash = d.body["spec"]["template"]["metadata"]["annotations"]
             [resources::CONFIG_HASH_ANNOTATION]
@@ -688,7 +688,7 @@ async fn disabled_components_are_removed() {
         [normal("ComponentRemoved"), normal("Available")]
     );
     let status = status_of(&recorded);
-    assert_eq!(status.components.len(), 4);
+    assert_eq!(status.components.len(), Component::ALL.len() - 1);
     assert_eq!(status.url, None);
 }
 

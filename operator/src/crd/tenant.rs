@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};
 use pulse_kit::config::CountryConfig;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
@@ -154,16 +154,19 @@ pub enum Component {
     Ordering,
     /// Notifications and reminders.
     Notifier,
+    /// The patient and buyer web app: static files embedded in the binary, served at `/`.
+    Web,
 }
 
 impl Component {
     /// Every component, in start-up order.
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Identity,
         Component::Booking,
         Component::Marketing,
         Component::Ordering,
         Component::Notifier,
+        Component::Web,
     ];
 
     /// The `--target` name, also the name of its Deployment and Service.
@@ -174,7 +177,15 @@ impl Component {
             Self::Marketing => "marketing",
             Self::Ordering => "ordering",
             Self::Notifier => "notifier",
+            Self::Web => "web",
         }
+    }
+
+    /// Whether the component keeps state in PostgreSQL (its own schema, migrated by
+    /// `pulse migrate --target <component>` before it starts). `web` serves files embedded in
+    /// the binary and has no schema.
+    pub fn uses_database(self) -> bool {
+        !matches!(self, Self::Web)
     }
 
     /// The component named `name`.
@@ -182,8 +193,12 @@ impl Component {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
-    /// Public HTTP path prefixes the component's API serves. The Ingress sends each prefix to
-    /// the component's Service, so a route outside these prefixes is unreachable from outside.
+    /// Public HTTP path prefixes the component serves. The Ingress sends each prefix to the
+    /// component's Service, so a route outside these prefixes is unreachable from outside.
+    ///
+    /// `web` takes `/`, the shortest prefix there is: the Ingress API gives a request to the
+    /// longest matching prefix, so every API path above still reaches its component, and what
+    /// no API claims (`/`, `/assets/…`) reaches the web app.
     pub fn public_paths(self) -> &'static [&'static str] {
         match self {
             Self::Identity => &["/v1/auth", "/.well-known", "/v1/me/profile", "/v1/users"],
@@ -195,6 +210,7 @@ impl Component {
                 "/v1/me/notification-preferences",
                 "/v1/admin/notifications",
             ],
+            Self::Web => &["/"],
         }
     }
 
@@ -211,7 +227,7 @@ impl Component {
 }
 
 /// Settings of each component.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Components {
     /// `identity`: users, OTP, signing keys, JWKS.
@@ -224,6 +240,74 @@ pub struct Components {
     pub ordering: ComponentSpec,
     /// `notifier`: notifications and reminders.
     pub notifier: ComponentSpec,
+    /// `web`: the patient and buyer web app, served at `/` of the Ingress (every API path
+    /// still goes to its component). It only serves files embedded in the binary, so its
+    /// resources default to less than the others' (50m CPU and 64Mi requested, 256Mi at most),
+    /// also when only some of its fields are given.
+    #[serde(deserialize_with = "web_spec")]
+    #[schemars(transform = web_defaults)]
+    pub web: ComponentSpec,
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Self {
+            identity: ComponentSpec::default(),
+            booking: ComponentSpec::default(),
+            marketing: ComponentSpec::default(),
+            ordering: ComponentSpec::default(),
+            notifier: ComponentSpec::default(),
+            web: ComponentSpec::web(),
+        }
+    }
+}
+
+/// `web`'s resources as the API server's defaulting writes them: its own defaults wherever the
+/// schema of [`ComponentSpec`] carries the generic ones (`resources`, `resources.requests`,
+/// `resources.limits`).
+fn web_defaults(schema: &mut Schema) {
+    let web = ResourceSpec::web();
+    let Ok(resources) = serde_json::to_value(&web) else {
+        return;
+    };
+    let Some(resources_schema) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("resources"))
+        .and_then(|r| r.as_object_mut())
+    else {
+        return;
+    };
+    resources_schema.insert("default".into(), resources.clone());
+    for part in ["requests", "limits"] {
+        if let Some(part_schema) = resources_schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(part))
+            .and_then(|p| p.as_object_mut())
+        {
+            part_schema.insert("default".into(), resources[part].clone());
+        }
+    }
+}
+
+/// Reads `web`'s settings with [`web_defaults`]' defaults for what is left out, as the API
+/// server fills them in (a tenant read from a file has not been through it).
+fn web_spec<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<ComponentSpec, D::Error> {
+    use serde::de::Error as _;
+    let mut value = serde_json::Value::deserialize(deserializer)?;
+    if let Some(spec) = value.as_object_mut() {
+        let web = serde_json::to_value(ResourceSpec::web()).map_err(D::Error::custom)?;
+        let resources = spec
+            .entry("resources")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        // Anything but an object is left for `ComponentSpec` to refuse.
+        if let Some(resources) = resources.as_object_mut() {
+            for part in ["requests", "limits"] {
+                resources.entry(part).or_insert_with(|| web[part].clone());
+            }
+        }
+    }
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| D::Error::custom(format!("{}: {}", err.path(), err.inner())))
 }
 
 impl Components {
@@ -235,6 +319,7 @@ impl Components {
             Component::Marketing => &self.marketing,
             Component::Ordering => &self.ordering,
             Component::Notifier => &self.notifier,
+            Component::Web => &self.web,
         }
     }
 
@@ -246,6 +331,7 @@ impl Components {
             Component::Marketing => &mut self.marketing,
             Component::Ordering => &mut self.ordering,
             Component::Notifier => &mut self.notifier,
+            Component::Web => &mut self.web,
         }
     }
 
@@ -314,6 +400,16 @@ impl Default for ComponentSpec {
     }
 }
 
+impl ComponentSpec {
+    /// The defaults of `web`: those of every component but its resources ([`ResourceSpec::web`]).
+    pub fn web() -> Self {
+        Self {
+            resources: ResourceSpec::web(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Requests and limits of a container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -334,6 +430,23 @@ impl Default for ResourceSpec {
             limits: ResourceAmounts {
                 cpu: None,
                 memory: Some("512Mi".into()),
+            },
+        }
+    }
+}
+
+impl ResourceSpec {
+    /// The defaults of `web`, which serves files embedded in the binary and keeps no pool busy:
+    /// 50m CPU and 64Mi requested, at most 256Mi.
+    pub fn web() -> Self {
+        Self {
+            requests: ResourceAmounts {
+                cpu: Some("50m".into()),
+                memory: Some("64Mi".into()),
+            },
+            limits: ResourceAmounts {
+                cpu: None,
+                memory: Some("256Mi".into()),
             },
         }
     }
