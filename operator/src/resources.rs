@@ -457,12 +457,15 @@ fn config_data(tenant: &CountryTenant, ns: &str, url: Option<&str>) -> BTreeMap<
             if let Some(base_url) = &payments.base_url {
                 set(&ordering::STRIPE_BASE_URL, base_url.clone());
             }
-            // After a checkout the buyer comes back to the country's public URL, not to the pod.
+            // After a checkout the buyer comes back to the country's public URL, not to the
+            // pod: to the order's page of the web app when the tenant runs it, else the order.
             if let Some(url) = url {
-                set(
-                    &ordering::PAYMENT_RETURN_URL,
-                    format!("{url}/v1/orders/{{ORDER_ID}}"),
-                );
+                let back = if spec.components.get(Component::Web).enabled {
+                    format!("{url}/#/orders/{{ORDER_ID}}")
+                } else {
+                    format!("{url}/v1/orders/{{ORDER_ID}}")
+                };
+                set(&ordering::PAYMENT_RETURN_URL, back);
             }
         }
     }
@@ -2477,8 +2480,22 @@ mod tests {
         );
         assert_eq!(
             data[ordering::PAYMENT_RETURN_URL.var],
-            "https://fr.pulse.example/v1/orders/{ORDER_ID}"
+            "https://fr.pulse.example/#/orders/{ORDER_ID}",
+            "the buyer comes back to the web app's order page"
         );
+        let mut without_web = t.clone();
+        without_web.spec.components.get_mut(Component::Web).enabled = false;
+        let data = super::desired(&without_web)
+            .expect("valid tenant")
+            .config_map
+            .data
+            .expect("data");
+        assert_eq!(
+            data[ordering::PAYMENT_RETURN_URL.var],
+            "https://fr.pulse.example/v1/orders/{ORDER_ID}",
+            "without the web app, to the order itself"
+        );
+        let data = desired.config_map.data.clone().expect("data");
         // Plain values only: the credentials are never in the ConfigMap.
         assert!(!data.contains_key(ordering::STRIPE_API_KEY.var));
         assert!(!data.contains_key(ordering::PAYMENT_WEBHOOK_SECRET.var));

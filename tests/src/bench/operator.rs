@@ -81,7 +81,14 @@ pub fn tenant(example: &Value, code: &str) -> Value {
     tenant["spec"]["country"]["code"] = json!(upper);
     tenant["spec"]["ingress"]["host"] = json!(format!("{code}.pulse.example"));
     tenant["spec"]["ingress"]["tlsSecretName"] = json!(format!("pulse-{code}-tls"));
-    for component in ["identity", "booking", "marketing", "ordering", "notifier"] {
+    for component in [
+        "identity",
+        "booking",
+        "marketing",
+        "ordering",
+        "notifier",
+        "web",
+    ] {
         let spec = &mut tenant["spec"]["components"][component];
         if spec.is_null() {
             *spec = json!({});
