@@ -484,7 +484,7 @@ pub mod ordering {
     /// Payment provider.
     pub const PAYMENT_PROVIDER: Setting = Setting::plain(
         "PULSE_PAYMENT_PROVIDER",
-        "payment provider: `stripe`, or `sandbox` (pays by itself; needs PULSE_DEVELOPMENT_MODE=true)",
+        "payment provider: `stripe`, or `sandbox` (a local checkout page where anyone pays any order with no real money; needs PULSE_DEVELOPMENT_MODE=true)",
     );
     /// Webhook secrets.
     pub const PAYMENT_WEBHOOK_SECRET: Setting = Setting::secret(
@@ -504,7 +504,7 @@ pub mod ordering {
     /// Return URL.
     pub const PAYMENT_RETURN_URL: Setting = Setting::plain(
         "PULSE_PAYMENT_RETURN_URL",
-        "where the buyer lands after the checkout; {ORDER_ID} is replaced",
+        "where the buyer lands after the checkout; {ORDER_ID} is replaced (stripe: an absolute URL, default this process's /v1/orders/{ORDER_ID}; sandbox: an absolute URL or a path on the API's origin, default /#/orders/{ORDER_ID}, the web app's order page)",
     );
     /// Sandbox webhook URL.
     pub const PAYMENT_SANDBOX_WEBHOOK_URL: Setting = Setting::plain(
@@ -514,7 +514,7 @@ pub mod ordering {
     /// Sandbox delay.
     pub const PAYMENT_SANDBOX_DELAY_MS: Setting = Setting::plain(
         "PULSE_PAYMENT_SANDBOX_DELAY_MS",
-        "how long the sandbox takes to pay, in ms (default 1000)",
+        "set: the sandbox pays every checkout by itself this many ms after it starts (tests, benches); unset: the buyer pays or cancels on the sandbox's checkout page",
     );
     /// Permits per product.
     pub const PRODUCT_PERMITS: Setting = Setting::plain(

@@ -9,9 +9,12 @@
 //! flow's outcome: the flow records it, in the effect's transaction, as the answer to the
 //! request's `Idempotency-Key` ([`RecordAnswer`]), and the handler sends it. A retry, or a
 //! concurrent duplicate, gets the first answer byte for byte.
+//!
+//! With the sandbox provider, [`sandbox_routes`] adds its checkout pages (HTML, not API).
 
 mod poll;
 mod problems;
+mod sandbox_page;
 mod views;
 
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use pulse_kit::problem::{ApiJson, ApiPath, Problem};
 use uuid::Uuid;
 
 pub use poll::RESERVATION_LOST_AFTER;
+pub use sandbox_page::sandbox_routes;
 
 pub use views::{
     OrderInput, OrderList, OrderView, PaymentStarted, ProductInput, ProductList, WebhookAck,

@@ -7,15 +7,16 @@
 //! [`reservations`]), [`payments`] pays, cancels, refunds and applies the provider's webhooks
 //! (the [`sweeper`] calls it for unpaid orders past their deadline). [`store`] is the
 //! PostgreSQL adapter, [`permit`] the per-product concurrency permit, [`marketing_client`]
-//! marketing's vouchers over gRPC behind a circuit breaker, and [`http`] the thin API over the
-//! flows. Settings are read once, before the component exists ([`settings`],
-//! [`Ordering::read`]).
+//! marketing's vouchers over gRPC behind a circuit breaker, [`money`] writes amounts as buyers
+//! read them, and [`http`] is the thin API over the flows. Settings are read once, before the
+//! component exists ([`settings`], [`Ordering::read`]).
 
 pub mod catalogue;
 pub mod checkout;
 pub mod domain;
 pub mod http;
 pub mod marketing_client;
+pub mod money;
 pub mod payments;
 pub mod permit;
 pub mod reservations;
@@ -177,7 +178,8 @@ impl Component for Ordering {
     }
 
     /// Builds the store, permits, marketing client, payment provider and metrics once, and the
-    /// flows over them: the HTTP routes, the seckill reservation consumer and the sweeper.
+    /// flows over them: the HTTP routes (with the sandbox's checkout pages when it is the
+    /// provider), the seckill reservation consumer and the sweeper.
     fn build(&self, ctx: &ComponentContext) -> Result<Parts, BuildError> {
         let s = &self.settings;
         let metrics = OrderingMetrics::register(&ctx.metrics);
@@ -217,14 +219,19 @@ impl Component for Ordering {
             s.webhook_secrets.clone(),
             metrics.webhooks_refused,
         );
+        let sandbox_pages =
+            payments::provider::sandbox_checkout(&s.payment, &s.webhook_secrets, store.clone())?;
         let checkout = Checkout::new(store.clone(), permits, marketing, payment_timeout);
-        let routes = http::routes(http::AppState {
+        let mut routes = http::routes(http::AppState {
             store: store.clone(),
             catalogue: catalogue::Catalogue::new(store.clone()),
             checkout,
             payments: payments.clone(),
             country: Arc::clone(&ctx.country),
         });
+        if let Some(pages) = sandbox_pages {
+            routes = routes.merge(http::sandbox_routes(pages, Arc::clone(&ctx.country)));
+        }
         let consumer = ReservationConsumer::new(
             ctx.redis.clone(),
             &ctx.keyspace,

@@ -2,9 +2,10 @@
 //! variables defined in [`pulse_kit::settings::ordering`] (their meaning and defaults are
 //! documented there). A variable that holds no usable value is an error that names it; nothing
 //! falls back silently. Defaults that point at this process (marketing on `--target all`, the
-//! sandbox's webhook, the return URL) use the ports of the server's own listeners.
+//! sandbox's webhook, Stripe's return URL) use the ports of the server's own listeners.
 //!
-//! The sandbox payment provider pays every checkout by itself, so it is accepted only when the
+//! The sandbox payment provider lets anyone pay any order with no real money (on its checkout
+//! page, or by itself after `PULSE_PAYMENT_SANDBOX_DELAY_MS`), so it is accepted only when the
 //! server runs in development mode (`PULSE_DEVELOPMENT_MODE=true`).
 
 use std::time::Duration;
@@ -17,12 +18,18 @@ use pulse_kit::settings::{Env, Secret, Setting, SettingError, server as server_v
 /// Which payment provider, and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentSettings {
-    /// Pays every checkout by itself and sends signed webhooks (development mode only).
+    /// A stand-in for a real provider that moves no money (development mode only): the buyer
+    /// pays or cancels on its checkout page ([`crate::payments::sandbox`]), which sends the
+    /// provider's signed webhooks.
     Sandbox {
         /// Where webhooks go.
         webhook_url: String,
-        /// How long paying takes.
-        delay: Duration,
+        /// Where the buyer lands after the checkout page (`{ORDER_ID}` is replaced): an absolute
+        /// URL or a path on the API's origin.
+        return_url: String,
+        /// Set: every checkout is also paid by itself this long after it starts (tests and
+        /// benches that need paid orders without a buyer).
+        auto_pay_after: Option<Duration>,
     },
     /// A Stripe-compatible API.
     Stripe {
@@ -132,6 +139,33 @@ fn random_secret() -> Secret {
     ))
 }
 
+/// Where the sandbox's checkout page sends the buyer by default: the web app's order page, on
+/// the origin that serves the API (the country's Ingress, or `./dev up`'s listener).
+pub const SANDBOX_RETURN_URL: &str = "/#/orders/{ORDER_ID}";
+
+/// A URL the browser is sent to: an absolute `http(s)` URL, or a path on this origin (one `/`
+/// first: `//host` would be another origin), or `default` (such a path) when unset.
+fn same_origin_or_url(env: &Env, setting: &Setting, default: &str) -> Result<String, SettingError> {
+    match env.text(setting) {
+        Some(path) if path.starts_with('/') => {
+            if path.starts_with("//")
+                || path.contains(|c: char| c.is_whitespace() || c.is_control() || c == '\\')
+            {
+                Err(SettingError::new(
+                    setting,
+                    format!(
+                        "`{path}` is not a path like /#/orders/{{ORDER_ID}} (no `//` first, no spaces or backslashes) nor an http(s) URL"
+                    ),
+                ))
+            } else {
+                Ok(path)
+            }
+        }
+        Some(_) => env.url(setting, default),
+        None => Ok(default.to_owned()),
+    }
+}
+
 /// The payment provider and the webhook secrets it goes with.
 fn payment(
     env: &Env,
@@ -143,13 +177,18 @@ fn payment(
     let secrets = webhook_secrets(env)?;
     match provider.as_deref() {
         Some("sandbox") | None if server.development_mode => {
+            let auto_pay_after = match env.text(&vars::PAYMENT_SANDBOX_DELAY_MS) {
+                Some(_) => Some(millis(env, &vars::PAYMENT_SANDBOX_DELAY_MS, 0, 0, 600_000)?),
+                None => None,
+            };
             let payment = PaymentSettings::Sandbox {
                 webhook_url: env.local_url(
                     &vars::PAYMENT_SANDBOX_WEBHOOK_URL,
                     server.http_addr,
                     "/v1/payments/webhook",
                 )?,
-                delay: millis(env, &vars::PAYMENT_SANDBOX_DELAY_MS, 1000, 0, 600_000)?,
+                return_url: same_origin_or_url(env, &vars::PAYMENT_RETURN_URL, SANDBOX_RETURN_URL)?,
+                auto_pay_after,
             };
             let secrets = if secrets.is_empty() {
                 vec![random_secret()]
@@ -161,7 +200,7 @@ fn payment(
         Some("sandbox") => Err(SettingError::new(
             &vars::PAYMENT_PROVIDER,
             format!(
-                "`sandbox` pays every order by itself, so it runs only in development mode: set {}=true for local runs only, or use `stripe`",
+                "`sandbox` lets anyone pay any order with no real money, so it runs only in development mode: set {}=true for local runs only, or use `stripe`",
                 server_vars::DEVELOPMENT_MODE.var
             ),
         )),
@@ -282,15 +321,65 @@ mod tests {
             read(&[]).expect("defaults").marketing_grpc_url,
             "http://127.0.0.1:50051"
         );
+        // The buyer pays on the checkout page, and comes back to the web app's order page.
         assert_eq!(
             settings.payment,
             PaymentSettings::Sandbox {
                 webhook_url: "http://127.0.0.1:8181/v1/payments/webhook".into(),
-                delay: Duration::from_secs(1),
+                return_url: "/#/orders/{ORDER_ID}".into(),
+                auto_pay_after: None,
             }
         );
         assert_eq!(settings.webhook_secrets.len(), 1);
         assert_eq!(settings.product_permits, 16);
+    }
+
+    #[test]
+    fn the_sandbox_pays_by_itself_only_when_told_how_fast_and_returns_where_told() {
+        let sandbox = |vars: &[(&str, &str)]| match read(vars).map(|s| s.payment) {
+            Ok(PaymentSettings::Sandbox {
+                return_url,
+                auto_pay_after,
+                ..
+            }) => Ok((return_url, auto_pay_after)),
+            Ok(other) => panic!("not the sandbox: {other:?}"),
+            Err(err) => Err(err),
+        };
+        assert_eq!(
+            sandbox(&[("PULSE_PAYMENT_SANDBOX_DELAY_MS", "250")]).expect("delay"),
+            (
+                "/#/orders/{ORDER_ID}".into(),
+                Some(Duration::from_millis(250))
+            )
+        );
+        assert_eq!(
+            sandbox(&[("PULSE_PAYMENT_SANDBOX_DELAY_MS", "0")])
+                .expect("at once")
+                .1,
+            Some(Duration::ZERO)
+        );
+        for url in [
+            "/shop/orders/{ORDER_ID}",
+            "https://fr.pulse.example/#/orders/{ORDER_ID}",
+            "http://127.0.0.1:5173/#/orders/{ORDER_ID}",
+        ] {
+            assert_eq!(
+                sandbox(&[("PULSE_PAYMENT_RETURN_URL", url)]).expect(url).0,
+                url
+            );
+        }
+        for bad in [
+            "//evil.example/orders",
+            "javascript:alert(1)",
+            "orders/{ORDER_ID}",
+            "/orders /{ORDER_ID}",
+            "/\\evil.example",
+        ] {
+            let err = sandbox(&[("PULSE_PAYMENT_RETURN_URL", bad)]).expect_err(bad);
+            assert_eq!(err.var, "PULSE_PAYMENT_RETURN_URL", "{bad}");
+        }
+        let err = sandbox(&[("PULSE_PAYMENT_SANDBOX_DELAY_MS", "soon")]).expect_err("not a number");
+        assert_eq!(err.var, "PULSE_PAYMENT_SANDBOX_DELAY_MS");
     }
 
     #[test]

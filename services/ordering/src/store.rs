@@ -462,6 +462,16 @@ impl Store {
             .ok_or(OrderError::OrderNotFound(id))
     }
 
+    /// The order holding checkout `session`, if one does (read without a lock).
+    pub async fn order_by_session(&self, session: &str) -> Result<Option<OrderRow>, OrderError> {
+        Ok(sqlx::query_as::<_, OrderRow>(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE checkout_session_id = $1"
+        ))
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// A buyer's orders, newest first.
     pub async fn orders_of(&self, user: &str, limit: i64) -> Result<Vec<OrderRow>, OrderError> {
         Ok(sqlx::query_as::<_, OrderRow>(&format!(

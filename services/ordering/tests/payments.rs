@@ -63,7 +63,8 @@ fn now() -> i64 {
 fn sandbox_never_pays(settings: &mut OrderingSettings) {
     settings.payment = PaymentSettings::Sandbox {
         webhook_url: "http://127.0.0.1:9/unused".into(),
-        delay: Duration::from_secs(3600),
+        return_url: "/#/orders/{ORDER_ID}".into(),
+        auto_pay_after: None,
     };
 }
 
@@ -458,6 +459,15 @@ async fn the_stripe_adapter_talks_to_a_compatible_api_and_its_webhooks_settle_or
         started["checkoutUrl"],
         format!("https://checkout.stripe.test/c/{order}")
     );
+    // The sandbox's checkout pages exist only with the sandbox.
+    let session = format!("cs_sandbox_{}", order.replace('-', ""));
+    let (status, headers, _) = raw(app.client.get(format!(
+        "{}/v1/payments/sandbox/checkout/{session}",
+        app.base
+    )))
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["content-type"], "application/problem+json");
     {
         let seen = seen.lock().expect("seen");
         let (path, headers, form) = &seen.requests[0];

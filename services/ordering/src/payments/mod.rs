@@ -1,7 +1,8 @@
 //! Payments of orders: the [`Payments`] flow (starting a checkout, refunds, cancellations,
 //! the provider's webhooks), the [`PaymentProvider`] port ([`provider`]), its Stripe-compatible
-//! adapter ([`stripe`]), the sandbox used for local runs ([`sandbox`]), webhook signatures
-//! ([`signature`]) and the webhook events ordering understands ([`webhook`]).
+//! adapter ([`stripe`]), the sandbox used for local runs with its checkout page ([`sandbox`]),
+//! webhook signatures ([`signature`]) and the webhook events ordering understands
+//! ([`webhook`]).
 
 pub mod provider;
 pub mod sandbox;
@@ -89,7 +90,8 @@ pub struct PaymentStarted {
     pub provider: String,
     /// Checkout session.
     pub session_id: String,
-    /// Where the buyer pays.
+    /// Where the buyer pays: the provider's page (an absolute URL), or for the sandbox a path
+    /// on this API's origin (`/v1/payments/sandbox/checkout/{session}`).
     pub checkout_url: String,
     /// Pay before this time (UTC).
     pub payment_deadline: DateTime<Utc>,

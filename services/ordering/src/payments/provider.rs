@@ -8,10 +8,10 @@ use pulse_kit::settings::{Secret, SettingError, ordering as vars};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::sandbox::SandboxProvider;
+use super::sandbox::{SandboxCheckout, SandboxProvider, SandboxWebhooks};
 use super::stripe::StripeProvider;
 use crate::settings::PaymentSettings;
-use crate::store::OrderRow;
+use crate::store::{OrderRow, Store};
 
 /// What to charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,21 @@ pub trait PaymentProvider: Send + Sync + 'static {
     async fn expire_checkout(&self, session_id: &str) -> Result<(), PaymentError>;
 }
 
+/// The webhook sender of the sandbox, signing with the first of `webhook_secrets`.
+fn sandbox_webhooks(
+    webhook_url: &str,
+    webhook_secrets: &[Secret],
+) -> Result<SandboxWebhooks, SettingError> {
+    let secret = webhook_secrets.first().ok_or_else(|| {
+        SettingError::new(
+            &vars::PAYMENT_WEBHOOK_SECRET,
+            "the sandbox needs a secret to sign its webhooks with",
+        )
+    })?;
+    SandboxWebhooks::new(webhook_url, secret.clone())
+        .map_err(|err| SettingError::new(&vars::PAYMENT_PROVIDER, err.to_string()))
+}
+
 /// The provider `settings` choose; the sandbox signs its webhooks with the first secret. An
 /// error names the setting at fault.
 pub fn from_settings(
@@ -115,18 +130,14 @@ pub fn from_settings(
 ) -> Result<Arc<dyn PaymentProvider>, SettingError> {
     let failed = |setting, err: PaymentError| SettingError::new(setting, err.to_string());
     Ok(match settings {
-        PaymentSettings::Sandbox { webhook_url, delay } => {
-            let secret = webhook_secrets.first().ok_or_else(|| {
-                SettingError::new(
-                    &vars::PAYMENT_WEBHOOK_SECRET,
-                    "the sandbox needs a secret to sign its webhooks with",
-                )
-            })?;
-            Arc::new(
-                SandboxProvider::new(webhook_url, secret.clone(), *delay)
-                    .map_err(|err| failed(&vars::PAYMENT_PROVIDER, err))?,
-            )
-        }
+        PaymentSettings::Sandbox {
+            webhook_url,
+            auto_pay_after,
+            ..
+        } => Arc::new(SandboxProvider::new(
+            sandbox_webhooks(webhook_url, webhook_secrets)?,
+            *auto_pay_after,
+        )),
         PaymentSettings::Stripe {
             base_url,
             api_key,
@@ -136,6 +147,27 @@ pub fn from_settings(
                 .map_err(|err| failed(&vars::PAYMENT_PROVIDER, err))?,
         ),
     })
+}
+
+/// The flow behind the sandbox's checkout pages over `store`, when `settings` choose the
+/// sandbox (a real provider serves its own pages).
+pub fn sandbox_checkout(
+    settings: &PaymentSettings,
+    webhook_secrets: &[Secret],
+    store: Store,
+) -> Result<Option<SandboxCheckout>, SettingError> {
+    match settings {
+        PaymentSettings::Sandbox {
+            webhook_url,
+            return_url,
+            ..
+        } => Ok(Some(SandboxCheckout::new(
+            store,
+            sandbox_webhooks(webhook_url, webhook_secrets)?,
+            return_url,
+        ))),
+        PaymentSettings::Stripe { .. } => Ok(None),
+    }
 }
 
 #[cfg(test)]

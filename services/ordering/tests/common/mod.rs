@@ -1,6 +1,6 @@
 //! A Pulse server for one test: its own database, real Redis and Kafka, its own keyspace,
 //! marketing and/or ordering, HS256 tokens.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, unused_imports)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Deref;
