@@ -149,12 +149,12 @@ pub enum SpecError {
     },
     /// The tenant has no `spec.payments` (stored before the field became required).
     #[error(
-        "spec.payments is missing, so nothing is deployed: ordering would fall back to the sandbox provider, which pays every order by itself. Add spec.payments with provider stripe and secretRef (a Secret with keys api-key and webhook-secret), or provider sandbox on a tenant with spec.development: true"
+        "spec.payments is missing, so nothing is deployed: ordering would fall back to the sandbox provider, which lets anyone pay any order with no real money. Add spec.payments with provider stripe and secretRef (a Secret with keys api-key and webhook-secret), or provider sandbox on a tenant with spec.development: true"
     )]
     NoPaymentProvider,
     /// The sandbox provider on a tenant that is not a development one.
     #[error(
-        "spec.payments.provider sandbox pays every order by itself and is for development only: set spec.development: true on a development cluster, or use provider stripe with spec.payments.secretRef"
+        "spec.payments.provider sandbox lets anyone pay any order with no real money and is for development only: set spec.development: true on a development cluster, or use provider stripe with spec.payments.secretRef"
     )]
     SandboxOutsideDevelopment,
     /// Stripe without its credentials.

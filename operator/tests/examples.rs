@@ -281,13 +281,13 @@ fn broken_tenants_are_refused() {
     assert_refused(
         &set(fr.clone(), "/spec/development", json!(false)),
         None,
-        "payments.provider sandbox pays every order by itself",
+        "payments.provider sandbox lets anyone pay any order with no real money",
         "sandbox without development",
     );
     assert_refused(
         &remove(fr.clone(), "/spec", "development"),
         None,
-        "payments.provider sandbox pays every order by itself",
+        "payments.provider sandbox lets anyone pay any order with no real money",
         "sandbox with development left to its default",
     );
     assert_refused(

@@ -404,7 +404,7 @@ async fn an_invalid_spec_is_degraded_without_touching_anything() {
 }
 
 /// A tenant stored before `spec.payments` became required: nothing is deployed (ordering would
-/// fall back to a provider that pays by itself), and the status says what to add.
+/// fall back to the sandbox, where anyone pays any order), and the status says what to add.
 #[tokio::test]
 async fn a_tenant_without_a_payment_provider_is_degraded_without_deploying() {
     let mut t = finalized(tenant());

@@ -50,7 +50,7 @@ const QUANTITY: &str = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$";
     validation = kube::core::Rule::new("self.country.code == oldSelf.country.code")
         .message("country.code is immutable"),
     validation = kube::core::Rule::new("!has(self.payments) || self.payments.provider != 'sandbox' || (has(self.development) && self.development)")
-        .message("payments.provider sandbox pays every order by itself and is for development only: set development: true on a development cluster, or use provider stripe with payments.secretRef"),
+        .message("payments.provider sandbox lets anyone pay any order with no real money and is for development only: set development: true on a development cluster, or use provider stripe with payments.secretRef"),
     validation = kube::core::Rule::new("!has(self.sms) || self.sms.provider != 'sandbox' || (has(self.development) && self.development)")
         .message("sms.provider sandbox writes sign-in codes to a file instead of sending them and is for development only: set development: true on a development cluster, or use provider twilio with sms.account, sms.from and sms.authToken")
 )]
@@ -79,7 +79,7 @@ pub struct CountryTenantSpec {
     /// References to Secrets in namespace `pulse-<code>` (never the values themselves).
     pub secrets: SecretRefs,
     /// How `ordering` takes payments. Required: a tenant must choose its provider explicitly,
-    /// because `ordering`'s own fallback, `sandbox`, pays every order by itself.
+    /// because `ordering`'s own fallback, `sandbox`, lets anyone pay any order with no real money.
     // An `Option` only so that a tenant stored before the field existed can still be read, and
     // be reported as `Degraded` instead of deployed; the schema requires it.
     #[serde(skip_serializing_if = "Option::is_none")]
