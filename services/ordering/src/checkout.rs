@@ -135,6 +135,9 @@ impl Checkout {
             .marketing
             .validate(voucher, buyer, subtotal_minor, currency)
             .await?;
+        if validation.unknown {
+            return Err(VoucherCallError::NotFound(voucher));
+        }
         if !validation.valid {
             return Err(VoucherCallError::Rejected(validation.rejection));
         }

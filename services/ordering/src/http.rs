@@ -170,9 +170,9 @@ pub async fn get_product(
     responses((status = 201, body = OrderView),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 404, body = Problem, content_type = "application/problem+json", description = "product-not-found"),
+              (status = 404, body = Problem, content_type = "application/problem+json", description = "product-not-found, or voucher-not-found (no such voucher)"),
               (status = 409, body = Problem, content_type = "application/problem+json", description = "out-of-stock"),
-              (status = 422, body = Problem, content_type = "application/problem+json", description = "voucher-rejected or invalid input"),
+              (status = 422, body = Problem, content_type = "application/problem+json", description = "voucher-rejected (someone else's, used or held, another currency) or invalid input"),
               (status = 503, body = Problem, content_type = "application/problem+json", description = "product-busy, marketing-unavailable or marketing-circuit-open (Retry-After)")),
     security(("bearer" = [])))]
 pub async fn place_order(

@@ -19,6 +19,9 @@ pub enum VoucherCallError {
     /// Marketing answered: the voucher cannot be used (its reason).
     #[error("{0}")]
     Rejected(String),
+    /// Marketing knows no such voucher.
+    #[error("no voucher {0}")]
+    NotFound(Uuid),
     /// Marketing did not answer in time or failed, even after retries.
     #[error("marketing is unavailable: {0}")]
     Unavailable(String),
@@ -36,6 +39,8 @@ pub struct Validation {
     pub discount_minor: i64,
     /// Why not, when not.
     pub rejection: String,
+    /// Not usable because marketing knows no such voucher.
+    pub unknown: bool,
 }
 
 /// The client.
@@ -198,6 +203,7 @@ impl MarketingClient {
         Ok(Validation {
             valid: answer.valid,
             discount_minor: answer.discount_minor,
+            unknown: answer.rejection() == pb::VoucherRejection::NotFound,
             rejection,
         })
     }

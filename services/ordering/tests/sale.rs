@@ -249,6 +249,19 @@ async fn a_voucher_takes_its_value_off_once_and_comes_back_when_the_order_dies()
             .contains("someone else")
     );
 
+    // A voucher that does not exist is not found, like an unknown product.
+    let (status, problem, _) = app
+        .order(
+            &jane,
+            &json!({ "productId": pid, "voucherId": uuid::Uuid::new_v4() }),
+        )
+        .await;
+    assert_eq!(
+        (status, kind(&problem).as_str()),
+        (404, "voucher-not-found")
+    );
+    assert_eq!(problem["field"], "voucherId");
+
     let (status, order, _) = app
         .order(&jane, &json!({ "productId": pid, "voucherId": voucher }))
         .await;

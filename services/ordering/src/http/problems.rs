@@ -74,6 +74,16 @@ impl From<VoucherCallError> for Problem {
             )
             .with_detail(reason)
             .with("field", "voucherId"),
+            // Like an unknown product or slot: the named thing is not there.
+            VoucherCallError::NotFound(voucher) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "voucher-not-found",
+                "Voucher not found",
+            )
+            .with_detail(format!(
+                "no voucher {voucher}: use the id of one in your wallet (GET /v1/vouchers), or order without a voucher"
+            ))
+            .with("field", "voucherId"),
             VoucherCallError::Unavailable(why) => retry_after(
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
