@@ -26,13 +26,13 @@ const WORDS = {
     tooLate: 'trop tard', cancelled: 'Annulé', reschedule: 'Déplacer', move: 'Déplacer mon rendez-vous ici', nearMe: 'Autour de moi',
     seeSlots: 'Voir les créneaux', buy: 'Acheter', pay: 'Payer', paid: 'Payé', alreadyBought: 'déjà acheté', soldOut: 'Épuisé',
     startsIn: 'Début dans', left: 'Il reste', pending: 'En attente de paiement', wallet: 'Portefeuille', search_: 'Rechercher',
-    city: 'Ville', next: 'Semaine suivante'},
+    city: 'Ville', next: 'Semaine suivante', specialty: 'Spécialité'},
   de: {search: 'Arzt finden', signIn: 'Code senden', signInSubmit: 'Anmelden', book: 'Diesen Termin buchen',
     booked: 'Ihr Termin ist gebucht', appointments: 'Meine Termine', cancel: 'Absagen', yesCancel: 'Ja, absagen',
     tooLate: 'zu spät', cancelled: 'Abgesagt', reschedule: 'Verlegen', move: 'Meinen Termin hierher verlegen', nearMe: 'In meiner Nähe',
     seeSlots: 'Freie Termine ansehen', buy: 'Jetzt kaufen', pay: 'Jetzt bezahlen', paid: 'Bezahlt', alreadyBought: 'schon gekauft',
     soldOut: 'Ausverkauft', startsIn: 'Beginnt in', left: 'Noch', pending: 'Wartet auf Zahlung', wallet: 'Gutscheine',
-    search_: 'Suchen', city: 'Stadt', next: 'Nächste Woche'},
+    search_: 'Suchen', city: 'Stadt', next: 'Nächste Woche', specialty: 'Fachrichtung'},
 };
 
 const VIEWPORTS = {
@@ -129,11 +129,13 @@ async function bookingJourney(page, country, words, run, {keyboard}) {
     await page.keyboard.type(doctor.city);
     await page.keyboard.press('Enter');
   } else {
+    await page.getByLabel(words.specialty).selectOption('dermatology');
     await page.getByLabel(words.city).fill(doctor.city);
     await page.getByRole('button', {name: words.search_, exact: true}).click();
   }
   const card = page.locator('.card', {hasText: doctor.name});
   await card.waitFor();
+  if (!keyboard) assert.match(page.url(), /specialty=dermatology/, 'the search names the specialty');
   await page.getByRole('button', {name: words.nearMe}).click();
   await page.waitForURL(/near=/);
   await page.locator('.card', {hasText: doctor.name}).waitFor();
