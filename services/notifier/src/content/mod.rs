@@ -104,6 +104,49 @@ fn files(
     }
 }
 
+/// The environment every template is compiled in: syntax, strictness, escaping.
+fn environment() -> Result<Environment<'static>, ContentError> {
+    let mut env = Environment::new();
+    // Block tags on their own lines leave no blank lines behind.
+    let syntax = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .build()
+        .map_err(|e| load_error("syntax", e))?;
+    env.set_syntax(syntax);
+    // A misspelt variable is an error, not a silently empty sentence.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    Ok(env)
+}
+
+/// The embedded source of template `name` (`fr/_layout.txt`, `de/OrderPaid.html`).
+fn source_of(name: &str) -> Option<&'static str> {
+    let (lang, file) = name.split_once('/')?;
+    let language = Language::ALL.into_iter().find(|l| l.as_str() == lang)?;
+    let ((text_layout, html_layout), kinds) = files(language);
+    match file {
+        "_layout.txt" => Some(text_layout),
+        "_layout.html" => Some(html_layout),
+        _ => {
+            let (kind, flavour) = file.rsplit_once('.')?;
+            if !matches!(flavour, "txt" | "html") {
+                return None;
+            }
+            kinds
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, source)| source)
+        }
+    }
+}
+
 /// The templates, loaded once; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Templates {
@@ -111,35 +154,25 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Loads the templates embedded in the binary. Fails if one does not compile.
+    /// Loads the templates embedded in the binary. Fails if one does not compile: every one is
+    /// compiled here once, then dropped; the environment kept compiles each template the first
+    /// time it is rendered (a process that sends no e-mail of a kind holds none of its compiled
+    /// templates: about 3 MB for all of them).
     pub fn load() -> Result<Self, ContentError> {
-        let mut env = Environment::new();
-        // Block tags on their own lines leave no blank lines behind.
-        let syntax = SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(|e| load_error("syntax", e))?;
-        env.set_syntax(syntax);
-        // A misspelt variable is an error, not a silently empty sentence.
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html") {
-                AutoEscape::Html
-            } else {
-                AutoEscape::None
-            }
-        });
+        let mut check = environment()?;
         for language in Language::ALL {
             let lang = language.as_str();
             let ((text_layout, html_layout), kinds) = files(language);
-            env.add_template_owned(format!("{lang}/_layout.txt"), text_layout)
+            check
+                .add_template_owned(format!("{lang}/_layout.txt"), text_layout)
                 .map_err(|e| load_error(lang, e))?;
-            env.add_template_owned(format!("{lang}/_layout.html"), html_layout)
+            check
+                .add_template_owned(format!("{lang}/_layout.html"), html_layout)
                 .map_err(|e| load_error(lang, e))?;
             for (kind, source) in kinds {
                 for flavour in ["txt", "html"] {
-                    env.add_template_owned(format!("{lang}/{kind}.{flavour}"), source)
+                    check
+                        .add_template_owned(format!("{lang}/{kind}.{flavour}"), source)
                         .map_err(|e| ContentError {
                             kind: kind.to_owned(),
                             language: lang,
@@ -148,6 +181,9 @@ impl Templates {
                 }
             }
         }
+        drop(check);
+        let mut env = environment()?;
+        env.set_loader(|name| Ok(source_of(name).map(str::to_owned)));
         Ok(Self { env: Arc::new(env) })
     }
 
