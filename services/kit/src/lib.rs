@@ -21,6 +21,7 @@ pub mod http;
 pub mod idempotency;
 pub mod kafka;
 pub mod metrics;
+pub mod money;
 pub mod openapi;
 pub mod outbox;
 pub mod problem;

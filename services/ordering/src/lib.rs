@@ -7,8 +7,8 @@
 //! [`reservations`]), [`payments`] pays, cancels, refunds and applies the provider's webhooks
 //! (the [`sweeper`] calls it for unpaid orders past their deadline). [`store`] is the
 //! PostgreSQL adapter, [`permit`] the per-product concurrency permit, [`marketing_client`]
-//! marketing's vouchers over gRPC behind a circuit breaker, [`money`] writes amounts as buyers
-//! read them, and [`http`] is the thin API over the flows. Settings are read once, before the
+//! marketing's vouchers over gRPC behind a circuit breaker, and [`http`] is the thin API over
+//! the flows. Settings are read once, before the
 //! component exists ([`settings`], [`Ordering::read`]).
 
 pub mod catalogue;
@@ -16,7 +16,6 @@ pub mod checkout;
 pub mod domain;
 pub mod http;
 pub mod marketing_client;
-pub mod money;
 pub mod payments;
 pub mod permit;
 pub mod reservations;

@@ -9,9 +9,6 @@ use chrono_tz::Tz;
 
 use crate::domain::Language;
 
-const NBSP: char = '\u{a0}';
-const NARROW_NBSP: char = '\u{202f}';
-
 /// Day names, Monday first, in full then abbreviated.
 fn weekday_names(language: Language) -> ([&'static str; 7], [&'static str; 7]) {
     match language {
@@ -205,97 +202,11 @@ pub fn time_of_day(at: DateTime<Utc>, tz: Tz) -> String {
     format!("{:02}:{:02} ({})", l.hour, l.minute, l.offset)
 }
 
-/// How a locale writes amounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MoneyStyle {
-    /// Between groups of three digits.
-    group: char,
-    /// Before the minor digits.
-    decimal: char,
-    /// The symbol goes after the number (`12,50 €`) rather than before (`£12.50`).
-    symbol_after: bool,
-}
-
-impl MoneyStyle {
-    /// The style of a BCP 47 locale; English conventions for languages not listed.
-    fn of_locale(locale: &str) -> Self {
-        let language = locale
-            .split(['-', '_'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        match language.as_str() {
-            // French groups with a narrow no-break space (the CLDR choice).
-            "fr" => Self {
-                group: NARROW_NBSP,
-                decimal: ',',
-                symbol_after: true,
-            },
-            "de" | "es" | "it" | "pt" => Self {
-                group: '.',
-                decimal: ',',
-                symbol_after: true,
-            },
-            _ => Self {
-                group: ',',
-                decimal: '.',
-                symbol_after: false,
-            },
-        }
-    }
-}
-
-/// The symbol of `currency` in `locale`, if it has a well-known one; other currencies are
-/// written with their ISO code.
-fn currency_symbol(currency: &str, locale: &str) -> Option<&'static str> {
-    match currency {
-        "EUR" => Some("€"),
-        "GBP" => Some("£"),
-        "JPY" => Some("¥"),
-        // A bare `$` is only unambiguous to American readers.
-        "USD" if locale.ends_with("-US") || locale.ends_with("_US") => Some("$"),
-        "USD" => Some("US$"),
-        _ => None,
-    }
-}
-
-/// `amount_minor` minor units of `currency` as readers in `locale` write it: `1 234,50 €`
-/// (fr), `1.234,50 €` (de), `£1,234.50` (en-GB), `$1,234.50` (en-US), `¥1,234` (JPY has no
-/// minor unit). A currency without a well-known symbol shows its code where the symbol
-/// would be (`1 234,50 CHF`, `CHF 1,234.50`). Spaces are no-break so amounts never wrap.
+/// `amount_minor` minor units of `currency` as readers in `locale` write it (see
+/// [`pulse_kit::money::format`]): `1 234,50 €` (fr), `£1,234.50` (en-GB); spaces are no-break
+/// so amounts never wrap.
 pub fn money(amount_minor: i64, currency: &str, locale: &str) -> String {
-    let style = MoneyStyle::of_locale(locale);
-    let digits = u32::from(pulse_kit::config::currency_minor_digits(currency).unwrap_or(2));
-    let scale = 10u64.pow(digits);
-    let magnitude = amount_minor.unsigned_abs();
-    let (units, minor) = (magnitude / scale, magnitude % scale);
-
-    let mut number = group_thousands(units, style.group);
-    if digits > 0 {
-        number.push(style.decimal);
-        number.push_str(&format!("{minor:0width$}", width = digits as usize));
-    }
-
-    let sign = if amount_minor < 0 { "-" } else { "" };
-    match currency_symbol(currency, locale) {
-        Some(symbol) if style.symbol_after => format!("{sign}{number}{NBSP}{symbol}"),
-        Some(symbol) => format!("{sign}{symbol}{number}"),
-        None if style.symbol_after => format!("{sign}{number}{NBSP}{currency}"),
-        None => format!("{sign}{currency}{NBSP}{number}"),
-    }
-}
-
-/// `1234567` → `1,234,567` with `separator`.
-fn group_thousands(value: u64, separator: char) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 * 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(separator);
-        }
-        out.push(c);
-    }
-    out
+    pulse_kit::money::format(amount_minor, currency, locale)
 }
 
 #[cfg(test)]
@@ -308,7 +219,7 @@ mod tests {
 
     /// Spaces made visible so expectations are readable.
     fn visible(s: &str) -> String {
-        s.replace(NBSP, "_").replace(NARROW_NBSP, "^")
+        s.replace('\u{a0}', "_").replace('\u{202f}', "^")
     }
 
     const PARIS: Tz = chrono_tz::Europe::Paris;
@@ -424,9 +335,6 @@ mod tests {
             "123^456^789,00_€"
         );
         assert_eq!(money(1_000_000, "JPY", "en-US"), "¥1,000,000");
-        assert_eq!(group_thousands(12, ','), "12");
-        assert_eq!(group_thousands(123, ','), "123");
-        assert_eq!(group_thousands(1234, ','), "1,234");
         // Never expected, but must not panic or lose the sign.
         assert_eq!(money(-150, "GBP", "en-GB"), "-£1.50");
     }

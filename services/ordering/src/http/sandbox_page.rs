@@ -25,10 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pulse_kit::config::CountryConfig;
 
-use crate::money;
 use crate::payments::sandbox::{
     CHECKOUT_PATH, SandboxCheckout, Session, SessionError, SessionState,
 };
+use pulse_kit::money;
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -1,7 +1,8 @@
 //! Amounts as buyers read them: integer minor units of an ISO 4217 currency, written the way
 //! the country's locale writes money (`19,90 €` in `fr-FR` and `de-DE`, `€19.90` in English).
 //! Integer arithmetic only, never floats; the number of minor digits comes from the currency
-//! (2 for EUR, 0 for JPY, 3 for KWD). The same conventions as the notifier's messages.
+//! (2 for EUR, 0 for JPY, 3 for KWD). Notifier's messages and ordering's sandbox checkout page
+//! write amounts with it.
 
 /// No-break space: between the number and a symbol after it, so an amount never wraps.
 const NBSP: char = '\u{a0}';
@@ -69,7 +70,7 @@ fn symbol(currency: &str, locale: &str) -> Option<&'static str> {
 pub fn format(amount_minor: i64, currency: &str, locale: &str) -> String {
     let currency = currency.to_ascii_uppercase();
     let style = Style::of_locale(locale);
-    let digits = u32::from(pulse_kit::config::currency_minor_digits(&currency).unwrap_or(2));
+    let digits = u32::from(crate::config::currency_minor_digits(&currency).unwrap_or(2));
     let scale = 10u64.pow(digits);
     let magnitude = amount_minor.unsigned_abs();
     let (units, minor) = (magnitude / scale, magnitude % scale);
