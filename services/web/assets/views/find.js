@@ -6,6 +6,9 @@ import {t, problemText} from '../i18n.js';
 import {addDays, dateTime, day, fill, h, localDate, money, newKey, shortDay, time} from '../lib.js';
 import {signInForm} from './signin.js';
 
+/** `1 rue de la Paix, Paris`, without the city twice when the address already names it. */
+const place = (who) => (who.address.endsWith(who.city) ? who.address : `${who.address}, ${who.city}`);
+
 const SPECIALTIES = [
   'general-practice', 'dentistry', 'dermatology', 'pediatrics', 'ophthalmology',
   'gynecology', 'cardiology', 'physiotherapy', 'psychiatry',
@@ -16,6 +19,7 @@ export async function search(main, params, ctx) {
   const specialty = params.get('specialty') || '';
   const city = params.get('city') || '';
   const near = params.get('near') || '';
+  const pageNumber = Math.max(1, Number.parseInt(params.get('page') || '1', 10) || 1);
   const results = h('section', {'aria-labelledby': 'results-title', class: 'results'});
   const locating = h('p', {class: 'hint', role: 'status'});
   const form = h('form', {class: 'search', role: 'search', onsubmit: (event) => {
@@ -44,7 +48,7 @@ export async function search(main, params, ctx) {
       h('p', {class: 'hint'}, t('search.start')));
     return;
   }
-  const query = new URLSearchParams({page_size: '20'});
+  const query = new URLSearchParams({page_size: '20', page: String(pageNumber)});
   if (specialty) query.set('specialty', specialty);
   if (city) query.set('city', city);
   if (near) query.set('near', near);
@@ -56,17 +60,31 @@ export async function search(main, params, ctx) {
       page.items.length === 0 ? h('p', {}, t('search.none')) :
         h('ul', {class: 'cards'}, page.items.map((hit) => h('li', {class: 'card'},
           h('h3', {}, h('a', {href: `#/practitioners/${hit.id}`}, hit.name)),
-          h('p', {}, t(`specialty.${hit.specialty}`, {}, hit.specialty), ' · ', hit.address, ', ', hit.city,
+          h('p', {}, t(`specialty.${hit.specialty}`, {}, hit.specialty), ' · ', place(hit),
             hit.distanceKm == null ? '' : ` · ${t('search.distance', {km: hit.distanceKm.toFixed(1)})}`),
           h('p', {}, t('search.price', {price: money(hit.consultationPriceMinor, hit.currency)})),
           hit.availableSlots.length ?
             h('p', {}, t('search.next', {when: dateTime(hit.availableSlots[0].start)})) :
             h('p', {class: 'hint'}, t('search.noSlot')),
           h('a', {class: 'button', href: `#/practitioners/${hit.id}`,
-            'aria-label': t('search.seeSlotsOf', {name: hit.name})}, t('search.seeSlots'))))));
+            'aria-label': t('search.seeSlotsOf', {name: hit.name})}, t('search.seeSlots'))))),
+      pager(params, pageNumber, page.page * page.pageSize < page.total));
   } catch (error) {
     fill(results, h('p', {class: 'error', role: 'alert'}, problemText(error)));
   }
+}
+
+/** Links to the previous and next pages of results. */
+function pager(params, pageNumber, more) {
+  const to = (n) => {
+    const query = new URLSearchParams(params);
+    query.set('page', String(n));
+    return `#/?${query}`;
+  };
+  if (pageNumber === 1 && !more) return null;
+  return h('nav', {class: 'week-nav', 'aria-label': t('search.pages')},
+    pageNumber > 1 ? h('a', {class: 'button', href: to(pageNumber - 1)}, t('search.previousPage')) : null,
+    more ? h('a', {class: 'button', href: to(pageNumber + 1)}, t('search.nextPage')) : null);
 }
 
 function nearMe(specialty, status, ctx) {
@@ -124,7 +142,7 @@ export async function practitioner(main, params, ctx) {
   })}`}, label);
   fill(main,
     h('h1', {}, who.name),
-    h('p', {}, t(`specialty.${who.specialty}`, {}, who.specialty), ' · ', who.address, ', ', who.city),
+    h('p', {}, t(`specialty.${who.specialty}`, {}, who.specialty), ' · ', place(who)),
     h('p', {}, t('search.price', {price: money(who.consultationPriceMinor, who.currency)}),
       who.languages.length ? ` · ${t('practitioner.speaks', {languages: who.languages.join(', ')})}` : ''),
     moving ? h('p', {class: 'notice'}, t('practitioner.moving')) : null,
