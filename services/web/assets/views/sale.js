@@ -97,7 +97,10 @@ export async function order(main, params, ctx) {
   fill(main, h('h1', {}, t('order.title')), box);
   let last = '';
   const payKey = newKey();
+  // A paid or cancelled order changes no more: polling stops there.
+  const settled = () => ['PAID', 'CANCELLED', 'REFUNDED'].includes(last);
   const poll = async () => {
+    if (settled()) return;
     let o;
     try {
       o = await api('GET', `/v1/orders/${encodeURIComponent(id)}`);
