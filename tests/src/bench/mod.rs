@@ -6,6 +6,7 @@ pub mod operator;
 pub mod search;
 pub mod seckill;
 pub mod server;
+pub mod wrk;
 
 use std::time::Duration;
 

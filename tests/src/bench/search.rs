@@ -5,9 +5,9 @@
 //! `redis-benchmark` GET of a value of the answer's size at the same concurrency, the floor of
 //! any cache in front of Redis.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use pulse_kit::testing::{self, TestDatabase, redis_connection};
 use serde_json::json;
 
@@ -83,7 +83,7 @@ pub async fn run() -> anyhow::Result<()> {
         "bench: {QUERY} by {CONCURRENCY} clients for {} s through Pulse",
         DURATION.as_secs()
     );
-    let pulse = through_pulse(&client, &format!("{base}{QUERY}")).await?;
+    let pulse = through_pulse(&format!("{base}{QUERY}")).await?;
     let usage = server.stop().await;
     let pulse = Measurement {
         peak_rss_mib: Some(usage.peak_rss_mib),
@@ -100,45 +100,26 @@ pub async fn run() -> anyhow::Result<()> {
     print_table(&[pulse, reference]);
     println!();
     println!(
-        "Pulse: a separate `pulse serve --target all`: HTTP → rate limit (Redis) → search cache → JSON; {found} practitioners."
+        "Pulse: a separate `pulse serve --target all`, driven by wrk: HTTP → rate limit (Redis) → search cache → JSON; {found} practitioners."
     );
     println!("redis-benchmark: GET of a value as large as Pulse's answer, straight to Redis.");
     Ok(())
 }
 
-/// `CONCURRENCY` clients asking `url` for `DURATION`; every answer must be 200.
-async fn through_pulse(client: &reqwest::Client, url: &str) -> anyhow::Result<Measurement> {
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (client, url) = (client.clone(), url.to_owned());
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            while started.elapsed() < DURATION {
-                let asked = Instant::now();
-                let response = client.get(&url).send().await?;
-                let status = response.status();
-                response.bytes().await?;
-                if !status.is_success() {
-                    bail!("GET {url}: {status}");
-                }
-                latencies.push(asked.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        });
-    }
-    let mut latencies = Vec::new();
-    while let Some(done) = workers.join_next().await {
-        latencies.extend(done.context("a client task")??);
+/// `CONCURRENCY` wrk connections asking `url` for `DURATION`; every answer must be 200.
+async fn through_pulse(url: &str) -> anyhow::Result<Measurement> {
+    let run = super::wrk::run(url, CONCURRENCY, super::wrk::Load::Repeat(DURATION)).await?;
+    if run.with_status(200) != run.requests {
+        bail!("GET {url}: answers by status {:?}", run.statuses);
     }
     Ok(Measurement {
         scenario: "search".into(),
         system: "pulse".into(),
         concurrency: CONCURRENCY,
-        requests: latencies.len(),
-        succeeded: latencies.len(),
-        elapsed: started.elapsed(),
-        latencies,
+        requests: run.requests,
+        succeeded: run.requests,
+        elapsed: run.elapsed(),
+        latencies: run.latencies(),
         peak_rss_mib: None,
     })
 }

@@ -16,7 +16,7 @@ use pulse_marketing::seckill::{LoadSpec, RESERVE_SCRIPT, Seckill};
 use redis::AsyncCommands;
 use serde_json::json;
 
-use super::server::{ServerProcess, Usage};
+use super::server::ServerProcess;
 use super::{Measurement, percentiles_as_samples, print_table};
 
 /// Vouchers on sale in each run.
@@ -69,9 +69,9 @@ pub async fn run() -> anyhow::Result<()> {
     eprintln!(
         "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
     );
-    let (server_before, bench_before) = (server.usage(), Usage::of(std::process::id()));
-    let measured = pulse_run(&client, &base, campaign, tokens).await?;
-    let (server_after, bench_after) = (server.usage(), Usage::of(std::process::id()));
+    let server_before = server.usage();
+    let (measured, generator_cpu_us) = pulse_run(&base, campaign, &tokens).await?;
+    let server_after = server.usage();
     let won = measured.succeeded;
 
     // Oversell check: every reservation becomes one order; no more than the stock, no user twice.
@@ -124,17 +124,14 @@ pub async fn run() -> anyhow::Result<()> {
         "oversold: pulse {}, redis-benchmark {} (orders or reservations beyond the stock, plus any negative Redis stock; must be 0)",
         pulse.oversold, reference.oversold
     );
-    let per_attempt = |after: Usage, before: Usage| {
-        (after.cpu_seconds - before.cpu_seconds) * 1e6 / ATTEMPTS as f64
-    };
     println!(
-        "CPU per attempt: server {:.0} µs, load generator {:.0} µs",
-        per_attempt(server_after, server_before),
-        per_attempt(bench_after, bench_before)
+        "CPU per attempt: server {:.0} µs (with the orders made meanwhile), load generator (wrk) {:.0} µs",
+        (server_after.cpu_seconds - server_before.cpu_seconds) * 1e6 / ATTEMPTS as f64,
+        generator_cpu_us / ATTEMPTS as f64
     );
     println!();
     println!(
-        "Pulse: a separate `pulse serve --target all`; buyers opened the sale page first; HTTP (Idempotency-Key) → EdDSA token (checked at the page) → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
+        "Pulse: a separate `pulse serve --target all`, driven by wrk; buyers opened the sale page first; HTTP (Idempotency-Key) → EdDSA token (checked at the page) → the reservation script with the user's attempt rate and the key (one Redis round trip) → 202; orders made by the stream consumer."
     );
     println!(
         "redis-benchmark: EVALSHA of the same script straight to Redis (random users), the ceiling of the design."
@@ -173,71 +170,56 @@ async fn open_sale_page(
     Ok(())
 }
 
+/// Every buyer tries once, through wrk (one distinct buyer and key per request); also wrk's CPU
+/// time, µs.
 async fn pulse_run(
-    client: &reqwest::Client,
     base: &str,
     campaign: &str,
-    tokens: Arc<Vec<String>>,
-) -> anyhow::Result<Measurement> {
-    let next = Arc::new(AtomicUsize::new(0));
+    tokens: &[String],
+) -> anyhow::Result<(Measurement, f64)> {
     let url = format!("{base}/v1/seckill/{campaign}/orders");
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let client = client.clone();
-        let url = url.clone();
-        let tokens = Arc::clone(&tokens);
-        let next = Arc::clone(&next);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut won, mut refused, mut other) = (0usize, 0usize, 0usize);
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(token) = tokens.get(index) else {
-                    break;
-                };
-                let t = Instant::now();
-                // As a client does: one key per purchase, reused only by a retry.
-                let status = client
-                    .post(&url)
-                    .bearer_auth(token)
-                    .header("Idempotency-Key", format!("bench-attempt-{index}"))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                latencies.push(t.elapsed());
-                match status {
-                    202 => won += 1,
-                    409 => refused += 1,
-                    _ => other += 1,
-                }
-            }
-            (latencies, won, refused, other)
-        }));
+    // As a client does: one key per purchase, reused only by a retry.
+    let requests: Vec<Vec<(String, String)>> = tokens
+        .iter()
+        .enumerate()
+        .map(|(index, token)| {
+            vec![
+                ("Authorization".to_owned(), format!("Bearer {token}")),
+                (
+                    "Idempotency-Key".to_owned(),
+                    format!("bench-attempt-{index}"),
+                ),
+            ]
+        })
+        .collect();
+    let run = super::wrk::run(
+        &url,
+        CONCURRENCY,
+        super::wrk::Load::EachOnce {
+            method: "POST",
+            requests: &requests,
+        },
+    )
+    .await?;
+    let (won, refused) = (run.with_status(202), run.with_status(409));
+    if won + refused != run.requests || run.requests != tokens.len() {
+        bail!(
+            "{} attempts sent, answers by status {:?}: every attempt must get 202 or 409",
+            tokens.len(),
+            run.statuses
+        );
     }
-    let mut latencies = Vec::with_capacity(ATTEMPTS);
-    let (mut won, mut other) = (0, 0);
-    for task in tasks {
-        let (mut l, w, _refused, o) = task.await?;
-        latencies.append(&mut l);
-        won += w;
-        other += o;
-    }
-    let elapsed = started.elapsed();
-    if other > 0 {
-        bail!("{other} seckill attempts got neither 202 nor 409");
-    }
-    Ok(Measurement {
+    let measured = Measurement {
         scenario: "seckill".into(),
         system: "pulse".into(),
         concurrency: CONCURRENCY,
-        requests: latencies.len(),
+        requests: run.requests,
         succeeded: won,
-        elapsed,
-        latencies,
+        elapsed: run.elapsed(),
+        latencies: run.latencies(),
         peak_rss_mib: None,
-    })
+    };
+    Ok((measured, run.cpu_us))
 }
 
 async fn redis_connection() -> anyhow::Result<redis::aio::MultiplexedConnection> {
