@@ -47,6 +47,7 @@ METRICS = {
     "pulse_http_requests_total",
     "pulse_rate_limited_requests_total",
     "pulse_rate_limit_unavailable_total",
+    "pulse_rate_limit_leases_total",
     # booking
     "pulse_booking_appointments_total",
     "pulse_booking_slot_lock_bypassed_total",

@@ -1,8 +1,16 @@
 //! Per-client request rate limits at the edge (the country's `rateLimits`), shared by every
 //! replica through Redis.
 //!
-//! The limiter is GCRA (a token bucket without a refill job): one Lua script per request keeps
-//! a "theoretical arrival time" per client. A client is its token's subject when it sends a
+//! The limiter is GCRA (a token bucket without a refill job): a Lua script keeps a "theoretical
+//! arrival time" per client in Redis, the one bucket every replica draws from. A replica takes a
+//! client's tokens from it as a lease and spends the lease from memory: the first lease is one
+//! token, and each lease the client uses up within a second asks for twice as many, at most a
+//! quarter of the burst and 64 (with a burst under 8 every request is checked in Redis). A busy
+//! client so costs one Redis round trip per lease, not per request, and the bucket in Redis is
+//! still the limit: tokens are taken from it before they are spent. A lease a client leaves
+//! unused (it went quiet, or another replica serves it now) lapses after a second, so a client
+//! can be refused up to one lease early, or spend at most one lease per replica beyond its burst
+//! when it returns within that second. A client is its token's subject when it sends a
 //! valid token (the [`Principal`] that [`authenticate`](crate::auth::authenticate) stored), else its IP address (the first `X-Forwarded-For` hop when the deployment sits
 //! behind a trusted proxy). Over the limit: 429 problem+json with `Retry-After`. Redis
 //! unreachable: requests pass (the limit protects capacity; availability matters more) and
@@ -10,8 +18,10 @@
 //! caller in its own atomic step ([`RateLimiter::limited_by_flow`], the seckill attempt) is not
 //! checked here for signed-in callers, which saves a Redis round trip per request.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -23,23 +33,41 @@ use crate::auth::Principal;
 use crate::problem::Problem;
 use crate::redis::{LuaScript, RedisHandle};
 
-/// GCRA: allow when the new theoretical arrival time is within the burst tolerance.
-/// Returns `{allowed (1/0), retry_after_ms}`.
+/// GCRA for a lease of up to `ARGV[3]` tokens: grants as many as conform (the k-th conforms
+/// when `tat + (k - 1) * interval <= now + tolerance`), at least one or none.
+/// Returns `{granted, retry_after_ms}` (`retry_after_ms` when none is granted).
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance - interval
-if allow_at > now then
-  return {0, allow_at - now}
+if tat - tolerance > now then
+  return {0, tat - tolerance - now}
 end
+local granted = math.min(wanted, math.floor((now + tolerance - tat) / interval) + 1)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
-return {1, 0}
+return {granted, 0}
 ";
+
+/// How long a lease's unspent tokens stay spendable.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// The largest lease.
+const MAX_LEASE: u32 = 64;
+/// Clients whose leases are kept before lapsed ones are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// Tokens of one client this replica took from Redis and has not spent yet.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    remaining: u32,
+    /// The size last asked for.
+    size: u32,
+    expires: Instant,
+}
 
 /// A GCRA limit's parameters: `requests_per_second` sustained plus `burst` extra.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +97,9 @@ pub struct RateLimiter {
     interval_ms: u64,
     tolerance_ms: u64,
     trust_forwarded_for: bool,
+    /// The largest lease: a quarter of the burst, at most [`MAX_LEASE`], at least 1.
+    max_lease: u32,
+    leases: Mutex<HashMap<String, Lease>>,
     /// Operations (method, route template) whose flow limits a signed-in caller itself.
     limited_by_flow: crate::component::Operations,
     /// Operations never limited, for any caller (answers served from memory).
@@ -77,6 +108,8 @@ pub struct RateLimiter {
     pub limited: Counter,
     /// Requests let through unchecked because Redis did not answer.
     pub unavailable: Counter,
+    /// Leases taken from Redis (round trips that granted tokens).
+    pub leases_taken: Counter,
 }
 
 /// Paths never limited: probes, metrics and the API description.
@@ -102,10 +135,13 @@ impl RateLimiter {
             interval_ms,
             tolerance_ms,
             trust_forwarded_for,
+            max_lease: (burst / 4).clamp(1, MAX_LEASE),
+            leases: Mutex::new(HashMap::new()),
             limited_by_flow: crate::component::Operations::default(),
             not_limited: crate::component::Operations::default(),
             limited: Counter::default(),
             unavailable: Counter::default(),
+            leases_taken: Counter::default(),
         }
     }
 
@@ -164,26 +200,76 @@ impl RateLimiter {
 
     /// `Ok(())` when the client may go on, `Err(retry_after_ms)` when over its limit.
     pub async fn check(&self, client: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let size = match self.spend_leased(client, now) {
+            Ok(()) => return Ok(()),
+            Err(size) => size,
+        };
         let key = format!("{{rl:{}:{client}}}", self.keyspace);
         let interval = self.interval_ms.to_string();
         let tolerance = self.tolerance_ms.to_string();
+        let wanted = size.to_string();
         let outcome = match self.redis.connection().await {
             Ok(mut conn) => {
                 self.script
-                    .run::<(i64, i64)>(&mut conn, &[&key], &[&interval, &tolerance])
+                    .run::<(i64, i64)>(&mut conn, &[&key], &[&interval, &tolerance, &wanted])
                     .await
             }
             Err(err) => Err(err),
         };
         match outcome {
-            Ok((1, _)) => Ok(()),
-            Ok((_, retry_after)) => Err(u64::try_from(retry_after).unwrap_or(1000)),
+            Ok((granted, _)) if granted >= 1 => {
+                self.leases_taken.inc();
+                // One token is this request's; the rest wait in memory.
+                let unspent = u32::try_from(granted - 1).unwrap_or(0);
+                self.keep_lease(client, unspent, size, now);
+                Ok(())
+            }
+            Ok((_, retry_after)) => Err(u64::try_from(retry_after).unwrap_or(1000).max(1)),
             Err(err) => {
                 self.unavailable.inc();
                 tracing::debug!(error = %err, "rate limit not checked: Redis unavailable");
                 Ok(())
             }
         }
+    }
+
+    /// Spends one of `client`'s leased tokens; when none is left, the lease size to ask Redis
+    /// for: twice the last when that lease was used up before it lapsed, else 1.
+    fn spend_leased(&self, client: &str, now: Instant) -> Result<(), u32> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match leases.get_mut(client) {
+            Some(lease) if lease.expires > now && lease.remaining > 0 => {
+                lease.remaining -= 1;
+                Ok(())
+            }
+            Some(lease) if lease.expires > now => {
+                Err(lease.size.saturating_mul(2).min(self.max_lease))
+            }
+            _ => Err(1),
+        }
+    }
+
+    /// Keeps `unspent` tokens of a lease of `size` for `client` until [`LEASE_TTL`] from `now`
+    /// (with what is left of a lease taken concurrently).
+    fn keep_lease(&self, client: &str, unspent: u32, size: u32, now: Instant) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.len() >= SWEEP_ABOVE {
+            leases.retain(|_, lease| lease.expires > now);
+        }
+        let lease = leases.entry(client.to_owned()).or_insert(Lease {
+            remaining: 0,
+            size,
+            expires: now,
+        });
+        if lease.expires <= now {
+            // A lapsed lease's tokens are gone, and its size starts over.
+            lease.remaining = 0;
+            lease.size = size;
+        }
+        lease.remaining = lease.remaining.saturating_add(unspent);
+        lease.size = lease.size.max(size);
+        lease.expires = now + LEASE_TTL;
     }
 }
 
@@ -265,6 +351,42 @@ mod tests {
             "one more after the interval"
         );
         assert!(limiter.check("alice").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_busy_client_asks_redis_once_per_lease_and_leases_double() {
+        let redis = RedisHandle::new(&crate::testing::redis_url()).expect("url");
+        let keyspace = crate::testing::unique("rllease");
+        // Burst 1,000: leases of 1, 2, 4, ... up to 64.
+        let limiter = RateLimiter::new(redis, &keyspace, 1000, 1000, false);
+        for i in 0..200 {
+            assert_eq!(limiter.check("busy").await, Ok(()), "request {i}");
+        }
+        // 1 + 2 + 4 + 8 + 16 + 32 + 64 = 127, then two leases of 64.
+        assert_eq!(limiter.leases_taken.get(), 9);
+    }
+
+    #[tokio::test]
+    async fn replicas_leasing_a_clients_tokens_share_one_bucket() {
+        let redis = RedisHandle::new(&crate::testing::redis_url()).expect("url");
+        let keyspace = crate::testing::unique("rlshare");
+        // 10 per second, burst 20: leases of up to 5 tokens.
+        let replicas = [
+            RateLimiter::new(redis.clone(), &keyspace, 10, 20, false),
+            RateLimiter::new(redis, &keyspace, 10, 20, false),
+        ];
+        let started = Instant::now();
+        let mut allowed = 0u64;
+        for i in 0..100 {
+            if replicas[i % 2].check("shared").await.is_ok() {
+                allowed += 1;
+            }
+        }
+        let refilled = u64::try_from(started.elapsed().as_millis() / 100).unwrap_or(u64::MAX);
+        // The burst plus the first token plus what refilled meanwhile, never more; at most a
+        // lease per replica is left unspent.
+        assert!(allowed <= 21 + refilled, "{allowed} allowed");
+        assert!(allowed + 2 * 5 >= 21, "{allowed} allowed");
     }
 
     #[tokio::test]

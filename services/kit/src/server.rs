@@ -469,6 +469,11 @@ pub async fn start(
         "Requests let through unchecked because Redis did not answer",
         limiter.unavailable.clone(),
     );
+    metrics.register(
+        "rate_limit_leases",
+        "Leases of a client's tokens taken from Redis (a busy client spends each from memory)",
+        limiter.leases_taken.clone(),
+    );
     tasks.spawn({
         let checker = health.spawn_checker(Duration::from_secs(1), shutdown.clone());
         async move {
