@@ -13,7 +13,7 @@ use pulse_kit::config::CountryConfig;
 use pulse_kit::db::in_transaction_span;
 use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
 use pulse_kit::metrics::preset;
-use pulse_kit::redis::{LockGuard, RedisHandle, RedisLock};
+use pulse_kit::redis::{LockGuard, LuaScript, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -79,6 +79,7 @@ impl Appointments {
             slot_locks: Arc::new(SlotLocks {
                 redis,
                 locks: RedisLock::new(),
+                mark_taken: LuaScript::new(MARK_TAKEN),
                 prefix: crate::redis_prefix(keyspace),
                 bypassed: Counter::default(),
             }),
@@ -111,6 +112,22 @@ impl Appointments {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         result
+    }
+
+    /// Whether another request holds `slot_id`'s lock now (a booking of the slot is running or
+    /// has just succeeded): a booking by `request` would be refused with
+    /// [`BookingError::SlotBeingBooked`], without effect. `false` when the lock is free, is
+    /// `request`'s own (its retry must reach its stored answer), marks a slot found taken, or
+    /// Redis cannot tell. A `true` is counted as a `conflict`, like the flow's own refusals.
+    pub async fn slot_held_by_another(&self, slot_id: Uuid, request: &IdempotencyKey) -> bool {
+        let held = self
+            .slot_locks
+            .held_by_another(slot_id, &lock_owner(request))
+            .await;
+        if held {
+            let _ = self.count::<()>("booked", Err(BookingError::SlotBeingBooked));
+        }
+        held
     }
 
     /// Bookings decided by the database guard alone because Redis was unreachable.
@@ -370,9 +387,25 @@ struct SlotLocks {
     redis: RedisHandle,
     /// Takes (re-entrant for one request) and releases (compare-and-delete).
     locks: RedisLock,
+    /// [`MARK_TAKEN`].
+    mark_taken: LuaScript,
     prefix: String,
     bypassed: Counter,
 }
+
+/// The value a kept lock holds once its request found the slot already taken: not a request's,
+/// so nobody's retry is turned away by it before reaching its stored answer.
+const TAKEN: &str = "taken";
+
+/// Replaces the lock's value (`KEYS[1]`) with `ARGV[2]` if it is still `ARGV[1]`, keeping its
+/// expiry.
+const MARK_TAKEN: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+";
 
 /// A slot lock taken, or passed over because Redis could not be reached.
 enum SlotLock {
@@ -395,11 +428,39 @@ impl SlotLocks {
         match &result {
             // The slot is booked now (by this request or before it): the lock stays until it
             // expires, so the crowd still racing for the slot is turned away by Redis alone,
-            // without a database transaction each. Freeing the slot lifts it (`forget`).
-            Ok(_) | Err(BookingError::SlotTaken) => {}
+            // without a database transaction each (booking's gate turns them away before the
+            // idempotency lookup too). Freeing the slot lifts it (`forget`).
+            Ok(_) => {}
+            // Booked by an earlier request, whose retries must still reach their stored answer:
+            // the kept lock names no request.
+            Err(BookingError::SlotTaken) => self.mark_taken(lock).await,
             Err(_) => self.release(lock).await,
         }
         result
+    }
+
+    /// Whether `slot`'s lock is held by a request other than `owner` (see
+    /// [`Appointments::slot_held_by_another`]).
+    async fn held_by_another(&self, slot: Uuid, owner: &str) -> bool {
+        let key = format!("{}:slot-lock:{slot}", self.prefix);
+        let holder: redis::RedisResult<Option<String>> = match self.redis.connection().await {
+            Ok(mut conn) => redis::cmd("GET").arg(&key).query_async(&mut conn).await,
+            Err(err) => Err(err),
+        };
+        matches!(holder, Ok(Some(holder)) if holder.starts_with("req:") && holder != owner)
+    }
+
+    /// Keeps a held lock until it expires, naming no request (see [`TAKEN`]).
+    async fn mark_taken(&self, lock: SlotLock) {
+        if let SlotLock::Held(mut conn, guard) = lock {
+            let marked: redis::RedisResult<i64> = self
+                .mark_taken
+                .run(&mut conn, &[&guard.key], &[&guard.token, TAKEN])
+                .await;
+            if let Err(err) = marked {
+                tracing::warn!(error = %err, "could not mark the taken slot's lock; it expires by itself");
+            }
+        }
     }
 
     /// Lifts whatever lock a slot has (its appointment was cancelled or moved: the slot is free

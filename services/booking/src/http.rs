@@ -9,14 +9,16 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use pulse_kit::auth::{Admin, Patient, Principal};
 use pulse_kit::config::CountryConfig;
-use pulse_kit::idempotency::{Answer, IdempotencyKey, RecordAnswer};
+use pulse_kit::idempotency::{Answer, Gate, GateFuture, IdempotencyKey, RecordAnswer};
 use pulse_kit::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -60,11 +62,48 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/v1/practitioners/{id}/schedule", put(put_schedule))
         .route("/v1/practitioners/{id}/slots", get(list_slots))
-        .route("/v1/appointments", get(list_appointments).post(book))
+        .route(BOOK_ROUTE, get(list_appointments).post(book))
         .route("/v1/appointments/{id}", get(get_appointment))
         .route("/v1/appointments/{id}/cancel", post(cancel))
         .route("/v1/appointments/{id}/reschedule", post(reschedule))
         .with_state(Arc::new(state))
+}
+
+/// The route that books a slot.
+pub const BOOK_ROUTE: &str = "/v1/appointments";
+
+/// Booking's gate before the `Idempotency-Key` lookup (see [`Gate`]): a patient asking for a
+/// slot whose lock another request holds is turned away from Redis alone, with the 409
+/// `slot-being-booked` (not kept) the flow would answer, so the crowd racing for one slot costs
+/// no database access. Everything else goes on to the lookup and the handler, which explains
+/// it: callers without the patient role, bodies it would refuse, free slots, the lock holder's
+/// own retries (their stored answer is replayed), and any request when Redis cannot tell.
+pub struct BookingGate(pub Appointments);
+
+impl Gate for BookingGate {
+    fn refuse<'a>(
+        &'a self,
+        parts: &'a Parts,
+        body: &'a Bytes,
+        key: &'a IdempotencyKey,
+    ) -> GateFuture<'a> {
+        Box::pin(async move {
+            let principal = parts.extensions.get::<Principal>()?;
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if !principal.has_role("patient") || !json {
+                return None;
+            }
+            let input: BookInput = serde_json::from_slice(body).ok()?;
+            self.0
+                .slot_held_by_another(input.slot_id, key)
+                .await
+                .then(|| Problem::from(BookingError::SlotBeingBooked).into_response())
+        })
+    }
 }
 
 impl From<BookingError> for Problem {

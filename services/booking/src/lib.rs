@@ -143,7 +143,10 @@ impl Component for Booking {
             services.practitioners.clone(),
             Arc::clone(&ctx.country),
         )));
+        let gate: Arc<dyn pulse_kit::idempotency::Gate> =
+            Arc::new(http::BookingGate(services.appointments.clone()));
         Ok(Parts {
+            idempotency_gates: vec![(axum::http::Method::POST, http::BOOK_ROUTE, gate)],
             routes: http::routes(http::AppState {
                 appointments: services.appointments,
                 practitioners: services.practitioners.clone(),

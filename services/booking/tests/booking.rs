@@ -1081,3 +1081,64 @@ async fn a_retry_takes_back_the_slot_lock_its_dead_first_attempt_left() {
     let (status, again, _) = app.book(&late, slot, "late-key").await;
     assert_eq!(status, 201, "the refused key is decided again: {again}");
 }
+
+/// The crowd racing for a booked slot is turned away by Redis before the idempotency lookup:
+/// with booking's key table locked (every lookup would wait), losers still get their 409 at
+/// once. The winner's retry still replays its 201, also after a late loser found the slot taken.
+#[tokio::test]
+async fn losers_of_a_hot_slot_are_refused_without_the_database_and_the_winner_replays() {
+    use redis::AsyncCommands;
+
+    let app = TestApp::start().await;
+    let (_, slots) = app
+        .practitioner_with_slots("Lille", "dermatology", 30, 3)
+        .await;
+    let slot = slots[0]["id"].as_str().expect("slot");
+    let winner = app.token("patient-winner", &["patient"]);
+    let (status, first, _) = app.book(&winner, slot, "win-key").await;
+    assert_eq!(status, 201, "{first}");
+
+    // Every idempotency lookup now waits for this transaction.
+    let mut blocker = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE booking.idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the key table");
+    for n in 0..20 {
+        let loser = app.token(&format!("patient-loser-{n}"), &["patient"]);
+        let (status, problem, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            app.book(&loser, slot, &format!("lose-key-{n}")),
+        )
+        .await
+        .expect("a loser is answered without waiting for the database");
+        assert_eq!(
+            (status, pulse_kit::testing::problem_kind(&problem).as_str()),
+            (409, "slot-being-booked")
+        );
+    }
+    blocker.rollback().await.expect("rollback");
+
+    // The winner's lock lapses; a late loser takes it and finds the slot taken. The lock it
+    // keeps names no request, so the winner's retry still gets its stored answer.
+    let lock = format!("{{booking:{}}}:slot-lock:{slot}", app.keyspace);
+    let mut redis = app.redis().await;
+    let _: i64 = redis.del(&lock).await.expect("del");
+    let late = app.token("patient-late", &["patient"]);
+    let (status, problem, _) = app.book(&late, slot, "late-key").await;
+    assert_eq!(
+        (status, pulse_kit::testing::problem_kind(&problem).as_str()),
+        (409, "slot-taken")
+    );
+    let marked: Option<String> = redis.get(&lock).await.expect("get");
+    assert_eq!(marked.as_deref(), Some("taken"));
+    let (status, replay, headers) = app.book(&winner, slot, "win-key").await;
+    assert_eq!(status, 201, "{replay}");
+    assert_eq!(replay, first);
+    assert_eq!(
+        headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+}

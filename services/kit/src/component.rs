@@ -206,6 +206,9 @@ pub struct Parts {
     /// the key over but neither looks it up nor stores an answer (see
     /// [`IdempotencyStore::kept_by_flow`](crate::idempotency::IdempotencyStore::kept_by_flow)).
     pub keys_kept_by_flow: Vec<(axum::http::Method, &'static str)>,
+    /// Operations whose flow refuses part of a crowd before the `Idempotency-Key` lookup,
+    /// without the database (see [`Gate`](crate::idempotency::Gate)).
+    pub idempotency_gates: Vec<crate::idempotency::GatedRoute>,
     /// Operations whose flow limits a signed-in caller's rate itself, in the same atomic step
     /// as its effect: the edge rate limit does not spend a second Redis round trip on them
     /// (see [`RateLimiter::limited_by_flow`](crate::ratelimit::RateLimiter::limited_by_flow)).

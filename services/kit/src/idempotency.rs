@@ -53,6 +53,45 @@ const STORED_HEADERS: &[&str] = &["content-type", "location"];
 #[derive(Debug, Clone, Copy)]
 pub struct NotKept;
 
+/// A check a flow makes before the [`middleware`] looks a request's key up: it may refuse the
+/// request from Redis alone with an answer that is not kept (see [`NotKept`]), so a crowd the
+/// flow would turn away anyway costs no database access (booking's slot lock turns away
+/// everyone but the request holding it). `None` lets the request go on to the lookup and the
+/// handler. A gate must refuse only what the handler would also refuse without effect, and let
+/// through every request that may have a stored answer it has to replay (for booking: the
+/// request that holds the lock, whose first attempt may have booked).
+pub trait Gate: Send + Sync {
+    /// The refusal, if any, of the request with `parts` (its [`Principal`] is in the
+    /// extensions), `body` and `key`.
+    fn refuse<'a>(
+        &'a self,
+        parts: &'a Parts,
+        body: &'a Bytes,
+        key: &'a IdempotencyKey,
+    ) -> GateFuture<'a>;
+}
+
+/// A component's gate for one operation: method, route template, gate.
+pub type GatedRoute = (Method, &'static str, Arc<dyn Gate>);
+
+/// What [`Gate::refuse`] returns.
+pub type GateFuture<'a> = futures::future::BoxFuture<'a, Option<Response>>;
+
+/// A gated operation: method, route template, gate.
+type GatedOperation = (Method, String, Arc<dyn Gate>);
+
+/// The gated operations.
+#[derive(Clone, Default)]
+struct Gates(Arc<[GatedOperation]>);
+
+impl std::fmt::Debug for Gates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(method, route, _)| (method, route)))
+            .finish()
+    }
+}
+
 /// Where a component's keys are kept, and for which operations.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
@@ -61,6 +100,8 @@ pub struct IdempotencyStore {
     operations: Option<Arc<HashSet<(Method, String)>>>,
     /// The operations whose flow keeps its own records.
     kept_by_flow: crate::component::Operations,
+    /// The operations whose flow checks a [`Gate`] before the lookup.
+    gates: Gates,
 }
 
 impl IdempotencyStore {
@@ -70,7 +111,30 @@ impl IdempotencyStore {
             pool,
             operations: None,
             kept_by_flow: crate::component::Operations::default(),
+            gates: Gates::default(),
         }
+    }
+
+    /// On these operations (method, route template) the [`Gate`] decides first whether the
+    /// request is refused before its key is looked up.
+    #[must_use]
+    pub fn gated(mut self, gates: Vec<GatedRoute>) -> Self {
+        self.gates = Gates(
+            gates
+                .into_iter()
+                .map(|(method, route, gate)| (method, route.to_owned(), gate))
+                .collect(),
+        );
+        self
+    }
+
+    /// The gate of `method` on `route`, if it has one.
+    fn gate(&self, method: &Method, route: &str) -> Option<Arc<dyn Gate>> {
+        self.gates
+            .0
+            .iter()
+            .find(|(m, r, _)| m == method && r == route)
+            .map(|(_, _, gate)| Arc::clone(gate))
     }
 
     /// On these operations the flow keeps its own records, atomically with its effect (the
@@ -296,6 +360,7 @@ pub async fn middleware(
     }
     let kept_by_flow =
         route.is_some_and(|route| store.kept_by_flow.contains(request.method(), route));
+    let gate = route.and_then(|route| store.gate(request.method(), route));
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
@@ -343,6 +408,11 @@ pub async fn middleware(
         key,
         recorded: Arc::default(),
     };
+    if let Some(gate) = gate
+        && let Some(refusal) = gate.refuse(&parts, &bytes, &idempotency).await
+    {
+        return refusal;
+    }
     match lookup(&store.pool, &idempotency).await {
         Ok(Stored::Missing) => {}
         Ok(stored) => return answer(stored, None),

@@ -392,7 +392,9 @@ pub async fn start(
             }
             continue;
         }
-        let keys = keys.kept_by_flow(parts.keys_kept_by_flow);
+        let keys = keys
+            .kept_by_flow(parts.keys_kept_by_flow)
+            .gated(parts.idempotency_gates);
         public = public.merge(idempotency::layer(parts.routes, keys));
         register_grpc(&grpc_health, &mut grpc_routes, parts.grpc).await;
         let relay = OutboxRelay::new(

@@ -141,6 +141,10 @@ async fn hot_slot(
                 .collect()
         })
         .collect();
+    // Signed in, each patient's app has loaded their unread count (which checks their token).
+    let patients: Vec<String> = rounds.iter().flatten().cloned().collect();
+    let unread = format!("{base}/v1/notifications?page_size=1");
+    super::each_user_gets(client, &unread, &patients, HOT_CLIENTS).await?;
     // The crowd reaches the pods through the Ingress, whose connections to them are kept
     // alive: open as many as there are clients before measuring.
     let warm: Vec<_> = (0..HOT_CLIENTS)
@@ -212,6 +216,8 @@ async fn distinct_slots(
             .map(|index| server.token(&format!("distinct-{index}"), &["patient"]))
             .collect(),
     );
+    let unread = format!("{base}/v1/notifications?page_size=1");
+    super::each_user_gets(client, &unread, &tokens, DISTINCT_CLIENTS).await?;
     let slots = Arc::new(slots);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();

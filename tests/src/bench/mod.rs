@@ -27,6 +27,32 @@ pub fn admin_addr() -> anyhow::Result<std::net::SocketAddr> {
     })
 }
 
+/// Each user (a token) asks `url` once, `concurrency` at a time, before the measured part: the
+/// page a signed-in user's app opens before the action measured (the web app loads the unread
+/// count after sign-in, the sale page shows the wallet). That is when the server first checks
+/// each token's signature, as it would in life; every answer must be a success.
+pub async fn each_user_gets(
+    client: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut answers = futures::stream::iter(tokens)
+        .map(|token| async move {
+            let status = client.get(url).bearer_auth(token).send().await?.status();
+            if !status.is_success() {
+                anyhow::bail!("GET {url}: {status}");
+            }
+            Ok(())
+        })
+        .buffer_unordered(concurrency);
+    while let Some(answer) = answers.next().await {
+        answer?;
+    }
+    Ok(())
+}
+
 /// Host and port of a `redis://` URL, for `redis-benchmark`.
 pub fn redis_host_port(url: &str) -> (String, String) {
     let rest = url.trim_start_matches("redis://");

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -65,7 +64,14 @@ pub async fn run() -> anyhow::Result<()> {
             .collect(),
     );
     eprintln!("bench: each buyer opens the sale page (their wallet) before the sale");
-    open_sale_page(&client, &base, Arc::clone(&tokens)).await?;
+    // Their wallet (`GET /v1/vouchers`), as the web app shows it beside the countdown.
+    super::each_user_gets(
+        &client,
+        &format!("{base}/v1/vouchers"),
+        &tokens,
+        CONCURRENCY,
+    )
+    .await?;
     eprintln!(
         "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
     );
@@ -138,34 +144,6 @@ pub async fn run() -> anyhow::Result<()> {
     );
     if pulse.oversold > 0 || reference.oversold > 0 {
         bail!("oversold");
-    }
-    Ok(())
-}
-
-/// Every buyer's sale page, before the sale: their wallet (`GET /v1/vouchers`), as the web
-/// app shows it beside the countdown. This is when the server first checks each buyer's token.
-async fn open_sale_page(
-    client: &reqwest::Client,
-    base: &str,
-    tokens: Arc<Vec<String>>,
-) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (client, url) = (client.clone(), format!("{base}/v1/vouchers"));
-        let (tokens, next) = (Arc::clone(&tokens), Arc::clone(&next));
-        workers.spawn(async move {
-            while let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let status = client.get(&url).bearer_auth(token).send().await?.status();
-                if !status.is_success() {
-                    bail!("GET {url}: {status}");
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        });
-    }
-    while let Some(done) = workers.join_next().await {
-        done.context("a sale-page task")??;
     }
     Ok(())
 }
