@@ -57,8 +57,54 @@ return {granted, 0}
 const LEASE_TTL: Duration = Duration::from_secs(1);
 /// The largest lease.
 const MAX_LEASE: u32 = 64;
-/// Clients whose leases are kept before lapsed ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
+
+/// The leases of the clients seen in the last two [`LEASE_TTL`]s: every `LEASE_TTL` the current
+/// map becomes the previous one and the previous one is dropped whole, so memory follows the
+/// number of recent clients and no request pays for a sweep.
+/// Clients are kept as 64-bit hashes of their name (keyed per process), not strings: a crowd
+/// of one-off clients costs a few dozen bytes each.
+#[derive(Debug)]
+struct LeaseBook {
+    current: HashMap<u64, Lease>,
+    previous: HashMap<u64, Lease>,
+    rotated: Instant,
+    hasher: std::hash::RandomState,
+}
+
+impl LeaseBook {
+    fn new() -> Self {
+        Self {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            rotated: Instant::now(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// `client`'s lease, moved into the current map; rotates the maps when due.
+    fn lease(&mut self, client: &str, now: Instant) -> Option<&mut Lease> {
+        if now.duration_since(self.rotated) >= LEASE_TTL {
+            self.previous = std::mem::take(&mut self.current);
+            self.rotated = now;
+        }
+        let id = self.id(client);
+        if !self.current.contains_key(&id) {
+            let lease = self.previous.remove(&id)?;
+            self.current.insert(id, lease);
+        }
+        self.current.get_mut(&id)
+    }
+
+    /// Starts `client`'s lease in the current map.
+    fn start(&mut self, client: &str, lease: Lease) -> &mut Lease {
+        let id = self.id(client);
+        self.current.entry(id).or_insert(lease)
+    }
+
+    fn id(&self, client: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, client)
+    }
+}
 
 /// Tokens of one client this replica took from Redis and has not spent yet.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +145,7 @@ pub struct RateLimiter {
     trust_forwarded_for: bool,
     /// The largest lease: a quarter of the burst, at most [`MAX_LEASE`], at least 1.
     max_lease: u32,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<LeaseBook>,
     /// Operations (method, route template) whose flow limits a signed-in caller itself.
     limited_by_flow: crate::component::Operations,
     /// Operations never limited, for any caller (answers served from memory).
@@ -136,7 +182,7 @@ impl RateLimiter {
             tolerance_ms,
             trust_forwarded_for,
             max_lease: (burst / 4).clamp(1, MAX_LEASE),
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(LeaseBook::new()),
             limited_by_flow: crate::component::Operations::default(),
             not_limited: crate::component::Operations::default(),
             limited: Counter::default(),
@@ -238,7 +284,7 @@ impl RateLimiter {
     /// for: twice the last when that lease was used up before it lapsed, else 1.
     fn spend_leased(&self, client: &str, now: Instant) -> Result<(), u32> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        match leases.get_mut(client) {
+        match leases.lease(client, now) {
             Some(lease) if lease.expires > now && lease.remaining > 0 => {
                 lease.remaining -= 1;
                 Ok(())
@@ -254,14 +300,19 @@ impl RateLimiter {
     /// (with what is left of a lease taken concurrently).
     fn keep_lease(&self, client: &str, unspent: u32, size: u32, now: Instant) {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        if leases.len() >= SWEEP_ABOVE {
-            leases.retain(|_, lease| lease.expires > now);
+        if leases.lease(client, now).is_none() {
+            leases.start(
+                client,
+                Lease {
+                    remaining: 0,
+                    size,
+                    expires: now,
+                },
+            );
         }
-        let lease = leases.entry(client.to_owned()).or_insert(Lease {
-            remaining: 0,
-            size,
-            expires: now,
-        });
+        let Some(lease) = leases.lease(client, now) else {
+            return;
+        };
         if lease.expires <= now {
             // A lapsed lease's tokens are gone, and its size starts over.
             lease.remaining = 0;
@@ -364,6 +415,25 @@ mod tests {
         }
         // 1 + 2 + 4 + 8 + 16 + 32 + 64 = 127, then two leases of 64.
         assert_eq!(limiter.leases_taken.get(), 9);
+    }
+
+    #[test]
+    fn a_quiet_clients_lease_is_forgotten_within_two_lease_lifetimes() {
+        let mut book = LeaseBook::new();
+        let t0 = book.rotated;
+        book.start(
+            "quiet",
+            Lease {
+                remaining: 3,
+                size: 4,
+                expires: t0 + LEASE_TTL,
+            },
+        );
+        // Still found (and kept) while it may be spent.
+        assert!(book.lease("quiet", t0 + LEASE_TTL / 2).is_some());
+        assert!(book.lease("other", t0 + LEASE_TTL * 11 / 10).is_none());
+        assert!(book.lease("other", t0 + LEASE_TTL * 23 / 10).is_none());
+        assert!(book.current.is_empty() && book.previous.is_empty());
     }
 
     #[tokio::test]
