@@ -38,6 +38,12 @@ use crate::metrics::{ConsumerLabels, GroupLabels, Metrics, preset};
 use crate::outbox::sleep_or_cancel;
 use crate::telemetry;
 
+/// The most one fetch of a partition returns: Kafka's own per-partition default
+/// (`max.partition.fetch.bytes`). A partition far behind is read in several fetches; larger ones
+/// only raised every consumer's memory peak while it caught up (each group holds its fetched
+/// records while applying them, up to 256 per transaction).
+const FETCH_MAX_BYTES: i32 = 1_048_576;
+
 /// The error a handler returns; it is retried, then dead-lettered with its message.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -479,7 +485,7 @@ impl PartitionWorker {
             }
             let fetched = tokio::select! {
                 () = self.token.cancelled() => return Err(WorkerStop::Cancelled),
-                fetched = pc.fetch_records(next, 1..8_000_000, max_wait) => fetched,
+                fetched = pc.fetch_records(next, 1..FETCH_MAX_BYTES, max_wait) => fetched,
             };
             let (mut records, high_watermark) = match fetched {
                 Ok(ok) => ok,

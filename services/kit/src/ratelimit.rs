@@ -3,9 +3,11 @@
 //!
 //! The limiter is GCRA (a token bucket without a refill job): a Lua script keeps a "theoretical
 //! arrival time" per client in Redis, the one bucket every replica draws from. A replica takes a
-//! client's tokens from it as a lease and spends the lease from memory: the first lease is one
-//! token, and each lease the client uses up within a second asks for twice as many, at most a
-//! quarter of the burst and 64 (with a burst under 8 every request is checked in Redis). A busy
+//! busy client's tokens from it as a lease and spends the lease from memory: the first lease is
+//! one token, and each lease the client uses up within a second asks for twice as many, at most
+//! a quarter of the burst and 64 (with a burst under 8 every request is checked in Redis). A
+//! client that had not spent tokens lately is not remembered at all, so a crowd of one-off
+//! clients costs no memory. A busy
 //! client so costs one Redis round trip per lease, not per request, and the bucket in Redis is
 //! still the limit: tokens are taken from it before they are spent. A lease a client leaves
 //! unused (it went quiet, or another replica serves it now) lapses after a second, so a client
@@ -35,7 +37,8 @@ use crate::redis::{LuaScript, RedisHandle};
 
 /// GCRA for a lease of up to `ARGV[3]` tokens: grants as many as conform (the k-th conforms
 /// when `tat + (k - 1) * interval <= now + tolerance`), at least one or none.
-/// Returns `{granted, retry_after_ms}` (`retry_after_ms` when none is granted).
+/// Returns `{granted, retry_after_ms, recent}`: `retry_after_ms` when none is granted, `recent`
+/// 1 when the client had spent tokens less than an interval ago (it is busy).
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -43,14 +46,15 @@ local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local wanted = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
+local recent = 0
+if tat > now then recent = 1 else tat = now end
 if tat - tolerance > now then
-  return {0, tat - tolerance - now}
+  return {0, tat - tolerance - now, recent}
 end
 local granted = math.min(wanted, math.floor((now + tolerance - tat) / interval) + 1)
 local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
-return {granted, 0}
+return {granted, 0, recent}
 ";
 
 /// How long a lease's unspent tokens stay spendable.
@@ -258,20 +262,24 @@ impl RateLimiter {
         let outcome = match self.redis.connection().await {
             Ok(mut conn) => {
                 self.script
-                    .run::<(i64, i64)>(&mut conn, &[&key], &[&interval, &tolerance, &wanted])
+                    .run::<(i64, i64, i64)>(&mut conn, &[&key], &[&interval, &tolerance, &wanted])
                     .await
             }
             Err(err) => Err(err),
         };
         match outcome {
-            Ok((granted, _)) if granted >= 1 => {
+            Ok((granted, _, recent)) if granted >= 1 => {
                 self.leases_taken.inc();
-                // One token is this request's; the rest wait in memory.
+                // One token is this request's; the rest wait in memory. A client that had not
+                // spent tokens lately (one request now and then, or a crowd of one-off
+                // clients) is not remembered: only busy clients get leases.
                 let unspent = u32::try_from(granted - 1).unwrap_or(0);
-                self.keep_lease(client, unspent, size, now);
+                if recent == 1 || unspent > 0 {
+                    self.keep_lease(client, unspent, size, now);
+                }
                 Ok(())
             }
-            Ok((_, retry_after)) => Err(u64::try_from(retry_after).unwrap_or(1000).max(1)),
+            Ok((_, retry_after, _)) => Err(u64::try_from(retry_after).unwrap_or(1000).max(1)),
             Err(err) => {
                 self.unavailable.inc();
                 tracing::debug!(error = %err, "rate limit not checked: Redis unavailable");
@@ -413,8 +421,22 @@ mod tests {
         for i in 0..200 {
             assert_eq!(limiter.check("busy").await, Ok(()), "request {i}");
         }
-        // 1 + 2 + 4 + 8 + 16 + 32 + 64 = 127, then two leases of 64.
-        assert_eq!(limiter.leases_taken.get(), 9);
+        // 1 (not remembered: the client was not busy yet) + 1 + 2 + 4 + ... + 64 = 128, then
+        // two leases of 64.
+        assert_eq!(limiter.leases_taken.get(), 10);
+        // A crowd of one-off clients leaves nothing behind in memory.
+        let crowd = RateLimiter::new(
+            RedisHandle::new(&crate::testing::redis_url()).expect("url"),
+            &keyspace,
+            1000,
+            1000,
+            false,
+        );
+        for i in 0..50 {
+            assert_eq!(crowd.check(&format!("one-off-{i}")).await, Ok(()));
+        }
+        let book = crowd.leases.lock().expect("book");
+        assert!(book.current.is_empty() && book.previous.is_empty());
     }
 
     #[test]

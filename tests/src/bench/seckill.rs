@@ -72,6 +72,9 @@ pub async fn run() -> anyhow::Result<()> {
         CONCURRENCY,
     )
     .await?;
+    // A buyer's attempt comes over the connection their page used: the page's connections
+    // close here, so the server does not hold two per buyer while wrk opens its own.
+    drop(client);
     eprintln!(
         "bench: {ATTEMPTS} seckill attempts by distinct users, {CONCURRENCY} at a time, stock {STOCK}, through Pulse"
     );
