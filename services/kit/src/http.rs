@@ -19,9 +19,10 @@ use crate::health::Health;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::telemetry;
 
-/// Which component serves each route template: the `component` label of request metrics.
+/// Which component serves each route template: the `component` label of request metrics, and
+/// the template itself, made once, as the `route` label.
 #[derive(Debug, Clone, Default)]
-pub struct RouteOwners(HashMap<String, &'static str>);
+pub struct RouteOwners(HashMap<String, (Arc<String>, &'static str)>);
 
 impl RouteOwners {
     /// Records `component` as the owner of every path of its OpenAPI document (`paths` keys are
@@ -29,14 +30,24 @@ impl RouteOwners {
     pub fn add_documented(&mut self, component: &'static str, openapi: &serde_json::Value) {
         if let Some(paths) = openapi.get("paths").and_then(|p| p.as_object()) {
             for path in paths.keys() {
-                self.0.insert(path.clone(), component);
+                self.0
+                    .insert(path.clone(), (Arc::new(path.clone()), component));
             }
         }
     }
 
     /// The component serving `route`; `kit` for the kit's own and unknown routes.
     pub fn owner(&self, route: &str) -> &'static str {
-        self.0.get(route).copied().unwrap_or("kit")
+        self.0.get(route).map_or("kit", |(_, owner)| owner)
+    }
+
+    /// The `route` and `component` labels of a request to `route` (a template): documented
+    /// routes share one copy of their template; the kit's own routes get one each time.
+    fn labels(&self, route: &str) -> (Arc<String>, &'static str) {
+        self.0.get(route).map_or_else(
+            || (Arc::new(route.to_owned()), "kit"),
+            |(template, owner)| (Arc::clone(template), owner),
+        )
     }
 }
 
@@ -71,11 +82,12 @@ struct Observer {
 /// in that span, so it carries the request's `trace_id`.
 async fn observe(State(observer): State<Observer>, request: Request, next: Next) -> Response {
     let Observer { metrics, owners } = observer;
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let (route, component) = owners.labels(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str),
+    );
     let method = method_label(request.method());
     let span = tracing::info_span!(
         "http.request",
@@ -107,7 +119,7 @@ async fn observe(State(observer): State<Observer>, request: Request, next: Next)
         );
     });
     let labels = HttpLabels {
-        component: owners.owner(&route),
+        component,
         route,
         method,
         status,

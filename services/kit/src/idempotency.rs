@@ -172,7 +172,7 @@ impl IdempotencyStore {
         match (&self.operations, route) {
             (None, _) => true,
             (Some(operations), Some(route)) => {
-                operations.contains(&(method.clone(), route.to_owned()))
+                operations.iter().any(|(m, r)| m == method && r == route)
             }
             (Some(_), None) => false,
         }

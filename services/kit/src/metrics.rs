@@ -15,8 +15,9 @@ use prometheus_client::registry::{Metric, Registry};
 pub struct HttpLabels {
     /// Component serving the route (`booking`, …), `kit` for the kit's own routes.
     pub component: &'static str,
-    /// Route template (`/v1/practitioners/{id}`), never the raw path.
-    pub route: String,
+    /// Route template (`/v1/practitioners/{id}`), never the raw path; shared, so labelling a
+    /// request does not copy it.
+    pub route: std::sync::Arc<String>,
     /// HTTP method (`other` for extension methods).
     pub method: &'static str,
     /// Response status code.

@@ -38,16 +38,19 @@ use crate::redis::{LuaScript, RedisHandle};
 /// GCRA for a lease of up to `ARGV[3]` tokens: grants as many as conform (the k-th conforms
 /// when `tat + (k - 1) * interval <= now + tolerance`), at least one or none.
 /// Returns `{granted, retry_after_ms, recent}`: `retry_after_ms` when none is granted, `recent`
-/// 1 when the client had spent tokens less than an interval ago (it is busy).
+/// 1 when the client had spent tokens lately (its key lives until a second after its last
+/// theoretical arrival, so at least a second after its last grant).
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local wanted = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local stored = redis.call('GET', KEYS[1])
 local recent = 0
-if tat > now then recent = 1 else tat = now end
+if stored then recent = 1 end
+local tat = tonumber(stored or now)
+if tat < now then tat = now end
 if tat - tolerance > now then
   return {0, tat - tolerance - now, recent}
 end

@@ -858,8 +858,13 @@ pub enum Persistence {
     /// Nothing on disk: a restart starts empty.
     None,
     /// Append-only file, fsync every second (what seckill needs in production): a restart
-    /// reloads everything but at most the last second of writes.
+    /// reloads everything but the last second or so of writes. While an fsync is slow (a busy
+    /// disk) Redis postpones even the AOF write for up to 2 s, so a `kill -9` can lose writes it
+    /// already answered.
     AppendOnly,
+    /// Append-only file written and fsynced before Redis answers: a restart loses nothing it
+    /// acknowledged, however busy the disk.
+    AppendOnlyAlways,
 }
 
 /// A `redis-server` of one test on its own port, with its own directory.
@@ -928,6 +933,9 @@ impl PrivateRedis {
             Persistence::None => args.extend(["--appendonly", "no"]),
             Persistence::AppendOnly => {
                 args.extend(["--appendonly", "yes", "--appendfsync", "everysec"]);
+            }
+            Persistence::AppendOnlyAlways => {
+                args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
             }
         }
         let child = Command::new("redis-server")
