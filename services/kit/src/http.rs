@@ -36,13 +36,9 @@ impl RouteOwners {
         }
     }
 
-    /// The component serving `route`; `kit` for the kit's own and unknown routes.
-    pub fn owner(&self, route: &str) -> &'static str {
-        self.0.get(route).map_or("kit", |(_, owner)| owner)
-    }
-
     /// The `route` and `component` labels of a request to `route` (a template): documented
-    /// routes share one copy of their template; the kit's own routes get one each time.
+    /// routes share one copy of their template and name their component; the kit's own and
+    /// unknown routes get a copy each time and `kit`.
     fn labels(&self, route: &str) -> (Arc<String>, &'static str) {
         self.0.get(route).map_or_else(
             || (Arc::new(route.to_owned()), "kit"),

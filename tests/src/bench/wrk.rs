@@ -9,7 +9,6 @@
 //! ([`Load::EachOnce`]: one distinct buyer per request).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -186,8 +185,8 @@ end
 /// Runs wrk against `url` with `connections` connections on one thread (as redis-benchmark
 /// runs on one), sending `load`. Fails when wrk is missing or reports socket errors.
 pub async fn run(url: &str, connections: usize, load: Load<'_>) -> anyhow::Result<WrkRun> {
-    let dir = tempdir()?;
-    let script = dir.path.join("bench.lua");
+    let dir = pulse_kit::testing::TempDir::new("wrk");
+    let script = dir.path().join("bench.lua");
     let path = path_of(url)?;
     let mut command = tokio::process::Command::new("wrk");
     command
@@ -210,7 +209,7 @@ pub async fn run(url: &str, connections: usize, load: Load<'_>) -> anyhow::Resul
                 );
             }
             std::fs::write(&script, format!("{COMMON}{EACH_ONCE}"))?;
-            let file = dir.path.join("requests.txt");
+            let file = dir.path().join("requests.txt");
             std::fs::write(&file, request_file(requests))?;
             // The run ends itself once every request is answered; -d is only a bound.
             command
@@ -264,24 +263,6 @@ fn path_of(url: &str) -> anyhow::Result<String> {
     Ok(rest
         .find('/')
         .map_or_else(|| "/".to_owned(), |at| rest[at..].to_owned()))
-}
-
-/// A directory removed when dropped.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-fn tempdir() -> std::io::Result<TempDir> {
-    let path: &Path = &std::env::temp_dir();
-    let path = path.join(format!("pulse-wrk-{}", pulse_kit::new_id().simple()));
-    std::fs::create_dir_all(&path)?;
-    Ok(TempDir { path })
 }
 
 #[cfg(test)]

@@ -525,14 +525,7 @@ async fn pay(
     session: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let choice = pages.choice(query.as_deref());
-    let Ok(Path(id)) = session else {
-        return pages.not_found(choice.language);
-    };
-    match pages.checkout.pay(&id).await {
-        Ok(url) => pages.back_to(choice.language, &url),
-        Err(err) => pages.failed(choice.language, err),
-    }
+    leave(&pages, session, query.as_deref(), Leaving::Pay).await
 }
 
 /// `POST …/{session}/cancel`: back to the order, which stays unpaid.
@@ -541,11 +534,32 @@ async fn cancel(
     session: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let choice = pages.choice(query.as_deref());
+    leave(&pages, session, query.as_deref(), Leaving::Cancel).await
+}
+
+/// How the buyer leaves the checkout page.
+#[derive(Debug, Clone, Copy)]
+enum Leaving {
+    Pay,
+    Cancel,
+}
+
+/// Leaves `session` the buyer's way, then sends them back to the order (or explains why not).
+async fn leave(
+    pages: &Pages,
+    session: Result<Path<String>, PathRejection>,
+    query: Option<&str>,
+    leaving: Leaving,
+) -> Response {
+    let choice = pages.choice(query);
     let Ok(Path(id)) = session else {
         return pages.not_found(choice.language);
     };
-    match pages.checkout.cancel(&id).await {
+    let left = match leaving {
+        Leaving::Pay => pages.checkout.pay(&id).await,
+        Leaving::Cancel => pages.checkout.cancel(&id).await,
+    };
+    match left {
         Ok(url) => pages.back_to(choice.language, &url),
         Err(err) => pages.failed(choice.language, err),
     }

@@ -108,40 +108,47 @@ impl<'a> Charge<'a> {
 /// of paying one session is one event, which ordering applies once.
 fn completed_event(charge: &Charge<'_>) -> String {
     let order = charge.order;
-    json!({
-        "id": format!("evt_sandbox_completed_{}", order.simple()),
-        "object": "event",
-        "type": COMPLETED,
-        "created": Utc::now().timestamp(),
-        "data": {"object": {
-            "id": session_id(order),
-            "object": "checkout.session",
-            "client_reference_id": order.to_string(),
-            "metadata": {"order_id": order.to_string()},
+    session_event(
+        order,
+        "completed",
+        COMPLETED,
+        json!({
             "payment_intent": format!("pi_sandbox_{}", order.simple()),
             "payment_status": "paid",
             "amount_total": charge.amount_minor,
             "currency": charge.currency.to_ascii_lowercase(),
-        }}
-    })
-    .to_string()
+        }),
+    )
 }
 
 /// The signed body of an expired checkout: Stripe's `checkout.session.expired`.
 fn expired_event(order: Uuid) -> String {
+    session_event(
+        order,
+        "expired",
+        EXPIRED,
+        json!({"payment_status": "unpaid", "status": "expired"}),
+    )
+}
+
+/// A Stripe event of `event_type` about `order`'s checkout session (id `evt_sandbox_<name>_…`),
+/// whose session object carries `fields` besides its id, order reference and metadata.
+fn session_event(order: Uuid, name: &str, event_type: &str, fields: serde_json::Value) -> String {
+    let mut session = json!({
+        "id": session_id(order),
+        "object": "checkout.session",
+        "client_reference_id": order.to_string(),
+        "metadata": {"order_id": order.to_string()},
+    });
+    if let (Some(session), serde_json::Value::Object(fields)) = (session.as_object_mut(), fields) {
+        session.extend(fields);
+    }
     json!({
-        "id": format!("evt_sandbox_expired_{}", order.simple()),
+        "id": format!("evt_sandbox_{name}_{}", order.simple()),
         "object": "event",
-        "type": EXPIRED,
+        "type": event_type,
         "created": Utc::now().timestamp(),
-        "data": {"object": {
-            "id": session_id(order),
-            "object": "checkout.session",
-            "client_reference_id": order.to_string(),
-            "metadata": {"order_id": order.to_string()},
-            "payment_status": "unpaid",
-            "status": "expired",
-        }}
+        "data": {"object": session},
     })
     .to_string()
 }
