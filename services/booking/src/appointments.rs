@@ -432,7 +432,9 @@ impl SlotLocks {
             // idempotency lookup too). Freeing the slot lifts it (`forget`).
             Ok(_) => {}
             // Booked by an earlier request, whose retries must still reach their stored answer:
-            // the kept lock names no request.
+            // the kept lock names no request. Unless this request found the lock already its
+            // own: then it is a duplicate of the request that booked, and the lock stays that
+            // request's, so its other duplicates still get through to its answer.
             Err(BookingError::SlotTaken) => self.mark_taken(lock).await,
             Err(_) => self.release(lock).await,
         }
@@ -450,9 +452,12 @@ impl SlotLocks {
         matches!(holder, Ok(Some(holder)) if holder.starts_with("req:") && holder != owner)
     }
 
-    /// Keeps a held lock until it expires, naming no request (see [`TAKEN`]).
+    /// Keeps a held lock until it expires, naming no request (see [`TAKEN`]), unless its
+    /// request held it already when it took it (a duplicate of the request that booked).
     async fn mark_taken(&self, lock: SlotLock) {
-        if let SlotLock::Held(mut conn, guard) = lock {
+        if let SlotLock::Held(mut conn, guard) = lock
+            && !guard.reentered
+        {
             let marked: redis::RedisResult<i64> = self
                 .mark_taken
                 .run(&mut conn, &[&guard.key], &[&guard.token, TAKEN])

@@ -390,11 +390,13 @@ impl LuaScript {
 }
 
 /// Takes `KEYS[1]` for owner `ARGV[1]` for `ARGV[2]` ms if it is free or already that owner's.
+/// Returns 1 when it was free, 2 when the owner held it already, 0 when someone else does.
 const ACQUIRE_LOCK_AS: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held == false or held == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  if held == false then return 1 end
+  return 2
 end
 return 0
 ";
@@ -413,6 +415,9 @@ pub struct LockGuard {
     pub key: String,
     /// The random token proving ownership.
     pub token: String,
+    /// Whether its owner held it already when it was taken ([`RedisLock::try_acquire_as`]: a
+    /// retry or a concurrent duplicate of the same request).
+    pub reentered: bool,
 }
 
 /// A short mutual-exclusion lock: `SET key token NX PX ttl`, released only by its owner.
@@ -452,9 +457,10 @@ impl RedisLock {
             .acquire_as
             .run(conn, &[key], &[owner, &millis.to_string()])
             .await?;
-        Ok((taken == 1).then(|| LockGuard {
+        Ok((taken >= 1).then(|| LockGuard {
             key: key.to_owned(),
             token: owner.to_owned(),
+            reentered: taken == 2,
         }))
     }
 
@@ -474,6 +480,7 @@ impl RedisLock {
         Ok(set.map(|_| LockGuard {
             key: key.to_owned(),
             token,
+            reentered: false,
         }))
     }
 

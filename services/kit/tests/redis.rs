@@ -61,6 +61,7 @@ async fn a_lock_has_one_owner_expires_and_is_released_only_by_its_owner() {
     let impostor = pulse_kit::redis::LockGuard {
         key: key.clone(),
         token: "not-the-owner".into(),
+        reentered: false,
     };
     assert!(
         !locks.release(&mut conn, &impostor).await.expect("release"),
@@ -108,7 +109,15 @@ async fn an_owned_lock_is_taken_back_by_its_owner_only() {
         .try_acquire_as(&mut conn, &key, "owner-a", ttl)
         .await
         .expect("redis");
-    assert_eq!(again.as_ref(), Some(&first));
+    assert!(!first.reentered, "it was free");
+    assert_eq!(
+        again,
+        Some(pulse_kit::redis::LockGuard {
+            reentered: true,
+            ..first.clone()
+        }),
+        "taken again, and it says its owner held it"
+    );
     // Anyone else is refused, with or without an owner name.
     assert!(
         locks
