@@ -78,6 +78,7 @@ pub const BOOK_ROUTE: &str = "/v1/appointments";
 /// no database access. Everything else goes on to the lookup and the handler, which explains
 /// it: callers without the patient role, bodies it would refuse, free slots, the lock holder's
 /// own retries (their stored answer is replayed), and any request when Redis cannot tell.
+/// The key is looked up only after a booking that made no effect.
 pub struct BookingGate(pub Appointments);
 
 impl Gate for BookingGate {
@@ -103,6 +104,12 @@ impl Gate for BookingGate {
                 .await
                 .then(|| Problem::from(BookingError::SlotBeingBooked).into_response())
         })
+    }
+
+    /// A booking records its answer in its transaction, and a retry of a done booking finds
+    /// the slot taken (by itself) before any effect; only the Redis lock is taken again.
+    fn lookup_after_handler(&self) -> bool {
+        true
     }
 }
 

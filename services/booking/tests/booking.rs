@@ -146,6 +146,53 @@ async fn a_retry_with_the_same_key_returns_the_first_response_and_books_nothing_
     );
 }
 
+/// The key of a booking is looked up only after a booking that made no effect; these are the
+/// retries that then reach the flow's transaction before their first outcome.
+#[tokio::test]
+async fn a_key_reused_for_another_slot_or_retried_after_a_cancellation_books_nothing() {
+    let app = TestApp::start().await;
+    let (_, slots) = app
+        .practitioner_with_slots("Lille", "dermatology", 30, 3)
+        .await;
+    let patient = app.token("patient-reuse", &["patient"]);
+    let first_slot = slots[0]["id"].as_str().expect("slot");
+    let other_slot = slots[1]["id"].as_str().expect("slot");
+    let (status, first, _) = app.book(&patient, first_slot, "reuse-key").await;
+    assert_eq!(status, 201, "{first}");
+    // Another slot under the same key: refused, and the slot stays free.
+    let (status, problem, _) = app.book(&patient, other_slot, "reuse-key").await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "https://pulse.dev/problems/idempotency-key-reused"
+    );
+    assert_eq!(active_appointments(&app, other_slot).await, 0);
+    // The patient cancels; the slot is free again. A late retry of the first booking replays
+    // its answer and does not book the slot a second time.
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/appointments/{}/cancel",
+            app.base,
+            first["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(response.status(), 200);
+    let (status, again, headers) = app.book(&patient, first_slot, "reuse-key").await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again, first);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(active_appointments(&app, first_slot).await, 0);
+    // Another patient can still book it.
+    let other = app.token("patient-after-reuse", &["patient"]);
+    let (status, body, _) = app.book(&other, first_slot, "reuse-key").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(active_appointments(&app, first_slot).await, 1);
+}
+
 #[tokio::test]
 async fn slots_on_dst_days_are_right_in_local_time() {
     let app = TestApp::start().await;

@@ -69,6 +69,18 @@ pub trait Gate: Send + Sync {
         body: &'a Bytes,
         key: &'a IdempotencyKey,
     ) -> GateFuture<'a>;
+
+    /// Whether the key may be looked up after the handler instead of before it, and only when
+    /// the handler recorded no effect. Saves a database round trip on every first attempt. A
+    /// flow may say so when every effect it makes records its answer in the effect's own
+    /// transaction ([`RecordAnswer`]) and what it does before that transaction may run again:
+    /// a retry of a done request then either fails without effect, or makes the effect again
+    /// and collides with the first request's record, which rolls its transaction back; either
+    /// way the lookup that follows answers with the first outcome (or 422 for a different
+    /// request under the key).
+    fn lookup_after_handler(&self) -> bool {
+        false
+    }
 }
 
 /// A component's gate for one operation: method, route template, gate.
@@ -408,16 +420,20 @@ pub async fn middleware(
         key,
         recorded: Arc::default(),
     };
-    if let Some(gate) = gate
-        && let Some(refusal) = gate.refuse(&parts, &bytes, &idempotency).await
-    {
-        return refusal;
+    let mut lookup_after = false;
+    if let Some(gate) = gate {
+        if let Some(refusal) = gate.refuse(&parts, &bytes, &idempotency).await {
+            return refusal;
+        }
+        lookup_after = gate.lookup_after_handler();
     }
-    match lookup(&store.pool, &idempotency).await {
-        Ok(Stored::Missing) => {}
-        Ok(stored) => return answer(stored, None),
-        // 503 when the database is unreachable: nothing was done, a retry can succeed.
-        Err(err) => return Problem::from_error(&err).into_response(),
+    if !lookup_after {
+        match lookup(&store.pool, &idempotency).await {
+            Ok(Stored::Missing) => {}
+            Ok(stored) => return answer(stored, None),
+            // 503 when the database is unreachable: nothing was done, a retry can succeed.
+            Err(err) => return Problem::from_error(&err).into_response(),
+        }
     }
 
     parts.extensions.insert(idempotency.clone());
@@ -431,16 +447,25 @@ pub async fn middleware(
     };
     head.headers.remove(REPLAYED);
     let fresh = Response::from_parts(head, Body::from(body.clone()));
+    let recorded = idempotency.recorded.load(Ordering::SeqCst);
     if fresh.status().is_server_error() {
         // Not stored, so the client may retry; but a duplicate that lost the race to a
-        // committed first request answers with that request's response.
+        // committed first request answers with that request's response (or 422 when it is
+        // another request under the same key).
         return match lookup(&store.pool, &idempotency).await {
-            Ok(stored @ Stored::Done { .. }) => answer(stored, None),
+            Ok(stored @ (Stored::Done { .. } | Stored::Mismatch)) => answer(stored, None),
             _ => fresh,
         };
     }
-    if idempotency.recorded.load(Ordering::SeqCst) || fresh.extensions().get::<NotKept>().is_some()
-    {
+    if lookup_after && !recorded {
+        // No effect: this may be a retry, whose first outcome wins.
+        match lookup(&store.pool, &idempotency).await {
+            Ok(Stored::Missing) => {}
+            Ok(stored) => return answer(stored, None),
+            Err(err) => return Problem::from_error(&err).into_response(),
+        }
+    }
+    if recorded || fresh.extensions().get::<NotKept>().is_some() {
         return fresh;
     }
     // An answer without an effect (a refusal, a validation error): kept as the first outcome,

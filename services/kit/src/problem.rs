@@ -175,6 +175,15 @@ impl Problem {
             )
             .with_retry_after(1);
         }
+        if collides_with_idempotency_record(cause) {
+            // Expected: the idempotency middleware answers with the first request's outcome.
+            tracing::info!(error = %cause, "a duplicate collided with the first request's idempotency record");
+            return Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            );
+        }
         Self::internal(&cause)
     }
 
@@ -188,6 +197,19 @@ impl Problem {
         )
         .with_detail("an unexpected error occurred; it has been logged")
     }
+}
+
+/// Whether `cause` is a flow's transaction failing on the primary key of the idempotency
+/// records: a request under the key of an earlier one, whose record committed first.
+fn collides_with_idempotency_record(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(cause);
+    while let Some(err) = next {
+        if let Some(sqlx::Error::Database(db)) = err.downcast_ref::<sqlx::Error>() {
+            return db.constraint() == Some("idempotency_keys_pkey");
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Whether `cause` or an error in its source chain says the database cannot be reached (as
