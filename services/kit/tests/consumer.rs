@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,11 +87,17 @@ async fn next_offset(env: &common::Env, group: &str, partition: i32) -> Option<i
     .expect("offset")
 }
 
-#[tokio::test]
-async fn a_consumer_killed_before_acknowledging_neither_repeats_nor_skips() {
+/// Kills a consumer while its handler holds event 7 (written, not committed) and starts another;
+/// returns the effects committed before the kill. `batch_from_lag` as in [`ConsumerConfig`].
+async fn killed_before_acknowledging(batch_from_lag: i64) -> BTreeMap<i64, i64> {
     let env = env().await;
     let topic = unique("kit.crash");
-    let group = "crash-test";
+    let group = &unique("crash-test");
+    let config = |group: &str, topic: &str| {
+        let mut config = config(group, topic, 1);
+        config.batch_from_lag = batch_from_lag;
+        config
+    };
     env.kafka.ensure_topic(&topic, 1).await.expect("topic");
     let events: Vec<_> = (0..20)
         .map(|seq| envelope(seq, serde_json::json!({})))
@@ -104,7 +110,7 @@ async fn a_consumer_killed_before_acknowledging_neither_repeats_nor_skips() {
         stalled: Mutex::new(Some(tx)),
     });
     let first = tokio::spawn(
-        consumer(&env, handler.clone(), config(group, &topic, 1)).run(CancellationToken::new()),
+        consumer(&env, handler.clone(), config(group, &topic)).run(CancellationToken::new()),
     );
     tokio::time::timeout(Duration::from_secs(20), stalled.recv())
         .await
@@ -113,15 +119,10 @@ async fn a_consumer_killed_before_acknowledging_neither_repeats_nor_skips() {
     // Kill the replica between handling event 7 and acknowledging it.
     first.abort();
     let _ = first.await;
-    let seen = effects(&env.pool).await;
-    assert_eq!(
-        seen.keys().copied().collect::<Vec<_>>(),
-        (0..7).collect::<Vec<_>>(),
-        "7's effect was not committed"
-    );
+    let before_restart = effects(&env.pool).await;
 
     let stop = CancellationToken::new();
-    let second = tokio::spawn(consumer(&env, handler, config(group, &topic, 1)).run(stop.clone()));
+    let second = tokio::spawn(consumer(&env, handler, config(group, &topic)).run(stop.clone()));
     eventually(Duration::from_secs(20), "all 20 events applied", || async {
         effects(&env.pool).await.len() == 20
     })
@@ -138,6 +139,31 @@ async fn a_consumer_killed_before_acknowledging_neither_repeats_nor_skips() {
     assert_eq!(next_offset(&env, group, 0).await, Some(20));
     stop.cancel();
     second.await.expect("stops");
+    before_restart
+}
+
+#[tokio::test]
+async fn a_consumer_killed_before_acknowledging_neither_repeats_nor_skips() {
+    // Records applied one per transaction: 0 to 6 committed, 7 not.
+    let before_restart = killed_before_acknowledging(i64::MAX).await;
+    assert_eq!(
+        before_restart.keys().copied().collect::<Vec<_>>(),
+        (0..7).collect::<Vec<_>>(),
+        "7's effect was not committed"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_killed_mid_batch_neither_repeats_nor_skips() {
+    // The default: the waiting records go in batches. The one holding 7 was not committed,
+    // nor any record after a batch that was not.
+    let before_restart =
+        killed_before_acknowledging(ConsumerConfig::new("g", "t").batch_from_lag).await;
+    let committed: Vec<i64> = before_restart.keys().copied().collect();
+    assert!(
+        committed.len() <= 7 && committed == (0..committed.len() as i64).collect::<Vec<_>>(),
+        "only whole batches before 7 were committed: {committed:?}"
+    );
 }
 
 #[tokio::test]

@@ -234,9 +234,9 @@ async fn create(
 /// reservation carries, so a reservation delivered again creates nothing. Its payment deadline
 /// runs from the reservation time.
 ///
-/// [`SeckillCheckout::place`] owns one transaction, `begin → order → events → commit`; a record
-/// that must commit with the order goes right before its `commit`, where the code says "before
-/// commit".
+/// [`SeckillCheckout::place`] owns one transaction, `begin → order → events → commit`, and
+/// [`SeckillCheckout::place_all`] one for a batch; a record that must commit with the orders goes
+/// right before their `commit`, where the code says "before commit".
 #[derive(Debug, Clone)]
 pub struct SeckillCheckout {
     store: Store,
@@ -255,12 +255,43 @@ impl SeckillCheckout {
     /// Creates the order of `reservation`; `true` if this call created it.
     #[tracing::instrument(skip_all, fields(order = %reservation.order_id, campaign = %reservation.campaign))]
     pub async fn place(&self, reservation: &Reservation) -> Result<bool, OrderError> {
+        let mut tx = self.store.begin().await?;
+        if create(&self.store, &mut tx, &self.new_order(reservation))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        // Before commit.
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Creates the orders of `reservations` in one transaction (a crowd of winners costs one
+    /// commit per batch, not one per order); for each, `true` if this call created it. On an
+    /// error nothing was created: [`SeckillCheckout::place`] each one to find the one at fault.
+    #[tracing::instrument(skip_all, fields(orders = reservations.len()))]
+    pub async fn place_all(&self, reservations: &[Reservation]) -> Result<Vec<bool>, OrderError> {
+        let mut tx = self.store.begin().await?;
+        let mut created = Vec::with_capacity(reservations.len());
+        for reservation in reservations {
+            let order = create(&self.store, &mut tx, &self.new_order(reservation)).await?;
+            created.push(order.is_some());
+        }
+        // Before commit.
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// The order a reservation becomes: its id, buyer and price; payable within the payment
+    /// timeout of the reservation time.
+    fn new_order<'r>(&self, reservation: &'r Reservation) -> NewOrder<'r> {
         let reserved_at = DateTime::<Utc>::from_timestamp_millis(reservation.reserved_at_ms)
             .unwrap_or_else(Utc::now);
         let deadline = reserved_at
             + chrono::Duration::from_std(self.payment_timeout).unwrap_or(chrono::Duration::MAX);
         let amounts = Amounts::single(reservation.price_minor);
-        let new = NewOrder {
+        NewOrder {
             id: reservation.order_id,
             kind: OrderKind::Seckill,
             user: &reservation.user,
@@ -271,13 +302,6 @@ impl SeckillCheckout {
             voucher_id: None,
             status: OrderStatus::of_new_order(amounts.amount_minor),
             deadline: Deadline::At(deadline),
-        };
-        let mut tx = self.store.begin().await?;
-        if create(&self.store, &mut tx, &new).await?.is_none() {
-            return Ok(false);
         }
-        // Before commit.
-        tx.commit().await?;
-        Ok(true)
     }
 }

@@ -270,7 +270,52 @@ impl ReservationConsumer {
         }
     }
 
+    /// Creates the entries' orders: the well-formed ones in one transaction, acknowledged
+    /// together; when that fails (or an entry is malformed), each one alone ([`Self::handle`]),
+    /// so one bad entry neither holds back nor fails the others.
     async fn handle_all(self: &Arc<Self>, keys: &CampaignKeys, entries: Vec<StreamId>) {
+        let parsed: Vec<Option<Reservation>> = entries
+            .iter()
+            .map(|entry| Reservation::parse(&fields(entry)).ok())
+            .collect();
+        if entries.len() > 1 && parsed.iter().all(Option::is_some) {
+            let reservations: Vec<Reservation> = parsed.into_iter().flatten().collect();
+            match self.checkout.place_all(&reservations).await {
+                Ok(created) => {
+                    let new = created.iter().filter(|&&created| created).count() as u64;
+                    self.metrics.created.inc_by(new);
+                    self.metrics.duplicates.inc_by(created.len() as u64 - new);
+                    self.acknowledge(keys, &entries).await;
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, count = entries.len(), "a batch of reservations failed; placing them one by one");
+                }
+            }
+        }
+        self.handle_each(keys, entries).await;
+    }
+
+    /// Acknowledges `entries`, whose orders exist, in one round trip.
+    async fn acknowledge(&self, keys: &CampaignKeys, entries: &[StreamId]) {
+        let ids: Vec<&str> = entries.iter().map(|entry| entry.id.as_str()).collect();
+        let result: redis::RedisResult<()> = async {
+            let mut conn = self.redis.connection().await?;
+            redis::pipe()
+                .xack(&keys.stream, GROUP, &ids)
+                .ignore()
+                .hdel(&keys.errors, &ids)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(count = ids.len(), error = %err, "could not acknowledge reservations; they will be delivered again");
+        }
+    }
+
+    async fn handle_each(self: &Arc<Self>, keys: &CampaignKeys, entries: Vec<StreamId>) {
         futures::stream::iter(entries)
             .map(|entry| {
                 let this = Arc::clone(self);

@@ -422,6 +422,83 @@ async fn a_poison_reservation_goes_to_the_dead_letter_stream_and_the_others_flow
     .await;
 }
 
+/// Reservations read together become orders in one transaction; when the database refuses one
+/// of them, the batch falls back to one transaction each, so the others still become orders.
+#[tokio::test]
+async fn a_batch_with_a_reservation_the_database_refuses_still_makes_the_others_orders() {
+    let app = TestApp::start_with(Options {
+        settings: Box::new(|s| {
+            s.reservations.claim_idle = Duration::from_millis(200);
+            s.reservations.max_deliveries = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let campaign = "refused";
+    app.campaign(campaign, 50, 1).await;
+    let keys = app.keys(campaign);
+    let entry = |order: &str, user: &str| {
+        vec![
+            ("order".to_owned(), order.to_owned()),
+            ("user".to_owned(), user.to_owned()),
+            ("campaign".to_owned(), campaign.to_owned()),
+            ("price".to_owned(), "100".to_owned()),
+            ("currency".to_owned(), "EUR".to_owned()),
+            (
+                "at".to_owned(),
+                chrono::Utc::now().timestamp_millis().to_string(),
+            ),
+        ]
+    };
+    let good: Vec<String> = (0..20).map(|_| pulse_kit::new_id().to_string()).collect();
+    let refused = pulse_kit::new_id().to_string();
+    // All in one MULTI, so the consumer reads them in one batch. PostgreSQL refuses text
+    // holding a NUL byte, which the reservation's format allows.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (i, order) in good.iter().enumerate() {
+        pipe.xadd(&keys.stream, "*", &entry(order, &format!("buyer-{i}")))
+            .ignore();
+        if i == 10 {
+            pipe.xadd(&keys.stream, "*", &entry(&refused, "nul\0byte"))
+                .ignore();
+        }
+    }
+    let mut redis = app.redis().await;
+    let () = pipe.query_async(&mut redis).await.expect("xadd");
+    eventually(
+        "the good reservations are orders",
+        Duration::from_secs(30),
+        || async { app.orders_of_campaign(campaign).await.len() == 20 },
+    )
+    .await;
+    eventually(
+        "the refused reservation is dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            let n: usize = app.redis().await.xlen(&keys.dead).await.unwrap_or(0);
+            n == 1
+        },
+    )
+    .await;
+    let dead: redis::streams::StreamRangeReply =
+        redis.xrange_all(&keys.dead).await.expect("dead letters");
+    assert_eq!(dead.ids[0].get::<String>("order"), Some(refused.clone()));
+    let error: String = dead.ids[0].get("error").expect("error");
+    assert!(error.contains("refused by the database"), "{error}");
+    let ids: HashSet<String> = app
+        .orders_of_campaign(campaign)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, good.into_iter().collect::<HashSet<_>>());
+    eventually("nothing pending", Duration::from_secs(10), || async {
+        pending_count(&mut app.redis().await, &keys.stream).await == 0
+    })
+    .await;
+}
+
 async fn buyers(app: &TestApp, campaign: &str) -> std::collections::HashMap<String, i64> {
     app.redis()
         .await
