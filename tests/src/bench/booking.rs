@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use pulse_kit::testing::TestDatabase;
 use serde_json::{Value, json};
 
+use super::crowd::{PreparedPost, round_duration, run_rounds};
 use super::server::ServerProcess;
 use super::{Measurement, print_table, read_pgbench_logs};
 
@@ -70,7 +71,8 @@ pub async fn run() -> anyhow::Result<()> {
     if slots.len() < HOT_ROUNDS + DISTINCT_BOOKINGS + 100 {
         bail!("only {} slots were generated", slots.len());
     }
-    let hot_slots: Vec<String> = slots.drain(..HOT_ROUNDS).collect();
+    // One more slot for the warm-up round.
+    let hot_slots: Vec<String> = slots.drain(..=HOT_ROUNDS).collect();
 
     let mut rows = Vec::new();
     eprintln!("bench: hot-slot, {HOT_CLIENTS} clients x {HOT_ROUNDS} slots through Pulse");
@@ -133,6 +135,10 @@ async fn hot_slot(
     slots: &[String],
 ) -> anyhow::Result<Measurement> {
     let base = &server.base;
+    let addr: std::net::SocketAddr = base
+        .trim_start_matches("http://")
+        .parse()
+        .context("the server's address")?;
     // New patients every round: the per-day limit is not what is measured here.
     let rounds: Vec<Vec<String>> = (0..slots.len())
         .map(|round| {
@@ -146,59 +152,71 @@ async fn hot_slot(
     let unread = format!("{base}/v1/notifications?page_size=1");
     super::each_user_gets(client, &unread, &patients, HOT_CLIENTS).await?;
     // The crowd reaches the pods through the Ingress, whose connections to them are kept
-    // alive: open as many as there are clients before measuring.
-    let warm: Vec<_> = (0..HOT_CLIENTS)
-        .map(|_| client.get(format!("{base}/livez")).send())
+    // alive: the crowd's connections are open before the first round.
+    let host = addr.to_string();
+    let requests: Vec<Vec<PreparedPost>> = rounds
+        .iter()
+        .zip(slots)
+        .enumerate()
+        .map(|(round, (tokens, slot))| {
+            let body = json!({ "slotId": slot }).to_string();
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(i, token)| {
+                    let authorization = format!("Bearer {token}");
+                    let key = format!("hot-{round}-{i}");
+                    PreparedPost::new(
+                        &host,
+                        "/v1/appointments",
+                        &[("authorization", &authorization), ("idempotency-key", &key)],
+                        &body,
+                    )
+                })
+                .collect()
+        })
         .collect();
-    for response in futures::future::join_all(warm).await {
-        response?.error_for_status()?;
-    }
+    let mut answers = run_rounds(addr, requests).await?.into_iter();
+    // The first round meets a process that has not booked yet (its first statements are
+    // prepared, its first scripts loaded): it warms up and is shown apart.
+    let warm_up = answers.next().context("no rounds")?;
     let mut latencies = Vec::new();
     let mut succeeded = 0;
     let mut requests = 0;
-    let started = Instant::now();
-    for ((round, slot), tokens) in slots.iter().enumerate().zip(rounds) {
-        let mut tasks = Vec::new();
-        for (i, token) in tokens.iter().enumerate() {
-            let client = client.clone();
-            let url = format!("{base}/v1/appointments");
-            let token = token.clone();
-            let body = json!({ "slotId": slot });
-            tasks.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let status = client
-                    .post(url)
-                    .bearer_auth(token)
-                    .header("Idempotency-Key", format!("hot-{round}-{i}"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                (status, t.elapsed())
-            }));
-        }
-        for task in tasks {
-            let (status, latency) = task.await?;
+    let mut elapsed = Duration::ZERO;
+    for (round, answers) in answers.enumerate() {
+        elapsed += round_duration(&answers);
+        let mut booked = 0;
+        for answer in answers {
             requests += 1;
-            latencies.push(latency);
-            match status {
-                201 => succeeded += 1,
+            latencies.push(answer.latency);
+            match answer.status {
+                201 => booked += 1,
                 409 => {}
                 other => bail!("unexpected status {other} in the hot-slot scenario"),
             }
         }
+        if booked != 1 {
+            bail!("hot-slot: {booked} bookings of the slot of round {round}");
+        }
+        succeeded += booked;
     }
-    if succeeded != slots.len() {
-        bail!("hot-slot: {succeeded} bookings for {} slots", slots.len());
+    let warm_up_booked = warm_up.iter().filter(|a| a.status == 201).count();
+    if warm_up_booked != 1 {
+        bail!("hot-slot: {warm_up_booked} bookings of the warm-up round's slot");
     }
+    let slowest = warm_up.iter().map(|a| a.latency).max().unwrap_or_default();
+    eprintln!(
+        "bench: hot-slot warm-up round (not measured): slowest answer {:.1} ms",
+        slowest.as_secs_f64() * 1000.0
+    );
     Ok(Measurement {
         scenario: "hot-slot".into(),
         system: "pulse".into(),
         concurrency: HOT_CLIENTS,
         requests,
         succeeded,
-        elapsed: started.elapsed(),
+        elapsed,
         latencies,
         peak_rss_mib: None,
     })

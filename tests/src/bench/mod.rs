@@ -1,6 +1,7 @@
 //! Benchmark scenarios and the measurement helpers they share.
 
 pub mod booking;
+pub mod crowd;
 pub mod events;
 pub mod operator;
 pub mod search;
