@@ -114,22 +114,6 @@ impl Appointments {
         result
     }
 
-    /// Whether another request holds `slot_id`'s lock now (a booking of the slot is running or
-    /// has just succeeded): a booking by `request` would be refused with
-    /// [`BookingError::SlotBeingBooked`], without effect. `false` when the lock is free, is
-    /// `request`'s own (its retry must reach its stored answer), marks a slot found taken, or
-    /// Redis cannot tell. A `true` is counted as a `conflict`, like the flow's own refusals.
-    pub async fn slot_held_by_another(&self, slot_id: Uuid, request: &IdempotencyKey) -> bool {
-        let held = self
-            .slot_locks
-            .held_by_another(slot_id, &lock_owner(request))
-            .await;
-        if held {
-            let _ = self.count::<()>("booked", Err(BookingError::SlotBeingBooked));
-        }
-        held
-    }
-
     /// Bookings decided by the database guard alone because Redis was unreachable.
     pub fn lock_bypassed(&self) -> &Counter {
         &self.slot_locks.bypassed
@@ -428,8 +412,8 @@ impl SlotLocks {
         match &result {
             // The slot is booked now (by this request or before it): the lock stays until it
             // expires, so the crowd still racing for the slot is turned away by Redis alone,
-            // without a database transaction each (booking's gate turns them away before the
-            // idempotency lookup too). Freeing the slot lifts it (`forget`).
+            // without a database transaction or an `Idempotency-Key` lookup each (see
+            // `http::BOOK_ROUTE`). Freeing the slot lifts it (`forget`).
             Ok(_) => {}
             // Booked by an earlier request, whose retries must still reach their stored answer:
             // the kept lock names no request. Unless this request found the lock already its
@@ -439,17 +423,6 @@ impl SlotLocks {
             Err(_) => self.release(lock).await,
         }
         result
-    }
-
-    /// Whether `slot`'s lock is held by a request other than `owner` (see
-    /// [`Appointments::slot_held_by_another`]).
-    async fn held_by_another(&self, slot: Uuid, owner: &str) -> bool {
-        let key = format!("{}:slot-lock:{slot}", self.prefix);
-        let holder: redis::RedisResult<Option<String>> = match self.redis.connection().await {
-            Ok(mut conn) => redis::cmd("GET").arg(&key).query_async(&mut conn).await,
-            Err(err) => Err(err),
-        };
-        matches!(holder, Ok(Some(holder)) if holder.starts_with("req:") && holder != owner)
     }
 
     /// Keeps a held lock until it expires, naming no request (see [`TAKEN`]), unless its

@@ -9,16 +9,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use pulse_kit::auth::{Admin, Patient, Principal};
 use pulse_kit::config::CountryConfig;
-use pulse_kit::idempotency::{Answer, Gate, GateFuture, IdempotencyKey, RecordAnswer};
+use pulse_kit::idempotency::{Answer, IdempotencyKey, RecordAnswer};
 use pulse_kit::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -69,49 +67,11 @@ pub fn routes(state: AppState) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// The route that books a slot.
+/// The route that books a slot. Its `Idempotency-Key` is looked up only after a booking that
+/// made no effect and was not turned away by the slot's lock: a booking records its answer in
+/// its transaction, a retry of a done booking finds the slot taken (by itself) before any
+/// effect, and the crowd the lock turns away costs no database access.
 pub const BOOK_ROUTE: &str = "/v1/appointments";
-
-/// Booking's gate before the `Idempotency-Key` lookup (see [`Gate`]): a patient asking for a
-/// slot whose lock another request holds is turned away from Redis alone, with the 409
-/// `slot-being-booked` (not kept) the flow would answer, so the crowd racing for one slot costs
-/// no database access. Everything else goes on to the lookup and the handler, which explains
-/// it: callers without the patient role, bodies it would refuse, free slots, the lock holder's
-/// own retries (their stored answer is replayed), and any request when Redis cannot tell.
-/// The key is looked up only after a booking that made no effect.
-pub struct BookingGate(pub Appointments);
-
-impl Gate for BookingGate {
-    fn refuse<'a>(
-        &'a self,
-        parts: &'a Parts,
-        body: &'a Bytes,
-        key: &'a IdempotencyKey,
-    ) -> GateFuture<'a> {
-        Box::pin(async move {
-            let principal = parts.extensions.get::<Principal>()?;
-            let json = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            if !principal.has_role("patient") || !json {
-                return None;
-            }
-            let input: BookInput = serde_json::from_slice(body).ok()?;
-            self.0
-                .slot_held_by_another(input.slot_id, key)
-                .await
-                .then(|| Problem::from(BookingError::SlotBeingBooked).into_response())
-        })
-    }
-
-    /// A booking records its answer in its transaction, and a retry of a done booking finds
-    /// the slot taken (by itself) before any effect; only the Redis lock is taken again.
-    fn lookup_after_handler(&self) -> bool {
-        true
-    }
-}
 
 impl From<BookingError> for Problem {
     fn from(err: BookingError) -> Self {

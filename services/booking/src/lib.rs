@@ -143,10 +143,8 @@ impl Component for Booking {
             services.practitioners.clone(),
             Arc::clone(&ctx.country),
         )));
-        let gate: Arc<dyn pulse_kit::idempotency::Gate> =
-            Arc::new(http::BookingGate(services.appointments.clone()));
         Ok(Parts {
-            idempotency_gates: vec![(axum::http::Method::POST, http::BOOK_ROUTE, gate)],
+            keys_looked_up_after: vec![(axum::http::Method::POST, http::BOOK_ROUTE)],
             routes: http::routes(http::AppState {
                 appointments: services.appointments,
                 practitioners: services.practitioners.clone(),

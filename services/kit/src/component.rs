@@ -206,9 +206,9 @@ pub struct Parts {
     /// the key over but neither looks it up nor stores an answer (see
     /// [`IdempotencyStore::kept_by_flow`](crate::idempotency::IdempotencyStore::kept_by_flow)).
     pub keys_kept_by_flow: Vec<(axum::http::Method, &'static str)>,
-    /// Operations whose flow refuses part of a crowd before the `Idempotency-Key` lookup,
-    /// without the database (see [`Gate`](crate::idempotency::Gate)).
-    pub idempotency_gates: Vec<crate::idempotency::GatedRoute>,
+    /// Operations whose `Idempotency-Key` is looked up only after a handler that made no effect
+    /// (see [`IdempotencyStore::looked_up_after`](crate::idempotency::IdempotencyStore::looked_up_after)).
+    pub keys_looked_up_after: Vec<(axum::http::Method, &'static str)>,
     /// Operations whose flow limits a signed-in caller's rate itself, in the same atomic step
     /// as its effect: the edge rate limit does not spend a second Redis round trip on them
     /// (see [`RateLimiter::limited_by_flow`](crate::ratelimit::RateLimiter::limited_by_flow)).

@@ -53,57 +53,6 @@ const STORED_HEADERS: &[&str] = &["content-type", "location"];
 #[derive(Debug, Clone, Copy)]
 pub struct NotKept;
 
-/// A check a flow makes before the [`middleware`] looks a request's key up: it may refuse the
-/// request from Redis alone with an answer that is not kept (see [`NotKept`]), so a crowd the
-/// flow would turn away anyway costs no database access (booking's slot lock turns away
-/// everyone but the request holding it). `None` lets the request go on to the lookup and the
-/// handler. A gate must refuse only what the handler would also refuse without effect, and let
-/// through every request that may have a stored answer it has to replay (for booking: the
-/// request that holds the lock, whose first attempt may have booked).
-pub trait Gate: Send + Sync {
-    /// The refusal, if any, of the request with `parts` (its [`Principal`] is in the
-    /// extensions), `body` and `key`.
-    fn refuse<'a>(
-        &'a self,
-        parts: &'a Parts,
-        body: &'a Bytes,
-        key: &'a IdempotencyKey,
-    ) -> GateFuture<'a>;
-
-    /// Whether the key may be looked up after the handler instead of before it, and only when
-    /// the handler recorded no effect. Saves a database round trip on every first attempt. A
-    /// flow may say so when every effect it makes records its answer in the effect's own
-    /// transaction ([`RecordAnswer`]) and what it does before that transaction may run again:
-    /// a retry of a done request then either fails without effect, or makes the effect again
-    /// and collides with the first request's record, which rolls its transaction back; either
-    /// way the lookup that follows answers with the first outcome (or 422 for a different
-    /// request under the key).
-    fn lookup_after_handler(&self) -> bool {
-        false
-    }
-}
-
-/// A component's gate for one operation: method, route template, gate.
-pub type GatedRoute = (Method, &'static str, Arc<dyn Gate>);
-
-/// What [`Gate::refuse`] returns.
-pub type GateFuture<'a> = futures::future::BoxFuture<'a, Option<Response>>;
-
-/// A gated operation: method, route template, gate.
-type GatedOperation = (Method, String, Arc<dyn Gate>);
-
-/// The gated operations.
-#[derive(Clone, Default)]
-struct Gates(Arc<[GatedOperation]>);
-
-impl std::fmt::Debug for Gates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(method, route, _)| (method, route)))
-            .finish()
-    }
-}
-
 /// Where a component's keys are kept, and for which operations.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
@@ -112,8 +61,8 @@ pub struct IdempotencyStore {
     operations: Option<Arc<HashSet<(Method, String)>>>,
     /// The operations whose flow keeps its own records.
     kept_by_flow: crate::component::Operations,
-    /// The operations whose flow checks a [`Gate`] before the lookup.
-    gates: Gates,
+    /// The operations whose key is looked up only after a handler that made no effect.
+    looked_up_after: crate::component::Operations,
 }
 
 impl IdempotencyStore {
@@ -123,30 +72,26 @@ impl IdempotencyStore {
             pool,
             operations: None,
             kept_by_flow: crate::component::Operations::default(),
-            gates: Gates::default(),
+            looked_up_after: crate::component::Operations::default(),
         }
     }
 
-    /// On these operations (method, route template) the [`Gate`] decides first whether the
-    /// request is refused before its key is looked up.
+    /// On these operations the key is looked up after the handler instead of before it, and
+    /// only when the handler recorded no effect: a first attempt saves the lookup's round trip.
+    /// A flow may be listed when every effect it makes records its answer in the effect's own
+    /// transaction ([`RecordAnswer`]), what it does before that transaction may run again, and
+    /// its refusals marked [`NotKept`] are ones it would give a retry of a done request too (a
+    /// crowd turned away from Redis alone, costing no database access). A retry of a done
+    /// request then either fails without effect, or makes the effect again and collides with
+    /// the first request's record, which rolls its transaction back; either way the lookup that
+    /// follows answers with the first outcome (or 422 for a different request under the key).
     #[must_use]
-    pub fn gated(mut self, gates: Vec<GatedRoute>) -> Self {
-        self.gates = Gates(
-            gates
-                .into_iter()
-                .map(|(method, route, gate)| (method, route.to_owned(), gate))
-                .collect(),
-        );
+    pub fn looked_up_after<'a>(
+        mut self,
+        operations: impl IntoIterator<Item = (Method, &'a str)>,
+    ) -> Self {
+        self.looked_up_after = crate::component::Operations::new(operations);
         self
-    }
-
-    /// The gate of `method` on `route`, if it has one.
-    fn gate(&self, method: &Method, route: &str) -> Option<Arc<dyn Gate>> {
-        self.gates
-            .0
-            .iter()
-            .find(|(m, r, _)| m == method && r == route)
-            .map(|(_, _, gate)| Arc::clone(gate))
     }
 
     /// On these operations the flow keeps its own records, atomically with its effect (the
@@ -372,7 +317,8 @@ pub async fn middleware(
     }
     let kept_by_flow =
         route.is_some_and(|route| store.kept_by_flow.contains(request.method(), route));
-    let gate = route.and_then(|route| store.gate(request.method(), route));
+    let lookup_after =
+        route.is_some_and(|route| store.looked_up_after.contains(request.method(), route));
     let Some(raw_key) = request.headers().get(IDEMPOTENCY_KEY).cloned() else {
         return next.run(request).await;
     };
@@ -420,13 +366,6 @@ pub async fn middleware(
         key,
         recorded: Arc::default(),
     };
-    let mut lookup_after = false;
-    if let Some(gate) = gate {
-        if let Some(refusal) = gate.refuse(&parts, &bytes, &idempotency).await {
-            return refusal;
-        }
-        lookup_after = gate.lookup_after_handler();
-    }
     if !lookup_after {
         match lookup(&store.pool, &idempotency).await {
             Ok(Stored::Missing) => {}
@@ -448,6 +387,7 @@ pub async fn middleware(
     head.headers.remove(REPLAYED);
     let fresh = Response::from_parts(head, Body::from(body.clone()));
     let recorded = idempotency.recorded.load(Ordering::SeqCst);
+    let kept = fresh.extensions().get::<NotKept>().is_none();
     if fresh.status().is_server_error() {
         // Not stored, so the client may retry; but a duplicate that lost the race to a
         // committed first request answers with that request's response (or 422 when it is
@@ -457,7 +397,7 @@ pub async fn middleware(
             _ => fresh,
         };
     }
-    if lookup_after && !recorded {
+    if lookup_after && !recorded && kept {
         // No effect: this may be a retry, whose first outcome wins.
         match lookup(&store.pool, &idempotency).await {
             Ok(Stored::Missing) => {}
@@ -465,7 +405,7 @@ pub async fn middleware(
             Err(err) => return Problem::from_error(&err).into_response(),
         }
     }
-    if recorded || fresh.extensions().get::<NotKept>().is_some() {
+    if recorded || !kept {
         return fresh;
     }
     // An answer without an effect (a refusal, a validation error): kept as the first outcome,

@@ -394,7 +394,7 @@ pub async fn start(
         }
         let keys = keys
             .kept_by_flow(parts.keys_kept_by_flow)
-            .gated(parts.idempotency_gates);
+            .looked_up_after(parts.keys_looked_up_after);
         public = public.merge(idempotency::layer(parts.routes, keys));
         register_grpc(&grpc_health, &mut grpc_routes, parts.grpc).await;
         let relay = OutboxRelay::new(
