@@ -13,7 +13,7 @@ use pulse_kit::config::CountryConfig;
 use pulse_kit::db::in_transaction_span;
 use pulse_kit::idempotency::{BeforeCommit, IdempotencyKey};
 use pulse_kit::metrics::preset;
-use pulse_kit::redis::{LockGuard, LuaScript, RedisHandle, RedisLock};
+use pulse_kit::redis::{LockGuard, LuaScript, OwnedLock, RedisHandle, RedisLock};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -476,12 +476,23 @@ impl SlotLocks {
                 self.locks
                     .try_acquire_as(&mut conn, &key, &owner, SLOT_LOCK_TTL)
                     .await
+                    .map(|found| match found {
+                        OwnedLock::Taken(guard) => Ok(guard),
+                        OwnedLock::HeldBy(holder) => Err(holder),
+                    })
             }
-            None => self.locks.try_acquire(&mut conn, &key, SLOT_LOCK_TTL).await,
+            None => self
+                .locks
+                .try_acquire(&mut conn, &key, SLOT_LOCK_TTL)
+                .await
+                .map(|guard| guard.ok_or_else(String::new)),
         };
         match taken {
-            Ok(Some(guard)) => Ok(SlotLock::Held(conn, guard)),
-            Ok(None) => Err(BookingError::SlotBeingBooked),
+            Ok(Ok(guard)) => Ok(SlotLock::Held(conn, guard)),
+            // Kept by a request that found the slot taken: so it is, and the answer is kept
+            // under the key (the request that booked it replays its own).
+            Ok(Err(holder)) if holder == TAKEN => Err(BookingError::SlotTaken),
+            Ok(Err(_)) => Err(BookingError::SlotBeingBooked),
             Err(err) => {
                 self.bypassed.inc();
                 tracing::warn!(error = %err, "Redis slot lock unavailable; relying on the database guard");

@@ -398,7 +398,7 @@ if held == false or held == ARGV[1] then
   if held == false then return 1 end
   return 2
 end
-return 0
+return held
 ";
 
 const RELEASE_LOCK: &str = r"
@@ -407,6 +407,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// What [`RedisLock::try_acquire_as`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedLock {
+    /// Taken: it was free, or already the owner's.
+    Taken(LockGuard),
+    /// Someone else holds it: the value it holds.
+    HeldBy(String),
+}
 
 /// A held lock; release it with [`RedisLock::release`]. If it is never released it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,24 +453,27 @@ impl RedisLock {
 
     /// Tries once to take `key` for `ttl` as `owner`: free, or already held by the same owner
     /// (a retry of the same request whose first attempt died holding it), it is (re)taken;
-    /// `None` if someone else holds it.
+    /// otherwise the value it holds says who does.
     pub async fn try_acquire_as(
         &self,
         conn: &mut ConnectionManager,
         key: &str,
         owner: &str,
         ttl: Duration,
-    ) -> redis::RedisResult<Option<LockGuard>> {
+    ) -> redis::RedisResult<OwnedLock> {
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let taken: i64 = self
+        let found: redis::Value = self
             .acquire_as
             .run(conn, &[key], &[owner, &millis.to_string()])
             .await?;
-        Ok((taken >= 1).then(|| LockGuard {
-            key: key.to_owned(),
-            token: owner.to_owned(),
-            reentered: taken == 2,
-        }))
+        Ok(match found {
+            redis::Value::Int(taken) => OwnedLock::Taken(LockGuard {
+                key: key.to_owned(),
+                token: owner.to_owned(),
+                reentered: taken == 2,
+            }),
+            holder => OwnedLock::HeldBy(redis::from_redis_value(&holder)?),
+        })
     }
 
     /// Tries once to take `key` for `ttl`; `None` if someone else holds it.

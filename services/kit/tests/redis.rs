@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pulse_kit::redis::{LuaScript, RedisHandle, RedisLock};
+use pulse_kit::redis::{LuaScript, OwnedLock, RedisHandle, RedisLock};
 use pulse_kit::testing::{redis_url, unique};
 
 #[tokio::test]
@@ -99,11 +99,13 @@ async fn an_owned_lock_is_taken_back_by_its_owner_only() {
     let locks = RedisLock::new();
     let key = pulse_kit::testing::unique("lock-as");
     let ttl = Duration::from_secs(5);
-    let first = locks
+    let OwnedLock::Taken(first) = locks
         .try_acquire_as(&mut conn, &key, "owner-a", ttl)
         .await
         .expect("redis")
-        .expect("free lock taken");
+    else {
+        panic!("free lock not taken");
+    };
     // The same owner (a retry whose first attempt died holding it) takes it again.
     let again = locks
         .try_acquire_as(&mut conn, &key, "owner-a", ttl)
@@ -112,19 +114,19 @@ async fn an_owned_lock_is_taken_back_by_its_owner_only() {
     assert!(!first.reentered, "it was free");
     assert_eq!(
         again,
-        Some(pulse_kit::redis::LockGuard {
+        OwnedLock::Taken(pulse_kit::redis::LockGuard {
             reentered: true,
             ..first.clone()
         }),
         "taken again, and it says its owner held it"
     );
-    // Anyone else is refused, with or without an owner name.
-    assert!(
+    // Anyone else is refused, with or without an owner name, and told who holds it.
+    assert_eq!(
         locks
             .try_acquire_as(&mut conn, &key, "owner-b", ttl)
             .await
-            .expect("redis")
-            .is_none()
+            .expect("redis"),
+        OwnedLock::HeldBy("owner-a".into())
     );
     assert!(
         locks
@@ -134,11 +136,11 @@ async fn an_owned_lock_is_taken_back_by_its_owner_only() {
             .is_none()
     );
     assert!(locks.release(&mut conn, &first).await.expect("redis"));
-    assert!(
+    assert!(matches!(
         locks
             .try_acquire_as(&mut conn, &key, "owner-b", ttl)
             .await
-            .expect("redis")
-            .is_some()
-    );
+            .expect("redis"),
+        OwnedLock::Taken(_)
+    ));
 }
