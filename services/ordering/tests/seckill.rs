@@ -361,24 +361,7 @@ async fn a_poison_reservation_goes_to_the_dead_letter_stream_and_the_others_flow
         assert_eq!(status, 202, "{body}");
         reserved.insert(body["orderId"].as_str().expect("id").to_owned());
     }
-    eventually(
-        "the good reservations are orders",
-        Duration::from_secs(30),
-        || async { app.orders_of_campaign(campaign).await.len() == 20 },
-    )
-    .await;
-    eventually(
-        "the poison is dead-lettered",
-        Duration::from_secs(30),
-        || async {
-            let n: usize = app.redis().await.xlen(&keys.dead).await.unwrap_or(0);
-            n == 1
-        },
-    )
-    .await;
-    let dead: redis::streams::StreamRangeReply =
-        redis.xrange_all(&keys.dead).await.expect("dead letters");
-    let entry = &dead.ids[0];
+    let entry = &orders_and_one_dead_letter(&app, campaign, &keys.dead, 20).await;
     assert_eq!(entry.get::<String>("source_id"), Some(poison.clone()));
     assert_eq!(entry.get::<String>("order"), Some("not-a-uuid".into()));
     assert_eq!(entry.get::<String>("user"), Some("mallory".into()));
@@ -466,25 +449,9 @@ async fn a_batch_with_a_reservation_the_database_refuses_still_makes_the_others_
     }
     let mut redis = app.redis().await;
     let () = pipe.query_async(&mut redis).await.expect("xadd");
-    eventually(
-        "the good reservations are orders",
-        Duration::from_secs(30),
-        || async { app.orders_of_campaign(campaign).await.len() == 20 },
-    )
-    .await;
-    eventually(
-        "the refused reservation is dead-lettered",
-        Duration::from_secs(30),
-        || async {
-            let n: usize = app.redis().await.xlen(&keys.dead).await.unwrap_or(0);
-            n == 1
-        },
-    )
-    .await;
-    let dead: redis::streams::StreamRangeReply =
-        redis.xrange_all(&keys.dead).await.expect("dead letters");
-    assert_eq!(dead.ids[0].get::<String>("order"), Some(refused.clone()));
-    let error: String = dead.ids[0].get("error").expect("error");
+    let entry = orders_and_one_dead_letter(&app, campaign, &keys.dead, 20).await;
+    assert_eq!(entry.get::<String>("order"), Some(refused.clone()));
+    let error: String = entry.get("error").expect("error");
     assert!(error.contains("refused by the database"), "{error}");
     let ids: HashSet<String> = app
         .orders_of_campaign(campaign)
@@ -497,6 +464,38 @@ async fn a_batch_with_a_reservation_the_database_refuses_still_makes_the_others_
         pending_count(&mut app.redis().await, &keys.stream).await == 0
     })
     .await;
+}
+
+/// Waits until `campaign` has `orders` orders and its dead-letter stream `dead` one entry;
+/// returns that entry.
+async fn orders_and_one_dead_letter(
+    app: &TestApp,
+    campaign: &str,
+    dead: &str,
+    orders: usize,
+) -> redis::streams::StreamId {
+    eventually(
+        "the good reservations are orders",
+        Duration::from_secs(30),
+        || async { app.orders_of_campaign(campaign).await.len() == orders },
+    )
+    .await;
+    eventually(
+        "one entry is dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            let n: usize = app.redis().await.xlen(dead).await.unwrap_or(0);
+            n == 1
+        },
+    )
+    .await;
+    let letters: redis::streams::StreamRangeReply = app
+        .redis()
+        .await
+        .xrange_all(dead)
+        .await
+        .expect("dead letters");
+    letters.ids.into_iter().next().expect("a dead letter")
 }
 
 async fn buyers(app: &TestApp, campaign: &str) -> std::collections::HashMap<String, i64> {
