@@ -50,6 +50,10 @@ async function render({focus = true} = {}) {
   const signal = leave.signal;
   const {path, params} = route();
   const view = ROUTES[path[0] || ''] || find.search;
+  // Each view draws into its own element: one left behind (its request answered after the
+  // user moved on) fills an element no longer on the page, instead of the page.
+  const page = h('div', {class: 'view'});
+  main.replaceChildren(page);
   const ctx = {
     path, settings, signal, toast,
     go: (hash) => {
@@ -65,14 +69,14 @@ async function render({focus = true} = {}) {
     },
     requireSignIn: () => {
       if (currentUser()) return true;
-      fill(main, h('h1', {}, t('signin.title')), signin.signInForm(() => render()));
+      fill(page, h('h1', {}, t('signin.title')), signin.signInForm(() => render()));
       focusHeading(main);
       return false;
     },
     refreshBadge,
   };
   drawNav();
-  await view(main, params, ctx);
+  await view(page, params, ctx);
   if (focus && !signal.aborted) focusHeading(main);
 }
 
