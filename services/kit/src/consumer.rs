@@ -56,6 +56,53 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: &EventEnvelope,
     ) -> Result<(), HandlerError>;
+
+    /// Applies `events`, consecutive records of one partition (each new: those applied before
+    /// are left out), in order, in one transaction of the consumer. By default each with
+    /// [`EventHandler::handle`] in its own span; a handler that can write many events in fewer
+    /// statements (a sale's winners) overrides it. A failure names the event at fault, or the
+    /// first one when it cannot tell: the transaction is rolled back, the events before it are
+    /// applied again as a batch and it alone, with retries and the dead-letter topic.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[BatchEvent<'_>],
+    ) -> Result<(), BatchFailure> {
+        for (at, batched) in events.iter().enumerate() {
+            self.handle(tx, batched.event)
+                .instrument(batched.span.clone())
+                .await
+                .map_err(|error| BatchFailure { at, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// One event of a batch given to [`EventHandler::handle_batch`].
+pub struct BatchEvent<'a> {
+    /// The event.
+    pub event: &'a EventEnvelope,
+    /// The span its handling belongs to (it continues the producer's trace).
+    pub span: tracing::Span,
+}
+
+/// Why [`EventHandler::handle_batch`] failed.
+#[derive(Debug)]
+pub struct BatchFailure {
+    /// Index in the batch of the event at fault.
+    pub at: usize,
+    /// What went wrong.
+    pub error: HandlerError,
+}
+
+impl BatchFailure {
+    /// A failure of the batch that no single event is known to cause: the first goes alone.
+    pub fn of_batch(error: impl Into<HandlerError>) -> Self {
+        Self {
+            at: 0,
+            error: error.into(),
+        }
+    }
 }
 
 /// Kafka record header: why the record was dead-lettered.
@@ -737,21 +784,29 @@ impl PartitionWorker {
         .await?
         .into_iter()
         .collect();
+        // The new events, each with its index in `batch`.
+        let mut positions = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
         for (at, (record, envelope)) in batch.iter().enumerate() {
             if !fresh.remove(&envelope.id) {
                 tracing::debug!(event_id = %envelope.id, "event already applied; skipping");
                 continue;
             }
-            let handled = self
-                .consumer
-                .handler
-                .handle(&mut tx, envelope)
-                .instrument(self.span(record, envelope))
-                .await;
-            if let Err(error) = handled {
-                // Dropping the transaction rolls it back.
-                return Ok(Batch::HandlerFailed { at, error });
-            }
+            positions.push(at);
+            events.push(BatchEvent {
+                event: envelope,
+                span: self.span(record, envelope),
+            });
+        }
+        if !events.is_empty()
+            && let Err(failure) = self.consumer.handler.handle_batch(&mut tx, &events).await
+        {
+            // Dropping the transaction rolls it back.
+            let at = positions.get(failure.at).copied().unwrap_or(0);
+            return Ok(Batch::HandlerFailed {
+                at,
+                error: failure.error,
+            });
         }
         tx.commit().await?;
         self.consumer
@@ -1015,6 +1070,48 @@ mod tests {
         }
     }
 
+    /// Records a whole batch in one statement; a batch with a poison fails, naming it.
+    struct BatchRecorder;
+
+    #[async_trait]
+    impl EventHandler for BatchRecorder {
+        async fn handle(
+            &self,
+            tx: &mut PgConnection,
+            event: &EventEnvelope,
+        ) -> Result<(), HandlerError> {
+            Recorder.handle(tx, event).await
+        }
+
+        async fn handle_batch(
+            &self,
+            tx: &mut PgConnection,
+            events: &[BatchEvent<'_>],
+        ) -> Result<(), BatchFailure> {
+            if let Some(at) = events
+                .iter()
+                .position(|b| b.event.payload["poison"].as_bool() == Some(true))
+            {
+                return Err(BatchFailure {
+                    at,
+                    error: "a poison event in the batch".into(),
+                });
+            }
+            let ids: Vec<Uuid> = events.iter().map(|b| b.event.id).collect();
+            let seqs: Vec<i64> = events
+                .iter()
+                .map(|b| b.event.payload["seq"].as_i64().unwrap_or(-1))
+                .collect();
+            sqlx::query("INSERT INTO effects (event_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])")
+                .bind(&ids)
+                .bind(&seqs)
+                .execute(&mut *tx)
+                .await
+                .map_err(BatchFailure::of_batch)?;
+            Ok(())
+        }
+    }
+
     fn envelope(seq: i64, poison: bool) -> EventEnvelope {
         EventEnvelope {
             id: crate::new_id(),
@@ -1028,6 +1125,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_partition_far_behind_is_applied_in_batches_once_each_and_a_poison_alone() {
+        batches_apply_each_event_once_and_a_poison_alone(Arc::new(Recorder)).await;
+    }
+
+    #[tokio::test]
+    async fn a_handler_writing_whole_batches_applies_each_event_once_and_a_poison_alone() {
+        batches_apply_each_event_once_and_a_poison_alone(Arc::new(BatchRecorder)).await;
+    }
+
+    async fn batches_apply_each_event_once_and_a_poison_alone(handler: Arc<dyn EventHandler>) {
         let db = TestDatabase::create().await;
         crate::db::migrate(&db.url, "kit_batch", &MIGRATIONS)
             .await
@@ -1071,7 +1177,7 @@ mod tests {
                 pool.clone(),
                 options,
                 kafka.clone(),
-                Arc::new(Recorder),
+                handler,
                 Arc::clone(&metrics),
                 config,
             )

@@ -17,13 +17,15 @@
 //! failing never loses the durable record: the counters are repaired from it (a rebuild, or the
 //! late release of a cancelled sale by the campaign upkeep job).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pulse_kit::consumer::{EventHandler, HandlerError};
+use pulse_kit::consumer::{BatchEvent, BatchFailure, EventHandler, HandlerError};
 use pulse_kit::envelope::EventEnvelope;
 use serde::Deserialize;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::seckill::{Adopted, Seckill};
@@ -88,6 +90,36 @@ impl EventHandler for OrderEventsHandler {
         tx: &mut PgConnection,
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
+        self.apply(tx, event, &mut HashMap::new()).await
+    }
+
+    /// Each event as [`EventHandler::handle`] does, but a campaign is share-locked once for
+    /// the batch (a sale's winners are one campaign's orders), not once per event.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[BatchEvent<'_>],
+    ) -> Result<(), BatchFailure> {
+        let mut campaigns = HashMap::new();
+        for (at, batched) in events.iter().enumerate() {
+            self.apply(tx, batched.event, &mut campaigns)
+                .instrument(batched.span.clone())
+                .await
+                .map_err(|error| BatchFailure { at, error })?;
+        }
+        Ok(())
+    }
+}
+
+impl OrderEventsHandler {
+    /// Applies one event; `campaigns` holds the campaigns this transaction has share-locked
+    /// already, and whether marketing knows them.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &EventEnvelope,
+        campaigns: &mut HashMap<String, bool>,
+    ) -> Result<(), HandlerError> {
         let kind = event.event_type.as_str();
         if !matches!(
             kind,
@@ -103,7 +135,15 @@ impl EventHandler for OrderEventsHandler {
         // Seckill events of a campaign marketing does not know change nothing of seckill.
         let seckill_campaign = match seckill_campaign {
             Some(campaign) => {
-                if !self.store.share_campaign(tx, campaign).await? {
+                let known = match campaigns.get(campaign) {
+                    Some(&known) => known,
+                    None => {
+                        let known = self.store.share_campaign(tx, campaign).await?;
+                        campaigns.insert(campaign.to_owned(), known);
+                        known
+                    }
+                };
+                if !known {
                     tracing::warn!(order = %order.order_id, campaign, "seckill order of an unknown campaign");
                     None
                 } else {

@@ -1,13 +1,13 @@
 //! The delivery flow: deliveries are created in the consumer's (or reminder job's) transaction
 //! by [`enqueue`]; one worker per channel sends them.
 //!
-//! A worker takes one due delivery with `FOR UPDATE SKIP LOCKED` (so replicas share the work
-//! without sending one twice), checks the user's preferences, asks identity how to reach them,
-//! renders the message, hands it to the provider and records the outcome, all in the one
-//! transaction that holds the row. A process that dies mid-send rolls the row back to pending:
-//! it is sent again later — the one window where a provider can see a message twice, closed by
-//! the provider's idempotency key where it has one (the SMS `Idempotency-Key`, the e-mail
-//! `Message-ID`, both the delivery's id).
+//! A worker takes a few due deliveries with `FOR UPDATE SKIP LOCKED` (so replicas share the work
+//! without sending one twice), with their users' preferences; for each it asks identity how to
+//! reach the user, renders the message, hands it to the provider and records the outcome, all
+//! in the one transaction that holds the rows. A process that dies mid-batch rolls the rows
+//! back to pending: they are sent again later — the one window where a provider can see a
+//! message twice, closed by the provider's idempotency key where it has one (the SMS
+//! `Idempotency-Key`, the e-mail `Message-ID`, both the delivery's id).
 //!
 //! Each provider has its own circuit breaker and its own worker, so SMTP being down holds
 //! e-mails only: SMS and in-app messages go on. A failure waits an exponential, jittered delay;
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -34,8 +34,7 @@ use crate::Clock;
 use crate::channels::SendError;
 use crate::content::Templates;
 use crate::directory::{Directory, DirectoryError};
-use crate::domain::{self, Channel, Gate, Language, Notice};
-use crate::preferences;
+use crate::domain::{self, Channel, Gate, Language, Notice, Preferences};
 use pulse_kit::email::{Mail, Mailer};
 
 /// PostgreSQL channel that wakes the workers when deliveries are enqueued.
@@ -53,25 +52,79 @@ pub async fn enqueue(
     occurred_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let json = serde_json::to_value(notice).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let channels: Vec<&str> = notice.channels().iter().map(|c| c.as_str()).collect();
-    let ids: Vec<Uuid> = channels.iter().map(|_| pulse_kit::new_id()).collect();
+    let notices = [Enqueued {
+        source_id,
+        recipient,
+        notice,
+        occurred_at,
+    }];
+    enqueue_all(tx, &notices, now).await
+}
+
+/// A notice to enqueue with [`enqueue_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Enqueued<'a> {
+    /// What caused it: the event's id, or for a reminder the appointment's.
+    pub source_id: Uuid,
+    /// The user.
+    pub recipient: &'a str,
+    /// What it says.
+    pub notice: &'a Notice,
+    /// When its event happened.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// [`enqueue`] of many notices (a batch of events) in one statement, and one wake-up of the
+/// workers; returns the deliveries added.
+pub async fn enqueue_all(
+    tx: &mut PgConnection,
+    notices: &[Enqueued<'_>],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    // One row per notice and channel.
+    let mut ids = Vec::new();
+    let mut sources = Vec::new();
+    let mut channels: Vec<&str> = Vec::new();
+    let mut recipients: Vec<&str> = Vec::new();
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut required = Vec::new();
+    let mut bodies = Vec::new();
+    let mut occurred = Vec::new();
+    for enqueued in notices {
+        let body =
+            serde_json::to_value(enqueued.notice).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        for channel in enqueued.notice.channels() {
+            ids.push(pulse_kit::new_id());
+            sources.push(enqueued.source_id);
+            channels.push(channel.as_str());
+            recipients.push(enqueued.recipient);
+            kinds.push(enqueued.notice.kind());
+            required.push(enqueued.notice.required());
+            bodies.push(body.clone());
+            occurred.push(enqueued.occurred_at);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let inserted = sqlx::query(
         "INSERT INTO deliveries
              (id, source_id, channel, recipient, kind, required, notice, occurred_at, next_attempt_at)
-         SELECT id, $1, channel, $2, $3, $4, $5, $6, $7
-         FROM unnest($8::uuid[], $9::text[]) AS fan (id, channel)
+         SELECT id, source_id, channel, recipient, kind, required, notice, occurred_at, $9
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bool[],
+                     $7::jsonb[], $8::timestamptz[])
+              AS fan (id, source_id, channel, recipient, kind, required, notice, occurred_at)
          ON CONFLICT (source_id, channel, recipient) DO NOTHING",
     )
-    .bind(source_id)
-    .bind(recipient)
-    .bind(notice.kind())
-    .bind(notice.required())
-    .bind(&json)
-    .bind(occurred_at)
-    .bind(now)
     .bind(&ids)
+    .bind(&sources)
     .bind(&channels)
+    .bind(&recipients)
+    .bind(&kinds)
+    .bind(&required)
+    .bind(&bodies)
+    .bind(&occurred)
+    .bind(now)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -187,7 +240,8 @@ impl DeliveryMetrics {
     }
 }
 
-/// A due delivery, locked by the worker's transaction.
+/// A due delivery, locked by the worker's transaction, with its recipient's preferences (none
+/// when they never set any).
 #[derive(Debug, sqlx::FromRow)]
 struct DueRow {
     id: Uuid,
@@ -197,7 +251,29 @@ struct DueRow {
     notice: serde_json::Value,
     occurred_at: DateTime<Utc>,
     attempts: i32,
+    email_enabled: Option<bool>,
+    sms_enabled: Option<bool>,
+    in_app_enabled: Option<bool>,
+    quiet_start: Option<NaiveTime>,
+    quiet_end: Option<NaiveTime>,
 }
+
+impl DueRow {
+    /// The recipient's preferences: every channel on and no quiet hours without a row.
+    fn preferences(&self) -> Preferences {
+        let defaults = Preferences::default();
+        Preferences {
+            email: self.email_enabled.unwrap_or(defaults.email),
+            sms: self.sms_enabled.unwrap_or(defaults.sms),
+            in_app: self.in_app_enabled.unwrap_or(defaults.in_app),
+            quiet_hours: self.quiet_start.zip(self.quiet_end),
+        }
+    }
+}
+
+/// Deliveries of one channel a worker takes and settles in one transaction: a crowd of
+/// notices (a sale's winners) costs a commit per batch, not per message.
+const DELIVERY_BATCH: i64 = 16;
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,7 +428,7 @@ impl Deliveries {
             if shutdown.is_cancelled() {
                 return;
             }
-            let worked = match self.work_one(channel).await {
+            let worked = match self.work_batch(channel).await {
                 Ok(worked) => worked,
                 Err(err) => {
                     tracing::warn!(channel = channel.as_str(), error = %err, "delivery worker failed; retrying");
@@ -382,9 +458,13 @@ impl Deliveries {
             .set(i64::from(open));
     }
 
-    /// Takes one due delivery of `channel` and settles it; `false` when none is due (or its
-    /// provider's breaker is open, so nothing can be sent now).
-    pub async fn work_one(&self, channel: Channel) -> Result<bool, sqlx::Error> {
+    /// Takes up to [`DELIVERY_BATCH`] due deliveries of `channel` and settles them in one
+    /// transaction; `false` when none is due (or its provider's breaker is open, so nothing can
+    /// be sent now). When the breaker opens midway, the rest of the batch stays due, untouched.
+    /// A database failure before the commit takes back the whole batch's records: its messages
+    /// are sent again later, with the same Message-ID / idempotency key (the delivery's id),
+    /// which providers use to drop the repeat.
+    pub async fn work_batch(&self, channel: Channel) -> Result<bool, sqlx::Error> {
         let inner = &self.inner;
         // While the breaker is open, do not even take a row: the deliveries wait untouched.
         if let Some(breaker) = self.breaker(channel)
@@ -394,27 +474,33 @@ impl Deliveries {
         }
         let mut tx = inner.db.begin().await?;
         let now = (inner.clock)();
-        let row: Option<DueRow> = sqlx::query_as(
-            "SELECT id, recipient, kind, required, notice, occurred_at, attempts
-             FROM deliveries
-             WHERE status = 'pending' AND channel = $1 AND next_attempt_at <= $2
-             ORDER BY next_attempt_at
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED",
+        let rows: Vec<DueRow> = sqlx::query_as(
+            "SELECT d.id, d.recipient, d.kind, d.required, d.notice, d.occurred_at, d.attempts,
+                    p.email_enabled, p.sms_enabled, p.in_app_enabled, p.quiet_start, p.quiet_end
+             FROM deliveries d LEFT JOIN preferences p ON p.user_id = d.recipient
+             WHERE d.status = 'pending' AND d.channel = $1 AND d.next_attempt_at <= $2
+             ORDER BY d.next_attempt_at
+             LIMIT $3
+             FOR UPDATE OF d SKIP LOCKED",
         )
         .bind(channel.as_str())
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(DELIVERY_BATCH)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let outcome = self.deliver(&mut tx, channel, &row, now).await?;
-        if outcome == Outcome::BreakerOpen {
+        let mut settled = 0;
+        for row in &rows {
+            let outcome = self.deliver(&mut tx, channel, row, now).await?;
+            if outcome == Outcome::BreakerOpen {
+                break;
+            }
+            self.record(&mut tx, channel, row, outcome, now).await?;
+            settled += 1;
+        }
+        if settled == 0 {
             tx.rollback().await?;
             return Ok(false);
         }
-        self.record(&mut tx, channel, &row, outcome, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -436,7 +522,7 @@ impl Deliveries {
                 ));
             }
         };
-        let prefs = preferences::load(tx, &row.recipient).await?;
+        let prefs = row.preferences();
         match domain::gate(&prefs, channel, row.required, now, inner.country.tz()) {
             Gate::Send => {}
             Gate::OptedOut => return Ok(Outcome::Skipped("opted_out", None)),

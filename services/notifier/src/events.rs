@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pulse_kit::component::ConsumerSpec;
 use pulse_kit::config::CountryConfig;
-use pulse_kit::consumer::{ConsumerConfig, EventHandler, HandlerError};
+use pulse_kit::consumer::{BatchEvent, BatchFailure, ConsumerConfig, EventHandler, HandlerError};
 use pulse_kit::envelope::EventEnvelope;
 use serde::Deserialize;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Clock;
@@ -200,6 +201,56 @@ struct Notifications {
     clock: Clock,
 }
 
+impl Notifications {
+    /// Applies the plans of `events` in `tx`: their reminder changes event by event (in each
+    /// event's span), then every notice in one statement. An error says which event failed.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(&EventEnvelope, Option<&tracing::Span>)],
+    ) -> Result<(), BatchFailure> {
+        let now = (self.clock)();
+        let mut plans = Vec::with_capacity(events.len());
+        for (at, (event, span)) in events.iter().enumerate() {
+            let fail = |error: HandlerError| BatchFailure { at, error };
+            let plan = plan(event, &self.country).map_err(|e| fail(e.into()))?;
+            let reminders = async {
+                for (appointment, user, starts_at) in &plan.cancel {
+                    reminders::cancel(tx, *appointment, user, *starts_at, now).await?;
+                }
+                for (appointment, user, starts_at) in &plan.schedule {
+                    reminders::schedule(tx, &self.country, *appointment, user, *starts_at, now)
+                        .await?;
+                }
+                Ok::<(), HandlerError>(())
+            };
+            match span {
+                Some(span) => reminders.instrument((*span).clone()).await,
+                None => reminders.await,
+            }
+            .map_err(fail)?;
+            plans.push((event, plan));
+        }
+        let notices: Vec<deliveries::Enqueued<'_>> = plans
+            .iter()
+            .flat_map(|(event, plan)| {
+                plan.notices
+                    .iter()
+                    .map(|(recipient, notice)| deliveries::Enqueued {
+                        source_id: event.id,
+                        recipient,
+                        notice,
+                        occurred_at: event.occurred_at,
+                    })
+            })
+            .collect();
+        deliveries::enqueue_all(tx, &notices, now)
+            .await
+            .map_err(BatchFailure::of_batch)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl EventHandler for Notifications {
     async fn handle(
@@ -207,18 +258,22 @@ impl EventHandler for Notifications {
         tx: &mut PgConnection,
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
-        let plan = plan(event, &self.country)?;
-        let now = (self.clock)();
-        for (appointment, user, starts_at) in &plan.cancel {
-            reminders::cancel(tx, *appointment, user, *starts_at, now).await?;
-        }
-        for (appointment, user, starts_at) in &plan.schedule {
-            reminders::schedule(tx, &self.country, *appointment, user, *starts_at, now).await?;
-        }
-        for (recipient, notice) in &plan.notices {
-            deliveries::enqueue(tx, event.id, recipient, notice, event.occurred_at, now).await?;
-        }
-        Ok(())
+        self.apply(tx, &[(event, None)])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// A sale's winners or a crowd of bookings: one insert for all their deliveries.
+    async fn handle_batch(
+        &self,
+        tx: &mut PgConnection,
+        events: &[BatchEvent<'_>],
+    ) -> Result<(), BatchFailure> {
+        let events: Vec<(&EventEnvelope, Option<&tracing::Span>)> = events
+            .iter()
+            .map(|batched| (batched.event, Some(&batched.span)))
+            .collect();
+        self.apply(tx, &events).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Placing orders: [`Checkout`] for products bought at the normal price (over HTTP), and
 //! [`SeckillCheckout`] for the orders of seckill reservations (from marketing's streams).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,15 +273,19 @@ impl SeckillCheckout {
     /// error nothing was created: [`SeckillCheckout::place`] each one to find the one at fault.
     #[tracing::instrument(skip_all, fields(orders = reservations.len()))]
     pub async fn place_all(&self, reservations: &[Reservation]) -> Result<Vec<bool>, OrderError> {
+        let news: Vec<NewOrder<'_>> = reservations.iter().map(|r| self.new_order(r)).collect();
         let mut tx = self.store.begin().await?;
-        let mut created = Vec::with_capacity(reservations.len());
-        for reservation in reservations {
-            let order = create(&self.store, &mut tx, &self.new_order(reservation)).await?;
-            created.push(order.is_some());
-        }
+        // One statement for the orders, one for their events, whatever the batch's size.
+        let orders = self.store.insert_orders(&mut tx, &news).await?;
+        self.store.publish_created(&mut tx, &orders).await?;
         // Before commit.
         tx.commit().await?;
-        Ok(created)
+        // A reservation delivered twice in one batch was created once.
+        let mut created: HashSet<Uuid> = orders.iter().map(|order| order.id).collect();
+        Ok(reservations
+            .iter()
+            .map(|r| created.remove(&r.order_id))
+            .collect())
     }
 
     /// The order a reservation becomes: its id, buyer and price; payable within the payment

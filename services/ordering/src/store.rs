@@ -3,6 +3,8 @@
 //! ([`crate::checkout`], [`crate::payments`]) begin it, decide, and commit, so a state change
 //! and its outbox event always commit together.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -300,6 +302,25 @@ impl Store {
         Ok(())
     }
 
+    /// Appends the creation events of new `orders` (and the payment event of those paid at
+    /// once), in `tx`, in one statement.
+    pub async fn publish_created(
+        &self,
+        tx: &mut PgConnection,
+        orders: &[OrderRow],
+    ) -> Result<(), OrderError> {
+        let keys: Vec<String> = orders.iter().map(|row| row.id.to_string()).collect();
+        let mut events = Vec::with_capacity(orders.len());
+        for (row, key) in orders.iter().zip(&keys) {
+            events.push((key.as_str(), ORDER_CREATED, OrderEvent::from(row)));
+            if row.status == OrderStatus::Paid {
+                events.push((key.as_str(), ORDER_PAID, OrderEvent::from(row)));
+            }
+        }
+        self.outbox.append_all(tx, &events).await?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------------------------- products
 
     /// Creates a product, in `tx`.
@@ -451,6 +472,69 @@ impl Store {
             self.count(order.status);
         }
         Ok(inserted)
+    }
+
+    /// Writes several orders in one statement; returns those written, in the order of `news`
+    /// (one whose id exists already is left out).
+    pub async fn insert_orders(
+        &self,
+        tx: &mut PgConnection,
+        news: &[NewOrder<'_>],
+    ) -> Result<Vec<OrderRow>, OrderError> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        let column = |f: &dyn Fn(&NewOrder<'_>) -> i64| news.iter().map(f).collect::<Vec<i64>>();
+        let (ats, afters): (Vec<Option<DateTime<Utc>>>, Vec<Option<f64>>) = news
+            .iter()
+            .map(|new| match new.deadline {
+                Deadline::At(at) => (Some(at), None),
+                Deadline::After(timeout) => (None, Some(timeout.as_secs_f64())),
+            })
+            .unzip();
+        let inserted = sqlx::query_as::<_, OrderRow>(&format!(
+            "INSERT INTO orders (id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
+                                 subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
+                                 payment_deadline, paid_at)
+             SELECT id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
+                    subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
+                    coalesce(deadline_at, now() + make_interval(secs => deadline_after)),
+                    CASE WHEN status = $16 THEN now() END
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int[], $7::bigint[],
+                         $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::uuid[], $13::text[],
+                         $14::timestamptz[], $15::float8[])
+                  AS n (id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
+                        subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
+                        deadline_at, deadline_after)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING {ORDER_COLUMNS}"
+        ))
+        .bind(news.iter().map(|n| n.id).collect::<Vec<Uuid>>())
+        .bind(news.iter().map(|n| n.kind.as_str()).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| n.user).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| n.campaign_id).collect::<Vec<Option<&str>>>())
+        .bind(news.iter().map(|n| n.product_id).collect::<Vec<Option<Uuid>>>())
+        .bind(news.iter().map(|n| int(n.amounts.quantity)).collect::<Vec<i32>>())
+        .bind(column(&|n| n.amounts.unit_price_minor))
+        .bind(column(&|n| n.amounts.subtotal_minor))
+        .bind(column(&|n| n.amounts.discount_minor))
+        .bind(column(&|n| n.amounts.amount_minor))
+        .bind(news.iter().map(|n| n.currency).collect::<Vec<&str>>())
+        .bind(news.iter().map(|n| n.voucher_id).collect::<Vec<Option<Uuid>>>())
+        .bind(news.iter().map(|n| n.status.as_str()).collect::<Vec<&str>>())
+        .bind(ats)
+        .bind(afters)
+        .bind(OrderStatus::Paid.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        // RETURNING gives no order: put the rows back in the order of `news`.
+        let mut by_id: HashMap<Uuid, OrderRow> =
+            inserted.into_iter().map(|row| (row.id, row)).collect();
+        let rows: Vec<OrderRow> = news.iter().filter_map(|n| by_id.remove(&n.id)).collect();
+        for row in &rows {
+            self.count(row.status);
+        }
+        Ok(rows)
     }
 
     /// One order.

@@ -466,6 +466,83 @@ async fn a_batch_with_a_reservation_the_database_refuses_still_makes_the_others_
     .await;
 }
 
+/// A batch of reservations is written in one statement per table: a reservation delivered
+/// twice in it is one order, a free one is paid at once, and each order has its events once, in
+/// the batch's order.
+#[tokio::test]
+async fn a_batch_makes_each_reservation_one_order_with_its_events_once() {
+    let app = TestApp::start().await;
+    let campaign = "batched";
+    app.campaign(campaign, 50, 1).await;
+    let keys = app.keys(campaign);
+    let entry = |order: &str, user: &str, price: &str| {
+        vec![
+            ("order".to_owned(), order.to_owned()),
+            ("user".to_owned(), user.to_owned()),
+            ("campaign".to_owned(), campaign.to_owned()),
+            ("price".to_owned(), price.to_owned()),
+            ("currency".to_owned(), "EUR".to_owned()),
+            (
+                "at".to_owned(),
+                chrono::Utc::now().timestamp_millis().to_string(),
+            ),
+        ]
+    };
+    let orders: Vec<String> = (0..12).map(|_| pulse_kit::new_id().to_string()).collect();
+    // All in one MULTI, so the consumer reads them in one batch: order 3 twice, order 11 free.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (i, order) in orders.iter().enumerate() {
+        let price = if i == 11 { "0" } else { "100" };
+        pipe.xadd(
+            &keys.stream,
+            "*",
+            &entry(order, &format!("buyer-{i}"), price),
+        )
+        .ignore();
+        if i == 3 {
+            pipe.xadd(&keys.stream, "*", &entry(order, "buyer-3", price))
+                .ignore();
+        }
+    }
+    let mut redis = app.redis().await;
+    let () = pipe.query_async(&mut redis).await.expect("xadd");
+    eventually("nothing pending", Duration::from_secs(10), || async {
+        pending_count(&mut app.redis().await, &keys.stream).await == 0
+            && app.orders_of_campaign(campaign).await.len() == orders.len()
+    })
+    .await;
+    let made: Vec<(String, String)> =
+        sqlx::query_as("SELECT id::text, status FROM ordering.orders WHERE campaign_id = $1")
+            .bind(campaign)
+            .fetch_all(&app.pool)
+            .await
+            .expect("orders");
+    let made: std::collections::HashMap<String, String> = made.into_iter().collect();
+    for (i, order) in orders.iter().enumerate() {
+        let expected = if i == 11 { "PAID" } else { "PENDING_PAYMENT" };
+        assert_eq!(
+            made.get(order).map(String::as_str),
+            Some(expected),
+            "order {i}"
+        );
+    }
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT partition_key, event_type FROM ordering.outbox
+         WHERE partition_key = ANY($1) ORDER BY id",
+    )
+    .bind(&orders)
+    .fetch_all(&app.pool)
+    .await
+    .expect("events");
+    let mut expected: Vec<(String, String)> = orders
+        .iter()
+        .map(|order| (order.clone(), "OrderCreated".to_owned()))
+        .collect();
+    expected.push((orders[11].clone(), "OrderPaid".to_owned()));
+    assert_eq!(events, expected, "each order's events once, in order");
+}
+
 /// Waits until `campaign` has `orders` orders and its dead-letter stream `dead` one entry;
 /// returns that entry.
 async fn orders_and_one_dead_letter(
