@@ -94,14 +94,48 @@ impl EventHandler for OrderEventsHandler {
     }
 
     /// Each event as [`EventHandler::handle`] does, but a campaign is share-locked once for
-    /// the batch (a sale's winners are one campaign's orders), not once per event.
+    /// the batch, and the sales of the batch's new seckill orders (a sale's winners) are
+    /// recorded in one statement, first: an order's creation comes before anything else of it.
     async fn handle_batch(
         &self,
         tx: &mut PgConnection,
         events: &[BatchEvent<'_>],
     ) -> Result<(), BatchFailure> {
         let mut campaigns = HashMap::new();
+        let mut created = Vec::new();
+        let mut rest = Vec::with_capacity(events.len());
         for (at, batched) in events.iter().enumerate() {
+            match new_sale(batched.event) {
+                Ok(Some(order)) => created.push((at, order)),
+                Ok(None) => rest.push((at, batched)),
+                Err(error) => return Err(BatchFailure { at, error }),
+            }
+        }
+        let mut sales = Vec::with_capacity(created.len());
+        for (at, order) in &created {
+            let campaign = order.campaign_id.as_deref().unwrap_or_default();
+            let known = self
+                .share(tx, campaign, &mut campaigns)
+                .await
+                .map_err(|error| BatchFailure { at: *at, error })?;
+            if known {
+                sales.push((order.order_id, campaign, order.user_id.as_str()));
+            } else {
+                tracing::warn!(order = %order.order_id, campaign, "seckill order of an unknown campaign");
+            }
+        }
+        let recorded = self
+            .store
+            .record_sales(tx, &sales)
+            .await
+            .map_err(BatchFailure::of_batch)?;
+        for (_, order) in &created {
+            if recorded.contains(&order.order_id) {
+                let campaign = order.campaign_id.as_deref().unwrap_or_default();
+                self.adopt(campaign, order).await;
+            }
+        }
+        for (at, batched) in rest {
             self.apply(tx, batched.event, &mut campaigns)
                 .instrument(batched.span.clone())
                 .await
@@ -111,7 +145,35 @@ impl EventHandler for OrderEventsHandler {
     }
 }
 
+/// The order of `event` if it is a new seckill order (its sale to record), `None` for any other
+/// event; an error when an order event does not parse.
+fn new_sale(event: &EventEnvelope) -> Result<Option<OrderEvent>, HandlerError> {
+    if event.event_type != "OrderCreated" {
+        return Ok(None);
+    }
+    let order: OrderEvent = event.payload_as()?;
+    let seckill =
+        order.kind == "SECKILL" && order.campaign_id.is_some() && order.voucher_id.is_none();
+    Ok(seckill.then_some(order))
+}
+
 impl OrderEventsHandler {
+    /// Holds `campaign` in share mode for the transaction (once: `campaigns` remembers the
+    /// campaigns held, and whether marketing knows them); `false` for an unknown campaign.
+    async fn share(
+        &self,
+        tx: &mut PgConnection,
+        campaign: &str,
+        campaigns: &mut HashMap<String, bool>,
+    ) -> Result<bool, HandlerError> {
+        if let Some(&known) = campaigns.get(campaign) {
+            return Ok(known);
+        }
+        let known = self.store.share_campaign(tx, campaign).await?;
+        campaigns.insert(campaign.to_owned(), known);
+        Ok(known)
+    }
+
     /// Applies one event; `campaigns` holds the campaigns this transaction has share-locked
     /// already, and whether marketing knows them.
     async fn apply(
@@ -135,15 +197,7 @@ impl OrderEventsHandler {
         // Seckill events of a campaign marketing does not know change nothing of seckill.
         let seckill_campaign = match seckill_campaign {
             Some(campaign) => {
-                let known = match campaigns.get(campaign) {
-                    Some(&known) => known,
-                    None => {
-                        let known = self.store.share_campaign(tx, campaign).await?;
-                        campaigns.insert(campaign.to_owned(), known);
-                        known
-                    }
-                };
-                if !known {
+                if !self.share(tx, campaign, campaigns).await? {
                     tracing::warn!(order = %order.order_id, campaign, "seckill order of an unknown campaign");
                     None
                 } else {

@@ -1,6 +1,6 @@
 //! PostgreSQL adapter of marketing: campaigns and vouchers. Every statement binds its values.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use pulse_kit::outbox::{Outbox, OutboxError};
@@ -318,6 +318,31 @@ impl Store {
             buyer,
         )
         .await
+    }
+
+    /// [`Store::record_sale`] of many sales (order, campaign, buyer) in one statement; returns
+    /// the orders not recorded yet.
+    pub async fn record_sales(
+        &self,
+        tx: &mut PgConnection,
+        sales: &[(Uuid, &str, &str)],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        if sales.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let recorded: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status)
+             SELECT order_id, campaign_id, buyer_subject, 'UNPAID'
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s (order_id, campaign_id, buyer_subject)
+             ON CONFLICT (order_id) DO NOTHING
+             RETURNING order_id",
+        )
+        .bind(sales.iter().map(|(order, _, _)| *order).collect::<Vec<_>>())
+        .bind(sales.iter().map(|(_, campaign, _)| *campaign).collect::<Vec<_>>())
+        .bind(sales.iter().map(|(_, _, buyer)| *buyer).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(recorded.into_iter().collect())
     }
 
     /// Marks a sale paid (recording it if its `OrderCreated` came before this table existed).

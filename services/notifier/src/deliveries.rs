@@ -488,50 +488,51 @@ impl Deliveries {
         .bind(DELIVERY_BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        let mut settled = 0;
+        let mut inbox = Vec::new();
+        let mut settlements = Vec::with_capacity(rows.len());
         for row in &rows {
-            let outcome = self.deliver(&mut tx, channel, row, now).await?;
-            if outcome == Outcome::BreakerOpen {
-                break;
+            let outcome = self.deliver(&mut inbox, channel, row, now).await;
+            match self.settlement(channel, row, outcome, now) {
+                Some(settlement) => settlements.push(settlement),
+                None => break,
             }
-            self.record(&mut tx, channel, row, outcome, now).await?;
-            settled += 1;
         }
-        if settled == 0 {
+        if settlements.is_empty() {
             tx.rollback().await?;
             return Ok(false);
         }
+        write_inbox(&mut tx, &inbox).await?;
+        settle_all(&mut tx, &settlements).await?;
         tx.commit().await?;
         Ok(true)
     }
 
+    /// Delivers `row` on `channel` (an in-app message goes into `inbox`, written with the
+    /// batch); what became of it.
     async fn deliver(
         &self,
-        tx: &mut PgConnection,
+        inbox: &mut Vec<InboxMessage>,
         channel: Channel,
         row: &DueRow,
         now: DateTime<Utc>,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Outcome {
         let inner = &self.inner;
         let notice: Notice = match serde_json::from_value(row.notice.clone()) {
             Ok(notice) => notice,
             Err(err) => {
-                return Ok(Outcome::Skipped(
-                    "unreadable",
-                    Some(format!("stored notice: {err}")),
-                ));
+                return Outcome::Skipped("unreadable", Some(format!("stored notice: {err}")));
             }
         };
         let prefs = row.preferences();
         match domain::gate(&prefs, channel, row.required, now, inner.country.tz()) {
             Gate::Send => {}
-            Gate::OptedOut => return Ok(Outcome::Skipped("opted_out", None)),
-            Gate::HoldUntil(until) => return Ok(Outcome::Later(until, "held")),
+            Gate::OptedOut => return Outcome::Skipped("opted_out", None),
+            Gate::HoldUntil(until) => return Outcome::Later(until, "held"),
         }
         if (channel == Channel::Email && inner.mailer.is_none())
             || (channel == Channel::Sms && inner.sms.is_none())
         {
-            return Ok(Outcome::Skipped("no_provider", None));
+            return Outcome::Skipped("no_provider", None);
         }
         let has_address = |contact: Option<&crate::directory::Contact>| match channel {
             Channel::Email => contact.is_some_and(|c| c.email.is_some()),
@@ -556,10 +557,10 @@ impl Deliveries {
                     DirectoryError::Unavailable(_) => inner.retry.base,
                 };
                 tracing::debug!(error = %err, "identity's directory unavailable; delivery waits");
-                return Ok(Outcome::Later(
+                return Outcome::Later(
                     now + chrono::Duration::from_std(wait).unwrap_or_default(),
                     "directory_unavailable",
-                ));
+                );
             }
         };
         let contact = contact.unwrap_or_default();
@@ -570,45 +571,29 @@ impl Deliveries {
             .render(&notice, language, &inner.country, name)
         {
             Ok(content) => content,
-            Err(err) => return Ok(Outcome::Skipped("unreadable", Some(err.to_string()))),
+            Err(err) => return Outcome::Skipped("unreadable", Some(err.to_string())),
         };
         let sent = match channel {
             Channel::InApp => {
-                // One writer per user at a time, so a user's `seq` order is their commit order
-                // and a stream resumed after `seq` n misses nothing.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('notifier-inbox:' || $1))")
-                    .bind(&row.recipient)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO inbox (id, user_id, kind, title, body, required, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(row.id)
-                .bind(&row.recipient)
-                .bind(&row.kind)
-                .bind(&content.subject)
-                .bind(&content.sms)
-                .bind(row.required)
-                // When it is written (after the directory call and the rendering), not when the
-                // delivery was taken.
-                .bind((inner.clock)())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(INBOX_CHANNEL)
-                    .bind(&row.recipient)
-                    .execute(&mut *tx)
-                    .await?;
+                inbox.push(InboxMessage {
+                    id: row.id,
+                    user: row.recipient.clone(),
+                    kind: row.kind.clone(),
+                    title: content.subject,
+                    body: content.sms,
+                    required: row.required,
+                    // When it is written (after the directory call and the rendering), not
+                    // when the delivery was taken.
+                    created_at: (inner.clock)(),
+                });
                 Ok(())
             }
             Channel::Email => {
                 let (Some(mailer), Some(to)) = (&inner.mailer, contact.email.as_deref()) else {
-                    return Ok(Outcome::Skipped("no_address", None));
+                    return Outcome::Skipped("no_address", None);
                 };
                 let Ok(attempt) = inner.email_breaker.try_acquire() else {
-                    return Ok(Outcome::BreakerOpen);
+                    return Outcome::BreakerOpen;
                 };
                 let message_id = format!("{}@notifier.pulse", row.id);
                 let result = mailer
@@ -627,10 +612,10 @@ impl Deliveries {
             }
             Channel::Sms => {
                 let (Some(sms), Some(to)) = (&inner.sms, contact.phone.as_deref()) else {
-                    return Ok(Outcome::Skipped("no_address", None));
+                    return Outcome::Skipped("no_address", None);
                 };
                 let Ok(attempt) = inner.sms_breaker.try_acquire() else {
-                    return Ok(Outcome::BreakerOpen);
+                    return Outcome::BreakerOpen;
                 };
                 let key = row.id.to_string();
                 let result = sms
@@ -641,34 +626,34 @@ impl Deliveries {
                 result
             }
         };
-        Ok(match sent {
+        match sent {
             Ok(()) => Outcome::Sent,
             Err(SendError::Rejected(why)) => Outcome::Skipped("rejected", Some(why)),
             Err(SendError::Unavailable(why)) => Outcome::Failed(why),
-        })
+        }
     }
 
-    async fn record(
+    /// What `outcome` changes in `row` (none for an open breaker: the row stays as it was);
+    /// counts it and logs what an operator must see.
+    fn settlement(
         &self,
-        tx: &mut PgConnection,
         channel: Channel,
         row: &DueRow,
         outcome: Outcome,
         now: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Option<Settlement> {
         let inner = &self.inner;
-        let metric_outcome: &str;
-        match outcome {
+        let unchanged = Settlement {
+            id: row.id,
+            status: None,
+            outcome: None,
+            last_error: None,
+            finished_at: None,
+            attempts_added: 0,
+            next_attempt_at: None,
+        };
+        let (settlement, metric_outcome) = match outcome {
             Outcome::Sent => {
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'sent', outcome = 'sent',
-                         attempts = attempts + 1, finished_at = $2
-                     WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 let delay = (now - row.occurred_at).num_milliseconds().max(0) as f64 / 1000.0;
                 inner
                     .metrics
@@ -677,7 +662,14 @@ impl Deliveries {
                         channel: channel.as_str().to_owned(),
                     })
                     .observe(delay);
-                metric_outcome = "sent";
+                let sent = Settlement {
+                    status: Some("sent"),
+                    outcome: Some("sent"),
+                    finished_at: Some(now),
+                    attempts_added: 1,
+                    ..unchanged
+                };
+                (sent, "sent")
             }
             Outcome::Skipped(why, detail) => {
                 let status = if why == "rejected" || why == "unreadable" {
@@ -685,47 +677,38 @@ impl Deliveries {
                 } else {
                     "skipped"
                 };
-                sqlx::query(
-                    "UPDATE deliveries SET status = $2, outcome = $3, last_error = $4,
-                         finished_at = $5
-                     WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(status)
-                .bind(why)
-                .bind(detail.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
                 if status == "dead" {
                     tracing::warn!(delivery = %row.id, channel = channel.as_str(), reason = why, detail = detail.as_deref().unwrap_or(""), "delivery is a dead letter");
                 }
-                metric_outcome = why;
+                let skipped = Settlement {
+                    status: Some(status),
+                    outcome: Some(why),
+                    last_error: Some(detail),
+                    finished_at: Some(now),
+                    ..unchanged
+                };
+                (skipped, why)
             }
             Outcome::Later(until, why) => {
-                sqlx::query("UPDATE deliveries SET next_attempt_at = $2 WHERE id = $1")
-                    .bind(row.id)
-                    .bind(until)
-                    .execute(&mut *tx)
-                    .await?;
-                metric_outcome = why;
+                let later = Settlement {
+                    next_attempt_at: Some(until),
+                    ..unchanged
+                };
+                (later, why)
             }
             Outcome::Failed(why) => {
                 let attempts = u32::try_from(row.attempts).unwrap_or(0) + 1;
                 if attempts >= inner.retry.max_attempts {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'dead', outcome = 'failed',
-                             attempts = $2, last_error = $3, finished_at = $4
-                         WHERE id = $1",
-                    )
-                    .bind(row.id)
-                    .bind(attempts as i32)
-                    .bind(&why)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
                     tracing::warn!(delivery = %row.id, channel = channel.as_str(), attempts, error = %why, "delivery failed every attempt: dead letter");
-                    metric_outcome = "dead";
+                    let dead = Settlement {
+                        status: Some("dead"),
+                        outcome: Some("failed"),
+                        last_error: Some(Some(why)),
+                        finished_at: Some(now),
+                        attempts_added: 1,
+                        ..unchanged
+                    };
+                    (dead, "dead")
                 } else {
                     let delay = domain::retry_delay(
                         attempts,
@@ -733,25 +716,22 @@ impl Deliveries {
                         inner.retry.max,
                         rand::random::<f64>(),
                     );
-                    sqlx::query(
-                        "UPDATE deliveries SET attempts = $2, last_error = $3,
-                             next_attempt_at = $4
-                         WHERE id = $1",
-                    )
-                    .bind(row.id)
-                    .bind(attempts as i32)
-                    .bind(&why)
-                    .bind(now + chrono::Duration::from_std(delay).unwrap_or_default())
-                    .execute(&mut *tx)
-                    .await?;
                     tracing::info!(delivery = %row.id, channel = channel.as_str(), attempts, error = %why, retry_in = ?delay, "delivery failed; will retry");
-                    metric_outcome = "retry";
+                    let retry = Settlement {
+                        last_error: Some(Some(why)),
+                        attempts_added: 1,
+                        next_attempt_at: Some(
+                            now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                        ),
+                        ..unchanged
+                    };
+                    (retry, "retry")
                 }
             }
-            Outcome::BreakerOpen => return Ok(()),
-        }
+            Outcome::BreakerOpen => return None,
+        };
         inner.metrics.count(channel, &row.kind, metric_outcome);
-        Ok(())
+        Some(settlement)
     }
 
     /// The latest dead letters, newest first.
@@ -813,6 +793,121 @@ impl Deliveries {
 
 /// Tells the breaker how the provider did: a refusal of one message is an answer, not a
 /// failure of the provider.
+/// The changes to one delivery row; `None` leaves a column as it is.
+#[derive(Debug)]
+struct Settlement {
+    id: Uuid,
+    status: Option<&'static str>,
+    outcome: Option<&'static str>,
+    /// `Some(None)` clears it.
+    last_error: Option<Option<String>>,
+    finished_at: Option<DateTime<Utc>>,
+    attempts_added: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Writes a batch's settlements in one statement.
+async fn settle_all(tx: &mut PgConnection, settlements: &[Settlement]) -> Result<(), sqlx::Error> {
+    if settlements.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = settlements.iter().map(|s| s.id).collect();
+    let statuses: Vec<Option<&str>> = settlements.iter().map(|s| s.status).collect();
+    let outcomes: Vec<Option<&str>> = settlements.iter().map(|s| s.outcome).collect();
+    let set_errors: Vec<bool> = settlements.iter().map(|s| s.last_error.is_some()).collect();
+    let errors: Vec<Option<&str>> = settlements
+        .iter()
+        .map(|s| s.last_error.as_ref().and_then(|e| e.as_deref()))
+        .collect();
+    let finished: Vec<Option<DateTime<Utc>>> = settlements.iter().map(|s| s.finished_at).collect();
+    let added: Vec<i32> = settlements.iter().map(|s| s.attempts_added).collect();
+    let next: Vec<Option<DateTime<Utc>>> = settlements.iter().map(|s| s.next_attempt_at).collect();
+    sqlx::query(
+        "UPDATE deliveries AS d SET
+             status = coalesce(u.status, d.status),
+             outcome = coalesce(u.outcome, d.outcome),
+             last_error = CASE WHEN u.set_error THEN u.last_error ELSE d.last_error END,
+             finished_at = coalesce(u.finished_at, d.finished_at),
+             attempts = d.attempts + u.added,
+             next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at)
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[],
+                     $6::timestamptz[], $7::int[], $8::timestamptz[])
+              AS u (id, status, outcome, set_error, last_error, finished_at, added, next_attempt_at)
+         WHERE d.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&outcomes)
+    .bind(&set_errors)
+    .bind(&errors)
+    .bind(&finished)
+    .bind(&added)
+    .bind(&next)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// An in-app message to write into its user's inbox.
+#[derive(Debug)]
+struct InboxMessage {
+    id: Uuid,
+    user: String,
+    kind: String,
+    title: String,
+    body: String,
+    required: bool,
+    created_at: DateTime<Utc>,
+}
+
+/// Writes a batch's in-app messages and announces them on [`INBOX_CHANNEL`], one wake-up per
+/// user. Each user's inbox has one writer at a time (its advisory lock, taken for the batch's
+/// users in one order), so a user's `seq` order is their commit order and a stream resumed after
+/// `seq` n misses nothing.
+async fn write_inbox(tx: &mut PgConnection, messages: &[InboxMessage]) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut users: Vec<&str> = messages.iter().map(|m| m.user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    sqlx::query(
+        "SELECT count(*) FROM (
+             SELECT pg_advisory_xact_lock(hashtext('notifier-inbox:' || u))
+             FROM (SELECT u FROM unnest($1::text[]) AS u ORDER BY u) AS ordered
+         ) AS taken",
+    )
+    .bind(&users)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO inbox (id, user_id, kind, title, body, required, created_at)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::bool[], $7::timestamptz[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.user.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
+    .bind(
+        messages
+            .iter()
+            .map(|m| m.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(messages.iter().map(|m| m.body.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.required).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, u) FROM unnest($2::text[]) AS u")
+        .bind(INBOX_CHANNEL)
+        .bind(&users)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 fn settle(attempt: pulse_kit::breaker::Attempt<'_>, result: &Result<(), SendError>) {
     match result {
         Err(SendError::Unavailable(_)) => attempt.failure(),
