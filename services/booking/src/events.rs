@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pulse_kit::component::ConsumerSpec;
-use pulse_kit::consumer::{ConsumerConfig, EventHandler, HandlerError};
+use pulse_kit::consumer::{BatchEvent, BatchFailure, ConsumerConfig, EventHandler, HandlerError};
 use pulse_kit::envelope::EventEnvelope;
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -121,6 +121,24 @@ impl EventHandler for SearchInvalidator {
     ) -> Result<(), HandlerError> {
         if event.event_type.starts_with("Appointment") {
             self.search.invalidate().await?;
+        }
+        Ok(())
+    }
+
+    /// A crowd of bookings: the cache is invalidated once for the batch, not once per event.
+    async fn handle_batch(
+        &self,
+        _tx: &mut PgConnection,
+        events: &[BatchEvent<'_>],
+    ) -> Result<(), BatchFailure> {
+        if events
+            .iter()
+            .any(|batched| batched.event.event_type.starts_with("Appointment"))
+        {
+            self.search
+                .invalidate()
+                .await
+                .map_err(BatchFailure::of_batch)?;
         }
         Ok(())
     }

@@ -202,8 +202,10 @@ struct Notifications {
 }
 
 impl Notifications {
-    /// Applies the plans of `events` in `tx`: their reminder changes event by event (in each
-    /// event's span), then every notice in one statement. An error says which event failed.
+    /// Applies the plans of `events` in `tx`: their reminder cancellations event by event (in
+    /// each event's span), then every new reminder in one statement and every notice in one.
+    /// (A reminder cancelled before it is scheduled stays cancelled, so the order within the
+    /// batch does not matter.) An error says which event failed.
     async fn apply(
         &self,
         tx: &mut PgConnection,
@@ -218,10 +220,6 @@ impl Notifications {
                 for (appointment, user, starts_at) in &plan.cancel {
                     reminders::cancel(tx, *appointment, user, *starts_at, now).await?;
                 }
-                for (appointment, user, starts_at) in &plan.schedule {
-                    reminders::schedule(tx, &self.country, *appointment, user, *starts_at, now)
-                        .await?;
-                }
                 Ok::<(), HandlerError>(())
             };
             match span {
@@ -231,6 +229,17 @@ impl Notifications {
             .map_err(fail)?;
             plans.push((event, plan));
         }
+        let schedule: Vec<(Uuid, &str, DateTime<Utc>)> = plans
+            .iter()
+            .flat_map(|(_, plan)| {
+                plan.schedule
+                    .iter()
+                    .map(|(appointment, user, starts_at)| (*appointment, user.as_str(), *starts_at))
+            })
+            .collect();
+        reminders::schedule_all(tx, &self.country, &schedule, now)
+            .await
+            .map_err(BatchFailure::of_batch)?;
         let notices: Vec<deliveries::Enqueued<'_>> = plans
             .iter()
             .flat_map(|(event, plan)| {

@@ -14,31 +14,45 @@ use crate::Clock;
 use crate::deliveries::{self, Deliveries};
 use crate::domain::{self, Notice};
 
-/// Schedules the reminder of an appointment booked for `user` at `starts_at`, on `tx`. A
-/// reminder whose time has passed already is recorded as `too_late` (the booking confirmation
-/// has just said it all); an appointment seen before (cancelled first, or booked twice) is
-/// left as it is.
-pub async fn schedule(
+/// Schedules the reminders of appointments booked (appointment, user, start), on `tx`, in one
+/// statement. A reminder whose time has passed already is recorded as `too_late` (the booking
+/// confirmation has just said it all); an appointment seen before (cancelled first, or booked
+/// twice) is left as it is.
+pub async fn schedule_all(
     tx: &mut PgConnection,
     country: &CountryConfig,
-    appointment: Uuid,
-    user: &str,
-    starts_at: DateTime<Utc>,
+    reminders: &[(Uuid, &str, DateTime<Utc>)],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    if reminders.is_empty() {
+        return Ok(());
+    }
     let reminder_time = country.notifications.reminder().unwrap_or_default();
-    let due = domain::reminder_due(starts_at, country.tz(), reminder_time);
-    let status = if due <= now { "too_late" } else { "scheduled" };
+    let dues: Vec<DateTime<Utc>> = reminders
+        .iter()
+        .map(|(_, _, starts_at)| domain::reminder_due(*starts_at, country.tz(), reminder_time))
+        .collect();
+    let statuses: Vec<&str> = dues
+        .iter()
+        .map(|due| if *due <= now { "too_late" } else { "scheduled" })
+        .collect();
     sqlx::query(
         "INSERT INTO reminders (appointment_id, user_id, starts_at, due_at, status, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         SELECT appointment_id, user_id, starts_at, due_at, status, $6
+         FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[])
+              AS r (appointment_id, user_id, starts_at, due_at, status)
          ON CONFLICT (appointment_id) DO NOTHING",
     )
-    .bind(appointment)
-    .bind(user)
-    .bind(starts_at)
-    .bind(due)
-    .bind(status)
+    .bind(reminders.iter().map(|(id, _, _)| *id).collect::<Vec<_>>())
+    .bind(
+        reminders
+            .iter()
+            .map(|(_, user, _)| *user)
+            .collect::<Vec<_>>(),
+    )
+    .bind(reminders.iter().map(|(_, _, at)| *at).collect::<Vec<_>>())
+    .bind(&dues)
+    .bind(&statuses)
     .bind(now)
     .execute(tx)
     .await?;
