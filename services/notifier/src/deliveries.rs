@@ -4,9 +4,10 @@
 //! A worker takes a few due deliveries with `FOR UPDATE SKIP LOCKED` (so replicas share the work
 //! without sending one twice), with their users' preferences; for each it asks identity how to
 //! reach the user, renders the message, hands it to the provider and records the outcome, all
-//! in the one transaction that holds the rows. A process that dies mid-batch rolls the rows
-//! back to pending: they are sent again later — the one window where a provider can see a
-//! message twice, closed by the provider's idempotency key where it has one (the SMS
+//! in the one transaction that holds the rows, which hands at most one message to a provider.
+//! A process that dies before the commit rolls the rows back to pending: they are settled again
+//! later, and that one message sent again — the one window where a provider can see a message
+//! twice, closed by the provider's idempotency key where it has one (the SMS
 //! `Idempotency-Key`, the e-mail `Message-ID`, both the delivery's id).
 //!
 //! Each provider has its own circuit breaker and its own worker, so SMTP being down holds
@@ -287,6 +288,8 @@ enum Outcome {
     Failed(String),
     /// Not even tried: the provider's breaker is open.
     BreakerOpen,
+    /// Not tried in this transaction: it has handed a message to a provider already.
+    Deferred,
 }
 
 /// A dead letter, for the admin API.
@@ -460,10 +463,10 @@ impl Deliveries {
 
     /// Takes up to [`DELIVERY_BATCH`] due deliveries of `channel` and settles them in one
     /// transaction; `false` when none is due (or its provider's breaker is open, so nothing can
-    /// be sent now). When the breaker opens midway, the rest of the batch stays due, untouched.
-    /// A database failure before the commit takes back the whole batch's records: its messages
-    /// are sent again later, with the same Message-ID / idempotency key (the delivery's id),
-    /// which providers use to drop the repeat.
+    /// be sent now). A transaction hands at most one message to a provider: the batch stops
+    /// before a second one (and when the breaker opens), and the rest stays due, untouched, for
+    /// the next round. What it batches is what stays inside PostgreSQL: in-app messages,
+    /// skipped and held deliveries.
     pub async fn work_batch(&self, channel: Channel) -> Result<bool, sqlx::Error> {
         let inner = &self.inner;
         // While the breaker is open, do not even take a row: the deliveries wait untouched.
@@ -490,8 +493,11 @@ impl Deliveries {
         .await?;
         let mut inbox = Vec::new();
         let mut settlements = Vec::with_capacity(rows.len());
+        let mut may_contact_provider = true;
         for row in &rows {
-            let outcome = self.deliver(&mut inbox, channel, row, now).await;
+            let outcome = self
+                .deliver(&mut inbox, &mut may_contact_provider, channel, row, now)
+                .await;
             match self.settlement(channel, row, outcome, now) {
                 Some(settlement) => settlements.push(settlement),
                 None => break,
@@ -508,10 +514,13 @@ impl Deliveries {
     }
 
     /// Delivers `row` on `channel` (an in-app message goes into `inbox`, written with the
-    /// batch); what became of it.
+    /// batch); what became of it. A message is handed to a provider only while
+    /// `may_contact_provider`, which that clears: one per transaction, so a process dying
+    /// before the commit leaves at most that one message to be sent again.
     async fn deliver(
         &self,
         inbox: &mut Vec<InboxMessage>,
+        may_contact_provider: &mut bool,
         channel: Channel,
         row: &DueRow,
         now: DateTime<Utc>,
@@ -592,9 +601,13 @@ impl Deliveries {
                 let (Some(mailer), Some(to)) = (&inner.mailer, contact.email.as_deref()) else {
                     return Outcome::Skipped("no_address", None);
                 };
+                if !*may_contact_provider {
+                    return Outcome::Deferred;
+                }
                 let Ok(attempt) = inner.email_breaker.try_acquire() else {
                     return Outcome::BreakerOpen;
                 };
+                *may_contact_provider = false;
                 let message_id = format!("{}@notifier.pulse", row.id);
                 let result = mailer
                     .send(Mail {
@@ -614,9 +627,13 @@ impl Deliveries {
                 let (Some(sms), Some(to)) = (&inner.sms, contact.phone.as_deref()) else {
                     return Outcome::Skipped("no_address", None);
                 };
+                if !*may_contact_provider {
+                    return Outcome::Deferred;
+                }
                 let Ok(attempt) = inner.sms_breaker.try_acquire() else {
                     return Outcome::BreakerOpen;
                 };
+                *may_contact_provider = false;
                 let key = row.id.to_string();
                 let result = sms
                     .send(to, &content.sms, Some(&key))
@@ -728,7 +745,7 @@ impl Deliveries {
                     (retry, "retry")
                 }
             }
-            Outcome::BreakerOpen => return None,
+            Outcome::BreakerOpen | Outcome::Deferred => return None,
         };
         inner.metrics.count(channel, &row.kind, metric_outcome);
         Some(settlement)
