@@ -475,6 +475,13 @@ impl Deliveries {
         {
             return Ok(false);
         }
+        // A channel whose messages go to a provider settles one a transaction (see above):
+        // taking more rows would only lock them for nothing.
+        let limit = match channel {
+            Channel::Email if inner.mailer.is_some() => 1,
+            Channel::Sms if inner.sms.is_some() => 1,
+            _ => DELIVERY_BATCH,
+        };
         let mut tx = inner.db.begin().await?;
         let now = (inner.clock)();
         let rows: Vec<DueRow> = sqlx::query_as(
@@ -488,7 +495,7 @@ impl Deliveries {
         )
         .bind(channel.as_str())
         .bind(now)
-        .bind(DELIVERY_BATCH)
+        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         let mut inbox = Vec::new();
