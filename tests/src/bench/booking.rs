@@ -6,8 +6,7 @@
 //! - `distinct-slots`: clients book different slots (throughput of real bookings).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pulse_kit::testing::TestDatabase;
@@ -258,57 +257,49 @@ async fn distinct_slots(
     );
     let unread = format!("{base}/v1/notifications?page_size=1");
     super::each_user_gets(client, &unread, &tokens, DISTINCT_CLIENTS).await?;
-    let slots = Arc::new(slots);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..DISTINCT_CLIENTS {
-        let client = client.clone();
-        let url = format!("{base}/v1/appointments");
-        let slots = Arc::clone(&slots);
-        let tokens = Arc::clone(&tokens);
-        let next = Arc::clone(&next);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut ok = 0usize;
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let (Some(slot), Some(token)) = (slots.get(index), tokens.get(index)) else {
-                    break;
-                };
-                let t = Instant::now();
-                let status = client
-                    .post(&url)
-                    .bearer_auth(token)
-                    .header("Idempotency-Key", format!("distinct-{index}"))
-                    .json(&json!({ "slotId": slot }))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
-                latencies.push(t.elapsed());
-                if status == 201 {
-                    ok += 1;
-                }
-            }
-            (latencies, ok)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut succeeded = 0;
-    for task in tasks {
-        let (mut l, ok) = task.await?;
-        latencies.append(&mut l);
-        succeeded += ok;
+    // Sent by wrk, as the seckill and search loads are: on a small machine a Rust client's
+    // own CPU would be taken from the server it measures.
+    let requests: Vec<Vec<(String, String)>> = slots
+        .iter()
+        .zip(tokens.iter())
+        .enumerate()
+        .map(|(index, (slot, token))| {
+            vec![
+                ("Authorization".to_owned(), format!("Bearer {token}")),
+                ("Idempotency-Key".to_owned(), format!("distinct-{index}")),
+                ("Content-Type".to_owned(), "application/json".to_owned()),
+                (
+                    super::wrk::BODY.to_owned(),
+                    json!({ "slotId": slot }).to_string(),
+                ),
+            ]
+        })
+        .collect();
+    let run = super::wrk::run(
+        &format!("{base}/v1/appointments"),
+        DISTINCT_CLIENTS,
+        super::wrk::Load::EachOnce {
+            method: "POST",
+            requests: &requests,
+        },
+    )
+    .await?;
+    let succeeded = run.with_status(201);
+    if succeeded != slots.len() || run.requests != slots.len() {
+        bail!(
+            "distinct-slots: {} bookings sent, answers by status {:?}: each must be 201",
+            slots.len(),
+            run.statuses
+        );
     }
     Ok(Measurement {
         scenario: "distinct-slots".into(),
         system: "pulse".into(),
         concurrency: DISTINCT_CLIENTS,
-        requests: latencies.len(),
+        requests: run.requests,
         succeeded,
-        elapsed: started.elapsed(),
-        latencies,
+        elapsed: run.elapsed(),
+        latencies: run.latencies(),
         peak_rss_mib: None,
     })
 }

@@ -23,10 +23,14 @@ pub enum Load<'a> {
     EachOnce {
         /// `POST`, `GET`, ...
         method: &'a str,
-        /// Each request's headers, as `name: value` lines.
+        /// Each request's headers, as `name: value` lines; a header named [`BODY`] is the
+        /// request's body instead (one line, as compact JSON is).
         requests: &'a [Vec<(String, String)>],
     },
 }
+
+/// The pseudo-header of an [`Load::EachOnce`] request that holds its body.
+pub const BODY: &str = "@body";
 
 /// What one wrk run measured.
 #[derive(Debug, Clone, Deserialize)]
@@ -144,14 +148,18 @@ const EACH_ONCE: &str = r#"
 function init(args)
   local path, file, method = args[1], args[2], args[3]
   prepared = {}
-  local headers = {}
+  local headers, body = {}, nil
   for line in io.lines(file) do
     if line == "" then
-      table.insert(prepared, wrk.format(method, path, headers))
-      headers = {}
+      table.insert(prepared, wrk.format(method, path, headers, body))
+      headers, body = {}, nil
     else
       local name, value = line:match("^([^:]+): (.*)$")
-      headers[name] = value
+      if name == "@body" then
+        body = value
+      else
+        headers[name] = value
+      end
     end
   end
   finish_after = #prepared
