@@ -57,8 +57,11 @@ async fn events_reach_kafka_in_commit_order_with_a_traceparent() {
                 .expect("append");
             let _ = appended.send(());
             tokio::time::sleep(Duration::from_millis(400)).await;
-            tx.commit().await.expect("commit");
+            // Noted before the commit: once it commits, the second writer may commit and note
+            // itself before this task runs again. A second writer that did not wait for this
+            // commit has noted itself during the sleep, before this.
             committed.lock().expect("lock").push(10);
+            tx.commit().await.expect("commit");
         })
     };
     first_appended
