@@ -95,14 +95,12 @@ impl Outbox {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<EventEnvelope, OutboxError> {
-        let envelope = EventEnvelope {
-            id: crate::new_id(),
-            event_type: event_type.to_owned(),
-            country: self.country.to_string(),
-            occurred_at: Utc::now(),
-            traceparent: Some(telemetry::current_or_new_traceparent()),
-            payload: serde_json::to_value(payload)?,
-        };
+        let envelope = self.envelope(
+            event_type,
+            payload,
+            telemetry::current_or_new_traceparent(),
+            Utc::now(),
+        )?;
         // Transactions appending under the same key queue on the advisory lock until the holder
         // commits, so for one key the outbox id order is the commit order the relay publishes
         // in. One statement, one round trip: the lock's row is produced (the lock taken) before
@@ -128,6 +126,24 @@ impl Outbox {
         Ok(envelope)
     }
 
+    /// A new event of this outbox's country.
+    fn envelope(
+        &self,
+        event_type: &str,
+        payload: &impl Serialize,
+        traceparent: String,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<EventEnvelope, OutboxError> {
+        Ok(EventEnvelope {
+            id: crate::new_id(),
+            event_type: event_type.to_owned(),
+            country: self.country.to_string(),
+            occurred_at,
+            traceparent: Some(traceparent),
+            payload: serde_json::to_value(payload)?,
+        })
+    }
+
     /// [`Outbox::append`] of several events in one round trip: `events` are `(key, event type,
     /// payload)` and reach the outbox in this order. The keys' locks are taken in key order
     /// (the same for every caller, so two batches never wait for each other in a cycle) before
@@ -146,14 +162,7 @@ impl Outbox {
         let envelopes = events
             .iter()
             .map(|(_, event_type, payload)| {
-                Ok(EventEnvelope {
-                    id: crate::new_id(),
-                    event_type: (*event_type).to_owned(),
-                    country: self.country.to_string(),
-                    occurred_at,
-                    traceparent: Some(traceparent.clone()),
-                    payload: serde_json::to_value(payload)?,
-                })
+                self.envelope(event_type, payload, traceparent.clone(), occurred_at)
             })
             .collect::<Result<Vec<_>, OutboxError>>()?;
         let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();

@@ -309,15 +309,10 @@ impl Store {
         campaign: &str,
         buyer: &str,
     ) -> Result<bool, StoreError> {
-        write_sale(
-            tx,
-            "INSERT INTO seckill_sales (order_id, campaign_id, buyer_subject, status)
-             VALUES ($1, $2, $3, 'UNPAID') ON CONFLICT (order_id) DO NOTHING",
-            order,
-            campaign,
-            buyer,
-        )
-        .await
+        Ok(!self
+            .record_sales(tx, &[(order, campaign, buyer)])
+            .await?
+            .is_empty())
     }
 
     /// [`Store::record_sale`] of many sales (order, campaign, buyer) in one statement; returns

@@ -418,4 +418,90 @@ mod tests {
         );
         assert!(plan(&envelope("AppointmentBooked", json!({"x": 1})), &france()).is_err());
     }
+
+    /// A consumer batch (a booking and two flash-sale wins) enqueues each notice on each of
+    /// its channels once and schedules the reminder, written with one statement each; applied
+    /// again it adds nothing; a bad event is named by its place in the batch.
+    #[tokio::test]
+    async fn a_batch_enqueues_each_notice_once_and_names_a_bad_event() {
+        let db = pulse_kit::testing::TestDatabase::create().await;
+        pulse_kit::db::migrate(&db.url, "notifier", &crate::MIGRATIONS)
+            .await
+            .expect("migrations");
+        let pool = pulse_kit::db::schema_pool(&db.url, "notifier", 2).expect("pool");
+        let now: DateTime<Utc> = "2026-03-02T10:00:00Z".parse().expect("now");
+        let handler = Notifications {
+            country: Arc::new(france()),
+            clock: Arc::new(move || now),
+        };
+        let appointment = Uuid::now_v7();
+        let won = |user: &str| {
+            envelope(
+                "OrderCreated",
+                json!({"orderId": Uuid::now_v7(), "kind": "SECKILL", "userId": user,
+                       "campaignId": "c1", "amountMinor": 100, "currency": "EUR"}),
+            )
+        };
+        let events = vec![
+            envelope(
+                "AppointmentBooked",
+                json!({"appointmentId": appointment, "slotId": Uuid::nil(), "practitionerId": Uuid::nil(),
+                       "patientId": "u1", "startsAt": "2026-03-05T09:00:00Z"}),
+            ),
+            won("u2"),
+            won("u3"),
+        ];
+        fn as_batch(events: &[EventEnvelope]) -> Vec<BatchEvent<'_>> {
+            events
+                .iter()
+                .map(|event| BatchEvent {
+                    event,
+                    span: tracing::Span::none(),
+                })
+                .collect()
+        }
+        for _ in 0..2 {
+            let mut tx = pool.begin().await.expect("begin");
+            handler
+                .handle_batch(&mut tx, &as_batch(&events))
+                .await
+                .expect("the batch applies");
+            tx.commit().await.expect("commit");
+        }
+        let mut expected = Vec::new();
+        for event in &events {
+            for (recipient, notice) in plan(event, &france()).expect("plan").notices {
+                for channel in notice.channels() {
+                    expected.push((event.id, recipient.clone(), channel.as_str().to_owned()));
+                }
+            }
+        }
+        expected.sort();
+        let enqueued: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT source_id, recipient, channel FROM deliveries ORDER BY source_id, recipient, channel",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("deliveries");
+        assert_eq!(enqueued, expected, "each notice on each channel, once");
+        assert_eq!(expected.len(), 9, "three notices, three channels each");
+        let reminders: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT appointment_id, status FROM reminders")
+                .fetch_all(&pool)
+                .await
+                .expect("reminders");
+        assert_eq!(reminders, vec![(appointment, "scheduled".to_owned())]);
+
+        let bad = vec![
+            won("u4"),
+            envelope("OrderCreated", json!({"orderId": "not a uuid"})),
+            won("u5"),
+        ];
+        let mut tx = pool.begin().await.expect("begin");
+        let failure = handler
+            .handle_batch(&mut tx, &as_batch(&bad))
+            .await
+            .expect_err("a bad event fails the batch");
+        assert_eq!(failure.at, 1, "the bad event is named: {}", failure.error);
+    }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::domain::{self, Amounts, InvalidInput, OrderKind, OrderStatus};
 use crate::marketing_client::{MarketingClient, VoucherCallError};
 use crate::permit::{PermitError, Permits};
-use crate::store::{self, Deadline, NewOrder, OrderError, OrderRow, ProductRow, Store};
+use crate::store::{Deadline, NewOrder, OrderError, OrderRow, ProductRow, Store};
 
 /// A product order to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,8 +204,9 @@ impl Checkout {
             deadline: Deadline::After(self.payment_timeout),
         };
         // A fresh id: an order with it cannot exist already.
-        let order = create(&self.store, &mut tx, &new)
+        let order = create(&self.store, &mut tx, std::slice::from_ref(&new))
             .await?
+            .pop()
             .ok_or(OrderError::Db(sqlx::Error::RowNotFound))?;
         // Before commit.
         hook.run(&mut tx, &order).await?;
@@ -214,21 +215,17 @@ impl Checkout {
     }
 }
 
-/// Writes a new order with `OrderCreated` (and `OrderPaid` when there is nothing to pay), in
-/// `tx`; `None` if an order with its id exists already.
+/// Writes new orders with `OrderCreated` (and `OrderPaid` when there is nothing to pay), in
+/// `tx`, one statement for the orders and one for their events whatever their number; returns
+/// those written (an order whose id exists already is left out).
 async fn create(
     store: &Store,
     tx: &mut PgConnection,
-    new: &NewOrder<'_>,
-) -> Result<Option<OrderRow>, OrderError> {
-    let Some(order) = store.insert_order(tx, new).await? else {
-        return Ok(None);
-    };
-    store.publish(tx, store::ORDER_CREATED, &order).await?;
-    if order.status == OrderStatus::Paid {
-        store.publish(tx, store::ORDER_PAID, &order).await?;
-    }
-    Ok(Some(order))
+    news: &[NewOrder<'_>],
+) -> Result<Vec<OrderRow>, OrderError> {
+    let orders = store.insert_orders(tx, news).await?;
+    store.publish_created(tx, &orders).await?;
+    Ok(orders)
 }
 
 /// Turns seckill reservations into orders, once per reservation: the order takes the id the
@@ -257,9 +254,9 @@ impl SeckillCheckout {
     #[tracing::instrument(skip_all, fields(order = %reservation.order_id, campaign = %reservation.campaign))]
     pub async fn place(&self, reservation: &Reservation) -> Result<bool, OrderError> {
         let mut tx = self.store.begin().await?;
-        if create(&self.store, &mut tx, &self.new_order(reservation))
+        if create(&self.store, &mut tx, &[self.new_order(reservation)])
             .await?
-            .is_none()
+            .is_empty()
         {
             return Ok(false);
         }
@@ -275,9 +272,7 @@ impl SeckillCheckout {
     pub async fn place_all(&self, reservations: &[Reservation]) -> Result<Vec<bool>, OrderError> {
         let news: Vec<NewOrder<'_>> = reservations.iter().map(|r| self.new_order(r)).collect();
         let mut tx = self.store.begin().await?;
-        // One statement for the orders, one for their events, whatever the batch's size.
-        let orders = self.store.insert_orders(&mut tx, &news).await?;
-        self.store.publish_created(&mut tx, &orders).await?;
+        let orders = create(&self.store, &mut tx, &news).await?;
         // Before commit.
         tx.commit().await?;
         // A reservation delivered twice in one batch was created once.

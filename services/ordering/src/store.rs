@@ -303,7 +303,7 @@ impl Store {
     }
 
     /// Appends the creation events of new `orders` (and the payment event of those paid at
-    /// once), in `tx`, in one statement.
+    /// once, right after its creation), in `tx`, in one statement.
     pub async fn publish_created(
         &self,
         tx: &mut PgConnection,
@@ -430,52 +430,8 @@ impl Store {
 
     // ------------------------------------------------------------------------------ orders
 
-    /// Writes an order; `None` if an order with its id exists already.
-    pub async fn insert_order(
-        &self,
-        tx: &mut PgConnection,
-        new: &NewOrder<'_>,
-    ) -> Result<Option<OrderRow>, OrderError> {
-        let (at, after) = match new.deadline {
-            Deadline::At(at) => (Some(at), None),
-            Deadline::After(timeout) => (None, Some(timeout.as_secs_f64())),
-        };
-        let amounts = &new.amounts;
-        let inserted = sqlx::query_as::<_, OrderRow>(&format!(
-            "INSERT INTO orders (id, kind, user_subject, campaign_id, product_id, quantity, unit_price_minor,
-                                 subtotal_minor, discount_minor, amount_minor, currency, voucher_id, status,
-                                 payment_deadline, paid_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                     coalesce($14, now() + make_interval(secs => $15)), CASE WHEN $16 THEN now() END)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(new.id)
-        .bind(new.kind)
-        .bind(new.user)
-        .bind(new.campaign_id)
-        .bind(new.product_id)
-        .bind(int(amounts.quantity))
-        .bind(amounts.unit_price_minor)
-        .bind(amounts.subtotal_minor)
-        .bind(amounts.discount_minor)
-        .bind(amounts.amount_minor)
-        .bind(new.currency)
-        .bind(new.voucher_id)
-        .bind(new.status)
-        .bind(at)
-        .bind(after)
-        .bind(new.status == OrderStatus::Paid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(order) = &inserted {
-            self.count(order.status);
-        }
-        Ok(inserted)
-    }
-
-    /// Writes several orders in one statement; returns those written, in the order of `news`
-    /// (one whose id exists already is left out).
+    /// Writes orders (one or a batch) in one statement; returns those written, in the order of
+    /// `news` (one whose id exists already is left out).
     pub async fn insert_orders(
         &self,
         tx: &mut PgConnection,
