@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 const MANAGER: &str = "pulse-cluster-tests";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/root.rs"]
+mod workspace;
+use workspace::root;
 
 /// A client for the shared test cluster; fails (never skips) when there is none.
 async fn client() -> Client {

@@ -1,10 +1,8 @@
 //! The committed CRD files are exactly what `crdgen` generates from the Rust types.
 
-use std::path::PathBuf;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/root.rs"]
+mod workspace;
+use workspace::root;
 
 #[test]
 fn committed_crds_match_the_generated_ones() {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use pulse_operator::crd::{CountryTenant, SeckillCampaign};
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/root.rs"]
+mod workspace;
+use workspace::root;
 
 fn schema(kind: &str) -> Value {
     let file = match kind {

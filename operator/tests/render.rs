@@ -1,13 +1,12 @@
 //! `pulse-operator render -f <tenant.yaml>` prints exactly the desired objects, without a cluster.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "support/root.rs"]
+mod workspace;
+use workspace::root;
 
 fn render(file: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pulse-operator"))

@@ -17,7 +17,9 @@ const KEYRING_FILE_VAR: &str = "PULSE_IDENTITY_KEYRING_SECRET_FILE";
 fn example(name: &str) -> String {
     let path = format!(
         "{}/../manifests/examples/{name}.yaml",
-        env!("CARGO_MANIFEST_DIR")
+        // Read when the test runs, as the operator's tests do (see `operator/tests/support/root.rs`).
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

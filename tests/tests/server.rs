@@ -16,7 +16,9 @@ use pulse_kit::testing::{self, TestApp, free_port, redis_url};
 fn country(code: &str) -> CountryConfig {
     let file = format!(
         "{}/../manifests/examples/{}.yaml",
-        env!("CARGO_MANIFEST_DIR"),
+        // Read when the test runs, as the operator's tests do (see `operator/tests/support/root.rs`).
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
         code.to_ascii_lowercase()
     );
     CountryConfig::read(&Env::from_map([("PULSE_COUNTRY_FILE", file)]))

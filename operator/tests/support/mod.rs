@@ -16,6 +16,9 @@
 //! - [`wait_for`], [`delete_tenant_and_wait`].
 #![allow(dead_code)] // each test binary uses part of it
 
+mod root;
+pub use root::root;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::future::Future;
@@ -29,11 +32,6 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Client, Config};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
-
-/// The workspace root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn required_env(name: &str, what: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
