@@ -277,35 +277,27 @@ impl Appointments {
     ) -> Result<AppointmentRow, BookingError> {
         let slot = self
             .store
-            .lock_slot(tx, slot_id)
+            .lock_slot_for(tx, slot_id, patient)
             .await?
             .ok_or(BookingError::SlotNotFound(slot_id))?;
         if slot.status != SlotStatus::Free {
             return Err(BookingError::SlotTaken);
         }
+        let rules = &self.country.booking;
         let tz = self.country.tz();
+        domain::check_booking(rules, tz, Utc::now(), slot.starts_at)?;
         let day = domain::local_day(slot.starts_at, tz);
-        self.store.lock_patient_day(tx, patient, day).await?;
-        let replacing = replacing.map(|a| a.id);
-        let active = self
-            .store
-            .active_appointments_on(tx, patient, day, replacing)
-            .await?;
-        domain::check_booking(
-            &self.country.booking,
-            tz,
-            Utc::now(),
-            slot.starts_at,
-            u32::try_from(active).unwrap_or(u32::MAX),
-        )?;
         let new = NewAppointment {
             slot: &slot,
             patient,
             local_day: day,
-            replacing,
+            replacing: replacing.map(|a| a.id),
         };
-        // Also marks the slot booked.
-        self.store.insert_appointment(tx, new).await
+        // Also marks the slot booked; written only below the daily limit.
+        self.store
+            .insert_appointment(tx, new, domain::daily_limit(rules))
+            .await?
+            .ok_or_else(|| domain::daily_limit_reached(rules, day).into())
     }
 
     /// In the flow's transaction: locks an active appointment `actor` may manage.

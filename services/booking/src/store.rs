@@ -326,16 +326,24 @@ impl Store {
         .await
     }
 
-    /// Locks a slot until the transaction ends.
-    pub async fn lock_slot(
+    /// Locks a slot for `patient`'s booking until the transaction ends: first the patient's
+    /// bookings (so two bookings of one patient at once cannot both pass the daily limit), then
+    /// the slot's row, in one round trip. Every booking takes them in this order.
+    pub async fn lock_slot_for(
         &self,
         tx: &mut PgConnection,
         id: Uuid,
+        patient: &str,
     ) -> Result<Option<SlotRow>, sqlx::Error> {
+        // The lock's row is produced (the lock taken) before the slot's row is locked above it.
         sqlx::query_as(&format!(
-            "SELECT {SLOT_COLUMNS} FROM slots WHERE id = $1 FOR UPDATE"
+            "WITH patient AS MATERIALIZED (SELECT pg_advisory_xact_lock($2))
+             SELECT {SLOT_COLUMNS} FROM slots, patient WHERE id = $1 FOR UPDATE OF slots"
         ))
         .bind(id)
+        .bind(pulse_kit::db::advisory_key(&format!(
+            "booking-patient:{patient}"
+        )))
         .fetch_optional(tx)
         .await
     }
@@ -357,56 +365,30 @@ impl Store {
 
     // --------------------------------------------------------------------------- appointments
 
-    /// Serialises, until the transaction ends, the bookings of one patient on one local day, so
-    /// two bookings at once cannot both pass the daily limit.
-    pub async fn lock_patient_day(
-        &self,
-        tx: &mut PgConnection,
-        patient: &str,
-        day: NaiveDate,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(pulse_kit::db::advisory_key(&format!(
-                "booking-patient-day:{patient}:{day}"
-            )))
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
-
-    /// How many active appointments a patient has on a local day, leaving out `except`.
-    pub async fn active_appointments_on(
-        &self,
-        tx: &mut PgConnection,
-        patient: &str,
-        day: NaiveDate,
-        except: Option<Uuid>,
-    ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM appointments
-             WHERE patient_subject = $1 AND local_day = $2 AND status = 'booked' AND id <> $3",
-        )
-        .bind(patient)
-        .bind(day)
-        .bind(except.unwrap_or_else(Uuid::nil))
-        .fetch_one(tx)
-        .await
-    }
-
-    /// Inserts an active appointment and marks its slot booked. [`BookingError::SlotTaken`] when
-    /// the slot already has one: the unique index decides even when the Redis lock was bypassed.
+    /// Inserts an active appointment and marks its slot booked, if the patient has fewer than
+    /// `daily_limit` other active appointments on its local day (counted in the same statement,
+    /// under the patient's lock from [`Store::lock_slot_for`]); `None` when they have that
+    /// many. [`BookingError::SlotTaken`] when the slot already has one: the unique index
+    /// decides even when the Redis lock was bypassed.
     pub async fn insert_appointment(
         &self,
         tx: &mut PgConnection,
         new: NewAppointment<'_>,
-    ) -> Result<AppointmentRow, BookingError> {
-        // The slot (locked by the caller) is marked booked in the same statement: one round
-        // trip; a unique violation undoes both.
+        daily_limit: u32,
+    ) -> Result<Option<AppointmentRow>, BookingError> {
+        // One round trip: the count, the slot marked booked and the insert (a unique violation
+        // undoes all). The appointment it replaces does not count. `'booked'` is written out so
+        // that a generic plan still uses the partial index of active appointments.
         let inserted = sqlx::query_as(&format!(
-            "WITH taken AS (UPDATE slots SET status = $10 WHERE id = $2)
+            "WITH allowed AS (
+                 SELECT FROM appointments
+                 WHERE patient_subject = $4 AND local_day = $7 AND status = 'booked' AND id IS DISTINCT FROM $9
+                 HAVING count(*) < $11
+             ),
+             taken AS (UPDATE slots SET status = $10 WHERE id = $2 AND EXISTS (SELECT FROM allowed))
              INSERT INTO appointments (id, slot_id, practitioner_id, patient_subject, starts_at, ends_at, local_day,
                                        status, rescheduled_from)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM allowed
              RETURNING {APPOINTMENT_COLUMNS}"
         ))
         .bind(pulse_kit::new_id())
@@ -419,7 +401,8 @@ impl Store {
         .bind(AppointmentStatus::Booked)
         .bind(new.replacing)
         .bind(SlotStatus::Booked)
-        .fetch_one(tx)
+        .bind(i64::from(daily_limit))
+        .fetch_optional(tx)
         .await;
         match inserted {
             Ok(row) => Ok(row),

@@ -104,6 +104,75 @@ async fn without_redis_the_database_still_allows_one_appointment() {
     assert!(app.metric("pulse_redis_errors_total").await >= 1.0);
 }
 
+/// One patient booking a day's slots all at once (the daily limit is one appointment): exactly
+/// one booking is written, every other is refused by the rule, with or without Redis (the slot
+/// locks are per slot and never meet here: the patient's lock in the database decides).
+async fn assert_one_booking_a_day_for_a_racing_patient(app: &TestApp) {
+    let practitioner = app.practitioner("Paris", "general-practice", 15).await;
+    let id = practitioner["id"].as_str().expect("id");
+    let slots = app.slots(id, &paris_day(4), &paris_day(4)).await;
+    assert!(slots.len() >= 30, "enough slots on one day");
+    let patient = app.token(&format!("patient-{}", pulse_kit::new_id()), &["patient"]);
+    let tasks: Vec<_> = slots
+        .iter()
+        .take(30)
+        .enumerate()
+        .map(|(i, slot)| {
+            let request = app.book_request(
+                &patient,
+                slot["id"].as_str().expect("slot id"),
+                &format!("day-{i}"),
+            );
+            tokio::spawn(async move {
+                let response = request.send().await.expect("book");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (status, body)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        match status {
+            201 => created += 1,
+            422 => assert_eq!(
+                body["type"], "https://pulse.dev/problems/daily-limit-reached",
+                "{body}"
+            ),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 1, "one booking that day");
+    let pool = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.appointments a JOIN booking.slots s ON s.id = a.slot_id
+         WHERE a.practitioner_id = $1::uuid AND a.status = 'booked' AND s.status = 'booked'",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    let booked_slots: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.slots WHERE practitioner_id = $1::uuid AND status = 'booked'",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    pool.close().await;
+    assert_eq!(active, 1, "one appointment in the database");
+    assert_eq!(booked_slots, 1, "a refused booking leaves its slot free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_patient_racing_for_a_days_slots_books_exactly_the_daily_limit() {
+    let app = TestApp::start().await;
+    assert_one_booking_a_day_for_a_racing_patient(&app).await;
+    let app = TestApp::start_with(france(), "redis://127.0.0.1:1").await;
+    assert_one_booking_a_day_for_a_racing_patient(&app).await;
+}
+
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_response_and_books_nothing_more() {
     let app = TestApp::start().await;

@@ -20,7 +20,8 @@ pub use query::{
     parse_uuid,
 };
 pub use rules::{
-    Actor, RuleViolation, check_booking, check_cancellation, earliest_start, last_bookable_day,
+    Actor, RuleViolation, check_booking, check_cancellation, daily_limit, daily_limit_reached,
+    earliest_start, last_bookable_day,
 };
 pub use schedule::{
     DayOff, Schedule, SlotTime, ValidSchedule, WorkingRange, future_slots, generate_slots,

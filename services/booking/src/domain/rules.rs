@@ -51,14 +51,15 @@ pub fn last_bookable_day(rules: &BookingRules, tz: Tz, now: DateTime<Utc>) -> Na
     local_day(now, tz) + Duration::days(i64::from(rules.horizon_days))
 }
 
-/// Checks the country's rules for booking a slot starting at `starts_at`, given how many active
-/// appointments the patient already has on that local day.
+/// Checks the rules the slot's start decides for a booking made `now`: the minimum notice and
+/// the horizon. The daily limit depends on the patient's other bookings: the store counts them
+/// under the patient's lock and writes the booking only below [`daily_limit`]; when it does
+/// not, [`daily_limit_reached`] says why.
 pub fn check_booking(
     rules: &BookingRules,
     tz: Tz,
     now: DateTime<Utc>,
     starts_at: DateTime<Utc>,
-    active_that_day: u32,
 ) -> Result<(), RuleViolation> {
     if starts_at < earliest_start(rules, now) {
         return Err(RuleViolation::TooSoon {
@@ -70,13 +71,22 @@ pub fn check_booking(
             horizon_days: rules.horizon_days,
         });
     }
-    if active_that_day >= rules.max_appointments_per_patient_per_day {
-        return Err(RuleViolation::DailyLimit {
-            max: rules.max_appointments_per_patient_per_day,
-            day: local_day(starts_at, tz),
-        });
-    }
     Ok(())
+}
+
+/// How many active appointments a patient may have on one local day: a booking is written
+/// only while the patient has fewer that day.
+pub fn daily_limit(rules: &BookingRules) -> u32 {
+    rules.max_appointments_per_patient_per_day
+}
+
+/// The refusal of a booking on `day`, where the patient has [`daily_limit`] active
+/// appointments already.
+pub fn daily_limit_reached(rules: &BookingRules, day: NaiveDate) -> RuleViolation {
+    RuleViolation::DailyLimit {
+        max: daily_limit(rules),
+        day,
+    }
 }
 
 /// Checks whether an appointment starting at `starts_at` may be cancelled now. Practitioners
@@ -158,21 +168,26 @@ mod tests {
             .with_ymd_and_hms(2026, 6, 1, 8, 0, 0)
             .single()
             .expect("now");
-        assert!(check_booking(&rules(), tz, now, now + Duration::hours(3), 0).is_ok());
+        assert!(check_booking(&rules(), tz, now, now + Duration::hours(3)).is_ok());
         assert_eq!(
-            check_booking(&rules(), tz, now, now + Duration::minutes(90), 0),
+            check_booking(&rules(), tz, now, now + Duration::minutes(90)),
             Err(RuleViolation::TooSoon {
                 min_notice_minutes: 120
             })
         );
         assert_eq!(
-            check_booking(&rules(), tz, now, now + Duration::days(61), 0),
+            check_booking(&rules(), tz, now, now + Duration::days(61)),
             Err(RuleViolation::BeyondHorizon { horizon_days: 60 })
         );
-        assert!(matches!(
-            check_booking(&rules(), tz, now, now + Duration::hours(3), 1),
-            Err(RuleViolation::DailyLimit { max: 1, .. })
-        ));
+        let day = local_day(now + Duration::hours(3), tz);
+        assert_eq!(
+            daily_limit_reached(&rules(), day),
+            RuleViolation::DailyLimit { max: 1, day }
+        );
+        assert_eq!(
+            daily_limit_reached(&rules(), day).to_string(),
+            "you already have 1 appointment(s) on 2026-06-01, the most allowed per day"
+        );
     }
 
     #[test]
