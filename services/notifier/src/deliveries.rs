@@ -550,16 +550,17 @@ impl Deliveries {
         {
             return Outcome::Skipped("no_provider", None);
         }
-        let has_address = |contact: Option<&crate::directory::Contact>| match channel {
-            Channel::Email => contact.is_some_and(|c| c.email.is_some()),
-            Channel::Sms => contact.is_some_and(|c| c.phone.is_some()),
-            Channel::InApp => true,
+        // A cached contact without this channel's address is asked for afresh (it may have
+        // been added a moment ago). A user identity does not know stays unknown: asking again
+        // for each channel of one event would only repeat the answer.
+        let usable = |contact: Option<&crate::directory::Contact>| {
+            contact.is_none_or(|c| match channel {
+                Channel::Email => c.email.is_some(),
+                Channel::Sms => c.phone.is_some(),
+                Channel::InApp => true,
+            })
         };
-        let contact = match inner
-            .directory
-            .contact_with(&row.recipient, has_address)
-            .await
-        {
+        let contact = match inner.directory.contact_with(&row.recipient, usable).await {
             Ok(contact) => contact,
             // An in-app message needs no address: without identity it is written in the
             // country's language, with a neutral greeting, rather than held.
