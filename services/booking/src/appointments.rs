@@ -252,7 +252,8 @@ impl Appointments {
     }
 
     /// Ends a write: appends its outbox event, runs the caller's hook (the idempotency record's
-    /// place), then commits. Returns `outcome`, what the hook saw.
+    /// place; a hook that only records an answer is written in the event's statement), then
+    /// commits. Returns `outcome`, what the hook saw.
     async fn commit(
         &self,
         mut tx: Transaction<'static, Postgres>,
@@ -260,8 +261,17 @@ impl Appointments {
         hook: impl BeforeCommit<AppointmentRow>,
         outcome: AppointmentRow,
     ) -> Result<AppointmentRow, BookingError> {
-        self.store.append_event(&mut tx, event).await?;
-        hook.run(&mut tx, &outcome).await?;
+        match hook.into_record(&outcome) {
+            Ok(answer) => {
+                self.store
+                    .append_event(&mut tx, event, answer.as_ref())
+                    .await?;
+            }
+            Err(hook) => {
+                self.store.append_event(&mut tx, event, None).await?;
+                hook.run(&mut tx, &outcome).await?;
+            }
+        }
         tx.commit().await?;
         Ok(outcome)
     }

@@ -3,6 +3,7 @@
 //! that transaction when the read must see its writes).
 
 use chrono::{DateTime, NaiveDate, Utc};
+use pulse_kit::idempotency::AnswerRecord;
 use pulse_kit::outbox::{Outbox, OutboxError};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
@@ -495,11 +496,13 @@ impl Store {
     }
 
     /// Appends an appointment event to the outbox, keyed by practitioner so one practitioner's
-    /// events keep their order.
+    /// events keep their order, with the request's `answer` (its idempotency record), if any,
+    /// in the same statement.
     pub async fn append_event(
         &self,
         tx: &mut PgConnection,
         event: &AppointmentEvent,
+        answer: Option<&AnswerRecord>,
     ) -> Result<(), OutboxError> {
         // One partition per practitioner; commit order per slot. The slot's row lock (and an
         // appointment's, for a cancellation) already serialises the writers of one slot, and
@@ -507,12 +510,13 @@ impl Store {
         // order-free, notices are per appointment), so bookings of one practitioner's different
         // slots do not queue behind each other's commits.
         self.outbox
-            .append_ordered(
+            .append_ordered_with(
                 tx,
                 &event.practitioner_id.to_string(),
                 &event.slot_id.to_string(),
                 event.kind.event_type(),
                 event,
+                answer,
             )
             .await?;
         Ok(())

@@ -33,7 +33,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::auth::Principal;
 use crate::problem::Problem;
@@ -541,26 +543,77 @@ async fn insert(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), sqlx::Error> {
-    let mut stored = serde_json::Map::new();
-    for name in STORED_HEADERS {
-        if let Some(value) = headers.get(*name).and_then(|v| v.to_str().ok()) {
-            stored.insert((*name).to_owned(), value.into());
+    let record = AnswerRecord::new(key, status, headers, body.to_vec());
+    record
+        .bind(sqlx::query(&AnswerRecord::insert_sql(1)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An answer to record under a request's key, as values a flow writes inside one of its own
+/// statements ([`BeforeCommit::into_record`]), one round trip less than a statement of its own.
+#[derive(Debug, Clone)]
+pub struct AnswerRecord {
+    key: IdempotencyKey,
+    status: i16,
+    headers: serde_json::Value,
+    body: Vec<u8>,
+}
+
+impl AnswerRecord {
+    fn new(key: &IdempotencyKey, status: StatusCode, headers: &HeaderMap, body: Vec<u8>) -> Self {
+        let mut stored = serde_json::Map::new();
+        for name in STORED_HEADERS {
+            if let Some(value) = headers.get(*name).and_then(|v| v.to_str().ok()) {
+                stored.insert((*name).to_owned(), value.into());
+            }
+        }
+        Self {
+            key: key.clone(),
+            status: i16::try_from(status.as_u16()).unwrap_or(500),
+            headers: serde_json::Value::Object(stored),
+            body,
         }
     }
-    sqlx::query(
-        "INSERT INTO idempotency_keys
-             (scope, idempotency_key, fingerprint, state, response_status, response_headers, response_body, completed_at)
-         VALUES ($1, $2, $3, 'done', $4, $5, $6, now())",
-    )
-    .bind(&key.scope)
-    .bind(&key.key)
-    .bind(&key.fingerprint)
-    .bind(i16::try_from(status.as_u16()).unwrap_or(500))
-    .bind(serde_json::Value::Object(stored))
-    .bind(body)
-    .execute(conn)
-    .await?;
-    Ok(())
+
+    /// The statement that inserts it, its six values taken from the bind parameters `$first`
+    /// on (in [`AnswerRecord::bind`]'s order): the end of a statement whose `WITH` writes the
+    /// flow's own rows.
+    pub fn insert_sql(first: usize) -> String {
+        let p = |i: usize| format!("${}", first + i);
+        format!(
+            "INSERT INTO idempotency_keys
+                 (scope, idempotency_key, fingerprint, state, response_status, response_headers, response_body, completed_at)
+             VALUES ({}, {}, {}, 'done', {}, {}, {}, now())",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        )
+    }
+
+    /// Binds its six values after `query`'s, in [`AnswerRecord::insert_sql`]'s order.
+    pub fn bind<'q>(
+        &'q self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(&self.key.scope)
+            .bind(&self.key.key)
+            .bind(&self.key.fingerprint)
+            .bind(self.status)
+            .bind(&self.headers)
+            .bind(&self.body)
+    }
+
+    /// Notes that the statement that wrote it succeeded, as [`IdempotencyKey::record`] does: it
+    /// commits or rolls back with the flow's effect.
+    pub fn written(&self) {
+        self.key.recorded.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Work that must commit with a flow's changes, or not at all.
@@ -577,6 +630,17 @@ pub trait BeforeCommit<T>: Send {
         tx: &mut PgConnection,
         outcome: &T,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// This hook's whole work for `outcome` as an [`AnswerRecord`] (`Ok(None)`: nothing to
+    /// write), for a flow that writes it inside one of its own statements (and calls
+    /// [`AnswerRecord::written`] once that succeeded); `Err(self)` when the hook has other
+    /// work, which [`BeforeCommit::run`] then does.
+    fn into_record(self, _outcome: &T) -> Result<Option<AnswerRecord>, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 /// Nothing to add to a flow's transaction (jobs, consumers, seeding).
@@ -586,6 +650,10 @@ pub struct NoHook;
 impl<T: Sync> BeforeCommit<T> for NoHook {
     async fn run(self, _tx: &mut PgConnection, _outcome: &T) -> Result<(), sqlx::Error> {
         Ok(())
+    }
+
+    fn into_record(self, _outcome: &T) -> Result<Option<AnswerRecord>, Self> {
+        Ok(None)
     }
 }
 
@@ -687,5 +755,13 @@ where
         let answer = (self.answer)(outcome);
         let (headers, body) = answer.parts();
         key.record(tx, answer.status, &headers, &body).await
+    }
+
+    fn into_record(self, outcome: &T) -> Result<Option<AnswerRecord>, Self> {
+        Ok(self.key.map(|key| {
+            let answer = (self.answer)(outcome);
+            let (headers, body) = answer.parts();
+            AnswerRecord::new(key, answer.status, &headers, body)
+        }))
     }
 }

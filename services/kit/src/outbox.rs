@@ -8,7 +8,7 @@
 //! publishes a row again; consumers deduplicate on the event id.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::envelope::EventEnvelope;
+use crate::idempotency::AnswerRecord;
 use crate::kafka::{KafkaHandle, events_topic, partition_for};
 use crate::metrics::{ComponentLabels, Metrics, preset};
 use crate::telemetry;
@@ -95,6 +96,22 @@ impl Outbox {
         event_type: &str,
         payload: &impl Serialize,
     ) -> Result<EventEnvelope, OutboxError> {
+        self.append_ordered_with(tx, key, order_key, event_type, payload, None)
+            .await
+    }
+
+    /// [`Outbox::append_ordered`] that also writes `answer` (the request's idempotency record,
+    /// from [`crate::idempotency::BeforeCommit::into_record`]) in the same statement: the
+    /// flow's last write before `COMMIT` costs one round trip, not two.
+    pub async fn append_ordered_with(
+        &self,
+        tx: &mut PgConnection,
+        key: &str,
+        order_key: &str,
+        event_type: &str,
+        payload: &impl Serialize,
+        answer: Option<&AnswerRecord>,
+    ) -> Result<EventEnvelope, OutboxError> {
         let envelope = self.envelope(
             event_type,
             payload,
@@ -105,11 +122,25 @@ impl Outbox {
         // commits, so for one key the outbox id order is the commit order the relay publishes
         // in. One statement, one round trip: the lock's row is produced (the lock taken) before
         // the insert draws the row's id.
-        sqlx::query(
-            "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
+        const APPEND: &str = "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($8))
              INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7 FROM locked",
-        )
+             SELECT $1, $2, $3, $4, $5, $6, $7 FROM locked";
+        static APPEND_WITH_ANSWER: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($8)),
+                 appended AS (
+                     INSERT INTO outbox (event_id, topic, partition_key, event_type, envelope, traceparent, created_at)
+                     SELECT $1, $2, $3, $4, $5, $6, $7 FROM locked
+                 )
+                 {}",
+                AnswerRecord::insert_sql(9)
+            )
+        });
+        let query = sqlx::query(if answer.is_some() {
+            APPEND_WITH_ANSWER.as_str()
+        } else {
+            APPEND
+        })
         .bind(envelope.id)
         .bind(&*self.topic)
         .bind(key)
@@ -120,9 +151,16 @@ impl Outbox {
         .bind(crate::db::advisory_key(&format!(
             "pulse-outbox-key:{}:{order_key}",
             self.topic
-        )))
-        .execute(&mut *tx)
-        .await?;
+        )));
+        match answer {
+            Some(answer) => {
+                answer.bind(query).execute(&mut *tx).await?;
+                answer.written();
+            }
+            None => {
+                query.execute(&mut *tx).await?;
+            }
+        }
         Ok(envelope)
     }
 
