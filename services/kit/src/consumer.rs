@@ -160,6 +160,15 @@ pub struct ConsumerConfig {
     pub max_batch: usize,
     /// Partitions to create the topic with when it does not exist yet.
     pub partitions: i32,
+    /// How long the id of an applied event is kept, so that a copy of it published again has
+    /// no second effect. It must outlast any republishing: a relay that stopped between
+    /// publishing an event and noting it publishes it again when it next runs, and a consumer
+    /// reads nothing before its stored offset. By default 7 days, as long as the outbox keeps
+    /// published events.
+    pub processed_retention: Duration,
+    /// How often a replica deletes its group's ids older than `processed_retention` (by
+    /// default every 10 minutes; replicas doing it at once only repeat each other's work).
+    pub prune_every: Duration,
 }
 
 impl ConsumerConfig {
@@ -179,6 +188,8 @@ impl ConsumerConfig {
             batch_from_lag: 2,
             max_batch: 256,
             partitions: 3,
+            processed_retention: Duration::from_secs(7 * 24 * 3600),
+            prune_every: Duration::from_secs(600),
         }
     }
 }
@@ -320,9 +331,16 @@ impl Consumer {
         let mut tasks = JoinSet::new();
         let mut workers: BTreeMap<i32, (CancellationToken, AbortHandle)> = BTreeMap::new();
         let mut finished: HashMap<tokio::task::Id, i32> = HashMap::new();
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 break;
+            }
+            if last_prune.is_none_or(|at| at.elapsed() >= self.config.prune_every) {
+                last_prune = Some(std::time::Instant::now());
+                if let Err(err) = self.prune_processed().await {
+                    tracing::warn!(group = %self.config.group, error = %err, "could not delete old applied event ids; next time");
+                }
             }
             // Forget workers that stopped by themselves (lost lock, database error).
             while let Some(done) = tasks.try_join_next_with_id() {
@@ -363,6 +381,32 @@ impl Consumer {
         .bind(self.member_id)
         .execute(&self.pool)
         .await;
+    }
+
+    /// Deletes the group's applied event ids older than `processed_retention`, a batch at a
+    /// time so no statement holds many row locks for long. Returns how many went.
+    async fn prune_processed(&self) -> Result<u64, sqlx::Error> {
+        const BATCH: i64 = 5_000;
+        let retention = self.config.processed_retention.as_secs_f64();
+        let mut deleted = 0;
+        loop {
+            let batch = sqlx::query(
+                "DELETE FROM consumer_processed_events WHERE ctid IN (
+                     SELECT ctid FROM consumer_processed_events
+                     WHERE group_name = $1 AND processed_at < now() - make_interval(secs => $2)
+                     LIMIT $3)",
+            )
+            .bind(&self.config.group)
+            .bind(retention)
+            .bind(BATCH)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += batch;
+            if batch < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn rebalance(

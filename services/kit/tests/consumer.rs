@@ -206,6 +206,86 @@ async fn the_same_event_published_twice_is_applied_once() {
     running.await.expect("stops");
 }
 
+/// Applied event ids are kept for `processed_retention`, then deleted by the group's replicas:
+/// the table does not grow forever, and recent ids (and other groups') stay.
+#[tokio::test]
+async fn applied_event_ids_older_than_the_retention_are_deleted_and_recent_ones_kept() {
+    let env = env().await;
+    let topic = unique("kit.prune");
+    let group = unique("prune");
+    let other = unique("prune-other");
+    env.kafka.ensure_topic(&topic, 1).await.expect("topic");
+    let old = envelope(1, serde_json::json!({}));
+    let recent = envelope(2, serde_json::json!({}));
+    for (group, event, age_hours) in [
+        (&group, &old, 3.0),
+        (&group, &recent, 0.5),
+        (&other, &old, 3.0),
+    ] {
+        sqlx::query(
+            "INSERT INTO consumer_processed_events (group_name, event_id, processed_at)
+             VALUES ($1, $2, now() - make_interval(secs => $3))",
+        )
+        .bind(group)
+        .bind(event.id)
+        .bind(age_hours * 3600.0)
+        .execute(&env.pool)
+        .await
+        .expect("insert");
+    }
+    let kept = || async {
+        let mut kept: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+            "SELECT group_name, event_id FROM consumer_processed_events
+             WHERE group_name IN ($1, $2)",
+        )
+        .bind(&group)
+        .bind(&other)
+        .fetch_all(&env.pool)
+        .await
+        .expect("select");
+        kept.sort();
+        kept
+    };
+    let mut config = config(&group, &topic, 1);
+    config.processed_retention = Duration::from_secs(2 * 3600);
+    config.prune_every = Duration::from_millis(100);
+    let stop = CancellationToken::new();
+    let running =
+        tokio::spawn(consumer(&env, Arc::new(Recorder::default()), config).run(stop.clone()));
+    eventually(
+        Duration::from_secs(10),
+        "the group's old id deleted",
+        || async { kept().await.len() == 2 },
+    )
+    .await;
+    let mut expected = vec![(group.clone(), recent.id), (other.clone(), old.id)];
+    expected.sort();
+    assert_eq!(kept().await, expected);
+    // The recent id still stops a copy of its event published again.
+    produce(
+        &env.kafka,
+        &topic,
+        0,
+        &[recent.clone(), envelope(3, serde_json::json!({}))],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "offset past both records",
+        || async { next_offset(&env, &group, 0).await == Some(2) },
+    )
+    .await;
+    let seen = effects(&env.pool).await;
+    assert_eq!(
+        seen.get(&2),
+        None,
+        "the recent event was applied before: not again"
+    );
+    assert_eq!(seen.get(&3), Some(&1));
+    stop.cancel();
+    running.await.expect("stops");
+}
+
 #[tokio::test]
 async fn resuming_inside_a_produced_batch_neither_skips_nor_repeats() {
     let env = env().await;
