@@ -17,7 +17,7 @@
 //! failing never loses the durable record: the counters are repaired from it (a rebuild, or the
 //! late release of a cancelled sale by the campaign upkeep job).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -61,23 +61,37 @@ impl OrderEventsHandler {
         Self { store, seckill }
     }
 
-    /// Makes Redis count a newly recorded sale if it lost its reservation (best effort: when
-    /// Redis fails, the campaign upkeep job sees fewer sold in Redis than recorded and rebuilds).
-    async fn adopt(&self, campaign: &str, order: &OrderEvent) {
-        match self
-            .seckill
-            .adopt(campaign, order.order_id, &order.user_id)
-            .await
-        {
-            Ok(Adopted::Known | Adopted::Missing) => {}
-            Ok(Adopted::Adopted) => {
-                tracing::warn!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again");
-            }
-            Ok(Adopted::Oversold) => {
-                tracing::error!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again, and the campaign is oversold");
-            }
-            Err(err) => {
-                tracing::warn!(order = %order.order_id, campaign, error = %err, "could not check the sale in Redis; the upkeep job will");
+    /// Makes Redis count newly recorded sales whose reservations it lost (best effort: when
+    /// Redis fails, the campaign upkeep job sees fewer sold in Redis than recorded and
+    /// rebuilds). One round trip per campaign.
+    async fn adopt(&self, sales: &[&OrderEvent]) {
+        let mut by_campaign: BTreeMap<&str, Vec<&OrderEvent>> = BTreeMap::new();
+        for order in sales {
+            let campaign = order.campaign_id.as_deref().unwrap_or_default();
+            by_campaign.entry(campaign).or_default().push(order);
+        }
+        for (campaign, orders) in by_campaign {
+            let pairs: Vec<(Uuid, &str)> = orders
+                .iter()
+                .map(|order| (order.order_id, order.user_id.as_str()))
+                .collect();
+            let outcomes = match self.seckill.adopt(campaign, &pairs).await {
+                Ok(outcomes) => outcomes,
+                Err(err) => {
+                    tracing::warn!(campaign, sales = pairs.len(), error = %err, "could not check the sales in Redis; the upkeep job will");
+                    continue;
+                }
+            };
+            for (order, outcome) in orders.iter().zip(outcomes) {
+                match outcome {
+                    Adopted::Known | Adopted::Missing => {}
+                    Adopted::Adopted => {
+                        tracing::warn!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again");
+                    }
+                    Adopted::Oversold => {
+                        tracing::error!(order = %order.order_id, campaign, "an order whose reservation Redis lost is counted again, and the campaign is oversold");
+                    }
+                }
             }
         }
     }
@@ -129,12 +143,12 @@ impl EventHandler for OrderEventsHandler {
             .record_sales(tx, &sales)
             .await
             .map_err(BatchFailure::of_batch)?;
-        for (_, order) in &created {
-            if recorded.contains(&order.order_id) {
-                let campaign = order.campaign_id.as_deref().unwrap_or_default();
-                self.adopt(campaign, order).await;
-            }
-        }
+        let new_sales: Vec<&OrderEvent> = created
+            .iter()
+            .map(|(_, order)| order)
+            .filter(|order| recorded.contains(&order.order_id))
+            .collect();
+        self.adopt(&new_sales).await;
         for (at, batched) in rest {
             self.apply(tx, batched.event, &mut campaigns)
                 .instrument(batched.span.clone())
@@ -219,7 +233,7 @@ impl OrderEventsHandler {
                         .record_sale(tx, order.order_id, campaign, &order.user_id)
                         .await?
                 {
-                    self.adopt(campaign, &order).await;
+                    self.adopt(&[&order]).await;
                 }
             }
             "OrderPaid" => {

@@ -154,26 +154,41 @@ redis.call('SET', KEYS[2], left)
 return {'rebuilt', total, sold, left, kept}
 ";
 
-/// Counts a seckill order the durable record has just learned of (its `OrderCreated`) if Redis
-/// does not know it: Redis lost its reservation after ordering had made it an order, and was
-/// rebuilt before marketing recorded the sale. A reservation Redis knows is listed in the orders
-/// hash until its order is paid or cancelled, which happens after it is created.
+/// Counts seckill orders of one campaign the durable record has just learned of (their
+/// `OrderCreated`) that Redis does not know: Redis lost their reservations after ordering had
+/// made them orders, and was rebuilt before marketing recorded the sales. A reservation Redis
+/// knows is listed in the orders hash until its order is paid or cancelled, which happens after
+/// it is created.
 ///
-/// `KEYS`: meta, stock, buyers, orders. `ARGV`: order id, buyer. Returns `missing` (Redis does not
-/// know the campaign: the next rebuild counts the sale), `known`, `adopted`, or `oversold`
-/// (adopted, and more are sold than the stock).
+/// `KEYS`: meta, stock, buyers, orders. `ARGV`: order id, buyer, order id, buyer, … Returns one
+/// outcome per order, in order: `missing` (Redis does not know the campaign: the next rebuild
+/// counts the sale), `known`, `adopted`, or `oversold` (adopted, and more are sold than the
+/// stock).
 const ADOPT_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 'known' end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-local sold = redis.call('HINCRBY', KEYS[1], 'sold', 1)
+local outcomes = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 1, #ARGV, 2 do outcomes[#outcomes + 1] = 'missing' end
+  return outcomes
+end
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-local left = total - sold
-if left < 0 then left = 0 end
-redis.call('SET', KEYS[2], left)
-if sold > total then return 'oversold' end
-return 'adopted'
+local adopted = false
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then
+    outcomes[#outcomes + 1] = 'known'
+  else
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
+    local sold = redis.call('HINCRBY', KEYS[1], 'sold', 1)
+    adopted = true
+    if sold > total then outcomes[#outcomes + 1] = 'oversold' else outcomes[#outcomes + 1] = 'adopted' end
+  end
+end
+if adopted then
+  local left = total - tonumber(redis.call('HGET', KEYS[1], 'sold'))
+  if left < 0 then left = 0 end
+  redis.call('SET', KEYS[2], left)
+end
+return outcomes
 ";
 
 /// Gives an unpaid reservation back (idempotent: only an order still listed as unpaid is
@@ -564,31 +579,43 @@ impl Seckill {
         })
     }
 
-    /// Makes sure Redis counts a seckill order the durable record has just learned of (see
+    /// Makes sure Redis counts the seckill orders of `campaign` (order id, buyer) the durable
+    /// record has just learned of, in one round trip; what it did with each, in order (see
     /// [`Adopted`]). The caller holds the campaign in share mode
     /// ([`crate::store::Store::share_campaign`]).
     pub async fn adopt(
         &self,
         campaign: &str,
-        order_id: Uuid,
-        buyer: &str,
-    ) -> redis::RedisResult<Adopted> {
+        orders: &[(Uuid, &str)],
+    ) -> redis::RedisResult<Vec<Adopted>> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys = self.keys(campaign);
+        let ids: Vec<String> = orders.iter().map(|(id, _)| id.to_string()).collect();
+        let args: Vec<&str> = ids
+            .iter()
+            .zip(orders)
+            .flat_map(|(id, (_, buyer))| [id.as_str(), *buyer])
+            .collect();
         let mut conn = self.redis.connection().await?;
-        let outcome: String = self
+        let outcomes: Vec<String> = self
             .adopt
             .run(
                 &mut conn,
                 &[&keys.meta, &keys.stock, &keys.buyers, &keys.orders],
-                &[&order_id.to_string(), buyer],
+                &args,
             )
             .await?;
-        Ok(match outcome.as_str() {
-            "known" => Adopted::Known,
-            "adopted" => Adopted::Adopted,
-            "oversold" => Adopted::Oversold,
-            _ => Adopted::Missing,
-        })
+        Ok(outcomes
+            .iter()
+            .map(|outcome| match outcome.as_str() {
+                "known" => Adopted::Known,
+                "adopted" => Adopted::Adopted,
+                "oversold" => Adopted::Oversold,
+                _ => Adopted::Missing,
+            })
+            .collect())
     }
 
     /// The counters of a loaded campaign; `None` if Redis does not know it.
